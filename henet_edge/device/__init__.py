@@ -1,0 +1,1 @@
+"""Everything that runs on the Raspberry Pi. Never imports TensorFlow or Keras."""

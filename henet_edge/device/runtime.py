@@ -1,0 +1,169 @@
+"""One small interface over the TFLite interpreters a device may have.
+
+Preference order: ``ai_edge_litert`` (LiteRT), then ``tflite_runtime`` (its
+2.14 wheels need numpy<2 and run int8 models on slow reference kernels), then
+``tensorflow.lite`` on a desktop that has neither. XNNPACK is LiteRT's default
+CPU delegate; it is what runs grouped convolutions fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from henet_edge import HenetEdgeError
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+class RuntimeMissing(HenetEdgeError, RuntimeError):
+    """No TFLite interpreter is importable."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    version: str
+    module: Any
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+def _load(name: str) -> RuntimeInfo | None:
+    try:
+        if name == "ai_edge_litert":
+            module = importlib.import_module("ai_edge_litert.interpreter")
+            version = getattr(importlib.import_module("ai_edge_litert"), "__version__", "?")
+        elif name == "tflite_runtime":
+            module = importlib.import_module("tflite_runtime.interpreter")
+            version = getattr(importlib.import_module("tflite_runtime"), "__version__", "?")
+        else:
+            tf = importlib.import_module("tensorflow")
+            module, version = tf.lite, tf.__version__
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return None
+    return RuntimeInfo(name, str(version), module)
+
+
+def find_runtime(prefer: str | None = None) -> RuntimeInfo:
+    """The first importable runtime (or ``prefer`` if given and importable)."""
+    order = [prefer] if prefer else list(RUNTIMES)
+    for name in order:
+        if name not in RUNTIMES:
+            raise RuntimeMissing(f"unknown runtime {name!r}; choose {', '.join(RUNTIMES)}")
+        info = _load(name)
+        if info is not None:
+            if info.name == "tflite_runtime":
+                warnings.warn("using tflite_runtime: its last wheels (2.14) need numpy<2 and "
+                              "run int8 models on slow reference kernels; "
+                              "`pip install ai-edge-litert` is faster", stacklevel=2)
+            return info
+    raise RuntimeMissing("no TFLite runtime found: `pip install ai-edge-litert` "
+                         "(or `pip install 'henet-edge[device]'`)")
+
+
+@dataclass(frozen=True)
+class Quant:
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+def _quant(detail: dict[str, Any]) -> Quant:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return Quant(np.dtype(detail["dtype"]), float(scale), int(zero))
+
+
+class TFLiteModel:
+    """A loaded ``.tflite`` with float-in, float-out helpers around raw invokes."""
+
+    def __init__(self, path: str | Path, *, num_threads: int = 1, xnnpack: bool = True,
+                 runtime: RuntimeInfo | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such model file")
+        self.runtime = runtime or find_runtime()
+        self.xnnpack = xnnpack
+        kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
+        if not xnnpack:
+            resolver = getattr(self.runtime.module, "OpResolverType", None)
+            if resolver is None:
+                raise RuntimeMissing(f"{self.runtime.name} cannot disable its default delegates")
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        t0 = time.perf_counter()
+        try:
+            self.interpreter = self.runtime.module.Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"{self.path}: not a loadable TFLite model ({exc})") from exc
+        self.load_seconds = time.perf_counter() - t0
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{self.path}: expected one input and one output tensor")
+        self._in, self._out = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self._in["shape"])
+        self.output_size = int(np.prod(self._out["shape"]))
+        self.input_quant, self.output_quant = _quant(self._in), _quant(self._out)
+
+    @property
+    def delegate(self) -> str:
+        return "XNNPACK" if self.xnnpack else "none (built-in kernels)"
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.runtime.name, "runtime_version": self.runtime.version,
+                "delegate": self.delegate, "input_dtype": str(self.input_quant.dtype),
+                "input_shape": list(self.input_shape)}
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float model input ``(H, W, C)`` or ``(1, H, W, C)`` -> the tensor's dtype."""
+        x = np.asarray(x, np.float32).reshape(self.input_shape)
+        q = self.input_quant
+        if not q.quantized:
+            return x.astype(q.dtype)
+        info = np.iinfo(q.dtype)
+        return np.clip(np.round(x / q.scale) + q.zero_point, info.min, info.max).astype(q.dtype)
+
+    def set_input(self, raw: np.ndarray) -> None:
+        self.interpreter.set_tensor(self._in["index"], raw)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def raw_output(self) -> np.ndarray:
+        return self.interpreter.get_tensor(self._out["index"]).reshape(-1)
+
+    def output(self) -> np.ndarray:
+        """Float logits, dequantised if the output tensor is quantised."""
+        raw = self.raw_output()
+        q = self.output_quant
+        if not q.quantized:
+            return raw.astype(np.float32)
+        return ((raw.astype(np.float32) - q.zero_point) * q.scale).astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.set_input(self.quantize_input(x))
+        self.invoke()
+        return self.output()
+
+    def op_names(self) -> list[str]:
+        """Op names in execution order (as the model file lists them)."""
+        details = self.interpreter._get_ops_details()  # noqa: SLF001 - only op listing API
+        return [d["op_name"] for d in details]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max()
+    e = np.exp(z)
+    return e / e.sum()

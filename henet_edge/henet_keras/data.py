@@ -1,0 +1,296 @@
+"""Image data sources, decoded once into canonical uint8 arrays (no TensorFlow).
+
+A source is one of:
+
+- an image folder ``root/<class>/*.{jpg,jpeg,png,bmp,webp,gif,tif,tiff}``
+  (a single top-level folder such as ``train/`` is descended into);
+- a ``.tar``, ``.tar.gz`` or ``.tgz`` archive of such a folder;
+- ``cifar10``, ``cifar100`` or ``svhn``: the official downloads, fetched once
+  into the cache folder (``$HENET_EDGE_CACHE`` or ``~/.cache/henet-edge``).
+
+Every image goes through :func:`henet_edge.device.preprocess.canonical`, the
+same function the device uses. Corrupt images are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.preprocess import DEFAULT, canonical
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+NAMED_SETS = ("cifar10", "cifar100", "svhn")
+OFFICIAL_URLS = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "svhn_train": "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+    "svhn_test": "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+}
+
+
+class DataError(HenetEdgeError, ValueError):
+    """A data source that cannot be used, with a message for the user."""
+
+
+@dataclass
+class ImageSet:
+    """Canonical uint8 images ``(N, S, S, 3)`` with integer labels and ids."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    ids: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index], self.class_names,
+                        [self.ids[i] for i in index])
+
+
+@dataclass
+class DataSource:
+    """A loaded source: its training set, an official test split if it has one."""
+
+    name: str
+    kind: str
+    train: ImageSet
+    test: ImageSet | None = None
+    augment: str = "cifar"  # "cifar" (pad 4, crop, flip) or "none"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HENET_EDGE_CACHE") or Path.home() / ".cache" / "henet-edge"
+    return Path(root)
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return canonical(image, size)
+
+
+def _from_members(
+    members: Iterable[tuple[str, Callable[[], bytes]]], source: str, size: int,
+    progress: Callable[[int], None] | None = None,
+) -> ImageSet:
+    """Build an ImageSet from ``(relative path, reader)`` pairs laid out as ``class/file``."""
+    by_class: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
+    for rel, reader in members:
+        parts = Path(rel).parts
+        if len(parts) < 2 or Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        by_class.setdefault(parts[-2], []).append((rel, reader))
+    if not by_class:
+        raise DataError(f"{source}: no images found (expected <class>/<image> files)")
+    class_names = sorted(by_class)
+    if len(class_names) < 2:
+        raise DataError(f"{source}: only one class folder ({class_names[0]!r}); need at least 2")
+    images, labels, ids, skipped = [], [], [], []
+    for label, name in enumerate(class_names):
+        for rel, reader in sorted(by_class[name]):
+            try:
+                images.append(_decode(reader(), size))
+            except Exception as exc:  # noqa: BLE001 - any decoder failure means a bad file
+                skipped.append(f"{rel}: {exc}")
+                continue
+            finally:
+                if progress:
+                    progress(1)
+            labels.append(label)
+            ids.append(rel)
+    if skipped:
+        warnings.warn(f"{source}: skipped {len(skipped)} unreadable image(s), "
+                      f"first: {skipped[0]}", stacklevel=2)
+    if not images:
+        raise DataError(f"{source}: all {len(skipped)} images are unreadable")
+    present = set(labels)
+    empty = [n for i, n in enumerate(class_names) if i not in present]
+    if empty:
+        raise DataError(f"{source}: class folder(s) with no readable images: {', '.join(empty)}")
+    return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int32), class_names, ids,
+                    skipped)
+
+
+def _strip_single_root(paths: list[str]) -> str:
+    """The common single top folder to descend into (``train/``), or ''."""
+    tops = {Path(p).parts[0] for p in paths if len(Path(p).parts) >= 3}
+    deeper = all(len(Path(p).parts) >= 3 for p in paths)
+    return next(iter(tops)) if len(tops) == 1 and deeper else ""
+
+
+def load_folder(root: Path, size: int, progress=None) -> ImageSet:
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    files = [p for p in root.rglob("*") if p.is_file()]
+    if not files:
+        raise DataError(f"{root}: the folder is empty")
+    rel = [str(p.relative_to(root)) for p in files]
+    top = _strip_single_root(rel)
+    members = [(str(Path(r).relative_to(top)) if top else r, p.read_bytes)
+               for r, p in zip(rel, files)]
+    return _from_members(members, str(root), size, progress)
+
+
+def load_tar(path: Path, size: int, progress=None) -> ImageSet:
+    try:
+        tar = tarfile.open(path)
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
+    with tar:
+        infos = [m for m in tar.getmembers() if m.isfile()]
+        top = _strip_single_root([m.name for m in infos])
+
+        def reader(info: tarfile.TarInfo) -> Callable[[], bytes]:
+            return lambda: tar.extractfile(info).read()
+
+        members = [(str(Path(m.name).relative_to(top)) if top else m.name, reader(m))
+                   for m in infos]
+        return _from_members(members, str(path), size, progress)
+
+
+def _download(url: str, dest: Path) -> Path:
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    print(f"downloading {url} -> {dest}")
+    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+    os.replace(tmp, dest)
+    return dest
+
+
+def parse_cifar_archive(path: Path, fine: bool = True) -> tuple[ImageSet, ImageSet]:
+    """Parse the official CIFAR-10/100 python archive into (train, test) sets."""
+    with tarfile.open(path) as tar:
+        blobs = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers()
+                 if m.isfile()}
+    if "batches.meta" in blobs:  # CIFAR-10
+        meta = pickle.loads(blobs["batches.meta"], encoding="latin1")
+        names, key = meta["label_names"], "labels"
+        train_parts = [f"data_batch_{i}" for i in range(1, 6)]
+        test_parts = ["test_batch"]
+    elif "meta" in blobs:  # CIFAR-100
+        meta = pickle.loads(blobs["meta"], encoding="latin1")
+        names = meta["fine_label_names" if fine else "coarse_label_names"]
+        key = "fine_labels" if fine else "coarse_labels"
+        train_parts, test_parts = ["train"], ["test"]
+    else:
+        raise DataError(f"{path}: not an official CIFAR python archive")
+
+    def load(parts: list[str], split: str) -> ImageSet:
+        xs, ys = [], []
+        for part in parts:
+            if part not in blobs:
+                raise DataError(f"{path}: missing {part}")
+            batch = pickle.loads(blobs[part], encoding="latin1")
+            xs.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
+            ys.extend(batch[key])
+        images = np.concatenate(xs).transpose(0, 2, 3, 1).copy()
+        ids = [f"{split}/{i}" for i in range(len(ys))]
+        return ImageSet(images, np.asarray(ys, np.int32), list(names), ids)
+
+    return load(train_parts, "train"), load(test_parts, "test")
+
+
+def parse_svhn_mat(path: Path, split: str) -> ImageSet:
+    """Parse an official SVHN ``*_32x32.mat`` file (label 10 means digit 0)."""
+    from scipy.io import loadmat
+
+    mat = loadmat(path)
+    images = np.asarray(mat["X"], np.uint8).transpose(3, 0, 1, 2).copy()
+    labels = np.asarray(mat["y"], np.int64).reshape(-1) % 10
+    ids = [f"{split}/{i}" for i in range(len(labels))]
+    return ImageSet(images, labels.astype(np.int32), [str(d) for d in range(10)], ids)
+
+
+def _resize_set(images: ImageSet, size: int) -> ImageSet:
+    if images.images.shape[1] == size:
+        return images
+    arr = np.stack([canonical(Image.fromarray(im), size) for im in images.images])
+    return ImageSet(arr, images.labels, images.class_names, images.ids)
+
+
+def load_named(name: str, size: int) -> DataSource:
+    root = cache_dir() / "datasets"
+    if name in ("cifar10", "cifar100"):
+        archive = _download(OFFICIAL_URLS[name], root / Path(OFFICIAL_URLS[name]).name)
+        train, test = parse_cifar_archive(archive)
+        return DataSource(name, "named", _resize_set(train, size), _resize_set(test, size))
+    train = parse_svhn_mat(_download(OFFICIAL_URLS["svhn_train"], root / "svhn_train.mat"),
+                           "train")
+    test = parse_svhn_mat(_download(OFFICIAL_URLS["svhn_test"], root / "svhn_test.mat"), "test")
+    return DataSource(name, "named", _resize_set(train, size), _resize_set(test, size),
+                      augment="none")
+
+
+def _cache_key(path: Path, size: int) -> str:
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{DEFAULT.name}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: bool = True,
+                progress=None) -> DataSource:
+    """Load a data source by name or path into canonical uint8 arrays."""
+    if spec in NAMED_SETS:
+        return load_named(spec, size)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"{spec}: no such file or folder (or named set: "
+                        f"{', '.join(NAMED_SETS)})")
+    is_tar = path.is_file() and any(str(path).endswith(s) for s in (".tar", ".tar.gz", ".tgz"))
+    if path.is_file() and not is_tar:
+        raise DataError(f"{spec}: not a folder or a .tar/.tar.gz/.tgz archive")
+    cache = cache_dir() / "decoded" / f"{_cache_key(path, size)}.npz" if is_tar else None
+    if cache is not None and use_cache and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            train = ImageSet(z["images"], z["labels"], list(z["class_names"]), list(z["ids"]),
+                             list(z["skipped"]))
+    else:
+        train = load_tar(path, size, progress) if is_tar else load_folder(path, size, progress)
+        if cache is not None and use_cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, images=train.images, labels=train.labels,
+                     class_names=np.array(train.class_names), ids=np.array(train.ids),
+                     skipped=np.array(train.skipped, dtype=str))
+            os.replace(tmp, cache)
+    return DataSource(str(path), "tar" if is_tar else "folder", train)
+
+
+def split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """A deterministic, class-stratified (train, validation) split."""
+    if not 0 < fraction < 1:
+        raise DataError(f"--val-split must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    val_idx = []
+    for label in range(len(images.class_names)):
+        idx = np.flatnonzero(images.labels == label)
+        take = max(1, int(round(len(idx) * fraction)))
+        val_idx.extend(rng.permutation(idx)[:take].tolist())
+    val_mask = np.zeros(len(images), bool)
+    val_mask[val_idx] = True
+    return images.subset(np.flatnonzero(~val_mask)), images.subset(np.flatnonzero(val_mask))
+
+
+def iter_batches(n: int, batch: int) -> Iterator[slice]:
+    for start in range(0, n, batch):
+        yield slice(start, min(start + batch, n))

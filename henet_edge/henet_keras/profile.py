@@ -1,0 +1,76 @@
+"""Per-layer parameter and MAC counts, real and in the HENet paper's convention.
+
+Real counts: trainable parameters of the model as built (grouped kernels, no
+conv bias, BN gamma and beta, FC) and multiply-accumulates of every conv and
+dense layer.
+
+The paper's convention (reproduces its Table 3 to the unit): every conv
+counted as if dense (groups ignored), plus a conv bias and two batch-norm
+values per output channel, plus the FC layer; MACs respect groups, but the
+first block of each stage is counted as if it took 2C inputs (as every later
+block does). ``conv_bias=False`` drops the bias term (used for the ShuffleNet
+baseline, whose increments match only without it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+
+
+@dataclass
+class LayerProfile:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    groups: int
+    params: int
+    macs: int
+    paper_params: int
+    paper_macs: int
+
+
+def _is_first_block_pw(layer_name: str) -> bool:
+    return layer_name.endswith("b1_pw_conv")
+
+
+def profile_model(model: keras.Model, *, conv_bias: bool = True) -> list[LayerProfile]:
+    """Profile every conv, BN and dense layer of ``model``."""
+    rows: list[LayerProfile] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            _, h, w, c_out = layer.output.shape
+            g = layer.groups
+            params = kh * kw * (c_in // g) * c_out + (c_out if layer.use_bias else 0)
+            macs = h * w * kh * kw * (c_in // g) * c_out
+            paper_in = 2 * c_in if _is_first_block_pw(layer.name) else c_in
+            paper_macs = h * w * kh * kw * (paper_in // g) * c_out
+            paper_params = kh * kw * c_in * c_out + (c_out if conv_bias else 0)
+            kind = "depthwise" if g == c_in == c_out else ("gconv" if g > 1 else "conv")
+            rows.append(LayerProfile(layer.name, f"{kind} {kh}x{kw}/{layer.strides[0]}",
+                                     (h, w, c_out), g, params, macs, paper_params, paper_macs))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.output.shape[-1]
+            n = 2 * c
+            rows.append(LayerProfile(layer.name, "batchnorm", tuple(layer.output.shape[1:]),
+                                     1, n, 0, n, 0))
+        elif isinstance(layer, keras.layers.Dense):
+            c_in, c_out = layer.input.shape[-1], layer.units
+            n = c_in * c_out + c_out
+            rows.append(LayerProfile(layer.name, "dense", (c_out,), 1, n, c_in * c_out,
+                                     n, c_in * c_out))
+    return rows
+
+
+def summarize(model: keras.Model, *, conv_bias: bool = True) -> dict:
+    """Totals and per-layer rows as a JSON-ready dict."""
+    rows = profile_model(model, conv_bias=conv_bias)
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    totals = {k: sum(getattr(r, k) for r in rows)
+              for k in ("params", "macs", "paper_params", "paper_macs")}
+    if totals["params"] != trainable:  # every trainable weight must be accounted for
+        raise AssertionError(f"profile counted {totals['params']} params, model has {trainable}")
+    return {"model": model.name, **totals, "layers": [asdict(r) for r in rows]}
