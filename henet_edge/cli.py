@@ -112,6 +112,191 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
                "what a grouped model stores.")
 
 
+# ---- device commands (begin)
+_MODEL_HELP = ("Bundle folder, or a .tflite with --labels. Default: the installed bundle "
+               "($HENET_EDGE_HOME/current, else ~/.henet-edge/current), else the bundled "
+               "default model.")
+
+
+def _warn_loudly(message: str) -> None:
+    click.secho(f"*** WARNING: {message} ***", fg="red", bold=True, err=True)
+
+
+def _make_classifier(model, labels, precision, top_k, threads):
+    from henet_edge.device.classify import Classifier
+
+    classifier = Classifier(model, labels=labels, precision=precision, top_k=top_k,
+                            num_threads=threads)
+    if not classifier.model.delegate.startswith("XNNPACK"):
+        _warn_loudly(f"delegate: {classifier.model.delegate}; inference will be slow")
+    return classifier
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", default=None, help=_MODEL_HELP)
+@click.option("--labels", default=None, help="Labels file (one per line) for a bare .tflite.")
+@click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
+              help="Which model of the bundle [int8 if present].")
+@click.option("--top-k", default=3, show_default=True, help="Labels to show per image.")
+@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per image (JSON Lines), errors included.")
+@user_errors
+def classify(inputs, model, labels, precision, top_k, threads, as_json):
+    """Classify image files and folders (JPEG, PNG, BMP, WebP; folders are walked).
+
+    \b
+    Every image goes through the training preprocessing (EXIF orientation,
+    any mode converted to RGB, resize, centre crop, normalise). A file that
+    cannot be read gets an error line and the rest go on; the exit code is 1
+    if any failed.
+
+    \b
+    Example:
+      henet-edge classify photo.jpg holidays/ --top-k 5
+    """
+    from henet_edge.device.classify import classify_paths, format_result
+
+    classifier = _make_classifier(model, labels, precision, top_k, threads)
+    if not as_json:
+        info = classifier.describe()
+        click.echo(f"model: {info.get('bundle_name') or info['model']} ({info['precision']}, "
+                   f"{info['runtime']} {info['runtime_version']}, {info['delegate']})", err=True)
+    total = failed = 0
+    for result in classify_paths(classifier, inputs):
+        total += 1
+        failed += not result.ok
+        if as_json:
+            click.echo(json.dumps(result.to_dict()))
+        else:
+            click.echo(format_result(result), err=not result.ok)
+    if failed:
+        click.echo(f"{failed} of {total} inputs failed", err=True)
+        click.get_current_context().exit(1)
+
+
+@main.command()
+@click.option("--source", default="auto", show_default=True,
+              help="auto, picamera2[:N], opencv:N, a video file, or a folder of images.")
+@click.option("--frames", default=0, show_default=True, help="Stop after N frames (0: never).")
+@click.option("--every", default=0.0, show_default=True,
+              help="Seconds between frame starts (0: as fast as possible).")
+@click.option("--model", default=None, help=_MODEL_HELP)
+@click.option("--labels", default=None, help="Labels file for a bare .tflite.")
+@click.option("--precision", type=click.Choice(["int8", "float32"]), default=None)
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per frame.")
+@user_errors
+def camera(source, frames, every, model, labels, precision, top_k, threads, as_json):
+    """Classify camera frames: label, probability, stage times and running FPS.
+
+    \b
+    picamera2 needs `sudo apt install python3-picamera2` and a venv made with
+    --system-site-packages; USB cameras and video files need
+    `pip install opencv-python-headless`. A folder of images stands in for a
+    camera.
+    """
+    from henet_edge.device.camera import open_source, run
+
+    classifier = _make_classifier(model, labels, precision, top_k, threads)
+    count, last_fps = 0, 0.0
+    with open_source(source) as frames_in:
+        click.echo(f"source: {frames_in.name}", err=True)
+        for result in run(classifier, frames_in, frames=frames, every=every):
+            count, last_fps = result.frame, result.fps
+            click.echo(json.dumps(result.to_dict()) if as_json else result.format())
+    click.echo(f"{count} frames, {last_fps:.1f} fps", err=True)
+
+
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--protocol", type=click.Choice(["paper"]), default="paper", show_default=True,
+              help="paper: one image, 1000 passes x 5 repeats on one core, 1 thread.")
+@click.option("--runs", type=int, default=None, help="Passes per repeat [1000].")
+@click.option("--repeats", type=int, default=None, help="Repeats [5].")
+@click.option("--warmup", type=int, default=None, help="Uncounted warm-up passes [50].")
+@click.option("--core", type=int, default=None,
+              help="CPU core to pin to [the highest-numbered allowed core].")
+@click.option("--threads", default=1, show_default=True,
+              help="Interpreter threads (the paper's protocol uses 1).")
+@click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="int8",
+              show_default=True, help="Which model(s) of a bundle to time.")
+@click.option("--image", type=click.Path(path_type=Path), default=None,
+              help="Time this image instead of random pixels.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random image.")
+@click.option("--xnnpack-check", is_flag=True,
+              help="Also time every model without the XNNPACK delegate.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a latency histogram PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def bench(models, protocol, runs, repeats, warmup, core, threads, precision, image, seed,
+          xnnpack_check, plot_path, as_json):
+    """Time models with the paper's protocol, with the environment recorded.
+
+    \b
+    MODELS are bundle folders or .tflite files (default: the installed
+    bundle); several run interleaved (A B A B) and get a ratio table. The
+    paper's "Time (s)" is the mean over repeats of the total time of the
+    passes. A run is marked suspect when the CPU was throttled or the
+    governor was not `performance`.
+
+    \b
+    Example:
+      henet-edge bench --core 3 r2/ r3/ --precision all --plot latency.png
+    """
+    from henet_edge.device.bench import PROTOCOLS, BenchOptions, format_result, run_bench
+    from henet_edge.device.bench import plot_histogram as plot
+    from henet_edge.device.classify import default_model
+
+    defaults = PROTOCOLS[protocol]
+    options = BenchOptions(
+        runs=defaults["runs"] if runs is None else runs,
+        repeats=defaults["repeats"] if repeats is None else repeats,
+        warmup=defaults["warmup"] if warmup is None else warmup,
+        core=core, threads=threads, precision=precision, image=image, seed=seed,
+        xnnpack_check=xnnpack_check, protocol=protocol)
+    specs = list(models) or [default_model()]
+    run = run_bench(specs, options, progress=lambda msg: click.echo(msg, err=True))
+    result = run.result
+    if plot_path is not None:
+        plot(run, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(format_result(result))
+    for warning in result["warnings"]:
+        _warn_loudly(warning)
+    if result["suspect"]:
+        _warn_loudly("suspect run: " + "; ".join(result["reasons"]))
+
+
+@main.command()
+@click.option("--model", default=None, help="Check this bundle instead of the default one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@user_errors
+def doctor(model, as_json):
+    """Check that this machine can classify, and say how to fix what is wrong.
+
+    Architecture, Python, runtimes and numpy, cameras, governor, temperature
+    and throttling, free disk, the installed bundle (hashes verified) and one
+    end-to-end classification. Exits 1 if classification cannot work.
+    """
+    from henet_edge.device.doctor import format_checks, healthy, run_doctor, to_json
+
+    checks = run_doctor(model)
+    if as_json:
+        emit_json(to_json(checks))
+    else:
+        click.echo(format_checks(checks))
+    if not healthy(checks):
+        click.get_current_context().exit(1)
+# ---- device commands (end)
+
+
 def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
     if model_name not in MODEL_CHOICES:
         raise click.ClickException(
@@ -120,6 +305,201 @@ def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
         raise click.ClickException(f"--repeat must be at least 1, got {repeat}")
     if classes < 2:
         raise click.ClickException(f"--classes must be at least 2, got {classes}")
+
+
+# ---- desktop commands (begin)
+@main.command()
+@click.option("--data", default=None,
+              help="Image folder (root/<class>/*.jpg), .tar/.tar.gz of one, or cifar10, "
+                   "cifar100, svhn (downloaded once and cached).")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder to create [runs/<model>-r<repeat>-<time>].")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
+              help="Continue an interrupted run folder where its last checkpoint left off.")
+@click.option("--model", "model_name", type=click.Choice(MODEL_CHOICES), default=None,
+              help="Model family [henet].")
+@click.option("--repeat", type=int, default=None, help="Stride-1 blocks per stage [3].")
+@click.option("--width", "width_multiplier", default=1.0, show_default=True,
+              help="HENet width multiplier.")
+@click.option("--recipe", type=click.Choice(["fast", "paper"]), default="fast",
+              show_default=True,
+              help="paper: SGD lr 0.01 x0.1 at 32k/48k of 65k iterations (about 9 h on 2 "
+                   "cores); fast: warm-up + cosine, label smoothing, 30 epochs.")
+@click.option("--epochs", type=int, default=None, help="Override the recipe's length.")
+@click.option("--iterations", type=int, default=None, help="Length in steps instead.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val-split", default=0.1, show_default=True,
+              help="Held-out fraction when the data has no test split (seeded, stratified).")
+@click.option("--formulation", type=click.Choice(["auto", "masked", "native"]), default="auto",
+              show_default=True,
+              help="Grouped convs as masked dense convs (fast on CPU) or native (GPU).")
+@click.option("--limit", type=int, default=None, help="Use only N training images (quick).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@user_errors
+def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
+          iterations, batch_size, lr, seed, val_split, formulation, limit, as_json):
+    """Train HENet (or the ShuffleNet baseline) and write a run folder.
+
+    \b
+    The run folder gets model.keras and best.keras (native grouped convs),
+    config.json, history.json/.csv, curves.png and train.log, plus a
+    checkpoint every epoch: after Ctrl-C or a crash, `--resume RUN_DIR`
+    continues with the same schedule.
+
+    \b
+    Example:
+      henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3
+    """
+    import time
+
+    _quiet_tensorflow()
+    from henet_edge.henet_keras.train import TrainConfig
+    from henet_edge.henet_keras.train import train as run_training
+
+    if resume_dir is None:
+        if data is None:
+            raise click.ClickException("--data is required (or --resume RUN_DIR)")
+        model_name, repeat = model_name or "henet", repeat or 3
+    if repeat is not None and repeat < 1:
+        raise click.ClickException(f"--repeat must be at least 1, got {repeat}")
+    config = TrainConfig(data=data, model=model_name, repeat=repeat,
+                         width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
+                         iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
+                         val_split=val_split, formulation=formulation, limit=limit)
+    if resume_dir is not None:
+        target = resume_dir
+    else:
+        target = run_dir or Path("runs") / f"{model_name}-r{repeat}-{time.strftime('%Y%m%d-%H%M%S')}"
+    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
+    if as_json:
+        emit_json(summary)
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--data", default=None,
+              help="Labelled images to evaluate on (folder, archive, or named set). "
+                   "Default: the run's own validation split.")
+@click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="all",
+              show_default=True, help="For bundles: which model(s).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a confusion-matrix PNG here.")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def evaluate(model_path, data, precision, plot_path, as_json):
+    """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
+
+    .keras models and run folders run in Keras; .tflite files and bundles
+    run in the device runtime (LiteRT), never in TensorFlow.
+    """
+    from henet_edge.convert.evaluate import evaluate_model
+
+    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
+    if as_json:
+        emit_json(results)
+        return
+    for name, r in results["models"].items():
+        click.echo(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
+                   f"on {r['images']} images ({results['data']})")
+        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
+        click.echo("  weakest classes: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst))
+    if "mean_last5_val_accuracy" in results:
+        click.echo(f"run history: mean of the last 5 validation evaluations "
+                   f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
+    if plot_path:
+        click.echo(f"confusion matrix: {plot_path}")
+
+
+@main.command()
+@click.option("--data", required=True, help="Training images (folder, archive or named set).")
+@click.option("--num", default=500, show_default=True, help="Images in the set.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def calibrate(data, num, seed, out, force, as_json):
+    """Make a class-stratified, deterministic int8 calibration set.
+
+    The set holds canonical images after the shared preprocessing, with its
+    provenance: source, seed, image ids, class histogram and sha256.
+    """
+    from henet_edge.calibration.calibration_set import make_calibration
+
+    if out.suffix != ".npz":
+        raise click.ClickException(f"--out must end in .npz, got {out}")
+    if out.exists() and not force:
+        raise click.ClickException(f"{out}: already exists (use --force to replace it)")
+    calib = make_calibration(data, num=num, seed=seed)
+    calib.save(out)
+    prov = {k: v for k, v in calib.provenance.items() if k != "ids"}
+    if as_json:
+        emit_json({"out": str(out), **prov})
+        return
+    click.echo(f"{out}: {num} images from {data} (seed {seed}), sha256 {prov['sha256'][:16]}...")
+    click.echo("per class: " + ", ".join(f"{k} {v}" for k, v in prov["histogram"].items()))
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--calibration", required=True,
+              help="A calibration .npz (henet-edge calibrate) or a data source to sample.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
+@click.option("--num", default=500, show_default=True,
+              help="Calibration images when sampling a data source.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--io", type=click.Choice(["int8", "uint8", "float32"]), default="int8",
+              show_default=True, help="Input/output tensor type of the int8 model.")
+@click.option("--val-data", default=None,
+              help="Labelled images for the report card [the run's validation split].")
+@click.option("--report-images", type=int, default=None,
+              help="Use at most N validation images for the report card.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, path_type=Path),
+              default=None, help="labels.txt for a bare .keras file.")
+@click.option("--min-agreement", default=0.98, show_default=True,
+              help="Gate: int8 top-1 agreement with Keras.")
+@click.option("--max-drop", default=1.0, show_default=True,
+              help="Gate: int8 accuracy drop in points.")
+@click.option("--no-gate", is_flag=True, help="Write the bundle even if a gate fails.")
+@click.option("--include-keras", is_flag=True, help="Copy the source .keras into the bundle.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@user_errors
+def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
+            min_agreement, max_drop, no_gate, include_keras, force, as_json):
+    """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
+
+    \b
+    Writes model_float32.tflite, model_int8.tflite (full integer, per-channel
+    conv weights), labels.txt, golden images, report.json/report.md (the
+    quantization report card) and manifest.json (hashes of every file).
+    Fails, writing nothing, if the op audit or a quantization gate fails.
+
+    \b
+    Example:
+      henet-edge convert runs/henet-r3 --calibration calib.npz --out bundles/henet-r3
+    """
+    _quiet_tensorflow()
+    from henet_edge.convert.pipeline import convert as run_convert
+    from henet_edge.convert.report import Gates
+
+    labels = labels_file.read_text().split() if labels_file else None
+    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    manifest = run_convert(source, calibration, out, num=num, seed=seed, val_data=val_data,
+                           report_images=report_images, io=io, force=force, gate=not no_gate,
+                           gates=Gates(min_agreement, max_drop), labels=labels,
+                           include_keras=include_keras, log=echo)
+    if as_json:
+        emit_json(manifest)
+        return
+    r = manifest["report"]
+    click.echo(f"top-1 on {r['images']} images: Keras {100 * r['keras_top1']:.2f}%, float32 "
+               f"{100 * r['float32_top1']:.2f}%, int8 {100 * r['int8_top1']:.2f}% "
+               f"(agreement {100 * r['int8_agreement']:.2f}%); report: {out / 'report.md'}")
+# ---- desktop commands (end)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -119,12 +119,21 @@ def open_image(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     corrupt, or declare more than ``max_pixels`` pixels (checked before any
     pixel buffer is allocated).
     """
+    import warnings
+
     from PIL import UnidentifiedImageError
 
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and refuses above twice it; we
+            # refuse everything over ``max_pixels`` ourselves, just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
     except UnidentifiedImageError as exc:
         raise ValueError("not an image file (unrecognised format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image declares too many pixels, over the {max_pixels:,} limit "
+                         f"(refused before decoding: {exc})") from exc
     w, h = image.size
     if w * h > max_pixels:
         image.close()

@@ -26,6 +26,10 @@ class RuntimeMissing(HenetEdgeError, RuntimeError):
     """No TFLite interpreter is importable."""
 
 
+class ModelError(HenetEdgeError, ValueError):
+    """A model file that is missing, unloadable or unsuitable for its use."""
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     name: str
@@ -47,7 +51,7 @@ def _load(name: str) -> RuntimeInfo | None:
         else:
             tf = importlib.import_module("tensorflow")
             module, version = tf.lite, tf.__version__
-    except Exception:  # noqa: BLE001 - a broken install counts as missing
+    except Exception:  # a broken install counts as missing
         return None
     return RuntimeInfo(name, str(version), module)
 
@@ -117,9 +121,28 @@ class TFLiteModel:
         self.output_size = int(np.prod(self._out["shape"]))
         self.input_quant, self.output_quant = _quant(self._in), _quant(self._out)
 
+    def delegate_nodes(self) -> int:
+        """How many delegate kernels the interpreter's graph holds (0: none applied).
+
+        A delegate that takes over part of the graph adds a ``DELEGATE`` node
+        for each partition it runs; one node usually means fully delegated.
+        """
+        try:
+            return self.op_names().count("DELEGATE")
+        except Exception:  # private API; absent on some runtimes
+            return -1
+
     @property
     def delegate(self) -> str:
-        return "XNNPACK" if self.xnnpack else "none (built-in kernels)"
+        """The delegate that actually runs, as far as the interpreter shows it."""
+        if not self.xnnpack:
+            return "none (built-in kernels)"
+        nodes = self.delegate_nodes()
+        if nodes > 0:
+            return "XNNPACK" if nodes == 1 else f"XNNPACK ({nodes} partitions)"
+        if nodes == 0:
+            return "none (XNNPACK requested but not applied)"
+        return "XNNPACK (requested; not verifiable with this runtime)"
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.runtime.name, "runtime_version": self.runtime.version,
@@ -159,8 +182,18 @@ class TFLiteModel:
 
     def op_names(self) -> list[str]:
         """Op names in execution order (as the model file lists them)."""
-        details = self.interpreter._get_ops_details()  # noqa: SLF001 - only op listing API
+        details = self.interpreter._get_ops_details()  # the only op-listing API
         return [d["op_name"] for d in details]
+
+
+def open_model(path: str | Path, **kwargs: Any) -> TFLiteModel:
+    """:class:`TFLiteModel`, with a missing or unloadable file as a :class:`ModelError`."""
+    try:
+        return TFLiteModel(path, **kwargs)
+    except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, HenetEdgeError):
+            raise
+        raise ModelError(str(exc)) from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -41,9 +41,9 @@ class RunError(HenetEdgeError, ValueError):
 
 @dataclass
 class TrainConfig:
-    data: str
-    model: str = "henet"
-    repeat: int = 3
+    data: str | None
+    model: str | None = "henet"
+    repeat: int | None = 3
     width_multiplier: float = 1.0
     recipe: str = "fast"
     epochs: int | None = None
@@ -299,9 +299,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         if state.get("finished"):
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "recipe", "data"):
+        for key in ("model", "repeat"):
             mine = getattr(config, key)
-            if mine is not None and saved["train"].get(key) != mine and key != "data":
+            if mine is not None and saved["train"].get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}={saved['train'][key]!r}, "
                                f"not {mine!r}")
         config = TrainConfig(**saved["train"])
@@ -395,7 +395,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                           sys.stderr.isatty())
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
-              callbacks=[logger], verbose=0)
+              callbacks=[logger], verbose=0, shuffle=False)
     return finish_run(config, run_dir, model, classes, logger.history, logger.best, log)
 
 

@@ -1,0 +1,126 @@
+"""A class-stratified, deterministic sample of training images with its provenance.
+
+Stored as ``.npz``: ``pixels`` (canonical uint8 images, before the final crop
+and normalisation), ``labels``, and ``provenance`` (JSON: source, seed, image
+ids, class histogram, preprocessing, sha256 of the pixels). Model inputs are
+derived with the shared :func:`~henet_edge.device.preprocess.preprocess_pixels`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.preprocess import DEFAULT, Preprocessing, preprocess_pixels
+
+
+class CalibrationError(HenetEdgeError, ValueError):
+    """A calibration set that cannot be made or used."""
+
+
+@dataclass
+class CalibrationSet:
+    pixels: np.ndarray
+    labels: np.ndarray
+    provenance: dict
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.provenance["preprocessing"])
+
+    def inputs(self) -> np.ndarray:
+        """Normalised float32 model inputs, ``(N, S, S, 3)``."""
+        return preprocess_pixels(self.pixels, self.preprocessing)
+
+    def check_matches(self, spec: Preprocessing) -> None:
+        """Refuse a set whose preprocessing differs from the model's."""
+        mine = self.preprocessing.to_dict()
+        theirs = spec.to_dict()
+        diff = [k for k in theirs if mine.get(k) != theirs[k]]
+        if diff:
+            raise CalibrationError(
+                "calibration set was preprocessed differently from the model ("
+                + ", ".join(f"{k}: {mine.get(k)} vs {theirs[k]}" for k in diff)
+                + "); make a new one with `henet-edge calibrate`")
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez_compressed(tmp, pixels=self.pixels, labels=self.labels,
+                            provenance=np.array(json.dumps(self.provenance)))
+        os.replace(tmp, path)
+
+
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def make_calibration(source: str, num: int = 500, seed: int = 0,
+                     spec: Preprocessing = DEFAULT) -> CalibrationSet:
+    """Sample ``num`` images, as evenly across classes as the data allows."""
+    from henet_edge.henet_keras.data import load_source
+
+    data = load_source(source, spec.canonical_size).train
+    return sample(data.images, data.labels, data.class_names, data.ids, num=num, seed=seed,
+                  spec=spec, source=source)
+
+
+def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: list[str], *,
+           num: int, seed: int, spec: Preprocessing, source: str) -> CalibrationSet:
+    classes = len(class_names)
+    if num < classes:
+        raise CalibrationError(f"--num {num} cannot cover all {classes} classes; "
+                               f"use at least {classes} (500 is typical)")
+    rng = np.random.default_rng(seed)
+    per_class = [num // classes + (1 if c < num % classes else 0) for c in range(classes)]
+    chosen = []
+    for c, want in enumerate(per_class):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < want:
+            raise CalibrationError(f"class {class_names[c]!r} has {len(idx)} images, "
+                                   f"fewer than the {want} a stratified sample of {num} needs")
+        chosen.extend(np.sort(rng.choice(idx, size=want, replace=False)).tolist())
+    chosen = np.asarray(chosen)
+    pixels = images[chosen]
+    sel_labels = labels[chosen].astype(np.int32)
+    provenance = {
+        "source": str(source), "seed": seed, "num": int(num),
+        "class_names": list(class_names),
+        "histogram": {class_names[c]: int((sel_labels == c).sum()) for c in range(classes)},
+        "ids": [ids[i] for i in chosen],
+        "preprocessing": spec.to_dict(),
+        "sha256": _digest(pixels),
+    }
+    return CalibrationSet(pixels, sel_labels, provenance)
+
+
+def load_calibration(path: str | Path) -> CalibrationSet:
+    """Load a ``.npz`` calibration set, checking its recorded hash."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            pixels, labels = z["pixels"], z["labels"]
+            provenance = json.loads(str(z["provenance"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise CalibrationError(f"{path}: not a henet-edge calibration set ({exc})") from exc
+    if _digest(pixels) != provenance.get("sha256"):
+        raise CalibrationError(f"{path}: pixels do not match the recorded sha256")
+    return CalibrationSet(pixels, labels, provenance)
+
+
+def resolve_calibration(spec_or_path: str, *, num: int, seed: int,
+                        preprocessing: Preprocessing) -> CalibrationSet:
+    """An ``.npz`` calibration set, or a fresh sample of a data source."""
+    if str(spec_or_path).endswith(".npz"):
+        calib = load_calibration(spec_or_path)
+    else:
+        calib = make_calibration(spec_or_path, num=num, seed=seed, spec=preprocessing)
+    calib.check_matches(preprocessing)
+    return calib

@@ -1,0 +1,1 @@
+"""Conversion of Keras models to float32 and full-integer int8 TFLite bundles."""

@@ -1,0 +1,268 @@
+"""Turn a run folder or a ``.keras`` file into a verified bundle folder.
+
+The bundle is built in a temporary folder beside ``out`` and renamed into
+place only when every step (conversion, op audit, report card, gates) has
+passed, so a failed or interrupted conversion never leaves a half-written
+bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from henet_edge import HenetEdgeError, __version__
+from henet_edge.calibration.calibration_set import CalibrationSet
+from henet_edge.device.bundle import FORMAT, MANIFEST, sha256_file
+from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
+from henet_edge.device.runtime import TFLiteModel
+
+from .audit import audit_model
+from .report import Gates, report_card, report_markdown, tflite_logits
+
+
+class ConvertError(HenetEdgeError):
+    """A conversion that cannot go on (bad input, failed audit or gate)."""
+
+
+@dataclass
+class SourceModel:
+    """A Keras model with what its run folder knows about it."""
+
+    path: Path
+    model: object
+    labels: list[str]
+    preprocessing: Preprocessing
+    run_config: dict | None
+
+
+def load_source_model(path: str | Path, labels: list[str] | None = None) -> SourceModel:
+    """Load ``RUN_DIR`` (its best.keras, else model.keras) or a ``.keras`` file."""
+    import keras
+
+    from henet_edge.henet_keras import layers as _layers  # noqa: F401 - custom layers
+
+    path = Path(path)
+    config = None
+    if path.is_dir():
+        cfg = path / "config.json"
+        if not cfg.exists():
+            raise ConvertError(f"{path}: not a run folder (no config.json) and not a .keras file")
+        config = json.loads(cfg.read_text())
+        for name in ("best.keras", "model.keras"):
+            if (path / name).exists():
+                model_path = path / name
+                break
+        else:
+            raise ConvertError(f"{path}: the run has no model.keras yet (still training?)")
+    else:
+        model_path = path
+        if not path.exists():
+            raise ConvertError(f"{path}: no such file")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]})") from exc
+    classes = int(model.outputs[0].shape[-1])
+    if labels is None:
+        labels = config["labels"] if config else [f"class_{i}" for i in range(classes)]
+    if len(labels) != classes:
+        raise ConvertError(f"{len(labels)} labels for a model with {classes} outputs")
+    spec = Preprocessing.from_dict(config["preprocessing"]) if config else DEFAULT
+    size = model.inputs[0].shape[1]
+    if size != spec.input_size:
+        raise ConvertError(f"model input is {size}x{size} but preprocessing gives "
+                           f"{spec.input_size}x{spec.input_size}")
+    return SourceModel(model_path, model, list(labels), spec, config)
+
+
+def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], count: int):
+    """Up to ``count`` images, one per class first."""
+    picked: list[int] = []
+    for c in range(len(class_names)):
+        hits = np.flatnonzero(labels == c)
+        if len(hits) and len(picked) < count:
+            picked.append(int(hits[0]))
+    return picked
+
+
+def _model_meta(src: SourceModel) -> dict:
+    from henet_edge.henet_keras.profile import summarize
+
+    summary = summarize(src.model, conv_bias=not src.model.name.startswith("shufflenet"))
+    meta = {"name": src.model.name, "classes": len(src.labels), "params": summary["params"],
+            "macs": summary["macs"]}
+    if src.run_config:
+        train = src.run_config["train"]
+        meta.update(family=train["model"], repeat=train["repeat"])
+    return meta
+
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    versions = {"henet_edge": __version__, "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        import ai_edge_litert
+
+        versions["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "?")
+    except ImportError:  # pragma: no cover
+        pass
+    return versions
+
+
+def convert_bundle(
+    src: SourceModel,
+    calibration: CalibrationSet,
+    out: Path,
+    *,
+    val_inputs: np.ndarray,
+    val_labels: np.ndarray,
+    val_pixels: np.ndarray,
+    data_note: str,
+    io: str = "int8",
+    force: bool = False,
+    gate: bool = True,
+    gates: Gates = Gates(),
+    golden_count: int = 8,
+    include_keras: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Convert, audit, report and write the bundle; returns the manifest."""
+    from .tflite import to_float32, to_int8
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+    calibration.check_matches(src.preprocessing)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        (tmp / "model_float32.tflite").write_bytes(to_float32(src.model))
+        log(f"float32 converted ({time.perf_counter() - t0:.1f}s)")
+        t0 = time.perf_counter()
+        (tmp / "model_int8.tflite").write_bytes(
+            to_int8(src.model, calibration.inputs(), io=io))
+        log(f"int8 converted with {len(calibration.pixels)} calibration images "
+            f"({time.perf_counter() - t0:.1f}s)")
+        audits = {p: audit_model(tmp / f"model_{p}.tflite") for p in ("float32", "int8")}
+        problems = [f"{p}: {msg}" for p, a in audits.items() for msg in a.problems]
+        if problems:
+            raise ConvertError("op audit failed: " + "; ".join(problems))
+        log("op audit passed: builtins only, static shapes, fully delegated to XNNPACK")
+
+        float_model = TFLiteModel(tmp / "model_float32.tflite")
+        int8_model = TFLiteModel(tmp / "model_int8.tflite")
+        keras_logits = np.asarray(src.model.predict(val_inputs, batch_size=256, verbose=0))
+        report = report_card(keras_logits, tflite_logits(float_model, val_inputs),
+                             tflite_logits(int8_model, val_inputs), val_labels, src.labels,
+                             tmp / "model_int8.tflite", gates, data_note)
+        sizes = {p: (tmp / f"model_{p}.tflite").stat().st_size for p in ("float32", "int8")}
+        (tmp / "report.json").write_text(json.dumps(
+            {**report, "audit": {p: a.to_dict() for p, a in audits.items()}, "sizes": sizes},
+            indent=1))
+        (tmp / "report.md").write_text(report_markdown(
+            report, {p: a.to_dict() for p, a in audits.items()}, sizes))
+        if gate and not report["gates"]["passed"]:
+            raise ConvertError("quantization gates failed: " + "; ".join(
+                report["gates"]["failures"]) + ". Try a larger or more representative "
+                "--calibration set, or pass --no-gate to write the bundle anyway")
+
+        golden = _write_golden(tmp, val_pixels, val_labels, src, float_model, int8_model,
+                               keras_logits, golden_count)
+        (tmp / "labels.txt").write_text("\n".join(src.labels) + "\n")
+        source_hash = sha256_file(src.path)
+        if include_keras:
+            (tmp / "source").mkdir()
+            shutil.copy2(src.path, tmp / "source" / "model.keras")
+        models = {}
+        for precision, model in (("float32", float_model), ("int8", int8_model)):
+            models[precision] = {
+                "file": f"model_{precision}.tflite",
+                "input": {"dtype": str(model.input_quant.dtype), "scale": model.input_quant.scale,
+                          "zero_point": model.input_quant.zero_point},
+                "output": {"dtype": str(model.output_quant.dtype),
+                           "scale": model.output_quant.scale,
+                           "zero_point": model.output_quant.zero_point},
+            }
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
+                 if p.is_file()}
+        manifest = {
+            "format": FORMAT,
+            "name": src.model.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model": _model_meta(src),
+            "labels": src.labels,
+            "input_shape": list(float_model.input_shape),
+            "preprocessing": src.preprocessing.to_dict(),
+            "models": models,
+            "golden": "golden.json",
+            "golden_count": len(golden),
+            "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}
+            | {"ids_count": len(calibration.provenance["ids"])},
+            "report": {"keras_top1": report["keras"]["top1"],
+                       "float32_top1": report["float32"]["top1"],
+                       "int8_top1": report["int8"]["top1"],
+                       "int8_agreement": report["int8"]["top1_agreement"],
+                       "data": data_note, "images": report["images"]},
+            "source_model": {"file": src.path.name, "sha256": source_hash,
+                             "included": include_keras},
+            "versions": _versions(),
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _swap_into_place(tmp, out)
+        log(f"bundle written to {out}")
+        return manifest
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: SourceModel,
+                  float_model: TFLiteModel, int8_model: TFLiteModel, keras_logits: np.ndarray,
+                  count: int) -> list[dict]:
+    """Save golden images as PNG and record the desktop's results on them.
+
+    The results come from reading the PNG back through the device's own
+    decode and preprocessing path, so the device must reproduce them exactly.
+    """
+    (tmp / "golden").mkdir()
+    entries = []
+    for n, i in enumerate(_golden(pixels, labels, src.labels, count)):
+        name = f"golden/{n:02d}_{src.labels[labels[i]]}.png".replace(" ", "_")
+        Image.fromarray(pixels[i]).save(tmp / name)
+        x = preprocess_image(open_image(str(tmp / name)), src.preprocessing)
+        entry = {"file": name, "label": src.labels[labels[i]],
+                 "keras": {"top1": int(keras_logits[i].argmax()),
+                           "logits": [float(v) for v in keras_logits[i]]}}
+        for precision, model in (("float32", float_model), ("int8", int8_model)):
+            logits = model(x)
+            entry[precision] = {"top1": int(logits.argmax()),
+                                "logits": [float(v) for v in logits]}
+        entries.append(entry)
+    (tmp / "golden.json").write_text(json.dumps({"images": entries}, indent=1))
+    return entries
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,266 @@
+"""The small, standard-library-only helper that deploy runs on the device.
+
+Deploy sends this file's source to the device's own ``python3`` on stdin
+(``python3 - OP ARGS...``) before anything of henet-edge is installed there,
+so it must not import the project, numpy or anything outside the standard
+library, and must run on any Python 3.6+ (an old device must still be able to
+report that it is too old). Every operation prints one JSON object.
+
+Operations:
+
+``probe BASE``
+    Architecture, Python, OS, board, free disk at ``BASE`` (or its nearest
+    existing parent), whether ``venv``/``ensurepip`` work, which TFLite
+    runtimes the system Python already has, and what is installed in ``BASE``.
+``verify DIR BUNDLE_ID``
+    Check that ``DIR/manifest.json`` hashes to ``BUNDLE_ID`` and that every
+    file the manifest lists is present with its sha256.
+``sha256 FILE...``
+    The sha256 of each file.
+``status BASE [--verify]``
+    Installed bundles, ``current``, the venv and its install record, the
+    deploy history and the last bench result.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import sys
+
+FORMAT = "henet-edge-bundle/1"
+MANIFEST = "manifest.json"
+INSTALL_RECORD = "henet-edge-install.json"
+HISTORY = "history.jsonl"
+LAST_BENCH = "last-bench.json"
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_text(path, limit=4096):
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _os_release():
+    text = _read_text("/etc/os-release") or ""
+    fields = {}
+    for line in text.splitlines():
+        if "=" in line:
+            key, _, value = line.partition("=")
+            fields[key.strip()] = value.strip().strip('"')
+    return fields.get("PRETTY_NAME") or "{} {}".format(platform.system(), platform.release())
+
+
+def _free_bytes(path):
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None, probe
+    return st.f_bavail * st.f_frsize, probe
+
+
+def _has_module(name):
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _memory_bytes():
+    text = _read_text("/proc/meminfo") or ""
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            try:
+                return int(line.split()[1]) * 1024
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _link_target_id(path):
+    try:
+        return os.path.basename(os.readlink(path).rstrip("/"))
+    except OSError:
+        return None
+
+
+def _load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _installed(base):
+    bundles_dir = os.path.join(base, "bundles")
+    try:
+        bundles = sorted(n for n in os.listdir(bundles_dir)
+                         if os.path.isdir(os.path.join(bundles_dir, n)))
+    except OSError:
+        bundles = []
+    venv_key = _link_target_id(os.path.join(base, "venv"))
+    record = None
+    if venv_key:
+        record = _load_json(os.path.join(base, "venvs", venv_key, INSTALL_RECORD))
+    return {
+        "current": _link_target_id(os.path.join(base, "current")),
+        "bundles": bundles,
+        "venv": venv_key,
+        "venv_record": record,
+    }
+
+
+def probe(base):
+    free, free_at = _free_bytes(base)
+    model = _read_text("/proc/device-tree/model")
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "os": _os_release(),
+        "board": model.strip("\x00\n ") if model else None,
+        "memory_bytes": _memory_bytes(),
+        "python": {
+            "version": list(sys.version_info[:3]),
+            "executable": sys.executable,
+            "implementation": platform.python_implementation(),
+            "venv": _has_module("venv") and _has_module("ensurepip"),
+        },
+        "runtimes": {name: _has_module(name) for name in ("ai_edge_litert", "tflite_runtime")},
+        "base": base,
+        "base_exists": os.path.isdir(base),
+        "free_bytes": free,
+        "free_at": free_at,
+        "installed": _installed(base),
+    }
+
+
+def verify(folder, bundle_id):
+    problems = []
+    manifest_path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return {"ok": False, "problems": ["manifest.json: missing"]}
+    actual = sha256_file(manifest_path)
+    if bundle_id and actual != bundle_id:
+        problems.append("manifest.json: sha256 mismatch (file changed or corrupt)")
+    manifest = _load_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        problems.append("manifest.json: not a {} manifest".format(FORMAT))
+        return {"ok": False, "problems": problems, "id": actual}
+    files = manifest.get("files") or {}
+    root = os.path.realpath(folder)
+    for name in sorted(files):
+        path = os.path.realpath(os.path.join(folder, name))
+        if os.path.isabs(name) or not path.startswith(root + os.sep):
+            problems.append("{}: path escapes the bundle".format(name))
+        elif not os.path.isfile(path):
+            problems.append("{}: missing".format(name))
+        elif sha256_file(path) != files[name]:
+            problems.append("{}: sha256 mismatch (file changed or corrupt)".format(name))
+    return {"ok": not problems, "problems": problems, "id": actual, "files": len(files) + 1}
+
+
+def _history(base):
+    entries = []
+    text = _read_text(os.path.join(base, HISTORY), limit=1 << 20) or ""
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill: ignore it
+        if isinstance(entry, dict) and entry.get("bundle"):
+            entries.append(entry)
+    return entries
+
+
+def _dir_size(folder):
+    total = 0
+    for parent, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def status(base, check=False):
+    installed = _installed(base)
+    bundles = []
+    for bundle_id in installed["bundles"]:
+        folder = os.path.join(base, "bundles", bundle_id)
+        manifest = _load_json(os.path.join(folder, MANIFEST)) or {}
+        entry = {
+            "id": bundle_id,
+            "name": manifest.get("name"),
+            "created": manifest.get("created"),
+            "precisions": sorted((manifest.get("models") or {}).keys()),
+            "size_bytes": _dir_size(folder),
+            "mtime": os.path.getmtime(folder),
+        }
+        if check:
+            entry["verify"] = verify(folder, bundle_id)
+        bundles.append(entry)
+    venvs = []
+    try:
+        names = sorted(os.listdir(os.path.join(base, "venvs")))
+    except OSError:
+        names = []
+    for name in names:
+        record = _load_json(os.path.join(base, "venvs", name, INSTALL_RECORD))
+        venvs.append({"key": name, "complete": record is not None, "record": record})
+    free, _ = _free_bytes(base)
+    return {
+        "base": base,
+        "base_exists": os.path.isdir(base),
+        "current": installed["current"],
+        "venv": installed["venv"],
+        "venv_record": installed["venv_record"],
+        "bundles": bundles,
+        "venvs": venvs,
+        "history": _history(base),
+        "last_bench": _load_json(os.path.join(base, LAST_BENCH)),
+        "free_bytes": free,
+    }
+
+
+def main(argv):
+    if not argv:
+        raise SystemExit("usage: agent OP ARGS...")
+    op, args = argv[0], argv[1:]
+    if op == "probe":
+        result = probe(args[0])
+    elif op == "verify":
+        result = verify(args[0], args[1] if len(args) > 1 else None)
+    elif op == "sha256":
+        result = {path: sha256_file(path) for path in args}
+    elif op == "status":
+        result = status(args[0], check="--verify" in args[1:])
+    else:
+        raise SystemExit("unknown op {!r}".format(op))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,389 @@
+"""The timing protocol: ``henet-edge bench``.
+
+The paper's protocol: one random test image, 1000 forward passes on one CPU
+core, repeated 5 times; its "Time (s)" is the mean over the repeats of the
+time of the 1000 passes. Here the process is pinned to one core with
+``os.sched_setaffinity`` and the interpreter runs one thread; warm-up passes
+come first and are not counted. A forward pass is one ``invoke()`` on an
+input set once before (as the paper times a network's forward pass).
+
+Several models run interleaved (A B A B, one block of passes each per
+repeat) so that their ratios hold on a noisy machine. ``xnnpack_check`` adds
+each model once more without the XNNPACK delegate.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from henet_edge import HenetEdgeError
+
+from .bundle import MANIFEST, PRECISIONS, load_bundle, sha256_file
+from .environment import Probe, assess
+from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
+from .runtime import RuntimeInfo, RuntimeMissing, TFLiteModel, find_runtime, open_model
+
+PROTOCOLS = {"paper": {"runs": 1000, "repeats": 5, "warmup": 50}}
+
+
+class BenchError(HenetEdgeError, ValueError):
+    """Bad benchmark options (unknown core, bad counts, unusable model)."""
+
+
+# ------------------------------------------------------------------ core pinning
+def check_core(core: int) -> int:
+    """``core`` if this process may run on it, else a :class:`BenchError`."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise BenchError("pinning to one core needs Linux (os.sched_setaffinity)")
+    allowed = sorted(os.sched_getaffinity(0))
+    count = os.cpu_count() or len(allowed)
+    if core < 0 or core >= count:
+        raise BenchError(f"--core {core}: no such core; this machine has cores 0..{count - 1}")
+    if core not in allowed:
+        raise BenchError(f"--core {core} is not available to this process "
+                         f"(allowed: {', '.join(map(str, allowed))})")
+    return core
+
+
+def default_core() -> int:
+    """The highest-numbered core this process may use (core 0 takes most interrupts)."""
+    if not hasattr(os, "sched_getaffinity"):
+        raise BenchError("pinning to one core needs Linux (os.sched_setaffinity)")
+    return max(os.sched_getaffinity(0))
+
+
+@contextmanager
+def pinned(core: int) -> Iterator[None]:
+    """Run the calling thread on ``core`` only, restoring the old affinity after."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+# ------------------------------------------------------------------ models
+@dataclass
+class BenchModel:
+    """One model to time, with its input already set."""
+
+    name: str
+    path: Path
+    model: TFLiteModel
+    first_ms: float = 0.0
+    totals_s: list[float] = field(default_factory=list)
+    latencies_ns: list[int] = field(default_factory=list)
+
+
+def resolve_models(specs: Sequence[str | Path],
+                   precision: str) -> list[tuple[str, Path, Preprocessing]]:
+    """``(name, tflite path, preprocessing)`` for each bundle or ``.tflite`` given.
+
+    A bundle contributes its ``precision`` model, or every model with ``all``.
+    Bundles are verified against their manifest hashes first.
+    """
+    resolved: list[tuple[str, Path, Preprocessing]] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir() or path.name == MANIFEST:
+            bundle = load_bundle(path)
+            wanted = bundle.precisions if precision == "all" else [precision]
+            name = bundle.manifest.get("name") or bundle.root.name
+            for p in wanted:
+                resolved.append((f"{name}/{p}", bundle.model_path(p), bundle.preprocessing))
+        elif path.is_file():
+            resolved.append((path.stem, path, DEFAULT))
+        else:
+            raise BenchError(f"{path}: no such model (a bundle folder or a .tflite file)")
+    names = [n for n, _, _ in resolved]
+    return [(n if names.count(n) == 1 else f"{n}#{i + 1}", p, s)
+            for i, (n, p, s) in enumerate(resolved)]
+
+
+def make_input(model: TFLiteModel, spec: Preprocessing, image: Path | None,
+               seed: int) -> tuple[np.ndarray, str]:
+    """The one input every pass uses: ``image`` preprocessed, or random pixels."""
+    shape = model.input_shape
+    if len(shape) != 4 or shape[0] != 1:
+        raise BenchError(f"{model.path}: expected an NHWC input with batch 1, got {list(shape)}")
+    _, h, w, c = shape
+    if image is not None:
+        if (h, w, c) != (spec.input_size, spec.input_size, 3):
+            raise BenchError(f"{model.path}: input {list(shape)} does not match the "
+                             f"preprocessing ({spec.input_size}x{spec.input_size}x3)")
+        try:
+            x = preprocess_image(open_image(str(image)), spec)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"{image}: {exc}") from None
+        return model.quantize_input(x), f"image {image}"
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(h, w, c), dtype=np.uint8)
+    x = normalize(pixels, spec) if c == 3 else pixels / np.float32(255.0)
+    return model.quantize_input(x), f"random pixels (seed {seed})"
+
+
+def _time_block(invoke: Callable[[], None], runs: int) -> tuple[float, list[int]]:
+    """Total seconds of ``runs`` invokes and each one's nanoseconds."""
+    clock = time.perf_counter_ns
+    times = [0] * runs
+    start = clock()
+    for i in range(runs):
+        t0 = clock()
+        invoke()
+        times[i] = clock() - t0
+    return (clock() - start) / 1e9, times
+
+
+def latency_stats(latencies_ns: Sequence[int]) -> dict[str, float]:
+    """Per-inference mean, median, p90, p99, std, min and max, in ms."""
+    ms = np.asarray(latencies_ns, dtype=np.float64) / 1e6
+    return {"mean": float(ms.mean()), "median": float(np.median(ms)),
+            "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)),
+            "std": float(ms.std()), "min": float(ms.min()), "max": float(ms.max())}
+
+
+# ------------------------------------------------------------------ the protocol
+@dataclass
+class BenchOptions:
+    runs: int = 1000
+    repeats: int = 5
+    warmup: int = 50
+    core: int | None = None
+    threads: int = 1
+    precision: str = "int8"
+    image: Path | None = None
+    seed: int = 0
+    xnnpack_check: bool = False
+    protocol: str = "paper"
+
+    def validate(self) -> None:
+        if self.runs < 1 or self.repeats < 1:
+            raise BenchError("--runs and --repeats must be at least 1")
+        if self.warmup < 0:
+            raise BenchError("--warmup must be 0 or more")
+        if self.threads < 1:
+            raise BenchError("--threads must be at least 1")
+        if self.precision not in (*PRECISIONS, "all"):
+            raise BenchError(f"unknown precision {self.precision!r}")
+
+
+@dataclass
+class BenchRun:
+    """A finished benchmark: the JSON-able ``result`` and every pass's latency."""
+
+    result: dict[str, Any]
+    latencies_ns: dict[str, list[int]]
+
+
+def run_bench(specs: Sequence[str | Path], options: BenchOptions, *,
+              probe: Probe | None = None, runtime: RuntimeInfo | None = None,
+              progress: Callable[[str], None] | None = None) -> BenchRun:
+    """Time every model in ``specs`` under ``options``."""
+    options.validate()
+    if not specs:
+        raise BenchError("no model to time")
+    core = check_core(options.core if options.core is not None else default_core())
+    probe = probe or Probe()
+    runtime = runtime or find_runtime()
+    say = progress or (lambda _msg: None)
+
+    models: list[BenchModel] = []
+    inputs: list[str] = []
+    with pinned(core):
+        for name, path, spec in resolve_models(specs, options.precision):
+            variants = [(name, True)]
+            if options.xnnpack_check:
+                variants.append((f"{name} (no XNNPACK)", False))
+            for label, xnnpack in variants:
+                try:
+                    model = open_model(path, num_threads=options.threads, xnnpack=xnnpack,
+                                       runtime=runtime)
+                except RuntimeMissing as exc:
+                    raise BenchError(f"--xnnpack-check: {exc}") from None
+                raw, source = make_input(model, spec, options.image, options.seed)
+                model.set_input(raw)
+                bench = BenchModel(label, path, model)
+                t0 = time.perf_counter_ns()
+                model.invoke()
+                bench.first_ms = (time.perf_counter_ns() - t0) / 1e6
+                for _ in range(options.warmup):
+                    model.invoke()
+                models.append(bench)
+                inputs.append(source)
+
+        before = probe.snapshot(core)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for r in range(options.repeats):
+                for bench in models:
+                    say(f"repeat {r + 1}/{options.repeats}: {bench.name}")
+                    total, times = _time_block(bench.model.invoke, options.runs)
+                    bench.totals_s.append(total)
+                    bench.latencies_ns.extend(times)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        after = probe.snapshot(core)
+
+    result = _result(models, inputs, options, core, runtime, probe, before, after)
+    return BenchRun(result, {bench.name: bench.latencies_ns for bench in models})
+
+
+def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions, core: int,
+            runtime: RuntimeInfo, probe: Probe, before: dict[str, Any],
+            after: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    warnings: list[str] = []
+    for bench, source in zip(models, inputs, strict=True):
+        totals = np.asarray(bench.totals_s)
+        m = bench.model
+        nodes = m.delegate_nodes()
+        rows.append({
+            "name": bench.name, "path": str(bench.path), "sha256": sha256_file(bench.path),
+            "input_dtype": m.input_quant.dtype.name, "input": source,
+            "xnnpack_requested": m.xnnpack, "delegate": m.delegate, "delegate_nodes": nodes,
+            "time_s": float(totals.mean()), "time_s_std": float(totals.std()),
+            "totals_s": [float(t) for t in totals],
+            "per_inference_ms": latency_stats(bench.latencies_ns),
+            "first_inference_ms": bench.first_ms, "load_ms": m.load_seconds * 1000.0,
+        })
+        if m.xnnpack and nodes == 0:
+            warnings.append(f"XNNPACK delegate NOT in use for {bench.name}: it runs on the "
+                            "built-in kernels, and grouped convolutions are slow there")
+    times = [row["time_s"] for row in rows]
+    ratios = [[a / b for b in times] for a in times]
+    check = _xnnpack_check(rows, warnings) if options.xnnpack_check else None
+    status = assess(before, after)
+    changes = [f"{key} {value}" for key, value, want in (
+        ("runs", options.runs, PROTOCOLS["paper"]["runs"]),
+        ("repeats", options.repeats, PROTOCOLS["paper"]["repeats"]),
+        ("threads", options.threads, 1)) if value != want]
+    paper = options.protocol == "paper" and not changes
+    return {
+        "protocol": options.protocol + (f" (changed: {', '.join(changes)})" if changes else ""),
+        "paper_protocol": paper,
+        "runs": options.runs, "repeats": options.repeats, "warmup": options.warmup,
+        "threads": options.threads, "core": core,
+        "models": rows,
+        "ratios": {"names": [row["name"] for row in rows], "matrix": ratios},
+        "xnnpack_check": check,
+        "warnings": warnings,
+        "environment": {**probe.record(core, {**runtime.describe()}),
+                        "before": before, "after": after},
+        **status,
+    }
+
+
+def _xnnpack_check(rows: list[dict[str, Any]], warnings: list[str]) -> list[dict[str, Any]]:
+    by_name = {row["name"]: row for row in rows}
+    checks = []
+    for row in rows:
+        plain = by_name.get(f"{row['name']} (no XNNPACK)")
+        if not row["xnnpack_requested"] or plain is None:
+            continue
+        speedup = plain["time_s"] / row["time_s"]
+        checks.append({"name": row["name"], "with_xnnpack_s": row["time_s"],
+                       "without_xnnpack_s": plain["time_s"], "speedup": speedup,
+                       "delegate": row["delegate"]})
+        if row["delegate_nodes"] > 0 and speedup < 1.2:
+            warnings.append(f"XNNPACK is applied to {row['name']} but gives only "
+                            f"{speedup:.2f}x over the built-in kernels")
+    return checks
+
+
+# ------------------------------------------------------------------ output
+def format_result(result: dict[str, Any]) -> str:
+    """The human-readable report of :func:`run_bench`'s result."""
+    env = result["environment"]
+    runtime = env["runtime"]
+    w = max(len(row["name"]) for row in result["models"]) + 2
+    lines = [f"protocol: {result['protocol']}: {result['runs']} passes x {result['repeats']} "
+             f"repeats (+{result['warmup']} warm-up) on core {result['core']}, "
+             f"{result['threads']} thread(s)",
+             f"runtime: {runtime.get('name')} {runtime.get('version')}; board: {env['board']}; "
+             f"cpu: {env['cpu']}",
+             "",
+             f"{'model':<{w}}{'time (s)':>10}{'mean':>8}{'median':>8}{'p90':>8}{'p99':>8}"
+             f"{'std':>8}{'min':>8}{'first':>8}{'load':>8}  delegate"]
+    for row in result["models"]:
+        s = row["per_inference_ms"]
+        lines.append(f"{row['name']:<{w}}{row['time_s']:>10.4f}{s['mean']:>8.3f}"
+                     f"{s['median']:>8.3f}{s['p90']:>8.3f}{s['p99']:>8.3f}{s['std']:>8.3f}"
+                     f"{s['min']:>8.3f}{row['first_inference_ms']:>8.3f}{row['load_ms']:>8.1f}"
+                     f"  {row['delegate']}")
+    lines.append("(time: mean over repeats of the total of the passes, the paper's Time (s); "
+                 "other columns in ms per inference)")
+    names = result["ratios"]["names"]
+    if len(names) > 1:
+        lines += ["", "ratios (row time / column time):",
+                  " " * (w + 3) + "".join(f"{i + 1:>10}" for i in range(len(names)))]
+        for i, (name, row) in enumerate(zip(names, result["ratios"]["matrix"], strict=True)):
+            lines.append(f"{i + 1:>2} {name:<{w}}" + "".join(f"{v:>10.3f}" for v in row))
+    for check in result["xnnpack_check"] or []:
+        lines.append(f"XNNPACK check {check['name']}: {check['with_xnnpack_s']:.4f} s with, "
+                     f"{check['without_xnnpack_s']:.4f} s without: {check['speedup']:.2f}x")
+    before, after = env["before"], env["after"]
+    lines += ["", f"governor {before['governor']}, frequency "
+                  f"{_unit(before['frequency_mhz'], 'MHz')}; temperature "
+                  f"{_unit(before['temperature_c'], '°C')} -> "
+                  f"{_unit(after['temperature_c'], '°C')} (vcgencmd "
+                  f"{_unit(before['vcgencmd_temperature_c'], '°C')} -> "
+                  f"{_unit(after['vcgencmd_temperature_c'], '°C')})"]
+    if result["suspect"]:
+        lines.append("SUSPECT RUN:")
+        lines += [f"  - {reason}" for reason in result["reasons"]]
+    for note in result["unverified"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _unit(value: Any, unit: str) -> str:
+    return f"{value:g} {unit}" if isinstance(value, (int, float)) else str(value)
+
+
+def plot_histogram(run: BenchRun, path: str | Path) -> Path:
+    """Write a per-inference latency histogram PNG (needs matplotlib)."""
+    result, latencies = run.result, run.latencies_ns
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: `pip install matplotlib`") from None
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    all_ms = np.concatenate([np.asarray(v, np.float64) / 1e6 for v in latencies.values()])
+    low = float(all_ms.min())
+    high = max(float(np.percentile(all_ms, 99.5)), low * 1.01)
+    spread = high / low > 5  # models far apart: log-spaced bins keep each one visible
+    bins = np.geomspace(low, high, 100) if spread else np.linspace(low, high, 80)
+    for name, values in latencies.items():
+        ms = np.asarray(values, np.float64) / 1e6
+        ax.hist(np.clip(ms, None, bins[-1]), bins=bins, alpha=0.6,
+                label=f"{name} (median {np.median(ms):.3f} ms)")
+    if spread:
+        ax.set_xscale("log")
+    env = result["environment"]
+    ax.set_xlabel("latency per inference (ms), clipped at p99.5")
+    ax.set_ylabel("passes")
+    ax.set_title(f"{env['board']}, core {result['core']}, {env['runtime'].get('name')}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+    return path

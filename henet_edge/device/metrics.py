@@ -1,0 +1,63 @@
+"""Classification metrics from logits (numpy only; used on desktop and device)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray,
+                           class_names: list[str]) -> dict:
+    """Top-1, top-5, per-class accuracy and the confusion matrix."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    pred = logits.argmax(axis=1)
+    k = min(5, logits.shape[1])
+    top5 = np.argsort(-logits, axis=1)[:, :k]
+    n = len(class_names)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        total = int(confusion[c].sum())
+        per_class[name] = float(confusion[c, c] / total) if total else float("nan")
+    return {
+        "images": int(len(labels)),
+        "top1": float((pred == labels).mean()) if len(labels) else float("nan"),
+        "top5": float((top5 == labels[:, None]).any(axis=1).mean()) if len(labels) else
+        float("nan"),
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path,
+                   title: str = "") -> None:
+    """Row-normalised confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    size = max(4.5, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    if len(class_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                if cm[i, j]:
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

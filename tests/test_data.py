@@ -1,0 +1,157 @@
+"""Data sources: folders, archives, the official CIFAR/SVHN formats, bad data."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from henet_edge.henet_keras.data import (
+    DataError,
+    load_source,
+    parse_cifar_archive,
+    parse_svhn_mat,
+    split_validation,
+)
+
+from .conftest import CLASSES, SHARED_CIFAR, write_image_folder
+
+
+def test_folder_source(image_folder):
+    src = load_source(str(image_folder), use_cache=False)
+    assert src.train.class_names == sorted(CLASSES)
+    assert src.train.images.shape == (48, 32, 32, 3)
+    assert src.train.images.dtype == np.uint8
+    assert np.bincount(src.train.labels).tolist() == [16, 16, 16]
+
+
+def test_tar_gz_source_with_a_top_folder(image_folder, tmp_path):
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder, arcname="train")
+    a = load_source(str(archive), use_cache=False).train
+    b = load_source(str(image_folder), use_cache=False).train
+    assert a.class_names == b.class_names
+    np.testing.assert_array_equal(a.images, b.images)
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="shared CIFAR-10 archive not present")
+def test_shared_cifar_archive_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path))
+    src = load_source(str(SHARED_CIFAR))
+    assert len(src.train) == 50_000
+    assert src.train.class_names[:3] == ["airplane", "automobile", "bird"]
+    assert np.bincount(src.train.labels).tolist() == [5000] * 10
+    again = load_source(str(SHARED_CIFAR))  # from the decoded cache
+    np.testing.assert_array_equal(again.train.labels, src.train.labels)
+
+
+def _write_cifar10(path, n=20):
+    rng = np.random.default_rng(0)
+    blobs = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        blobs[name] = {"data": data, "labels": rng.integers(0, 10, n).tolist()}
+    blobs["batches.meta"] = {"label_names": [f"c{i}" for i in range(10)]}
+    root = path.parent / "cifar-10-batches-py"
+    root.mkdir()
+    for name, obj in blobs.items():
+        (root / name).write_bytes(pickle.dumps(obj))
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-py")
+    return blobs
+
+
+def test_official_cifar10_format(tmp_path):
+    blobs = _write_cifar10(tmp_path / "cifar-10-python.tar.gz")
+    train, test = parse_cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    assert len(train) == 100 and len(test) == 20
+    first = blobs["data_batch_1"]["data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    np.testing.assert_array_equal(train.images[0], first)
+    assert train.labels[0] == blobs["data_batch_1"]["labels"][0]
+
+
+def test_official_cifar100_format(tmp_path):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 30), ("test", 10)):
+        (root / split).write_bytes(pickle.dumps({
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": rng.integers(0, 100, n).tolist(),
+            "coarse_labels": rng.integers(0, 20, n).tolist()}))
+    (root / "meta").write_bytes(pickle.dumps({
+        "fine_label_names": [f"f{i}" for i in range(100)],
+        "coarse_label_names": [f"k{i}" for i in range(20)]}))
+    with tarfile.open(tmp_path / "c100.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="cifar-100-python")
+    train, test = parse_cifar_archive(tmp_path / "c100.tar.gz")
+    assert len(train.class_names) == 100 and len(train) == 30 and len(test) == 10
+
+
+def test_official_svhn_format(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (32, 32, 3, 7), dtype=np.uint8)
+    y = np.array([[10], [1], [2], [3], [4], [5], [9]], dtype=np.uint8)
+    savemat(tmp_path / "train_32x32.mat", {"X": x, "y": y})
+    data = parse_svhn_mat(tmp_path / "train_32x32.mat", "train")
+    assert data.labels.tolist() == [0, 1, 2, 3, 4, 5, 9]  # label 10 is the digit 0
+    np.testing.assert_array_equal(data.images[3], x[..., 3])
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=4)
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good = root / "green" / "0000.jpg"
+    (root / "green" / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="skipped 2"):
+        src = load_source(str(root), use_cache=False)
+    assert len(src.train) == 12
+    assert len(src.train.skipped) == 2
+
+
+def test_mixed_image_sizes_become_canonical(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=3)
+    Image.new("RGB", (200, 90), (255, 0, 0)).save(root / "red" / "wide.png")
+    src = load_source(str(root), use_cache=False)
+    assert src.train.images.shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "all_bad", "empty_class", "one_class"])
+def test_bad_data_sources(tmp_path, layout):
+    root = tmp_path / "d"
+    if layout != "missing":
+        root.mkdir()
+    if layout == "all_bad":
+        for c in ("a", "b"):
+            (root / c).mkdir()
+            (root / c / "x.jpg").write_bytes(b"garbage")
+    if layout == "empty_class":
+        write_image_folder(root, per_class=2)
+        (root / "zzz").mkdir()
+        (root / "zzz" / "x.jpg").write_bytes(b"garbage")
+    if layout == "one_class":
+        write_image_folder(root, per_class=2)
+        for c in ("green", "blue"):
+            for f in (root / c).iterdir():
+                f.unlink()
+            (root / c).rmdir()
+    with pytest.raises(DataError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped-image warnings before the failure
+        load_source(str(root), use_cache=False)
+
+
+def test_validation_split_is_deterministic_and_stratified(image_folder):
+    data = load_source(str(image_folder), use_cache=False).train
+    train_a, val_a = split_validation(data, 0.25, seed=3)
+    train_b, val_b = split_validation(data, 0.25, seed=3)
+    _, val_c = split_validation(data, 0.25, seed=4)
+    assert val_a.ids == val_b.ids and val_a.ids != val_c.ids
+    assert np.bincount(val_a.labels).tolist() == [4, 4, 4]
+    assert not set(train_a.ids) & set(val_a.ids)

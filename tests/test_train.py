@@ -1,0 +1,126 @@
+"""Training runs: artefacts, resume after kill -9, schedule, bad input, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+from henet_edge.henet_keras.recipes import RecipeSchedule
+from henet_edge.henet_keras.train import RunError, TrainConfig, train
+
+
+def test_run_folder_artefacts(tiny_run):
+    for name in ("model.keras", "best.keras", "checkpoint.keras", "config.json",
+                 "history.json", "history.csv", "curves.png", "train.log", "summary.json"):
+        assert (tiny_run / name).is_file(), name
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["labels"] == ["blue", "green", "red"]
+    assert config["preprocessing"]["input_size"] == 31
+    assert config["train"]["seed"] == 0 and "tensorflow" in config["versions"]
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert not list(tiny_run.glob(".*tmp*"))  # nothing half-written left behind
+
+
+def test_saved_model_is_native_grouped_and_matches_training_weights(tiny_run):
+    import keras
+
+    from henet_edge.henet_keras import layers as _layers  # noqa: F401
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "MaskedGroupConv2D" not in kinds and "Conv2D" in kinds
+    ckpt = keras.models.load_model(tiny_run / "checkpoint.keras")
+    assert any(type(layer).__name__ == "MaskedGroupConv2D" for layer in ckpt.layers)
+    x = np.random.default_rng(0).standard_normal((2, 31, 31, 3)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False), ckpt(x, training=False),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_refuses_nonempty_run_folder_and_finished_resume(tiny_run, image_folder):
+    config = TrainConfig(data=str(image_folder), repeat=1, epochs=1, batch_size=8)
+    with pytest.raises(RunError, match="not empty"):
+        train(config, tiny_run, echo=lambda _m: None)
+    with pytest.raises(RunError, match="already finished"):
+        train(config, tiny_run, resume=True, echo=lambda _m: None)
+
+
+def test_resume_from_another_model_is_refused(tiny_run, image_folder, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text((tiny_run / "config.json").read_text())
+    config = TrainConfig(data=str(image_folder), model="shufflenet", repeat=1)
+    with pytest.raises(RunError, match="model='henet'"):
+        train(config, run, resume=True, echo=lambda _m: None)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "henet_edge.cli", *args]
+
+
+def test_kill_minus_nine_then_resume_keeps_the_schedule(image_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(image_folder), "--out", str(run), "--repeat", "1",
+            "--epochs", "3", "--batch-size", "4", "--seed", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        state = run / "state.json"
+        if state.exists() and json.loads(state.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = json.loads((run / "state.json").read_text())["epochs_done"]
+    assert 1 <= done_before < 3
+    assert not (run / "model.keras").exists()
+
+    resumed = subprocess.run(_cli("train", "--resume", str(run), "--data", str(image_folder)),
+                             capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming after epoch {done_before}" in resumed.stdout
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    plan = json.loads((run / "config.json").read_text())["plan"]
+    schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
+                              plan["schedule"], tuple(plan["milestones"]))
+    for row in history:  # the lr after each epoch is the schedule's value at that step
+        assert row["step"] == row["epoch"] * plan["steps_per_epoch"]
+        assert row["lr"] == pytest.approx(float(schedule(row["step"])), rel=1e-5)
+    assert (run / "model.keras").exists()
+
+
+def test_train_cli_bad_data_is_one_line(tmp_path):
+    proc = subprocess.run(_cli("train", "--data", str(tmp_path / "nope"), "--out",
+                               str(tmp_path / "r")), capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_run_and_keras_file(tiny_run, image_folder, tmp_path):
+    plot = tmp_path / "cm.png"
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    keras_result = data["models"]["keras"]
+    assert keras_result["images"] == 12  # the run's own 25 % validation split
+    assert 0.0 <= keras_result["top1"] <= keras_result["top5"] <= 1.0
+    assert set(keras_result["per_class"]) == {"blue", "green", "red"}
+    assert "mean_last5_val_accuracy" in data
+    assert plot.stat().st_size > 1000
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run / "model.keras"), "--data",
+                                       str(image_folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["models"]["keras"]["images"] == 48
