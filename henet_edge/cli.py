@@ -297,6 +297,344 @@ def doctor(model, as_json):
 # ---- device commands (end)
 
 
+# ---- deploy commands (begin)
+def _ssh_options(fn):
+    """Connection and device-layout options shared by deploy, rollback, status and remote."""
+    options = [
+        click.option("--host", "hosts", multiple=True, metavar="HOST",
+                     help="[user@]host[:port] or an ~/.ssh/config alias; repeat for a fleet."),
+        click.option("--hosts-file", type=click.Path(path_type=Path), default=None,
+                     help="File with one host per line (# comments)."),
+        click.option("--identity", "-i", "identities", multiple=True, metavar="KEYFILE",
+                     help="SSH private key (unlocked, or loaded in ssh-agent). Repeatable."),
+        click.option("--ssh-config", default=None, metavar="FILE",
+                     help="SSH config file [~/.ssh/config]."),
+        click.option("--known-hosts", default=None, metavar="FILE",
+                     help="known_hosts file to check and record keys in [~/.ssh/known_hosts]."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust an unknown host's key and record it (OpenSSH accept-new); "
+                          "a changed key is always refused."),
+        click.option("--connect-timeout", default=10.0, show_default=True,
+                     help="Seconds to wait for the TCP connection and SSH banner."),
+        click.option("--remote-dir", default="~/.henet-edge", show_default=True,
+                     help="State folder on the device."),
+        click.option("--remote-python", default="python3", show_default=True,
+                     help="The device's Python 3 (used to probe and to create the venv)."),
+        click.option("--jobs", default=4, show_default=True,
+                     help="Hosts worked on in parallel."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = None):
+    """Run ``work(installer)`` on every --host; one outcome per host, in order."""
+    from henet_edge.deploy.fleet import run_fleet
+    from henet_edge.deploy.hosts import read_hosts_file
+    from henet_edge.deploy.installer import Installer, InstallOptions
+    from henet_edge.deploy.ssh import ConnectOptions, connect
+
+    hosts = list(conn["hosts"])
+    if conn["hosts_file"] is not None:
+        hosts += read_hosts_file(conn["hosts_file"])
+    if not hosts:
+        raise click.UsageError("give the device with --host HOST (or --hosts-file FILE)")
+    if conn["jobs"] < 1:
+        raise click.UsageError("--jobs must be at least 1")
+    connect_options = ConnectOptions(
+        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
+        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
+        connect_timeout=conn["connect_timeout"])
+    options = install_options or InstallOptions()
+    options.remote_dir, options.remote_python = conn["remote_dir"], conn["remote_python"]
+    several = len(hosts) > 1
+
+    def one(host: str, index: int) -> dict:
+        def log(message: str) -> None:
+            click.echo(f"[{host}] {message}", err=True)
+
+        with connect(host, connect_options, log=log) as transport:
+            installer = Installer(transport, options, log=log, progress=progress,
+                                  progress_position=index if several else None)
+            return work(installer)
+
+    return run_fleet(hosts, one, jobs=conn["jobs"])
+
+
+def _finish_fleet(outcomes, as_json: bool, headers, row) -> None:
+    """Print JSON or a per-host table; exit 1 (one line per failure) if any host failed."""
+    from henet_edge.deploy.fleet import format_table
+
+    failed = [o for o in outcomes if not o.ok]
+    if as_json:
+        emit_json({"ok": not failed, "hosts": [o.to_dict() for o in outcomes]})
+    elif len(outcomes) == 1 and failed:
+        raise click.ClickException(failed[0].error)
+    else:
+        rows = [[*row(o.result), f"{o.seconds:.1f}s"] if o.ok else
+                [o.host, "FAILED", o.error] + [""] * (len(headers) - 3)
+                for o in outcomes]
+        click.echo(format_table(headers, rows))
+    if failed:
+        if not as_json and len(outcomes) > 1:
+            click.echo(f"{len(failed)} of {len(outcomes)} hosts failed", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@_ssh_options
+@click.option("--wheel", type=click.Path(path_type=Path), default=None,
+              help="Install this henet_edge wheel [built from this source tree, cached].")
+@click.option("--wheelhouse", type=click.Path(path_type=Path), default=None,
+              help="Upload the device's dependency wheels from DIR (offline devices); "
+                   "default: the device installs them from its package index.")
+@click.option("--keep", default=3, show_default=True, help="Bundle versions kept on the device.")
+@click.option("--reserve-mb", default=50, show_default=True,
+              help="Free space (MB) the deploy must leave on the device.")
+@click.option("--no-selftest", is_flag=True,
+              help="Switch without checking the golden images on the device (not advised).")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
+@user_errors
+def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **conn):
+    """Install the device side and a bundle on a device over SSH, verified and atomic.
+
+    \b
+    Probes the device, installs henet-edge[device] into ~/.henet-edge/venv
+    (once per version), uploads BUNDLE (default: the bundled default model)
+    into ~/.henet-edge/bundles/<sha256>/, verifies every hash there, runs the
+    golden-image self-test on the device, then switches `current` atomically.
+    A failed self-test leaves the previous version current. Interrupting the
+    deploy at any point leaves the previous version intact; re-run to finish.
+
+    \b
+    Examples:
+      henet-edge deploy bundles/henet_r3 --host pi@pi.local
+      henet-edge deploy bundles/henet_r3 --host pi1 --host pi2 --jobs 2
+      henet-edge deploy bundles/henet_r3 --host pi.local --accept-new-host-key
+    """
+    from henet_edge.deploy.installer import MB, InstallOptions
+    from henet_edge.deploy.wheel import check_wheel, project_wheel
+    from henet_edge.device.bundle import load_bundle
+
+    if bundle is None:
+        from henet_edge.device.classify import DEFAULT_BUNDLE
+
+        bundle = DEFAULT_BUNDLE
+        if not (bundle / "manifest.json").is_file():
+            raise click.UsageError("give the BUNDLE folder to deploy (made by "
+                                   "`henet-edge convert`); no default bundle is shipped")
+    if keep < 1:
+        raise click.UsageError("--keep must be at least 1")
+    load_bundle(bundle)  # a bundle failing its own hashes stops here, before any host
+    wheel_path = check_wheel(wheel) if wheel else project_wheel(
+        log=lambda m: click.echo(m, err=True))
+    options = InstallOptions(wheel=wheel_path, wheelhouse=wheelhouse, keep=keep,
+                             reserve_bytes=reserve_mb * MB, selftest=not no_selftest)
+    outcomes = _fleet(conn, lambda inst: inst.deploy(bundle).to_dict(),
+                      install_options=options)
+
+    def row(r):
+        return [r["host"], f"{r['name']} {r['bundle'][:12]}", f"henet-edge {r['version']}",
+                f"{r['runtime'].get('name', '?')} {r['runtime'].get('version', '')}",
+                ("passed" if r["selftest"]["passed"] else "skipped"
+                 if r["selftest"]["passed"] is None else "FAILED")
+                + f" ({r['selftest']['text']})"]
+
+    _finish_fleet(outcomes, as_json,
+                  ["host", "bundle", "device side", "runtime", "self-test", "time"], row)
+
+
+@main.command()
+@_ssh_options
+@click.option("--to", "to", default=None, metavar="VERSION",
+              help="Installed version to switch to (id prefix or bundle name) [the previous].")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def rollback(to, as_json, **conn):
+    """Switch the device's `current` bundle back to the previous (or --to) version.
+
+    The target is verified against its hashes and self-tested on the device
+    before the atomic switch.
+    """
+    outcomes = _fleet(conn, lambda inst: inst.rollback(to))
+    _finish_fleet(outcomes, as_json, ["host", "current", "was", "self-test", "time"],
+                  lambda r: [r["host"], f"{r['name']} {r['bundle'][:12]}",
+                             (r["previous"] or "none")[:12], r["selftest"]["text"]])
+
+
+@main.command()
+@_ssh_options
+@click.option("--verify", is_flag=True, help="Re-check every installed bundle's hashes.")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def status(verify, as_json, **conn):
+    """Installed versions, the current one, the runtime and the last bench result."""
+    from henet_edge.deploy.fleet import format_table
+    from henet_edge.deploy.probe import human_bytes
+
+    outcomes = _fleet(conn, lambda inst: inst.status(verify=verify))
+    if as_json or (any(not o.ok for o in outcomes) and len(outcomes) == 1):
+        _finish_fleet(outcomes, as_json, [], lambda r: [])
+        return
+    for o in outcomes:
+        if not o.ok:
+            click.echo(f"{o.host}: FAILED: {o.error}")
+            continue
+        s = o.result
+        runtime = s.get("runtime") or {}
+        device = s.get("device") or {}
+        click.echo(f"{o.host}: {device.get('arch', '?')}, Python {device.get('python', '?')}, "
+                   f"{device.get('os', '?')}; {human_bytes(s.get('free_bytes'))} free")
+        click.echo(f"  device side: henet-edge {s.get('version') or 'not installed'}"
+                   + (f" (venv {s['venv']}, {runtime.get('name')} {runtime.get('version')})"
+                      if s.get("venv") else ""))
+        rows = []
+        for b in s["bundles"]:
+            state = "current" if b["current"] else ("previous" if b["id"] == s["previous"]
+                                                    else "")
+            if "verify" in b:
+                state += (" ok" if b["verify"]["ok"] else
+                          " DAMAGED: " + "; ".join(b["verify"]["problems"][:2]))
+            rows.append([b["id"][:12], b.get("name") or "?", b.get("deployed") or "?",
+                         ",".join(b["precisions"]), human_bytes(b["size_bytes"]),
+                         state.strip()])
+        if rows:
+            click.echo("  " + format_table(["version", "name", "deployed", "precisions",
+                                            "size", "state"], rows).replace("\n", "\n  "))
+        else:
+            click.echo("  no bundles installed")
+        bench_result = s.get("last_bench")
+        if bench_result:
+            when = (bench_result.get("remote") or {}).get("time", "?")
+            for m in bench_result.get("models", []):
+                click.echo(f"  last bench ({when}): {m.get('name')}: {m.get('time_s', 0):.4f} s "
+                           f"per {bench_result.get('runs')} passes, "
+                           f"{(m.get('per_inference_ms') or {}).get('mean', 0):.3f} ms mean"
+                           + (" (SUSPECT)" if bench_result.get("suspect") else ""))
+        else:
+            click.echo("  last bench: none (run `henet-edge remote bench`)")
+    if any(not o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@main.group()
+def remote() -> None:
+    """Run device commands on a deployed device: bench, classify."""
+
+
+@remote.command("classify")
+@click.argument("inputs", nargs=-1, required=True)
+@_ssh_options
+@click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
+              help="Which model of the bundle [int8 if present].")
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@user_errors
+def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
+    """Upload images, classify them on the device, print results as `classify` does."""
+    from henet_edge.deploy.remote import remote_classify
+
+    def work(installer):
+        prefix = f"[{installer.t.name}] " if several else ""
+        code = remote_classify(
+            installer, list(inputs), precision=precision, top_k=top_k, threads=threads,
+            as_json=as_json, out=lambda line: click.echo(prefix + line),
+            err=lambda line: click.echo(prefix + line, err=True))
+        return {"host": installer.t.name, "exit": code}
+
+    several = len(conn["hosts"]) > 1 or conn["hosts_file"] is not None
+    outcomes = _fleet(conn, work)
+    for o in outcomes:
+        if not o.ok:
+            click.echo(f"error: {o.error}" if not several else f"{o.host}: error: {o.error}",
+                       err=True)
+    if any(not o.ok or o.result["exit"] for o in outcomes):
+        sys.exit(1)
+
+
+@remote.command("bench", context_settings={"ignore_unknown_options": True,
+                                          "allow_extra_args": True})
+@_ssh_options
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
+              help="Local JSON file for the result [bench-HOST-TIME.json].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("bench_args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def remote_bench_command(out_path, as_json, bench_args, **conn):
+    """Run `henet-edge bench` on the device; stream its progress, save the result here.
+
+    \b
+    Every other option is passed to `bench` on the device (see
+    `henet-edge bench --help`); MODELS are paths on the device (default: its
+    current bundle). --image uploads a local image; --plot fetches the PNG.
+
+    \b
+    Example:
+      henet-edge remote bench --host pi.local --precision all --core 3
+    """
+    from henet_edge.deploy.remote import remote_bench
+    from henet_edge.device.bench import format_result
+
+    several = len(conn["hosts"]) > 1 or conn["hosts_file"] is not None
+    if several and out_path is not None:
+        raise click.UsageError("--out names one file; with several hosts each result is "
+                               "saved as bench-HOST-TIME.json")
+
+    def work(installer):
+        result, path = remote_bench(installer, list(bench_args), out_path=out_path,
+                                    err=lambda line: click.echo(line, err=True))
+        click.echo(f"[{installer.t.name}] saved {path}", err=True)
+        return {"host": installer.t.name, "path": str(path), "result": result}
+
+    outcomes = _fleet(conn, work)
+    if as_json:
+        _finish_fleet(outcomes, True, [], lambda r: [])
+        return
+    for o in outcomes:
+        if o.ok:
+            if several:
+                click.echo(f"== {o.host}")
+            click.echo(format_result(o.result["result"]))
+    if len(outcomes) == 1 and not outcomes[0].ok:
+        raise click.ClickException(outcomes[0].error)
+    for o in outcomes:
+        if not o.ok:
+            click.echo(f"{o.host}: FAILED: {o.error}", err=True)
+    if any(not o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@main.command(hidden=True)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--precision", "precisions", multiple=True,
+              type=click.Choice(["int8", "float32"]), help="Test only this precision.")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def selftest(bundle, precisions, as_json):
+    """(maintenance) Check the bundle's golden images reproduce on this machine.
+
+    Deploy runs this on the device before switching to a bundle. Exits 1 if
+    any golden image's top-1 or logits differ beyond tolerance.
+    """
+    from henet_edge.device.selftest import format_report, run_selftest
+
+    report = run_selftest(bundle, precisions=list(precisions) or None)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        runtime = report["runtime"]
+        click.echo(f"self-test of {report['name']} {report['id'][:12]} with "
+                   f"{runtime['name']} {runtime['version']}:")
+        for line in format_report(report):
+            click.echo("  " + line)
+    if not report["passed"]:
+        sys.exit(1)
+# ---- deploy commands (end)
+
+
 def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
     if model_name not in MODEL_CHOICES:
         raise click.ClickException(

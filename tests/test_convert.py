@@ -1,0 +1,183 @@
+"""Calibration sets, conversion to float32/int8 TFLite, op audit, report card, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.calibration.calibration_set import (
+    CalibrationError,
+    load_calibration,
+    make_calibration,
+)
+from henet_edge.cli import main
+from henet_edge.convert.audit import audit_model
+from henet_edge.device.bundle import load_bundle, sha256_file
+from henet_edge.device.preprocess import DEFAULT, Preprocessing
+from henet_edge.device.runtime import TFLiteModel
+
+
+def test_calibrate_is_stratified_deterministic_and_recorded(image_folder, tmp_path):
+    out = tmp_path / "calib.npz"
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--num", "10",
+                                       "--seed", "3", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["histogram"] == {"blue": 4, "green": 3, "red": 3}
+    calib = load_calibration(out)
+    again = make_calibration(str(image_folder), num=10, seed=3)
+    np.testing.assert_array_equal(calib.pixels, again.pixels)
+    assert calib.provenance["ids"] == again.provenance["ids"]
+    assert calib.provenance["sha256"] == info["sha256"]
+    assert calib.inputs().shape == (10, 31, 31, 3)
+    other = make_calibration(str(image_folder), num=10, seed=4)
+    assert other.provenance["ids"] != calib.provenance["ids"]
+
+
+def test_calibrate_refuses_too_few_and_existing(image_folder, tmp_path):
+    with pytest.raises(CalibrationError, match="cannot cover all 3 classes"):
+        make_calibration(str(image_folder), num=2)
+    with pytest.raises(CalibrationError, match="fewer than"):
+        make_calibration(str(image_folder), num=60)
+    out = tmp_path / "c.npz"
+    out.write_bytes(b"x")
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--out",
+                                       str(out)])
+    assert result.exit_code == 1 and "already exists" in result.output
+
+
+def test_calibration_with_other_preprocessing_is_refused(image_folder):
+    calib = make_calibration(str(image_folder), num=6, spec=Preprocessing(mean=(0.5,) * 3))
+    with pytest.raises(CalibrationError, match="preprocessed differently"):
+        calib.check_matches(DEFAULT)
+
+
+def test_bundle_files_and_manifest(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)  # verifies every hash
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"model_float32.tflite", "model_int8.tflite", "labels.txt", "manifest.json",
+            "report.json", "report.md", "golden.json", "golden"} <= names
+    m = bundle.manifest
+    assert m["input_shape"] == [1, 31, 31, 3]
+    assert m["labels"] == ["blue", "green", "red"]
+    assert (tiny_bundle / "labels.txt").read_text().split() == m["labels"]
+    assert m["models"]["int8"]["input"]["dtype"] == "int8"
+    assert m["models"]["int8"]["input"]["scale"] > 0
+    assert m["models"]["float32"]["input"]["dtype"] == "float32"
+    assert m["source_model"]["sha256"]
+    assert m["calibration"]["num"] == 12 and m["calibration"]["seed"] == 0
+    for name, digest in m["files"].items():
+        assert sha256_file(tiny_bundle / name) == digest
+    assert {"tensorflow", "keras", "ai_edge_litert", "henet_edge"} <= set(m["versions"])
+
+
+def test_int8_model_is_full_integer_with_per_channel_weights(tiny_bundle):
+    model = TFLiteModel(tiny_bundle / "model_int8.tflite")
+    assert model.input_quant.dtype == np.int8 and model.output_quant.dtype == np.int8
+    details = model.interpreter.get_tensor_details()
+    per_channel = [d for d in details if d["dtype"] == np.int8
+                   and len(d["quantization_parameters"]["scales"]) > 1]
+    assert per_channel, "conv weights should carry one scale per output channel"
+    assert not [d for d in details if d["dtype"] == np.float32]
+
+
+def test_audit_passes_and_grouped_convs_stay_native(tiny_bundle):
+    for precision in ("float32", "int8"):
+        audit = audit_model(tiny_bundle / f"model_{precision}.tflite")
+        assert audit.ok, audit.problems
+        assert audit.fully_delegated and audit.delegate_partitions == 1
+        assert "CONV_2D" in audit.ops and "SPLIT" not in audit.ops
+        assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(audit.ops)
+    model = TFLiteModel(tiny_bundle / "model_float32.tflite")
+    grouped = [d for d in model.interpreter.get_tensor_details()
+               if len(d["shape"]) == 4 and d["shape"][0] == 24 and d["shape"][3] == 4]
+    assert grouped, "a 24-filter conv with 4 input channels per group (groups=6) is expected"
+
+
+def test_report_card(tiny_bundle):
+    report = json.loads((tiny_bundle / "report.json").read_text())
+    assert report["float32"]["top1_agreement"] == 1.0
+    assert report["float32"]["max_abs_logit_diff"] < 1e-3
+    assert 0 <= report["int8"]["top1_agreement"] <= 1
+    assert set(report["int8"]["per_class_drop_points"]) == {"blue", "green", "red"}
+    assert report["concatenations"], "HENet has one concat per stride-1 block"
+    for concat in report["concatenations"]:
+        assert concat["shared_scale"] in (True, False)
+        assert concat["tensors"][-1]["role"] == "out"
+    assert "Quantization report card" in (tiny_bundle / "report.md").read_text()
+
+
+def test_golden_images_reproduce_through_the_device_path(tiny_bundle):
+    from henet_edge.device.preprocess import open_image, preprocess_image
+
+    bundle = load_bundle(tiny_bundle)
+    golden = bundle.golden()["images"]
+    assert len(golden) == 3  # one per class
+    model = TFLiteModel(bundle.model_path("int8"))
+    for entry in golden:
+        x = preprocess_image(open_image(str(tiny_bundle / entry["file"])), bundle.preprocessing)
+        np.testing.assert_allclose(model(x), entry["int8"]["logits"], atol=1e-6)
+
+
+def test_evaluate_bundle_uses_the_device_runtime(tiny_bundle, image_folder):
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(image_folder),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    models = json.loads(result.output)["models"]
+    assert set(models) == {"int8", "float32"} and models["int8"]["images"] == 48
+
+
+def _convert(*args):
+    return subprocess.run([sys.executable, "-m", "henet_edge.cli", "convert", *args],
+                          capture_output=True, text=True)
+
+
+def test_convert_refuses_existing_output_and_non_keras(tiny_bundle, tiny_run, image_folder,
+                                                       tmp_path):
+    proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--out", str(tiny_bundle))
+    assert proc.returncode == 1 and "already exists" in proc.stderr
+    bogus = tmp_path / "model.keras"
+    bogus.write_text("not a model")
+    proc = _convert(str(bogus), "--calibration", str(image_folder), "--out",
+                    str(tmp_path / "b"))
+    assert proc.returncode == 1 and "not a Keras model" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
+
+
+def test_failed_gate_writes_nothing(tiny_run, image_folder, tmp_path):
+    out = tmp_path / "gated"
+    proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "6", "--out",
+                    str(out), "--min-agreement", "1.01")
+    assert proc.returncode == 1
+    assert "quantization gates failed" in proc.stderr and "--no-gate" in proc.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gated")]
+
+
+def test_calibration_for_another_input_size_is_refused(tiny_run, image_folder, tmp_path):
+    calib = make_calibration(str(image_folder), num=6,
+                             spec=Preprocessing(canonical_size=40, input_size=39))
+    calib.save(tmp_path / "c.npz")
+    proc = _convert(str(tiny_run), "--calibration", str(tmp_path / "c.npz"), "--out",
+                    str(tmp_path / "b"))
+    assert proc.returncode == 1 and "preprocessed differently" in proc.stderr
+
+
+@pytest.mark.parametrize("io", ["uint8", "float32"])
+def test_int8_io_types(tiny_run, io):
+    from henet_edge.convert.bundle_writer import load_source_model
+    from henet_edge.convert.tflite import to_int8
+
+    src = load_source_model(tiny_run)
+    calib = np.random.default_rng(0).standard_normal((8, 31, 31, 3)).astype("float32")
+    path = tiny_run.parent / f"io_{io}.tflite"
+    path.write_bytes(to_int8(src.model, calib, io=io))
+    model = TFLiteModel(path)
+    assert model.input_quant.dtype == np.dtype(io)
+    assert model.output_quant.dtype == np.dtype(io)
+    assert model(calib[0]).shape == (3,)
