@@ -340,6 +340,7 @@ def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = No
         hosts += read_hosts_file(conn["hosts_file"])
     if not hosts:
         raise click.UsageError("give the device with --host HOST (or --hosts-file FILE)")
+    hosts = list(dict.fromkeys(hosts))  # the same device twice would race with itself
     if conn["jobs"] < 1:
         raise click.UsageError("--jobs must be at least 1")
     connect_options = ConnectOptions(
@@ -414,6 +415,7 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
       henet-edge deploy bundles/henet_r3 --host pi1 --host pi2 --jobs 2
       henet-edge deploy bundles/henet_r3 --host pi.local --accept-new-host-key
     """
+    from henet_edge.deploy.hosts import load_ssh_config
     from henet_edge.deploy.installer import MB, InstallOptions
     from henet_edge.deploy.wheel import check_wheel, project_wheel
     from henet_edge.device.bundle import load_bundle
@@ -428,6 +430,7 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
     if keep < 1:
         raise click.UsageError("--keep must be at least 1")
     load_bundle(bundle)  # a bundle failing its own hashes stops here, before any host
+    load_ssh_config(conn["ssh_config"])  # so a typo there stops before the wheel build
     wheel_path = check_wheel(wheel) if wheel else project_wheel(
         log=lambda m: click.echo(m, err=True))
     options = InstallOptions(wheel=wheel_path, wheelhouse=wheelhouse, keep=keep,
@@ -709,7 +712,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     if resume_dir is not None:
         target = resume_dir
     else:
-        target = run_dir or Path("runs") / f"{model_name}-r{repeat}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = run_dir or Path("runs") / f"{model_name}-r{repeat}-{stamp}"
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
     if as_json:
@@ -837,6 +841,67 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
     click.echo(f"top-1 on {r['images']} images: Keras {100 * r['keras_top1']:.2f}%, float32 "
                f"{100 * r['float32_top1']:.2f}%, int8 {100 * r['int8_top1']:.2f}% "
                f"(agreement {100 * r['int8_agreement']:.2f}%); report: {out / 'report.md'}")
+
+@main.command()
+@click.option("--models", default="henet:2,3,4;shufflenet:2,3,4,5", show_default=True,
+              help="Families and repeats to compare.")
+@click.option("--runs", default=1000, show_default=True, help="Passes per repeat.")
+@click.option("--repeats", default=5, show_default=True, help="Repeats of the passes.")
+@click.option("--warmup", default=50, show_default=True)
+@click.option("--core", type=int, default=None, help="CPU core to pin to [the last one].")
+@click.option("--calibration", default=None,
+              help="Calibration images (data source or .npz) [random inputs].")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              default=Path("compare.png"), show_default=True,
+              help="PNG of latency against MACs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
+@user_errors
+def compare(models, runs, repeats, warmup, core, calibration, plot_path, as_json):
+    """HENet r2-r4 vs ShuffleNet r2-r5: sizes and single-core latency, paper's protocol.
+
+    \b
+    Builds every model, converts each to float32 and int8 TFLite, and times
+    them all in one interleaved run on one pinned core (one thread, XNNPACK).
+    Prints a table laid out like the paper's Table 3 with the paper's figures
+    beside the measured ones, and the HENet/ShuffleNet latency ratios.
+    """
+    _quiet_tensorflow()
+    from henet_edge.convert.compare import compare as run_compare
+    from henet_edge.convert.compare import format_table, plot
+    from henet_edge.device.bench import BenchOptions
+
+    wanted = []
+    try:
+        for part in models.split(";"):
+            family, repeats_text = part.split(":")
+            wanted += [(family.strip(), int(r)) for r in repeats_text.split(",")]
+    except ValueError:
+        raise click.ClickException(f"--models {models!r}: expected FAMILY:R,R;FAMILY:R") from None
+    for family, repeat in wanted:
+        _check_model_args(family, repeat, 10)
+    calib = None
+    if calibration:
+        from henet_edge.calibration.calibration_set import resolve_calibration
+        from henet_edge.device.preprocess import DEFAULT
+
+        calib = resolve_calibration(calibration, num=200, seed=0, preprocessing=DEFAULT).inputs()
+    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    result = run_compare(wanted, calibration=calib, log=echo,
+                         options=BenchOptions(runs=runs, repeats=repeats, warmup=warmup,
+                                              core=core, precision="all"))
+    if plot_path:
+        plot(result, plot_path)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_table(result))
+    env = result["bench"]["environment"]
+    click.echo(f"\n{result['bench']['protocol']} protocol, core {result['bench']['core']}, "
+               f"{env.get('cpu', 'unknown CPU')} ({env.get('machine', '?')}, "
+               f"board: {env.get('board', 'unknown')})")
+    if plot_path:
+        click.echo(f"plot: {plot_path}")
+
 # ---- desktop commands (end)
 
 

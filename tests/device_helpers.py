@@ -73,3 +73,55 @@ def wrong_shape_model(folder: Path, classes: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return path
+
+
+VCGENCMD = """#!/bin/sh
+# A stand-in for the Raspberry Pi's vcgencmd: answers from files beside it.
+# get_throttled answers with the next line of throttled.txt on each call.
+dir=$(dirname "$0")
+case "$1" in
+  measure_temp) cat "$dir/temp.txt" ;;
+  get_throttled)
+    n=$(cat "$dir/calls" 2>/dev/null || echo 0)
+    echo $((n + 1)) > "$dir/calls"
+    line=$(sed -n "$((n + 1))p" "$dir/throttled.txt")
+    [ -n "$line" ] || line=$(tail -n 1 "$dir/throttled.txt")
+    echo "throttled=$line" ;;
+  *) echo "unknown command" >&2; exit 1 ;;
+esac
+"""
+
+
+def fake_pi(root: Path, *, governor: str = "performance", throttled: tuple[str, ...] = ("0x0",),
+            temp: str = "temp=48.3'C") -> tuple[Path, list[str]]:
+    """Lay out a Raspberry Pi 4's /proc, /sys and /etc under ``root``, plus a vcgencmd.
+
+    Returns the root and the vcgencmd command to pass to ``Probe``.
+    """
+    files = {
+        "proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4\x00",
+        "proc/cpuinfo": "processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\n"
+                        "CPU part\t: 0xd08\n\nHardware\t: BCM2835\n"
+                        "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
+        "sys/class/thermal/thermal_zone0/temp": "48312\n",
+        "sys/class/thermal/thermal_zone0/type": "cpu-thermal\n",
+        "etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n',
+        "proc/sys/kernel/osrelease": "6.6.51+rpt-rpi-v8\n",
+    }
+    for core in range(max(4, os.cpu_count() or 1)):  # a Pi 4 has 4; cover this machine too
+        base = f"sys/devices/system/cpu/cpu{core}/cpufreq"
+        files[f"{base}/scaling_governor"] = governor + "\n"
+        files[f"{base}/scaling_cur_freq"] = "1500000\n"
+        files[f"{base}/scaling_max_freq"] = "1800000\n"
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    tools = root / "opt" / "vc" / "bin"
+    tools.mkdir(parents=True)
+    script = tools / "vcgencmd"
+    script.write_text(VCGENCMD)
+    script.chmod(0o755)
+    (tools / "temp.txt").write_text(temp + "\n")
+    (tools / "throttled.txt").write_text("\n".join(throttled) + "\n")
+    return root, [str(script)]

@@ -150,7 +150,7 @@ def test_bad_data_sources(tmp_path, layout):
 def test_validation_split_is_deterministic_and_stratified(image_folder):
     data = load_source(str(image_folder), use_cache=False).train
     train_a, val_a = split_validation(data, 0.25, seed=3)
-    train_b, val_b = split_validation(data, 0.25, seed=3)
+    _train_b, val_b = split_validation(data, 0.25, seed=3)
     _, val_c = split_validation(data, 0.25, seed=4)
     assert val_a.ids == val_b.ids and val_a.ids != val_c.ids
     assert np.bincount(val_a.labels).tolist() == [4, 4, 4]

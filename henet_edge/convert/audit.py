@@ -34,7 +34,7 @@ class AuditResult:
 def audit_model(path: str | Path) -> AuditResult:
     """Audit one ``.tflite`` file; ``problems`` says which op fails and why."""
     model = TFLiteModel(path, num_threads=1, xnnpack=True)
-    w = model.interpreter._interpreter  # noqa: SLF001 - node-level API of the wrapper
+    w = model.interpreter._interpreter
     nodes = [(w.NodeName(i), list(w.NodeInputs(i)), list(w.NodeOutputs(i)))
              for i in range(w.NumNodes())]
     original = [n for n in nodes if n[0] != "DELEGATE"]

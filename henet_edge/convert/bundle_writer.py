@@ -27,7 +27,7 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, pre
 from henet_edge.device.runtime import TFLiteModel
 
 from .audit import audit_model
-from .report import Gates, report_card, report_markdown, tflite_logits
+from .report import DEFAULT_GATES, Gates, report_card, report_markdown, tflite_logits
 
 
 class ConvertError(HenetEdgeError):
@@ -70,7 +70,7 @@ def load_source_model(path: str | Path, labels: list[str] | None = None) -> Sour
             raise ConvertError(f"{path}: no such file")
     try:
         model = keras.models.load_model(model_path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
+    except Exception as exc:
         raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]})") from exc
     classes = int(model.outputs[0].shape[-1])
@@ -135,7 +135,7 @@ def convert_bundle(
     io: str = "int8",
     force: bool = False,
     gate: bool = True,
-    gates: Gates = Gates(),
+    gates: Gates = DEFAULT_GATES,
     golden_count: int = 8,
     include_keras: bool = False,
     log: Callable[[str], None] = print,

@@ -11,7 +11,7 @@ from henet_edge.calibration.calibration_set import resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
-from .report import Gates
+from .report import DEFAULT_GATES, Gates
 
 
 def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.ndarray,
@@ -46,7 +46,7 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
 def convert(source: str | Path, calibration: str, out: str | Path, *, num: int = 500,
             seed: int = 0, val_data: str | None = None, report_images: int | None = None,
             io: str = "int8", force: bool = False, gate: bool = True,
-            gates: Gates = Gates(), labels: list[str] | None = None,
+            gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
             include_keras: bool = False, log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
     out = Path(out)

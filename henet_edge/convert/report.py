@@ -17,6 +17,9 @@ class Gates:
     max_drop: float = 1.0  # accuracy points, Keras -> int8
 
 
+DEFAULT_GATES = Gates()
+
+
 def tflite_logits(model: TFLiteModel, inputs: np.ndarray) -> np.ndarray:
     return np.stack([model(x) for x in inputs])
 
@@ -24,7 +27,7 @@ def tflite_logits(model: TFLiteModel, inputs: np.ndarray) -> np.ndarray:
 def concat_quantization(path: Path) -> list[dict]:
     """Scale and zero point of every CONCATENATION's inputs and output."""
     model = TFLiteModel(path, xnnpack=False)
-    w = model.interpreter._interpreter  # noqa: SLF001 - node-level API of the wrapper
+    w = model.interpreter._interpreter
     details = {d["index"]: d for d in model.interpreter.get_tensor_details()}
     rows = []
     for i in range(w.NumNodes()):
@@ -65,7 +68,7 @@ def report_card(keras_logits: np.ndarray, float_logits: np.ndarray, int8_logits:
         failures.append(f"int8 accuracy drop is {drop:.2f} points (gate: <= {gates.max_drop})")
     return {
         "data": data_note,
-        "images": int(len(labels)),
+        "images": len(labels),
         "keras": {"top1": km["top1"], "top5": km["top5"], "per_class": km["per_class"]},
         "float32": {"top1": fm["top1"], "top1_agreement": agreement_f,
                     "max_abs_logit_diff": float(np.abs(float_logits - keras_logits).max())},

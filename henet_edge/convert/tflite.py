@@ -30,8 +30,7 @@ def static_batch(model):
 def _converter(model):
     import tensorflow as tf
 
-    with contextlib.redirect_stdout(_io.StringIO()):  # the exporter prints its signatures
-        return tf.lite.TFLiteConverter.from_keras_model(static_batch(model))
+    return tf.lite.TFLiteConverter.from_keras_model(static_batch(model))
 
 
 def to_float32(model) -> bytes:
@@ -39,7 +38,7 @@ def to_float32(model) -> bytes:
 
     converter = _converter(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    return _quiet_convert(converter)
 
 
 def to_int8(model, calibration_inputs: np.ndarray, io: str = "int8") -> bytes:
@@ -59,4 +58,9 @@ def to_int8(model, calibration_inputs: np.ndarray, io: str = "int8") -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = getattr(tf, io)
     converter.inference_output_type = getattr(tf, io)
-    return converter.convert()
+    return _quiet_convert(converter)
+
+
+def _quiet_convert(converter) -> bytes:
+    with contextlib.redirect_stdout(_io.StringIO()):  # Keras's exporter prints its signatures
+        return converter.convert()

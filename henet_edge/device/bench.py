@@ -278,7 +278,8 @@ def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions, 
         "ratios": {"names": [row["name"] for row in rows], "matrix": ratios},
         "xnnpack_check": check,
         "warnings": warnings,
-        "environment": {**probe.record(core, {**runtime.describe()}),
+        "environment": {**probe.record(core, {**runtime.describe(), "delegates": {
+                            row["name"]: row["delegate"] for row in rows}}),
                         "before": before, "after": after},
         **status,
     }

@@ -23,7 +23,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray,
         total = int(confusion[c].sum())
         per_class[name] = float(confusion[c, c] / total) if total else float("nan")
     return {
-        "images": int(len(labels)),
+        "images": len(labels),
         "top1": float((pred == labels).mean()) if len(labels) else float("nan"),
         "top5": float((top5 == labels[:, None]).any(axis=1).mean()) if len(labels) else
         float("nan"),

@@ -65,7 +65,7 @@ def compare(expected_logits, got_logits, tol: float) -> dict[str, Any]:
                 f"{expected.size} expected", "max_abs_diff": None}
     diff = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     want, have = int(expected.argmax()), int(got.argmax())
-    tie = want != have and abs(got[want] - got[have]) <= tol
+    tie = bool(want != have and abs(float(got[want]) - float(got[have])) <= tol)
     reasons = []
     if want != have and not tie:
         reasons.append("top-1 differs")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_henet", "build_shufflenet", "build_model", "MODEL_NAMES"]
+__all__ = ["MODEL_NAMES", "build_henet", "build_model", "build_shufflenet"]
 
 MODEL_NAMES = ("henet", "shufflenet")
 

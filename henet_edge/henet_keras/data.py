@@ -106,7 +106,7 @@ def _from_members(
         for rel, reader in sorted(by_class[name]):
             try:
                 images.append(_decode(reader(), size))
-            except Exception as exc:  # noqa: BLE001 - any decoder failure means a bad file
+            except Exception as exc:
                 skipped.append(f"{rel}: {exc}")
                 continue
             finally:
@@ -143,13 +143,13 @@ def load_folder(root: Path, size: int, progress=None) -> ImageSet:
     rel = [str(p.relative_to(root)) for p in files]
     top = _strip_single_root(rel)
     members = [(str(Path(r).relative_to(top)) if top else r, p.read_bytes)
-               for r, p in zip(rel, files)]
+               for r, p in zip(rel, files, strict=False)]
     return _from_members(members, str(root), size, progress)
 
 
 def load_tar(path: Path, size: int, progress=None) -> ImageSet:
     try:
-        tar = tarfile.open(path)
+        tar = tarfile.open(path)  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
     with tar:
@@ -284,7 +284,7 @@ def split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[Imag
     val_idx = []
     for label in range(len(images.class_names)):
         idx = np.flatnonzero(images.labels == label)
-        take = max(1, int(round(len(idx) * fraction)))
+        take = max(1, round(len(idx) * fraction))
         val_idx.extend(rng.permutation(idx)[:take].tolist())
     val_mask = np.zeros(len(images), bool)
     val_mask[val_idx] = True

@@ -36,7 +36,7 @@ def check_input_size(input_size: int, stride2_convs: int = 4) -> None:
 
 def scaled_width(base: int, multiplier: float, divisor: int = 2) -> int:
     """Scale a stage width by ``multiplier``, keeping it a multiple of ``divisor``."""
-    width = int(round(base * multiplier / divisor)) * divisor
+    width = round(base * multiplier / divisor) * divisor
     return max(width, divisor * 2)
 
 

@@ -39,7 +39,16 @@ def profile_model(model: keras.Model, *, conv_bias: bool = True) -> list[LayerPr
     """Profile every conv, BN and dense layer of ``model``."""
     rows: list[LayerProfile] = []
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if not layer.trainable:  # a frozen average pool written as a conv
+                continue
+            kh, kw = layer.kernel_size
+            _, h, w, c = layer.output.shape
+            params = kh * kw * c
+            rows.append(LayerProfile(layer.name, f"depthwise {kh}x{kw}/{layer.strides[0]}",
+                                     (h, w, c), c, params, h * w * params,
+                                     kh * kw * c * c + (c if conv_bias else 0), h * w * params))
+        elif isinstance(layer, keras.layers.Conv2D):
             kh, kw = layer.kernel_size
             c_in = layer.input.shape[-1]
             _, h, w, c_out = layer.output.shape

@@ -23,22 +23,33 @@ STAGE_WIDTHS = (48, 96, 192)
 GROUPS = 3
 
 
+def _l2(weight_decay: float):
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
 def _unit(x, width, *, stride, name, **conv_kw):
     """A ShuffleNet v1 unit; stride 2 concatenates an average-pooled shortcut."""
     branch_out = width if stride == 1 else width - x.shape[-1]
     mid = branch_out // 2
     h = conv_bn(x, mid, 1, groups=GROUPS, relu=True, name=f"{name}_gpw1", **conv_kw)
     h = ChannelShuffle(GROUPS, name=f"{name}_shuffle")(h)
-    padding = "same" if stride == 1 else "valid"
-    h = conv_bn(h, mid, 3, strides=stride, padding=padding, groups=mid,
-                name=f"{name}_dw", **conv_kw)
-    h = conv_bn(h, branch_out, 1, groups=GROUPS, name=f"{name}_gpw2", **conv_kw)
+    h = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False,
+        depthwise_regularizer=_l2(conv_kw["weight_decay"]), name=f"{name}_dw_conv")(h)
+    h = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_dw_bn")(h)
     if stride == 1:
-        out = layers.Add(name=f"{name}_add")([x, h])
-    else:
-        short = layers.AveragePooling2D(3, strides=2, padding="valid", name=f"{name}_pool")(x)
-        out = layers.Concatenate(name=f"{name}_concat")([short, h])
-    return layers.ReLU(name=f"{name}_relu")(out)
+        h = conv_bn(h, branch_out, 1, groups=GROUPS, name=f"{name}_gpw2", **conv_kw)
+        return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")([x, h]))
+    # relu(concat[pool(x), h]) == concat[pool(x), relu(h)] because x >= 0 here: the ReLU
+    # then fuses into the conv (XNNPACK does not delegate a standalone int8 ReLU).
+    h = conv_bn(h, branch_out, 1, groups=GROUPS, relu=True, name=f"{name}_gpw2", **conv_kw)
+    # 3x3 average pooling written as a frozen depthwise conv of 1/9s: the same
+    # function, but XNNPACK delegates int8 depthwise convs and not int8 pooling.
+    short = layers.DepthwiseConv2D(
+        3, strides=2, padding="valid", use_bias=False, trainable=False,
+        depthwise_initializer=keras.initializers.Constant(1 / 9), name=f"{name}_pool",
+    )(x)
+    return layers.Concatenate(name=f"{name}_concat")([short, h])
 
 
 def build_shufflenet(

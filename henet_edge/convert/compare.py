@@ -1,0 +1,181 @@
+"""HENet r2-r4 against ShuffleNet r2-r5 on one pinned core, as in the paper's Table 3.
+
+Each model is built (trained weights are not needed for speed), converted to
+float32 and int8 TFLite with a calibration set, audited, and then all of them
+are timed together with the paper's protocol, interleaved A B A B so the
+ratios hold on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from henet_edge.device.bench import BenchOptions, run_bench
+
+# The paper's Table 3 (CIFAR-10; time = 1000 forward passes on one CPU core, seconds).
+PAPER_TABLE = {
+    ("henet", 2): {"accuracy": 88.67, "params_k": 507, "mflops": 7.3, "time_s": 3.524},
+    ("henet", 3): {"accuracy": 89.40, "params_k": 641, "mflops": 10.2, "time_s": 4.846},
+    ("henet", 4): {"accuracy": 89.83, "params_k": 775, "mflops": 13.2, "time_s": 6.184},
+    ("shufflenet", 2): {"accuracy": 87.07, "params_k": 357, "mflops": 6.1, "time_s": 4.772},
+    ("shufflenet", 3): {"accuracy": 88.03, "params_k": 515, "mflops": 8.5, "time_s": 6.589},
+    ("shufflenet", 4): {"accuracy": 88.23, "params_k": 674, "mflops": 10.9, "time_s": 8.344},
+    ("shufflenet", 5): {"accuracy": 88.57, "params_k": 833, "mflops": 13.3, "time_s": 10.156},
+}
+DEFAULT_MODELS = tuple(PAPER_TABLE)
+
+
+@dataclass
+class Candidate:
+    family: str
+    repeat: int
+    profile: dict
+    files: dict[str, Path]
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-r{self.repeat}"
+
+
+def build_candidates(models, calibration: np.ndarray, workdir: Path,
+                     log: Callable[[str], None]) -> list[Candidate]:
+    from henet_edge.henet_keras import build_model
+    from henet_edge.henet_keras.profile import summarize
+
+    from .audit import audit_model
+    from .tflite import to_float32, to_int8
+
+    out = []
+    for family, repeat in models:
+        model = build_model(family, repeat=repeat, batch_size=1)
+        profile = summarize(model, conv_bias=family == "henet")
+        files = {}
+        for precision in ("float32", "int8"):
+            path = workdir / f"{family}-r{repeat}_{precision}.tflite"
+            data = to_float32(model) if precision == "float32" else to_int8(model, calibration)
+            path.write_bytes(data)
+            audit = audit_model(path)
+            if not audit.ok:
+                raise RuntimeError(f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
+            files[precision] = path
+        log(f"built and converted {family}-r{repeat}")
+        out.append(Candidate(family, repeat, profile, files))
+    return out
+
+
+def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
+            options: BenchOptions | None = None, workdir: Path | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """Build, convert and time every model; returns the raw figures."""
+    if calibration is None:  # untrained weights: any inputs of the right range calibrate them
+        calibration = np.random.default_rng(0).standard_normal((64, 31, 31, 3)).astype("float32")
+    options = options or BenchOptions()
+    with tempfile.TemporaryDirectory(prefix="henet-compare-") as tmp:
+        workdir = Path(workdir or tmp)
+        candidates = build_candidates(models, calibration, workdir, log)
+        specs = [c.files[p] for c in candidates for p in ("float32", "int8")]
+        log(f"timing {len(specs)} models interleaved: {options.repeats} x {options.runs} "
+            "passes each on one core")
+        run = run_bench(specs, options, progress=None)
+        rows_by_path = {row["path"]: row for row in run.result["models"]}
+        rows = []
+        for c in candidates:
+            entry = {"model": c.name, "family": c.family, "repeat": c.repeat,
+                     "params": c.profile["params"], "macs": c.profile["macs"],
+                     "paper_params": c.profile["paper_params"],
+                     "paper_macs": c.profile["paper_macs"],
+                     "paper": PAPER_TABLE.get((c.family, c.repeat))}
+            for precision, path in c.files.items():
+                r = rows_by_path[str(path)]
+                entry[precision] = {"size_bytes": path.stat().st_size, "time_s": r["time_s"],
+                                    "median_ms": r["per_inference_ms"]["median"],
+                                    "p90_ms": r["per_inference_ms"]["p90"],
+                                    "delegate_nodes": r["delegate_nodes"]}
+            rows.append(entry)
+    return {"rows": rows, "ratios": _ratios(rows), "bench": {
+        k: run.result[k] for k in ("protocol", "paper_protocol", "runs", "repeats", "core",
+                                   "environment", "warnings") if k in run.result}}
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    """HENet / ShuffleNet latency at equal repeat, and int8 speed-up over float32."""
+    by = {(r["family"], r["repeat"]): r for r in rows}
+    out = []
+    for (family, repeat), row in sorted(by.items()):
+        item = {"model": row["model"],
+                "int8_speedup": row["float32"]["median_ms"] / row["int8"]["median_ms"]}
+        other = by.get(("shufflenet", repeat))
+        if family == "henet" and other:
+            for p in ("float32", "int8"):
+                item[f"henet_over_shufflenet_{p}"] = (row[p]["median_ms"]
+                                                      / other[p]["median_ms"])
+            paper = PAPER_TABLE.get(("henet", repeat)), PAPER_TABLE.get(("shufflenet", repeat))
+            if all(paper):
+                item["paper_henet_over_shufflenet"] = paper[0]["time_s"] / paper[1]["time_s"]
+        out.append(item)
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"{'model':<14}{'params':>9}{'MACs':>8}{'paper #param':>13}{'paper MFLOPs':>13}"
+        f"{'fp32 KB':>9}{'int8 KB':>9}{'fp32 ms':>9}{'p90':>7}{'int8 ms':>9}{'p90':>7}"
+        f"{'paper time(s)':>14}{'paper acc':>10}",
+    ]
+    for r in result["rows"]:
+        p = r["paper"] or {}
+        lines.append(
+            f"{r['model']:<14}{r['params']:>9,}{r['macs'] / 1e6:>7.2f}M"
+            f"{r['paper_params'] / 1e3:>12.1f}K{r['paper_macs'] / 1e6:>13.2f}"
+            f"{r['float32']['size_bytes'] / 1024:>9.0f}{r['int8']['size_bytes'] / 1024:>9.0f}"
+            f"{r['float32']['median_ms']:>9.3f}{r['float32']['p90_ms']:>7.3f}"
+            f"{r['int8']['median_ms']:>9.3f}{r['int8']['p90_ms']:>7.3f}"
+            f"{p.get('time_s', float('nan')):>14.3f}{p.get('accuracy', float('nan')):>9.2f}%")
+    lines.append("")
+    lines.append("ratios (median latency):")
+    for item in result["ratios"]:
+        text = f"  {item['model']:<14} int8 speed-up over float32 {item['int8_speedup']:.2f}x"
+        if "henet_over_shufflenet_float32" in item:
+            text += (f"; HENet/ShuffleNet at equal repeat: float32 "
+                     f"{item['henet_over_shufflenet_float32']:.2f}, int8 "
+                     f"{item['henet_over_shufflenet_int8']:.2f} (paper "
+                     f"{item['paper_henet_over_shufflenet']:.2f})")
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {("henet", "float32"): ("C0", "o", "-"), ("henet", "int8"): ("C0", "s", "--"),
+              ("shufflenet", "float32"): ("C1", "o", "-"),
+              ("shufflenet", "int8"): ("C1", "s", "--")}
+    for (family, precision), (color, marker, line) in styles.items():
+        rows = sorted((r for r in result["rows"] if r["family"] == family),
+                      key=lambda r: r["repeat"])
+        if not rows:
+            continue
+        xs = [r["macs"] / 1e6 for r in rows]
+        ys = [r[precision]["median_ms"] for r in rows]
+        ax.plot(xs, ys, color=color, marker=marker, linestyle=line,
+                label=f"{family} {precision}")
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"r{r['repeat']}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xlabel("real MACs (M)")
+    ax.set_ylabel("median latency per inference (ms), 1 core")
+    ax.set_title("HENet vs ShuffleNet, TFLite + XNNPACK")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,198 @@
+"""``henet-edge camera``: frame sources, colour order and the frame loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from henet_edge.cli import main
+from henet_edge.device.camera import (
+    CameraError,
+    FolderSource,
+    bgr_to_rgb,
+    open_source,
+    run,
+)
+from henet_edge.device.classify import Classifier
+
+from .device_helpers import colour_pixels, structured_image
+
+HAS_CV2 = importlib.util.find_spec("cv2") is not None
+HAS_PICAMERA2 = importlib.util.find_spec("picamera2") is not None
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_bundle) -> Classifier:
+    return Classifier(tiny_bundle, top_k=3)
+
+
+def test_bgr_to_rgb_handles_bgr_bgrx_and_gray():
+    rgb = np.asarray(structured_image(1), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    np.testing.assert_array_equal(bgr_to_rgb(bgr), rgb)
+    bgrx = np.concatenate([bgr, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(bgr_to_rgb(bgrx), rgb)  # picamera2 XRGB8888: B, G, R, X
+    gray = rgb[..., 0]
+    np.testing.assert_array_equal(bgr_to_rgb(gray), np.stack([gray] * 3, axis=2))
+    with pytest.raises(CameraError, match="unexpected frame shape"):
+        bgr_to_rgb(np.zeros((4, 4, 2), np.uint8))
+
+
+@pytest.mark.parametrize("channel", [0, 2])  # a red-dominant and a blue-dominant image
+def test_known_colour_gives_the_same_prediction_through_every_source(classifier, tmp_path,
+                                                                     channel):
+    rgb = colour_pixels(channel, seed=7, size=(64, 48))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(rgb).save(folder / "frame.png")
+
+    via_file = classifier.classify_file(folder / "frame.png")
+    with FolderSource(folder) as source:
+        via_folder = classifier.classify_rgb(source.read())
+    bgr = np.ascontiguousarray(rgb[..., ::-1])  # what OpenCV and picamera2 RGB888 deliver
+    via_bgr = classifier.classify_rgb(bgr_to_rgb(bgr))
+    bgrx = np.dstack([bgr, np.zeros(rgb.shape[:2], np.uint8)])
+    via_bgrx = classifier.classify_rgb(bgr_to_rgb(bgrx))
+
+    assert via_folder.logits == via_file.logits == via_bgr.logits == via_bgrx.logits
+    # without the conversion red and blue swap, and the model sees another image
+    assert not np.array_equal(classifier.prepare(Image.fromarray(bgr)),
+                              classifier.prepare(Image.fromarray(rgb)))
+    assert classifier.classify_rgb(bgr).logits != via_folder.logits
+
+
+@pytest.mark.skipif(not HAS_CV2, reason="OpenCV not installed")
+def test_video_file_source_matches_the_folder(classifier, tmp_path):
+    import cv2
+
+    rgb = colour_pixels(0, seed=3, size=(64, 48))
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+    writer.release()
+    with open_source(str(path)) as source:
+        frame = source.read()
+    red, green, blue = frame.reshape(-1, 3).mean(axis=0)
+    assert red > 120 > max(green, blue)  # came back in RGB order (MJPG is lossy)
+    with open_source(str(path)) as source:
+        results = list(run(classifier, source))
+    assert [r.frame for r in results] == [1, 2, 3]
+
+
+def test_frame_loop_counts_times_and_stops(classifier, tmp_path):
+    for i in range(4):
+        Image.fromarray(colour_pixels(i % 3, seed=i)).save(tmp_path / f"{i}.png")
+    with open_source(str(tmp_path)) as source:
+        results = list(run(classifier, source, frames=3))
+    assert [r.frame for r in results] == [1, 2, 3]
+    for r in results:
+        assert set(r.timings_ms) == {"capture", "preprocess", "invoke", "post"}
+        assert r.fps > 0
+        assert r.label in classifier.labels
+    with open_source(str(tmp_path)) as source:
+        assert len(list(run(classifier, source))) == 4  # the folder ends the stream
+
+
+def test_every_spaces_frames(classifier, tmp_path):
+    for i in range(3):
+        Image.fromarray(colour_pixels(0, seed=i)).save(tmp_path / f"{i}.png")
+    now = [0.0]
+    waits = []
+
+    def clock():
+        now[0] += 0.001
+        return now[0]
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    with open_source(str(tmp_path)) as source:
+        results = list(run(classifier, source, frames=3, every=0.5, clock=clock, sleep=sleep))
+    assert len(results) == 3
+    assert len(waits) == 2  # no wait after the last frame
+    assert all(0 < w <= 0.5 for w in waits)
+
+
+def test_a_source_that_disappears_mid_run(classifier, tmp_path):
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(colour_pixels(1, seed=i)).save(folder / f"{i}.png")
+    seen = []
+    with open_source(str(folder)) as source, pytest.raises(CameraError, match="failed at frame 2"):
+        for result in run(classifier, source):
+            seen.append(result.frame)
+            for png in folder.glob("*.png"):
+                png.unlink()
+    assert seen == [1]
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(CameraError, match="unknown source"):
+        open_source(str(tmp_path / "nothing-here"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CameraError, match="no JPEG"):
+        open_source(str(tmp_path / "empty"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CameraError, match="not a video"):
+        open_source(str(tmp_path / "notes.txt"))
+    with pytest.raises(CameraError, match="bad camera index"):
+        open_source("opencv:front")
+
+
+@pytest.mark.skipif(HAS_CV2, reason="OpenCV is installed here")
+def test_missing_opencv_names_the_fix(tmp_path):
+    with pytest.raises(CameraError, match="pip install opencv-python-headless"):
+        open_source("opencv:0")
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    with pytest.raises(CameraError, match="opencv-python-headless"):
+        open_source(str(tmp_path / "clip.mp4"))
+
+
+@pytest.mark.skipif(HAS_PICAMERA2, reason="picamera2 is installed here")
+def test_missing_picamera2_names_the_fix():
+    with pytest.raises(CameraError, match="apt install python3-picamera2") as info:
+        open_source("picamera2")
+    assert "--system-site-packages" in str(info.value)
+
+
+@pytest.mark.skipif(HAS_PICAMERA2 or HAS_CV2, reason="a camera library is installed here")
+def test_auto_without_any_camera_names_both_fixes(classifier, tmp_path):
+    with pytest.raises(CameraError, match="no camera found") as info:
+        open_source("auto")
+    assert "python3-picamera2" in str(info.value)
+    assert "opencv-python-headless" in str(info.value)
+
+
+def test_cli_camera_folder_json(tmp_path, tiny_bundle):
+    for i in range(3):
+        Image.fromarray(colour_pixels(i, seed=i)).save(tmp_path / f"{i}.png")
+    result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path), "--frames", "2",
+                                       "--json", "--model", str(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["frame"] for f in frames] == [1, 2]
+    assert {f["label"] for f in frames} <= {"red", "green", "blue"}
+    assert all(set(f["timings_ms"]) == {"capture", "preprocess", "invoke", "post"}
+               for f in frames)
+    assert "2 frames" in result.stderr
+
+
+def test_cli_camera_errors_are_one_line(tmp_path, tiny_bundle):
+    result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path / "none"),
+                                       "--model", str(tiny_bundle)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "unknown source" in result.stderr
+    Image.fromarray(colour_pixels(0)).save(tmp_path / "0.png")
+    result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path), "--frames", "-1",
+                                       "--model", str(tiny_bundle)])
+    assert result.exit_code == 1
+    assert "--frames must be 0" in result.stderr
