@@ -429,6 +429,8 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
                                    "`henet-edge convert`); no default bundle is shipped")
     if keep < 1:
         raise click.UsageError("--keep must be at least 1")
+    if not conn["hosts"] and conn["hosts_file"] is None:
+        raise click.UsageError("give the device with --host HOST (or --hosts-file FILE)")
     load_bundle(bundle)  # a bundle failing its own hashes stops here, before any host
     load_ssh_config(conn["ssh_config"])  # so a typo there stops before the wheel build
     wheel_path = check_wheel(wheel) if wheel else project_wheel(

@@ -181,3 +181,34 @@ def test_int8_io_types(tiny_run, io):
     assert model.input_quant.dtype == np.dtype(io)
     assert model.output_quant.dtype == np.dtype(io)
     assert model(calib[0]).shape == (3,)
+
+
+def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_path,
+                                                                          image_folder):
+    """An int8 AVERAGE_POOL_2D is not delegated to XNNPACK: the audit must say so."""
+    import keras
+
+    from henet_edge.calibration.calibration_set import make_calibration
+    from henet_edge.convert.bundle_writer import ConvertError, SourceModel, convert_bundle
+    from henet_edge.convert.tflite import to_int8
+
+    inputs = keras.Input((31, 31, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.AveragePooling2D(3, strides=2)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs, name="pooled")
+    calib = make_calibration(str(image_folder), num=6)
+    path = tmp_path / "pooled.tflite"
+    path.write_bytes(to_int8(model, calib.inputs()))
+    audit = audit_model(path)
+    assert not audit.ok and not audit.fully_delegated
+    assert any("AVERAGE_POOL_2D" in p for p in audit.problems)
+
+    model.save(tmp_path / "pooled.keras")
+    src = SourceModel(tmp_path / "pooled.keras", model, ["blue", "green", "red"], DEFAULT, None)
+    out = tmp_path / "bundle"
+    with pytest.raises(ConvertError, match=r"op audit failed: int8: .*AVERAGE_POOL_2D"):
+        convert_bundle(src, calib, out, val_inputs=calib.inputs(), val_labels=calib.labels,
+                       val_pixels=calib.pixels, data_note="test", log=lambda _m: None)
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))

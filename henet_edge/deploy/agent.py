@@ -22,6 +22,7 @@ Operations:
     deploy history and the last bench result.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,7 +62,7 @@ def _os_release():
         if "=" in line:
             key, _, value = line.partition("=")
             fields[key.strip()] = value.strip().strip('"')
-    return fields.get("PRETTY_NAME") or "{} {}".format(platform.system(), platform.release())
+    return fields.get("PRETTY_NAME") or f"{platform.system()} {platform.release()}"
 
 
 def _free_bytes(path):
@@ -166,18 +167,18 @@ def verify(folder, bundle_id):
         problems.append("manifest.json: sha256 mismatch (file changed or corrupt)")
     manifest = _load_json(manifest_path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        problems.append("manifest.json: not a {} manifest".format(FORMAT))
+        problems.append(f"manifest.json: not a {FORMAT} manifest")
         return {"ok": False, "problems": problems, "id": actual}
     files = manifest.get("files") or {}
     root = os.path.realpath(folder)
     for name in sorted(files):
         path = os.path.realpath(os.path.join(folder, name))
         if os.path.isabs(name) or not path.startswith(root + os.sep):
-            problems.append("{}: path escapes the bundle".format(name))
+            problems.append(f"{name}: path escapes the bundle")
         elif not os.path.isfile(path):
-            problems.append("{}: missing".format(name))
+            problems.append(f"{name}: missing")
         elif sha256_file(path) != files[name]:
-            problems.append("{}: sha256 mismatch (file changed or corrupt)".format(name))
+            problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
     return {"ok": not problems, "problems": problems, "id": actual, "files": len(files) + 1}
 
 
@@ -198,10 +199,8 @@ def _dir_size(folder):
     total = 0
     for parent, _dirs, names in os.walk(folder):
         for name in names:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(parent, name)).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -258,7 +257,7 @@ def main(argv):
     elif op == "status":
         result = status(args[0], check="--verify" in args[1:])
     else:
-        raise SystemExit("unknown op {!r}".format(op))
+        raise SystemExit(f"unknown op {op!r}")
     sys.stdout.write(json.dumps(result) + "\n")
 
 

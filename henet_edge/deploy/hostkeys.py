@@ -84,7 +84,7 @@ class KnownHosts:
         for path in [self.user_file, *self.extra_files]:
             entry = self._load(path).lookup(name)
             if entry:
-                found += [(path, entry[key_type]) for key_type in entry.keys()]
+                found += [(path, entry[key_type]) for key_type in entry]
         return found
 
     def preferred_types(self, name: str) -> list[str]:

@@ -101,9 +101,9 @@ def load_ssh_config(path: str | Path | None):
     import paramiko
 
     config_path = Path(os.path.expanduser(str(path or DEFAULT_CONFIG)))
-    if path is not None and not config_path.is_file():
+    if path is not None and not config_path.exists():
         raise DeployError(f"--ssh-config {path}: no such file")
-    if not config_path.is_file():
+    if not config_path.exists():
         return paramiko.SSHConfig()
     try:
         return paramiko.SSHConfig.from_path(str(config_path))

@@ -79,6 +79,7 @@ class DeviceInfo:
     free_at: str | None = None
     base_exists: bool = False
     installed: dict[str, Any] = field(default_factory=dict)
+    python_error: str | None = None   # found, but could not run the probe
 
     @property
     def arch(self) -> str:
@@ -111,7 +112,7 @@ def probe(transport: Transport, *, python: str = DEFAULT_REMOTE_PYTHON,
     shell = ('uname -m; uname -s; printf "%s\\n" "$HOME"; '
              f"command -v {shlex.quote(python)} || echo ''")
     result = transport.check(shell, "probing the device (uname)")
-    lines = result.out.splitlines() + ["", "", "", ""]
+    lines = [*result.out.splitlines(), "", "", "", ""]
     machine, system, home, found = (line.strip() for line in lines[:4])
     base = resolve_remote_dir(remote_dir, home)
     info = DeviceInfo(host=transport.name, machine=machine or "unknown",
@@ -123,8 +124,7 @@ def probe(transport: Transport, *, python: str = DEFAULT_REMOTE_PYTHON,
         data = run_agent(transport, python, "probe", base)
     except RemoteCommandError as exc:
         # Found but not runnable as Python 3 (a Python 2, or a broken interpreter).
-        info.python_path = None
-        info.os = f"unknown ({exc})"
+        info.python_error = str(exc)
         return info
     py = data.get("python", {})
     info.python_version = tuple(py.get("version") or ()) or None
@@ -187,6 +187,9 @@ def check_device(info: DeviceInfo, *, space: SpaceNeeded | None = None,
     if info.system not in ("Linux", "unknown"):
         raise DeviceCheckError(f"{host}: unsupported system {info.system}; the device side "
                                f"runs on Linux (Raspberry Pi OS, Debian, Ubuntu)")
+    if info.python_error:
+        raise DeviceCheckError(f"{host}: {info.python_path} is not a usable Python 3: "
+                               f"{info.python_error}")
     if info.python_path is None or info.python_version is None:
         raise DeviceCheckError(
             f"{host}: no Python 3 on the device ({info.python!r} not found or not runnable); "

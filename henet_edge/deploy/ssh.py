@@ -11,6 +11,7 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shlex
@@ -92,10 +93,8 @@ def _load_keys(target: HostTarget, options: ConnectOptions, display: str):
     keys: list[tuple[str, object]] = []
     locked: list[str] = []
     if options.use_agent and not target.identities_only:
-        try:
+        with contextlib.suppress(paramiko.SSHException, OSError):
             keys += [(f"ssh-agent key {k.get_name()}", k) for k in paramiko.Agent().get_keys()]
-        except (paramiko.SSHException, OSError):
-            pass
     explicit = [os.path.expanduser(p) for p in options.identities]
     for path in explicit:
         if not os.path.isfile(path):
@@ -110,6 +109,10 @@ def _load_keys(target: HostTarget, options: ConnectOptions, display: str):
             locked.append(path)
             continue
         except (paramiko.SSHException, ValueError, OSError, TypeError) as exc:
+            text = str(exc).lower()
+            if "password" in text or "passphrase" in text or "encrypted" in text:
+                locked.append(path)  # cryptography's wording for OpenSSH-format keys
+                continue
             if path in explicit:
                 raise ConnectError(f"{path}: not a usable SSH private key ({exc})") from None
             continue
@@ -264,7 +267,9 @@ class SSHTransport(Transport):
                         busy = True
                     if busy:
                         continue
-                    if chan.exit_status_ready() or chan.closed:
+                    # Read to EOF, not to the exit status: sshd may send the status
+                    # before the last of the output.
+                    if chan.eof_received or chan.closed:
                         if not (chan.recv_ready() or chan.recv_stderr_ready()):
                             break
                         continue
@@ -323,13 +328,9 @@ class SSHTransport(Transport):
 
     def close(self) -> None:
         if self._sftp is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._sftp.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                pass
             self._sftp = None
         for t in [self.transport, *reversed(self.jumps)]:
-            try:
+            with contextlib.suppress(Exception):
                 t.close()
-            except Exception:  # noqa: BLE001
-                pass

@@ -68,28 +68,30 @@ def source_digest(root: Path) -> str:
 
 
 def _build(src: Path, out: Path, log) -> None:
+    """``python -m build --wheel``: with the installed build backend when it meets
+    pyproject's requirement, else isolated (needs the package index), else, offline,
+    with whatever setuptools is installed."""
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_NO_INPUT": "1"}
     base = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out)]
-    attempts = [base + ["--no-isolation", str(src)], base + [str(src)]]
-    last = None
-    for i, command in enumerate(attempts):
-        try:
-            result = subprocess.run(command, cwd=src, env=env, capture_output=True, text=True,
-                                    timeout=600)
-        except FileNotFoundError as exc:  # pragma: no cover - sys.executable vanished
-            raise DeployError(f"cannot run {sys.executable}: {exc}") from None
+    attempts = [("installed backend", [*base, "--no-isolation", str(src)]),
+                ("isolated build", [*base, str(src)]),
+                ("installed backend, requirement check skipped",
+                 [*base, "--no-isolation", "--skip-dependency-check", str(src)])]
+    failures = []
+    for what, command in attempts:
+        result = subprocess.run(command, cwd=src, env=env, capture_output=True, text=True,
+                                timeout=600)
         if result.returncode == 0 and list(out.glob("*.whl")):
             return
-        last = result
         if "No module named build" in result.stderr:
             raise DeployError("building the device wheel needs the `build` package: "
                               "pip install build (or pass --wheel FILE)")
-        if i == 0 and log is not None:
-            log("no-isolation wheel build not possible here; building in an isolated "
-                "environment (needs the package index)")
-    tail = [line for line in (last.stderr + last.stdout).splitlines() if line.strip()]
-    raise DeployError("building the henet-edge wheel failed: "
-                      + (tail[-1] if tail else f"exit {last.returncode}"))
+        tail = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        failures.append(f"{what}: {tail[-1] if tail else f'exit {result.returncode}'}")
+        if log is not None and len(failures) < len(attempts):
+            log(f"wheel build ({what}) did not work; trying the next way")
+    raise DeployError("building the henet-edge wheel failed (" + "; ".join(failures)
+                      + "); pass --wheel FILE")
 
 
 def project_wheel(*, cache: Path | None = None, log=None) -> Path:

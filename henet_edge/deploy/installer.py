@@ -1,0 +1,570 @@
+"""The installer: put the device side and a bundle on a device, safely.
+
+Layout on the device (``~/.henet-edge`` unless ``--remote-dir``)::
+
+    venv -> venvs/<key>          the device side's virtual environment (a symlink)
+    venvs/<key>/                 one venv per wheel hash + interpreter, made with
+                                 --system-site-packages (apt's picamera2 stays
+                                 visible); henet-edge-install.json inside records
+                                 the wheel and its sha256 and marks it complete
+    bundles/<sha256>/            content-addressed bundles (the sha256 of manifest.json)
+    current -> bundles/<sha256>  the bundle `henet-edge classify` uses on the device
+    history.jsonl                one line per deploy and rollback
+    last-bench.json              the last `remote bench` result
+    tmp/                         uploads in progress; emptied by the next deploy
+
+Every change is staged under ``tmp/`` (or in a venv folder that is not yet
+marked complete) and becomes visible through one atomic rename: a verified
+bundle folder is moved into ``bundles/``, and ``venv``/``current`` are switched
+by creating a new symlink and ``mv -T``-ing it over the old one. The bundle is
+self-tested on the device *before* ``current`` moves, so killing the deploy at
+any point (either side, ``kill -9`` included) leaves the previous ``current``
+intact and runnable, and a re-run completes the job. Re-deploying an unchanged
+wheel installs nothing; an unchanged bundle uploads nothing.
+
+Everything goes through a :class:`~henet_edge.deploy.transport.Transport`:
+SSH for a Pi, or a local folder for the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import shlex
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from henet_edge import __version__
+from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+
+from . import agent
+from .errors import DeployError, RemoteCommandError, SelftestFailed
+from .probe import (
+    DEFAULT_REMOTE_DIR,
+    DEFAULT_REMOTE_PYTHON,
+    DeviceInfo,
+    SpaceNeeded,
+    check_device,
+    human_bytes,
+    probe,
+    run_agent,
+)
+from .transport import Transport
+
+Log = Callable[[str], None]
+
+BUNDLES, VENVS, VENV_LINK, CURRENT, TMP = "bundles", "venvs", "venv", "current", "tmp"
+HISTORY, LAST_BENCH, INSTALL_RECORD = agent.HISTORY, agent.LAST_BENCH, agent.INSTALL_RECORD
+MB = 1_000_000
+
+
+def q(text: str) -> str:
+    return shlex.quote(text)
+
+
+@dataclass
+class InstallOptions:
+    """What to install and how; the deploy command's options."""
+
+    remote_dir: str = DEFAULT_REMOTE_DIR
+    remote_python: str = DEFAULT_REMOTE_PYTHON
+    wheel: Path | None = None          # a prebuilt henet_edge wheel; default: build one
+    wheelhouse: Path | None = None     # offline device: install dependencies from these
+    device_python: str | None = None   # skip the venv: this interpreter has henet-edge[device]
+    keep: int = 3                      # bundles kept (current included)
+    reserve_bytes: int = 50 * MB       # free space to leave on the device
+    venv_bytes: int = 300 * MB         # estimate of a new venv's size (index installs)
+    selftest: bool = True
+    command_timeout: float = 1800.0    # pip on a Pi Zero 2 can be slow
+
+
+@dataclass
+class DeployResult:
+    host: str
+    bundle: str
+    name: str | None
+    previous: str | None
+    version: str
+    venv: str | None
+    installed: bool                    # a venv was created this time
+    uploaded: bool                     # the bundle was uploaded this time
+    runtime: dict[str, Any] = field(default_factory=dict)
+    selftest: dict[str, Any] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------- pure helpers
+def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
+    """Installed bundle ids, oldest deploy first (``installed`` maps id -> folder mtime).
+
+    The order is that of each id's latest *deploy* (rollbacks do not reorder);
+    ids without history (history lost) come first, by folder time.
+    """
+    last: dict[str, int] = {}
+    for i, entry in enumerate(history):
+        if entry.get("action", "deploy") == "deploy":
+            last[entry["bundle"]] = i
+    known = sorted((b for b in last if b in installed), key=last.__getitem__)
+    unknown = sorted((b for b in installed if b not in last), key=installed.__getitem__)
+    return unknown + known
+
+
+def previous_version(order: list[str], current: str | None) -> str | None:
+    """The version deployed before ``current`` (what a plain rollback goes back to)."""
+    if current not in order:
+        return order[-1] if order else None
+    i = order.index(current)
+    return order[i - 1] if i > 0 else None
+
+
+def to_prune(order: list[str], current: str | None, keep: int) -> list[str]:
+    """Bundle ids to delete so that ``keep`` remain; ``current`` is never deleted."""
+    keep = max(1, keep)
+    kept = [b for b in order if b == current]
+    for b in reversed(order):
+        if len(kept) >= keep:
+            break
+        if b not in kept:
+            kept.append(b)
+    return [b for b in order if b not in kept]
+
+
+def resolve_version(text: str, bundles: list[dict[str, Any]]) -> str:
+    """A bundle id from an id prefix (4+ hex digits) or a bundle name."""
+    text = text.strip()
+    ids = [b["id"] for b in bundles]
+    if len(text) >= 4 and all(c in "0123456789abcdef" for c in text.lower()):
+        hits = [i for i in ids if i.startswith(text.lower())]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise DeployError(f"--to {text}: ambiguous, matches {', '.join(h[:12] for h in hits)}")
+    named = [b["id"] for b in bundles if b.get("name") == text]
+    if len(named) == 1:
+        return named[0]
+    if len(named) > 1:
+        raise DeployError(f"--to {text}: several installed versions are named {text!r} "
+                          f"({', '.join(n[:12] for n in named)}); give an id prefix")
+    listing = ", ".join(f"{b['id'][:12]} ({b.get('name')})" for b in bundles) or "none"
+    raise DeployError(f"--to {text}: no such installed version (installed: {listing})")
+
+
+def venv_key(wheel_sha256: str, python_path: str) -> str:
+    return hashlib.sha256(f"{wheel_sha256}\0{python_path}".encode()).hexdigest()[:16]
+
+
+def _short(bundle_id: str | None) -> str:
+    return bundle_id[:12] if bundle_id else "none"
+
+
+# ----------------------------------------------------------------- installer
+class Installer:
+    """Deploy, roll back and inspect one device through ``transport``."""
+
+    def __init__(self, transport: Transport, options: InstallOptions | None = None, *,
+                 log: Log | None = None, progress: bool | None = None,
+                 progress_position: int | None = None):
+        self.t = transport
+        self.options = options or InstallOptions()
+        self.log = log or (lambda _msg: None)
+        self.progress = progress
+        self.position = progress_position
+        self.info: DeviceInfo | None = None
+        self.base = ""
+        self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    # -- paths and small remote helpers
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    def _run(self, command: str, what: str, **kwargs):
+        kwargs.setdefault("timeout", self.options.command_timeout)
+        return self.t.check(command, what, **kwargs)
+
+    def _agent(self, op: str, *args: str) -> dict[str, Any]:
+        return run_agent(self.t, self.options.remote_python, op, *args)
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{self._nonce}"
+        self._run(f"cat > {q(tmp)} && mv -f {q(tmp)} {q(path)}", f"writing {path}",
+                  input=data)
+
+    def _switch_link(self, link: str, target: str) -> None:
+        """Point ``base/link`` at ``target`` (relative) atomically: ln -s + mv -T."""
+        tmp = self.path(f".{link}.new-{self._nonce}")
+        self._run(f"rm -f {q(tmp)} && ln -s {q(target)} {q(tmp)} && "
+                  f"mv -T {q(tmp)} {q(self.path(link))}", f"switching {link} to {target}")
+
+    def _append_history(self, entry: dict[str, Any]) -> None:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "by": f"{getpass.getuser()}@{socket.gethostname()}", **entry}
+        self._run(f"printf '%s\\n' {q(json.dumps(entry))} >> {q(self.path(HISTORY))}",
+                  "recording the deploy history")
+
+    def _bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=f"{self.t.name}: {desc}", leave=False, position=self.position,
+                    disable=None if self.progress is None else not self.progress)
+
+    def _upload(self, pairs: list[tuple[Path, str]], desc: str) -> None:
+        """Copy ``(local, remote)`` files with one progress bar for all of them."""
+        dirs = sorted({remote.rsplit("/", 1)[0] for _, remote in pairs})
+        self._run("mkdir -p " + " ".join(q(d) for d in dirs), "creating upload folders")
+        total = sum(local.stat().st_size for local, _ in pairs)
+        with self._bar(total, desc) as bar:
+            for local, remote in pairs:
+                self.t.put(local, remote, progress=bar.update)
+
+    def _device_python(self, venv: str | None = None) -> str:
+        if self.options.device_python:
+            return self.options.device_python
+        return self.path(VENVS, venv, "bin", "python") if venv else \
+            self.path(VENV_LINK, "bin", "python")
+
+    def henet_command(self, args: list[str], *, venv: str | None = None) -> str:
+        """Shell command running ``henet-edge ARGS`` on the device with its state folder."""
+        return (f"HENET_EDGE_HOME={q(self.base)} exec {q(self._device_python(venv))} "
+                f"-m henet_edge.cli " + " ".join(q(a) for a in args))
+
+    # -- probe
+    def probe(self) -> DeviceInfo:
+        self.info = probe(self.t, python=self.options.remote_python,
+                          remote_dir=self.options.remote_dir)
+        self.base = self.info.base
+        return self.info
+
+    # -- deploy
+    def deploy(self, bundle_path: str | Path) -> DeployResult:
+        t0 = time.monotonic()
+        bundle = load_bundle(bundle_path)  # verifies every hash locally first
+        bundle_id = bundle.id
+        files = [MANIFEST, *sorted(bundle.manifest["files"])]
+        bundle_bytes = sum((bundle.root / f).stat().st_size for f in files)
+        name = bundle.manifest.get("name")
+        self.log(f"bundle {name} {_short(bundle_id)} ({len(files)} files, "
+                 f"{human_bytes(bundle_bytes)})")
+
+        info = self.probe()
+        self.log(f"device: {info.summary()}")
+        check_device(info, needs_venv=False)  # Python, system, architecture: before any work
+        installed = info.installed or {}
+        wheel = wheel_sha = key = None
+        wheelhouse: list[Path] = []
+        need_venv = False
+        if not self.options.device_python:
+            wheel, wheel_sha = self._wheel()
+            key = venv_key(wheel_sha, info.python_path)
+            need_venv = not self._venv_complete(key, installed)
+            if need_venv and self.options.wheelhouse:
+                from .wheel import wheelhouse_files
+
+                wheelhouse = wheelhouse_files(self.options.wheelhouse)
+        has_bundle = bundle_id in (installed.get("bundles") or [])
+        space = SpaceNeeded(bundle=0 if has_bundle else bundle_bytes,
+                            reserve=self.options.reserve_bytes)
+        if need_venv:
+            space.wheels = wheel.stat().st_size + sum(p.stat().st_size for p in wheelhouse)
+            space.venv = (3 * sum(p.stat().st_size for p in wheelhouse) if wheelhouse
+                          else self.options.venv_bytes)
+        warnings = check_device(info, space=space, needs_venv=need_venv)
+        for w in warnings:
+            self.log(f"warning: {w}")
+
+        self._prepare()
+        runtime: dict[str, Any] = {}
+        if need_venv:
+            runtime = self._install_venv(key, wheel, wheel_sha, wheelhouse, info)
+        elif key:
+            record = self._venv_record(key, installed)
+            runtime = (record or {}).get("runtime", {})
+            self.log(f"device side henet-edge {(record or {}).get('version', '?')} already "
+                     f"installed (venv {key}); nothing to install")
+        uploaded = self._ensure_bundle(bundle, bundle_id, files, has_bundle)
+
+        previous = installed.get("current")
+        selftest: dict[str, Any] = {}
+        if self.options.selftest:
+            try:
+                selftest = self.selftest(self.path(BUNDLES, bundle_id), venv=key)
+            except SelftestFailed:
+                self._drop_failed(bundle_id, previous)
+                raise
+            runtime = selftest.get("runtime") or runtime
+
+        if key and installed.get("venv") != key:
+            self._switch_link(VENV_LINK, f"{VENVS}/{key}")
+        if previous != bundle_id:
+            self._switch_link(CURRENT, f"{BUNDLES}/{bundle_id}")
+            self.log(f"current -> {_short(bundle_id)} ({name}), was {_short(previous)}")
+        else:
+            self.log(f"current is already {_short(bundle_id)} ({name})")
+        self._append_history({"action": "deploy", "bundle": bundle_id, "name": name,
+                              "from": previous, "venv": key, "version": __version__})
+        removed = self._prune(bundle_id, key)
+        return DeployResult(
+            host=self.t.name, bundle=bundle_id, name=name, previous=previous,
+            version=__version__ if not self.options.device_python else "external",
+            venv=key, installed=need_venv, uploaded=uploaded, runtime=runtime,
+            selftest=_selftest_summary(selftest), device=info.to_dict(), warnings=warnings,
+            removed=removed, seconds=round(time.monotonic() - t0, 2))
+
+    def _drop_failed(self, bundle_id: str, previous: str | None) -> None:
+        """Remove a bundle that failed its self-test unless it was ever deployed here."""
+        if bundle_id == previous:
+            return
+        history = self._agent("status", self.base).get("history", [])
+        if not any(e.get("bundle") == bundle_id for e in history):
+            self._cleanup(f"rm -rf {q(self.path(BUNDLES, bundle_id))}")
+
+    def _wheel(self) -> tuple[Path, str]:
+        from .wheel import check_wheel, project_wheel
+
+        wheel = check_wheel(self.options.wheel) if self.options.wheel else \
+            project_wheel(log=self.log)
+        return wheel, sha256_file(wheel)
+
+    def _venv_complete(self, key: str, installed: dict[str, Any]) -> bool:
+        if installed.get("venv") == key and installed.get("venv_record"):
+            return True
+        result = self.t.run(f"test -f {q(self.path(VENVS, key, INSTALL_RECORD))}")
+        return result.ok
+
+    def _venv_record(self, key: str, installed: dict[str, Any]) -> dict[str, Any] | None:
+        if installed.get("venv") == key:
+            return installed.get("venv_record")
+        result = self.t.run(f"cat {q(self.path(VENVS, key, INSTALL_RECORD))}")
+        try:
+            return json.loads(result.out) if result.ok else None
+        except json.JSONDecodeError:
+            return None
+
+    def _prepare(self) -> None:
+        """Create the layout; clear what interrupted runs left (tmp/, unfinished venvs)."""
+        b = self.base
+        self._run(
+            f"mkdir -p {q(b)}/{BUNDLES} {q(b)}/{VENVS} {q(b)}/{TMP} && "
+            f"rm -rf {q(b)}/{TMP}/* {q(b)}/{TMP}/.[!.]* {q(b)}/.current.new-* "
+            f"{q(b)}/.venv.new-* && "
+            f"for d in {q(b)}/{VENVS}/*; do "
+            f'[ -d "$d" ] && [ ! -f "$d/{INSTALL_RECORD}" ] && rm -rf "$d"; done; true',
+            f"preparing {b}")
+
+    def _verify_uploads(self, pairs: list[tuple[Path, str]]) -> None:
+        remote_hashes = self._agent("sha256", *[remote for _, remote in pairs])
+        bad = [remote.rsplit("/", 1)[-1] for local, remote in pairs
+               if remote_hashes.get(remote) != sha256_file(local)]
+        if bad:
+            raise DeployError(f"{self.t.name}: {', '.join(bad)} failed the sha256 check after "
+                              f"upload (corrupted in transfer); nothing was changed, re-run")
+
+    def _install_venv(self, key: str, wheel: Path, wheel_sha: str, wheelhouse: list[Path],
+                      info: DeviceInfo) -> dict[str, Any]:
+        stage = self.path(TMP, f"install-{self._nonce}")
+        venv = self.path(VENVS, key)
+        pairs = [(wheel, f"{stage}/{wheel.name}")]
+        pairs += [(p, f"{stage}/wheelhouse/{p.name}") for p in wheelhouse]
+        source = "the uploaded wheelhouse" if wheelhouse else "the device's package index"
+        self.log(f"installing henet-edge {__version__} [device] into {venv} "
+                 f"(dependencies from {source})")
+        try:
+            self._upload(pairs, "wheels")
+            self._verify_uploads(pairs)
+            self._run(f"rm -rf {q(venv)} && {q(info.python_path)} -m venv "
+                      f"--system-site-packages {q(venv)}", "creating the venv")
+            pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
+                   "--no-input"]
+            if wheelhouse:
+                pip += ["--no-index", "--find-links", f"{stage}/wheelhouse"]
+            pip_line = " ".join(q(a) for a in pip)
+            result = self.t.run(f"{pip_line} {q(pairs[0][1] + '[device]')}",
+                                timeout=self.options.command_timeout)
+            if not result.ok:
+                raise RemoteCommandError(f"{self.t.name}: pip install failed: "
+                                         f"{result.last_line()}")
+            check = ("import json; from henet_edge.device.runtime import find_runtime; "
+                     "print(json.dumps(find_runtime().describe()))")
+            result = self.t.run(f"{q(venv + '/bin/python')} -c {q(check)}")
+            if not result.ok:
+                raise RemoteCommandError(f"{self.t.name}: the installed device side cannot "
+                                         f"load a TFLite runtime: {result.last_line()}")
+            runtime = json.loads(result.out.strip().splitlines()[-1])
+            record = {"version": __version__, "wheel": wheel.name, "wheel_sha256": wheel_sha,
+                      "python": info.python_path, "python_version": info.python_text,
+                      "dependencies": "wheelhouse" if wheelhouse else "index",
+                      "runtime": runtime,
+                      "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self._write_file(f"{venv}/{INSTALL_RECORD}", json.dumps(record, indent=1).encode())
+        except BaseException:
+            self._cleanup(f"rm -rf {q(venv)} {q(stage)}")
+            raise
+        self._cleanup(f"rm -rf {q(stage)}")
+        self.log(f"installed; runtime {runtime.get('name')} {runtime.get('version')}")
+        return runtime
+
+    def _cleanup(self, command: str) -> None:
+        with contextlib.suppress(Exception):
+            self.t.run(command, timeout=120)
+
+    def _ensure_bundle(self, bundle: Bundle, bundle_id: str, files: list[str],
+                       has_bundle: bool) -> bool:
+        """Make ``bundles/<id>`` a verified copy; True if it had to be uploaded."""
+        final = self.path(BUNDLES, bundle_id)
+        if has_bundle:
+            check = self._agent("verify", final, bundle_id)
+            if check["ok"]:
+                self.log(f"bundle {_short(bundle_id)} already on the device and verified; "
+                         f"nothing to upload")
+                return False
+            self.log(f"the installed copy of {_short(bundle_id)} is damaged "
+                     f"({'; '.join(check['problems'][:3])}); uploading it again")
+            self._run(f"mv -T {q(final)} {q(self.path(TMP, 'damaged-' + self._nonce))}",
+                      "moving the damaged bundle aside")
+        stage = self.path(TMP, f"upload-{bundle_id[:12]}-{self._nonce}")
+        pairs = [(bundle.root / f, f"{stage}/{f}") for f in files]
+        try:
+            self._upload(pairs, "bundle")
+            check = self._agent("verify", stage, bundle_id)
+            if not check["ok"]:
+                raise DeployError(
+                    f"{self.t.name}: the uploaded bundle failed its hash check on the device "
+                    f"({'; '.join(check['problems'][:3])}); nothing was changed, re-run the "
+                    f"deploy")
+            self._run(f"mv -T {q(stage)} {q(final)}", "moving the bundle into place")
+        except BaseException:
+            self._cleanup(f"rm -rf {q(stage)}")
+            raise
+        self.log(f"uploaded and verified {len(files)} files on the device")
+        return True
+
+    # -- self-test
+    def selftest(self, bundle_dir: str, *, venv: str | None = None) -> dict[str, Any]:
+        """Run ``henet-edge selftest`` on the device; raise :class:`SelftestFailed`."""
+        command = self.henet_command(["selftest", bundle_dir, "--json"], venv=venv)
+        result = self.t.run(command, timeout=self.options.command_timeout)
+        try:
+            report = json.loads(result.out[result.out.index("{"):])
+        except ValueError:
+            raise SelftestFailed(f"{self.t.name}: the self-test could not run: "
+                                 f"{result.last_line()}") from None
+        if not report.get("passed") or not result.ok:
+            raise SelftestFailed(_selftest_message(self.t.name, report), report)
+        summary = _selftest_summary(report)
+        self.log(f"self-test passed: {summary['text']}")
+        return report
+
+    # -- prune
+    def _prune(self, current: str, venv: str | None) -> list[str]:
+        state = self._agent("status", self.base)
+        installed = {b["id"]: b["mtime"] for b in state["bundles"]}
+        order = deploy_order(state["history"], installed)
+        doomed = to_prune(order, current, self.options.keep)
+        venvs = [v for v in state["venvs"] if v["complete"] and v["key"] not in
+                 (venv, state["venv"])]
+        venvs.sort(key=lambda v: (v["record"] or {}).get("installed", ""))
+        doomed_venvs = [v["key"] for v in venvs[:-1]]  # keep the newest previous venv
+        paths = [self.path(BUNDLES, b) for b in doomed] + [self.path(VENVS, v)
+                                                           for v in doomed_venvs]
+        if paths:
+            self._run("rm -rf " + " ".join(q(p) for p in paths), "removing old versions")
+            self.log(f"removed {len(doomed)} old bundle(s) and {len(doomed_venvs)} old venv(s) "
+                     f"(keeping {self.options.keep})")
+        return doomed
+
+    # -- rollback and status
+    def status(self, *, verify: bool = False) -> dict[str, Any]:
+        if not self.base:
+            self.probe()
+            check_device(self.info, needs_venv=False)
+        args = [self.base, "--verify"] if verify else [self.base]
+        state = self._agent("status", *args)
+        installed = {b["id"]: b["mtime"] for b in state["bundles"]}
+        order = deploy_order(state["history"], installed)
+        deployed = {}
+        for entry in state["history"]:
+            if entry.get("action", "deploy") == "deploy":
+                deployed[entry["bundle"]] = entry.get("time")
+        for b in state["bundles"]:
+            b["deployed"] = deployed.get(b["id"])
+            b["current"] = b["id"] == state["current"]
+        state["bundles"].sort(key=lambda b: order.index(b["id"]))
+        state["previous"] = previous_version(order, state["current"])
+        state["host"] = self.t.name
+        state["device"] = self.info.to_dict() if self.info else {}
+        record = state.get("venv_record") or {}
+        state["runtime"] = record.get("runtime")
+        state["version"] = record.get("version")
+        state.pop("history", None)
+        return state
+
+    def rollback(self, to: str | None = None) -> dict[str, Any]:
+        state = self.status()
+        current = state["current"]
+        if to:
+            target = resolve_version(to, state["bundles"])
+        else:
+            target = state["previous"]
+            if target is None:
+                raise DeployError(f"{self.t.name}: nothing to roll back to (installed: "
+                                  + (", ".join(_short(b['id']) for b in state['bundles'])
+                                     or "nothing") + ")")
+        if target == current:
+            raise DeployError(f"{self.t.name}: {_short(target)} is already current")
+        final = self.path(BUNDLES, target)
+        check = self._agent("verify", final, target)
+        if not check["ok"]:
+            raise DeployError(f"{self.t.name}: version {_short(target)} is damaged on the device "
+                              f"({'; '.join(check['problems'][:3])}); refusing to switch to it "
+                              f"(deploy it again instead)")
+        report = self.selftest(final) if self.options.selftest else {}
+        self._switch_link(CURRENT, f"{BUNDLES}/{target}")
+        name = next((b.get("name") for b in state["bundles"] if b["id"] == target), None)
+        self._append_history({"action": "rollback", "bundle": target, "name": name,
+                              "from": current})
+        self.log(f"current -> {_short(target)} ({name}), was {_short(current)}")
+        return {"host": self.t.name, "bundle": target, "name": name, "previous": current,
+                "selftest": _selftest_summary(report)}
+
+
+def _selftest_summary(report: dict[str, Any]) -> dict[str, Any]:
+    if not report:
+        return {"passed": None, "text": "skipped"}
+    parts = []
+    for precision, part in report.get("precisions", {}).items():
+        parts.append(f"{precision} {part['images'] - part['failed']}/{part['images']}")
+    return {"passed": bool(report.get("passed")),
+            "text": ", ".join(parts) or "no results",
+            "max_abs_diff": {p: part.get("max_abs_diff")
+                             for p, part in report.get("precisions", {}).items()}}
+
+
+def _selftest_message(host: str, report: dict[str, Any]) -> str:
+    """One paragraph: which golden images failed, with both predictions."""
+    problems = []
+    for precision, part in report.get("precisions", {}).items():
+        for row in part.get("results", []):
+            if not row.get("passed"):
+                exp, got = row["expected"], row["got"]
+                problems.append(f"{precision} {row['file']}: desktop {exp['label']} "
+                                f"({exp['logit']:.3f}) vs device {got['label']} "
+                                f"({got['logit']:.3f}), {row['reason']}")
+    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
+                                       else "")
+    return (f"{host}: self-test FAILED, the device does not reproduce the desktop's results "
+            f"({shown or report.get('error', 'no details')}); current left at the previous "
+            f"version")

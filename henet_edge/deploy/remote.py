@@ -1,0 +1,189 @@
+"""``henet-edge remote classify`` and ``remote bench``: run the device side on the device.
+
+Images are uploaded into the device's ``tmp/`` (and removed afterwards), the
+installed ``henet-edge`` runs there with its ``current`` bundle, and its output
+streams back with the device's paths replaced by the local ones, so it reads
+exactly like a local ``henet-edge classify``. A bench result is saved locally
+as JSON (with the device's environment record and which host and bundle it
+came from) and on the device as ``last-bench.json`` for ``henet-edge status``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import DeployError
+from .installer import CURRENT, LAST_BENCH, TMP, Installer, q
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+Echo = Callable[[str], None]
+
+
+class LineSink:
+    """Collect output chunks and hand complete lines (path-mapped) to ``emit``."""
+
+    def __init__(self, emit: Echo, mapping: dict[str, str]):
+        self.emit = emit
+        self.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
+        self.buffer = b""
+
+    def map(self, text: str) -> str:
+        for remote, local in self.mapping:
+            text = text.replace(remote, local)
+        return text
+
+    def __call__(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.emit(self.map(line.decode("utf-8", "replace")))
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.emit(self.map(self.buffer.decode("utf-8", "replace")))
+            self.buffer = b""
+
+
+def _require_install(installer: Installer, state: dict[str, Any]) -> None:
+    host = installer.t.name
+    if not state.get("current"):
+        raise DeployError(f"{host}: no bundle is deployed there; run `henet-edge deploy "
+                          f"--host {host}` first")
+    if not state.get("venv") and not installer.options.device_python:
+        raise DeployError(f"{host}: the device side is not installed; run `henet-edge deploy "
+                          f"--host {host}` first")
+
+
+def local_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files named or found in folders, and error lines for missing inputs."""
+    found: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            hits = sorted(p for p in path.rglob("*")
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not hits:
+                errors.append(f"{item}: error: no images in this folder")
+            found += hits
+        elif path.is_file():
+            found.append(path)
+        else:
+            errors.append(f"{item}: error: no such file or folder")
+    return found, errors
+
+
+def remote_classify(installer: Installer, inputs: list[str], *, precision: str | None = None,
+                    top_k: int = 3, threads: int = 1, as_json: bool = False,
+                    out: Echo = print, err: Echo = print) -> int:
+    """Classify local images on the device; returns the exit code (1 if any failed)."""
+    state = installer.status()
+    _require_install(installer, state)
+    images, errors = local_images(inputs)
+    for line in errors:
+        err(line)
+    if not images:
+        raise DeployError("no images to classify")
+    stage = installer.path(TMP, f"classify-{installer._nonce}")
+    pairs = [(p, f"{stage}/{i:04d}/{p.name}") for i, p in enumerate(images)]
+    mapping = {remote: str(local) for local, remote in pairs}
+    args = ["classify", *(remote for _, remote in pairs), "--model",
+            installer.path(CURRENT), "--top-k", str(top_k), "--threads", str(threads)]
+    if precision:
+        args += ["--precision", precision]
+    if as_json:
+        args.append("--json")
+    stdout, stderr = LineSink(out, mapping), LineSink(err, mapping)
+    try:
+        installer._upload(pairs, "images")
+        result = installer.t.run(installer.henet_command(args), stdout_sink=stdout,
+                                 stderr_sink=stderr,
+                                 timeout=installer.options.command_timeout)
+        stdout.flush()
+        stderr.flush()
+    finally:
+        installer._cleanup(f"rm -rf {q(stage)}")
+    return 1 if errors or not result.ok else 0
+
+
+def _take_option(args: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove ``--name VALUE`` / ``--name=VALUE`` from ``args``; return the value."""
+    rest, value, i = [], None, 0
+    while i < len(args):
+        arg = args[i]
+        if arg == name:
+            if i + 1 >= len(args):
+                raise DeployError(f"{name} needs a value")
+            value, i = args[i + 1], i + 2
+            continue
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, value
+
+
+def default_bench_path(host: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host).strip("_") or "device"
+    return Path(f"bench-{safe}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+
+
+def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path | None = None,
+                 err: Echo = print) -> tuple[dict[str, Any], Path]:
+    """Run ``henet-edge bench BENCH_ARGS --json`` on the device; save its result locally.
+
+    ``--image`` names a local file (uploaded); ``--plot`` a local PNG (fetched
+    back). Model arguments are paths on the device (default: its current bundle).
+    """
+    state = installer.status()
+    _require_install(installer, state)
+    args = [a for a in bench_args if a != "--json"]
+    args, image = _take_option(args, "--image")
+    args, plot = _take_option(args, "--plot")
+    stage = installer.path(TMP, f"bench-{installer._nonce}")
+    mapping: dict[str, str] = {}
+    stderr = LineSink(err, mapping)
+    try:
+        installer._run(f"mkdir -p {q(stage)}", "creating a scratch folder")
+        if image:
+            local = Path(image).expanduser()
+            if not local.is_file():
+                raise DeployError(f"--image {image}: no such file")
+            remote = f"{stage}/{local.name}"
+            installer._upload([(local, remote)], "image")
+            args += ["--image", remote]
+            mapping[remote] = str(local)
+        if plot:
+            args += ["--plot", f"{stage}/latency.png"]
+            mapping[f"{stage}/latency.png"] = plot
+        stderr.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
+        result = installer.t.run(installer.henet_command(["bench", *args, "--json"]),
+                                 stderr_sink=stderr, timeout=installer.options.command_timeout)
+        stderr.flush()
+        if not result.ok:
+            raise DeployError(f"{installer.t.name}: bench failed on the device: "
+                              f"{stderr.map(result.last_line())}")
+        try:
+            data = json.loads(result.out[result.out.index("{"):])
+        except ValueError:
+            raise DeployError(f"{installer.t.name}: bench gave no JSON result") from None
+        if plot:
+            installer.t.get(f"{stage}/latency.png", Path(plot))
+    finally:
+        installer._cleanup(f"rm -rf {q(stage)}")
+    current = next((b for b in state["bundles"] if b["id"] == state["current"]), {})
+    data["remote"] = {"host": installer.t.name, "bundle": state["current"],
+                      "bundle_name": current.get("name"), "args": bench_args,
+                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "device": state.get("device")}
+    path = Path(out_path) if out_path else default_bench_path(installer.t.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str))
+    installer._write_file(installer.path(LAST_BENCH), json.dumps(data, default=str).encode())
+    return data, path

@@ -1,0 +1,269 @@
+"""Deploy without SSH: host specs, SSH config, host keys, device checks, version
+bookkeeping, the device self-test, and the whole installer through the local
+transport (the demo's path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from henet_edge.deploy import agent
+from henet_edge.deploy.errors import DeployError, DeviceCheckError, HostKeyError
+from henet_edge.deploy.fleet import format_table, run_fleet
+from henet_edge.deploy.hostkeys import KnownHosts, check_host_key, fingerprint
+from henet_edge.deploy.hosts import load_ssh_config, parse_host_spec, resolve_host
+from henet_edge.deploy.installer import deploy_order, previous_version, resolve_version, to_prune
+from henet_edge.deploy.probe import DeviceInfo, SpaceNeeded, check_device, resolve_remote_dir
+
+from .deploy_helpers import bundle_id, bundle_variant, flip_byte
+
+
+# ------------------------------------------------------------------ hosts
+@pytest.mark.parametrize("spec, host, user, port", [
+    ("pi.local", "pi.local", None, None),
+    ("pi@pi.local", "pi.local", "pi", None),
+    ("pi@pi.local:2222", "pi.local", "pi", 2222),
+    ("10.0.0.7:22", "10.0.0.7", None, 22),
+    ("[fe80::1]:2200", "fe80::1", None, 2200),
+    ("me@[::1]", "::1", "me", None),
+    ("::1", "::1", None, None),
+    ("ssh://pi@pi.local:2022/", "pi.local", "pi", 2022),
+])
+def test_parse_host_spec(spec, host, user, port):
+    parsed = parse_host_spec(spec)
+    assert (parsed.host, parsed.user, parsed.port) == (host, user, port)
+
+
+@pytest.mark.parametrize("spec", ["", "pi:abc", "pi:70000", "@pi", "[::1", "a b"])
+def test_parse_host_spec_rejects(spec):
+    with pytest.raises(DeployError):
+        parse_host_spec(spec)
+
+
+def test_ssh_config_alias(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("""\
+Host pi
+  HostName 192.168.1.50
+  User pi
+  Port 2200
+  IdentityFile ~/keys/pi_ed25519
+  IdentitiesOnly yes
+  StrictHostKeyChecking accept-new
+Host far
+  HostName 10.9.9.9
+  ProxyJump pi
+""")
+    cfg = load_ssh_config(config)
+    target = resolve_host("pi", cfg)
+    assert (target.hostname, target.user, target.port) == ("192.168.1.50", "pi", 2200)
+    assert target.identity_files == [os.path.expanduser("~/keys/pi_ed25519")]
+    assert target.identities_only and target.accept_new
+    # What --host says wins over the config, like ssh.
+    assert resolve_host("root@pi:22", cfg).user == "root"
+    assert resolve_host("root@pi:22", cfg).port == 22
+    assert resolve_host("far", cfg).proxy_jump == ["pi"]
+    assert resolve_host("other", cfg).hostname == "other"
+    with pytest.raises(DeployError, match="no such file"):
+        load_ssh_config(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ host keys
+def test_known_hosts_unknown_accept_new_and_changed(tmp_path):
+    import paramiko
+
+    key = paramiko.ECDSAKey.generate()
+    other = paramiko.ECDSAKey.generate()
+    known = KnownHosts(tmp_path / "ssh" / "known_hosts")
+    with pytest.raises(HostKeyError) as exc:
+        check_host_key(known, "[pi]:2222", key, accept_new=False, display="pi:2222")
+    assert fingerprint(key) in str(exc.value) and "--accept-new-host-key" in str(exc.value)
+    assert fingerprint(key).startswith("SHA256:") and not fingerprint(key).endswith("=")
+    assert not known.user_file.exists()
+    check_host_key(known, "[pi]:2222", key, accept_new=True, display="pi:2222")
+    assert known.user_file.read_text().startswith("[pi]:2222 ecdsa-sha2-nistp256 ")
+    check_host_key(known, "[pi]:2222", key, accept_new=False, display="pi:2222")
+    before = known.user_file.read_text()
+    for accept in (False, True):
+        with pytest.raises(HostKeyError, match="CHANGED"):
+            check_host_key(known, "[pi]:2222", other, accept_new=accept, display="pi:2222")
+    assert known.user_file.read_text() == before
+    # The same key on another port is a different host, as for OpenSSH.
+    with pytest.raises(HostKeyError, match="not known"):
+        check_host_key(known, "[pi]:22", key, accept_new=False, display="pi")
+
+
+# ------------------------------------------------------------------ device checks
+def _info(**kw) -> DeviceInfo:
+    base = dict(host="pi", machine="aarch64", system="Linux", home="/home/pi",
+                base="/home/pi/.henet-edge", python="python3", python_path="/usr/bin/python3",
+                python_version=(3, 11, 2), venv_ok=True, free_bytes=10**10)
+    base.update(kw)
+    return DeviceInfo(**base)
+
+
+def test_check_device_ok_and_errors():
+    assert check_device(_info(), space=SpaceNeeded(bundle=10**6)) == []
+    with pytest.raises(DeviceCheckError, match="unsupported architecture armv6l"):
+        check_device(_info(machine="armv6l"))
+    warnings = check_device(_info(machine="armv7l", runtimes={"tflite_runtime": True}))
+    assert "tflite_runtime" in warnings[0]
+    with pytest.raises(DeviceCheckError, match="no Python 3"):
+        check_device(_info(python_path=None, python_version=None))
+    with pytest.raises(DeviceCheckError, match="too old"):
+        check_device(_info(python_version=(3, 9, 2)))
+    with pytest.raises(DeviceCheckError, match="python3-venv"):
+        check_device(_info(venv_ok=False))
+    assert check_device(_info(venv_ok=False), needs_venv=False) == []
+    with pytest.raises(DeviceCheckError, match="not enough free disk"):
+        check_device(_info(free_bytes=5 * 10**6), space=SpaceNeeded(bundle=4 * 10**6,
+                                                                   reserve=2 * 10**6))
+
+
+def test_resolve_remote_dir():
+    assert resolve_remote_dir("~/.henet-edge", "/home/pi") == "/home/pi/.henet-edge"
+    assert resolve_remote_dir("/opt/edge/", "/home/pi") == "/opt/edge"
+    with pytest.raises(DeviceCheckError):
+        resolve_remote_dir("relative/dir", "/home/pi")
+
+
+# ------------------------------------------------------------------ versions
+def test_deploy_order_rollback_and_prune():
+    history = [{"action": "deploy", "bundle": "a"}, {"action": "deploy", "bundle": "b"},
+               {"action": "deploy", "bundle": "c"}, {"action": "rollback", "bundle": "b"}]
+    on_disk = {"a": 1.0, "b": 2.0, "c": 3.0, "x": 0.5}
+    order = deploy_order(history, on_disk)
+    assert order == ["x", "a", "b", "c"]
+    assert previous_version(order, "c") == "b"
+    assert previous_version(order, "b") == "a"
+    assert previous_version(order, "x") is None
+    assert to_prune(order, "c", 2) == ["x", "a"]
+    assert to_prune(order, "a", 2) == ["x", "b"]  # current is always kept
+    assert to_prune(order, "c", 1) == ["x", "a", "b"]
+    bundles = [{"id": "ab12cd" + "0" * 58, "name": "r3"}, {"id": "ab99" + "1" * 60, "name": "r2"}]
+    assert resolve_version("ab12", bundles) == bundles[0]["id"]
+    assert resolve_version("r2", bundles) == bundles[1]["id"]
+    with pytest.raises(DeployError, match="ambiguous"):
+        resolve_version("ab12", [*bundles, {"id": "ab12" + "3" * 60}])
+    with pytest.raises(DeployError, match="no such installed version"):
+        resolve_version("nope", bundles)
+
+
+def test_fleet_isolates_failures():
+    def work(host, _index):
+        if host == "bad":
+            raise DeviceCheckError("bad: full disk")
+        if host == "boom":
+            raise RuntimeError("unexpected")
+        return {"host": host}
+
+    outcomes = run_fleet(["a", "bad", "boom", "b"], work, jobs=2)
+    assert [o.ok for o in outcomes] == [True, False, False, True]
+    assert outcomes[1].error == "bad: full disk"
+    assert "RuntimeError" in outcomes[2].error
+    table = format_table(["host", "state"], [["a", "ok"], ["bad", "FAILED"]])
+    assert table.splitlines()[1].startswith("----")
+
+
+# ------------------------------------------------------------------ agent + self-test
+def test_agent_verify(tiny_bundle, tmp_path):
+    copy = bundle_variant(tiny_bundle, tmp_path / "b")
+    bid = bundle_id(copy)
+    assert agent.verify(str(copy), bid)["ok"]
+    assert not agent.verify(str(copy), "0" * 64)["ok"]
+    flip_byte(copy / "model_int8.tflite")
+    result = agent.verify(str(copy), bid)
+    assert not result["ok"] and "model_int8.tflite: sha256 mismatch" in result["problems"][0]
+    probe = agent.probe(str(tmp_path / "no" / "such"))
+    assert probe["free_bytes"] > 0 and not probe["base_exists"]
+
+
+def test_selftest_passes_and_fails_with_both_predictions(tiny_bundle, tmp_path):
+    from henet_edge.device.selftest import format_report, run_selftest
+
+    report = run_selftest(tiny_bundle)
+    assert report["passed"], format_report(report)
+    assert set(report["precisions"]) == {"int8", "float32"}
+
+    def tamper(golden):
+        for entry in golden["images"]:
+            for precision in ("int8", "float32"):
+                logits = entry[precision]["logits"]
+                logits[:] = logits[1:] + logits[:1]  # shift every class by one
+                entry[precision]["top1"] = max(range(len(logits)), key=logits.__getitem__)
+
+    bad = bundle_variant(tiny_bundle, tmp_path / "bad", golden_edit=tamper)
+    report = run_selftest(bad)
+    assert not report["passed"]
+    json.dumps(report)  # the CLI prints it as JSON
+    lines = "\n".join(format_report(report))
+    assert "FAILED" in lines and "desktop" in lines and "device" in lines
+
+
+# ------------------------------------------------------------------ the local transport
+def test_local_deploy_rollback_status(tiny_bundle, tmp_path):
+    """The demo's path: the real installer into a folder, no SSH, no venv."""
+    from henet_edge.deploy import deploy_local
+    from henet_edge.deploy.installer import Installer, InstallOptions
+    from henet_edge.deploy.transport import LocalTransport
+    from henet_edge.device.bundle import load_bundle
+
+    target = tmp_path / "pi"
+    b = bundle_variant(tiny_bundle, tmp_path / "b", name="tiny_b")
+    messages: list[str] = []
+    first = deploy_local(tiny_bundle, target, device_python=sys.executable,
+                         log=messages.append, progress=False)
+    assert first.uploaded and first.selftest["passed"] and first.previous is None
+    assert os.readlink(target / "current") == f"bundles/{bundle_id(tiny_bundle)}"
+    load_bundle(target / "current")
+    again = deploy_local(tiny_bundle, target, device_python=sys.executable, progress=False)
+    assert not again.uploaded and not again.installed
+    second = deploy_local(b, target, device_python=sys.executable, progress=False)
+    assert second.previous == bundle_id(tiny_bundle)
+    assert os.readlink(target / "current") == f"bundles/{bundle_id(b)}"
+
+    options = InstallOptions(remote_dir=str(target), device_python=sys.executable,
+                             remote_python=sys.executable)
+    with LocalTransport() as t:
+        installer = Installer(t, options)
+        back = installer.rollback()
+        assert back["bundle"] == bundle_id(tiny_bundle)
+        state = installer.status(verify=True)
+    assert state["current"] == bundle_id(tiny_bundle)
+    assert {x["id"] for x in state["bundles"]} == {bundle_id(tiny_bundle), bundle_id(b)}
+    assert all(x["verify"]["ok"] for x in state["bundles"])
+    history = [json.loads(line) for line in (target / "history.jsonl").read_text().splitlines()]
+    assert [h["action"] for h in history] == ["deploy", "deploy", "deploy", "rollback"]
+    assert not list((target / "tmp").iterdir())
+
+
+def test_local_deploy_unwritable_target(tiny_bundle, tmp_path):
+    from henet_edge.deploy import deploy_local
+
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(DeployError, match="preparing"):
+        deploy_local(tiny_bundle, locked / "pi", device_python=sys.executable)
+
+
+def test_project_wheel_is_cached_and_reproducible(tmp_path):
+    import zipfile
+
+    from henet_edge.deploy.wheel import project_wheel, source_digest
+
+    first = project_wheel(cache=tmp_path / "a")
+    assert first.name.startswith("henet_edge-") and first.suffix == ".whl"
+    assert project_wheel(cache=tmp_path / "a") == first  # cached: not rebuilt
+    # Reproducible: the same sources give the same wheel bytes, so the device's venv
+    # (keyed by the wheel's sha256) is reused even after the cache is cleared.
+    assert project_wheel(cache=tmp_path / "b").read_bytes() == first.read_bytes()
+    names = zipfile.ZipFile(first).namelist()
+    assert "henet_edge/deploy/agent.py" in names
+    assert "henet_edge/device/selftest.py" in names
+    assert source_digest(Path(__file__).resolve().parents[1])[:16] in str(first.parent)
