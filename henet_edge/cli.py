@@ -809,11 +809,14 @@ def calibrate(data, num, seed, out, force, as_json):
               help="Gate: int8 accuracy drop in points.")
 @click.option("--no-gate", is_flag=True, help="Write the bundle even if a gate fails.")
 @click.option("--include-keras", is_flag=True, help="Copy the source .keras into the bundle.")
+@click.option("--include-calibration", is_flag=True,
+              help="Store the calibration set in the bundle (what `demo` converts with).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
-            min_agreement, max_drop, no_gate, include_keras, force, as_json):
+            min_agreement, max_drop, no_gate, include_keras, include_calibration, force,
+            as_json):
     """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
 
     \b
@@ -835,7 +838,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
     manifest = run_convert(source, calibration, out, num=num, seed=seed, val_data=val_data,
                            report_images=report_images, io=io, force=force, gate=not no_gate,
                            gates=Gates(min_agreement, max_drop), labels=labels,
-                           include_keras=include_keras, log=echo)
+                           include_keras=include_keras,
+                           include_calibration=include_calibration, log=echo)
     if as_json:
         emit_json(manifest)
         return
@@ -903,6 +907,76 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, as_json
                f"board: {env.get('board', 'unknown')})")
     if plot_path:
         click.echo(f"plot: {plot_path}")
+
+
+@main.command()
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Run folder or .keras to demo [the shipped default model].")
+@click.option("--calibration", default=None,
+              help="Calibration .npz or data source [the shipped calibration set].")
+@click.option("--target", type=click.Path(path_type=Path), default=None,
+              help="Local folder laid out like a device [a temporary folder].")
+@_ssh_options
+@click.option("--quick", "speed", flag_value="quick", help="100 x 2 passes per precision.")
+@click.option("--full", "speed", flag_value="full",
+              help="The paper's full protocol: 1000 x 5 passes per precision.")
+@click.option("--core", type=int, default=None, help="Core to time on [the last one].")
+@click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@user_errors
+def demo(model, calibration, target, speed, core, no_gate, as_json, **conn):
+    """The whole pipeline in a few minutes: convert, deploy, bench, classify.
+
+    \b
+    1. converts the default model (or --model) to float32 and int8 TFLite
+       with its calibration set (op audit, quantization report card);
+    2. deploys the bundle to a local folder laid out exactly like a Pi,
+       through the same installer as `deploy` (only the transport differs),
+       or with --host to a real device over SSH;
+    3. times both precisions with the paper's protocol on one core;
+    4. classifies the bundle's sample images with the installed bundle;
+    then prints one summary table.
+    """
+    import tempfile
+
+    _quiet_tensorflow()
+    from henet_edge.deploy.demo import (
+        DemoOptions,
+        check_core_free,
+        convert_default,
+        demo_on,
+        format_summary,
+        local_installer,
+    )
+
+    runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
+    options = DemoOptions(model=model, calibration=calibration, runs=runs, repeats=repeats,
+                          core=core, gate=not no_gate)
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    remote = bool(conn["hosts"] or conn["hosts_file"])
+    if not remote:
+        options.core = check_core_free(core)
+    with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
+        work = Path(tmp)
+        manifest = convert_default(options, work / "bundle", log)
+        if remote:
+            from henet_edge.deploy.installer import InstallOptions
+            from henet_edge.deploy.wheel import project_wheel
+
+            outcomes = _fleet(conn, lambda inst: demo_on(inst, work / "bundle", manifest,
+                                                         options, work, log),
+                              install_options=InstallOptions(wheel=project_wheel(log=log)))
+            failed = [o for o in outcomes if not o.ok]
+            if failed:
+                raise click.ClickException("; ".join(f"{o.host}: {o.error}" for o in failed))
+            summary = outcomes[0].result
+        else:
+            with local_installer(target or work / "device", log) as installer:
+                summary = demo_on(installer, work / "bundle", manifest, options, work, log)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(format_summary(summary))
 
 # ---- desktop commands (end)
 

@@ -129,11 +129,13 @@ def test_the_emulated_pi_is_an_arm64_pi4_class_machine(emulated_pi):
     out = device_shell(emulated_pi, "uname -m; id -un; echo $QEMU_CPU; "
                                     "python3 -c 'import sys; print(sys.version.split()[0])'; "
                                     "test -e /proc/device-tree/model && echo dt || echo no-dt; "
+                                    "sed -n 's/^CPU part.*: //p' /proc/cpuinfo | sort -u; "
                                     f"python3 -c '{AUXV_HWCAP}'")
-    machine, user, cpu, python, device_tree, hwcap = out.split()
+    machine, user, cpu, python, device_tree, part, hwcap = out.split()
     assert (machine, user, cpu) == ("aarch64", "pi", CPU)
     assert python.startswith("3.11.")
     assert device_tree == "no-dt"  # no Pi board: the device side must say "unknown"
+    assert part == "0xd08"  # /proc/cpuinfo names the emulated core (XNNPACK's cpuinfo reads it)
     hwcap = int(hwcap)
     assert hwcap & HWCAP_ASIMD
     # sshd's SetEnv QEMU_CPU reached QEMU: the instruction set is a Cortex-A72's.
@@ -158,7 +160,7 @@ def test_deploy_classify_bench_status(emulated_pi, remote_dir, tiny_bundle, tmp_
     assert "Debian GNU/Linux 12" in device["os"]
     assert device["board"] is None
     assert result["installed"] is True and result["uploaded"] is True
-    assert result["runtime"].get("name") == "ai-edge-litert", result["runtime"]
+    assert result["runtime"].get("name") in ("ai_edge_litert", "ai-edge-litert"), result["runtime"]
     assert result["selftest"]["passed"] is True, result["selftest"]
 
     # The venv holds the aarch64 runtime from the package index.
@@ -198,6 +200,13 @@ def test_deploy_classify_bench_status(emulated_pi, remote_dir, tiny_bundle, tmp_
     bench = json.loads(out.read_text())
     assert bench["models"] and bench["remote"]["bundle"] == result["bundle"]
     assert all(m["per_inference_ms"]["mean"] > 0 for m in bench["models"])
+    # XNNPACK really runs (it needs /sys and an arm64 /proc/cpuinfo, which the script gives).
+    assert all(m["delegate"] == "XNNPACK" for m in bench["models"]), bench["models"]
+    environment = bench["environment"]
+    assert environment["machine"] == "aarch64" and environment["cpu"] == "Cortex-A72"
+    # No Pi board, vcgencmd or thermal zones here: reported as unknown, not guessed.
+    assert environment["board"] == "unknown"
+    assert environment["before"]["vcgencmd_temperature_c"] == "unknown"
 
     proc = henet("status", *explicit(pi, remote_dir), "--json")
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -138,6 +138,7 @@ def convert_bundle(
     gates: Gates = DEFAULT_GATES,
     golden_count: int = 8,
     include_keras: bool = False,
+    include_calibration: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Convert, audit, report and write the bundle; returns the manifest."""
@@ -188,6 +189,8 @@ def convert_bundle(
         if include_keras:
             (tmp / "source").mkdir()
             shutil.copy2(src.path, tmp / "source" / "model.keras")
+        if include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
+            calibration.save(tmp / "calibration.npz")
         models = {}
         for precision, model in (("float32", float_model), ("int8", int8_model)):
             models[precision] = {

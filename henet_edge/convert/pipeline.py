@@ -47,7 +47,8 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
             seed: int = 0, val_data: str | None = None, report_images: int | None = None,
             io: str = "int8", force: bool = False, gate: bool = True,
             gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
-            include_keras: bool = False, log: Callable[[str], None] = print) -> dict:
+            include_keras: bool = False, include_calibration: bool = False,
+            log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
     out = Path(out)
     if out.exists() and not force:  # fail before any slow work
@@ -62,4 +63,5 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
     return convert_bundle(
         src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
         val_labels=val_labels, val_pixels=pixels, data_note=note, io=io, force=force,
-        gate=gate, gates=gates, include_keras=include_keras, log=log)
+        gate=gate, gates=gates, include_keras=include_keras,
+        include_calibration=include_calibration, log=log)

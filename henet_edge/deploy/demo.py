@@ -1,0 +1,170 @@
+"""``henet-edge demo``: the whole pipeline on this machine (or one device) in minutes.
+
+1. take a trained model (the shipped default, or ``--model``),
+2. convert it to float32 and int8 TFLite with its calibration set (audit, report card),
+3. deploy the bundle to a local target folder laid out exactly like a Pi, through the
+   same installer as SSH deploy (only the transport differs) - or to ``--host``,
+4. time both precisions with the paper's protocol on one core, interleaved,
+5. classify sample images with the installed bundle,
+6. print one summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.bundle import load_bundle
+from henet_edge.device.classify import DEFAULT_BUNDLE
+
+DEFAULT_CALIBRATION = DEFAULT_BUNDLE / "calibration.npz"
+
+
+class DemoError(HenetEdgeError):
+    pass
+
+
+@dataclass
+class DemoOptions:
+    model: Path | None = None  # run folder or .keras; default: the shipped default model
+    calibration: str | None = None  # .npz or data source; default: the shipped set
+    runs: int = 200
+    repeats: int = 3
+    core: int | None = None
+    images: list[Path] | None = None  # default: the bundle's golden images
+    gate: bool = True
+
+
+def _default_model() -> Path:
+    source = DEFAULT_BUNDLE / "source" / "model.keras"
+    if not source.is_file():
+        raise DemoError("no default model is shipped with this install; pass --model "
+                        "RUN_DIR_OR_MODEL.keras (e.g. a `henet-edge train` run folder)")
+    return source
+
+
+def check_core_free(core: int | None) -> int:
+    """The core to time on here; refuse when no core is free (timings would mislead)."""
+    from henet_edge.device.bench import check_core, default_core
+
+    if core is not None:  # the user chose the core: time there, whatever the load
+        return check_core(core)
+    load = os.getloadavg()[0]
+    if load >= (os.cpu_count() or 1) + 0.5:
+        raise DemoError(f"no free core: load average {load:.1f} on {os.cpu_count()} cores; "
+                        "timings would be meaningless (stop other work, or pass --core N "
+                        "to time anyway)")
+    return check_core(default_core())
+
+
+def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict:
+    """Step 1: convert the model with its calibration set (audit and report card)."""
+    from henet_edge.convert.pipeline import convert
+
+    model = options.model or _default_model()
+    calibration = options.calibration or str(DEFAULT_CALIBRATION)
+    log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
+    return convert(model, calibration, out, gate=options.gate, log=lambda m: log(f"    {m}"))
+
+
+@contextmanager
+def local_installer(target: Path, log: Callable[[str], None]) -> Iterator:
+    """The SSH installer over a local folder laid out exactly like a device."""
+    from .installer import Installer, InstallOptions
+    from .transport import LocalTransport
+
+    _check_writable(target)
+    target = target.expanduser().resolve()
+    options = InstallOptions(remote_dir=str(target), device_python=sys.executable,
+                             remote_python=sys.executable)
+    with LocalTransport(name=f"local:{target}") as transport:
+        yield Installer(transport, options, log=log, progress=False)
+
+
+def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, work: Path,
+            log: Callable[[str], None]) -> dict:
+    """Steps 2-4 on one target: deploy, bench both precisions, classify samples."""
+    from .remote import remote_bench, remote_classify
+
+    t0 = time.perf_counter()
+    log(f"2/4 deploy to {installer.t.name}")
+    deployed = installer.deploy(bundle_dir)
+    log(f"3/4 bench: {options.repeats} x {options.runs} passes per precision, one core, "
+        "interleaved")
+    args = ["--precision", "all", "--runs", str(options.runs), "--repeats",
+            str(options.repeats)]
+    if options.core is not None:
+        args += ["--core", str(options.core)]
+    bench, _ = remote_bench(installer, args, out_path=work / "bench.json",
+                            err=lambda m: None)
+    log("4/4 classify sample images with the installed bundle")
+    bundle = load_bundle(bundle_dir)
+    images = [str(p) for p in (options.images or
+                               [bundle_dir / e["file"] for e in bundle.golden()["images"]])]
+    classified = []
+    for precision in ("int8", "float32"):
+        lines: list[str] = []
+        remote_classify(installer, images, precision=precision, top_k=1, as_json=True,
+                        out=lines.append, err=log)
+        classified += [{"precision": precision, **json.loads(x)} for x in lines
+                       if x.strip().startswith("{")]
+    timing = {row["name"].split("/")[-1]: row for row in bench["models"]}
+    if set(timing) != {"int8", "float32"}:
+        raise DemoError(f"bench timed {sorted(timing)}, expected int8 and float32")
+    return {
+        "target": installer.t.name, "bundle": deployed.bundle, "report": manifest["report"],
+        "sizes": {p: (bundle_dir / manifest["models"][p]["file"]).stat().st_size
+                  for p in ("float32", "int8")},
+        "latency": {p: {"time_s": r["time_s"], **r["per_inference_ms"]}
+                    for p, r in timing.items()},
+        "speedup_int8": timing["float32"]["time_s"] / timing["int8"]["time_s"],
+        "selftest": deployed.selftest, "runtime": deployed.runtime,
+        "classified": classified, "environment": bench.get("environment", {}),
+        "protocol": bench.get("protocol"), "runs": bench.get("runs"),
+        "repeats": bench.get("repeats"), "suspect": bench.get("suspect"),
+        "suspect_reasons": bench.get("reasons", []),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _check_writable(target: Path) -> None:
+    probe = target if target.exists() else target.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise DemoError(f"{target}: no write permission (pick another --target)")
+
+
+def format_summary(s: dict) -> str:
+    r = s["report"]
+    lines = [
+        "",
+        f"{'':<10}{'accuracy':>10}{'size':>10}{'Time (s)':>15}{'median ms':>11}"
+        f"{'p90 ms':>9}",
+    ]
+    for p, acc in (("float32", r["float32_top1"]), ("int8", r["int8_top1"])):
+        lat = s["latency"][p]
+        lines.append(f"{p:<10}{100 * acc:>9.2f}%{s['sizes'][p] / 1024:>8.0f}KB"
+                     f"{lat['time_s']:>15.3f}{lat['median']:>11.3f}{lat['p90']:>9.3f}")
+    lines += [
+        f"int8 speed-up over float32: {s['speedup_int8']:.2f}x   "
+        f"(int8 top-1 agreement with Keras {100 * r['int8_agreement']:.2f}%)",
+        f"accuracy on: {r['data']} ({r['images']} images)",
+        f"Time (s): total of {s['runs']} passes, mean of {s['repeats']} repeats "
+        f"({s['protocol']}), one core of {s['environment'].get('cpu', 'unknown CPU')}",
+        f"self-test on {s['target']}: {s['selftest'].get('text', '?')}",
+    ]
+    ok = [c for c in s["classified"] if c.get("ok")]
+    lines.append(f"classified {len(ok)}/{len(s['classified'])} sample images; e.g. " + ", ".join(
+        f"{Path(c['path']).name} -> {c['top'][0]['label']}" for c in ok[:3] if c.get("top")))
+    if s.get("suspect"):
+        lines.append("timing marked SUSPECT: " + "; ".join(s.get("suspect_reasons", [])))
+    lines.append(f"deploy, bench and classify took {s['seconds']:.0f}s")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""`henet-edge demo`: convert, local deploy through the installer, bench, classify."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+from henet_edge.deploy.demo import DemoError, check_core_free
+
+
+def test_demo_end_to_end_on_a_local_target(tiny_run, image_folder, tmp_path):
+    target = tmp_path / "pi"
+    calib = tmp_path / "calib.npz"
+    made = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--num", "12",
+                                     "--out", str(calib)])
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(main, [
+        "demo", "--model", str(tiny_run), "--calibration", str(calib), "--target",
+        str(target), "--quick", "--core", "0", "--no-gate", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{\n"):])
+    assert set(summary["latency"]) == {"int8", "float32"}
+    assert summary["latency"]["int8"]["time_s"] > 0 and summary["speedup_int8"] > 0
+    assert summary["selftest"]["passed"] is True
+    assert summary["runs"] == 100 and summary["repeats"] == 2
+    assert len(summary["classified"]) == 6  # 3 golden images x 2 precisions
+    assert all(c["ok"] for c in summary["classified"])
+    # the target is laid out exactly like a device
+    current = target / "current"
+    assert current.is_symlink()
+    assert os.readlink(current).startswith("bundles/")
+    assert (current / "manifest.json").is_file()
+
+
+def test_demo_refuses_when_no_core_is_free(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    with pytest.raises(DemoError, match="no free core"):
+        check_core_free(None)
+    assert check_core_free(0) == 0  # an explicit core is the user's choice
+
+
+def test_demo_without_a_default_model_says_what_to_pass(monkeypatch, tmp_path):
+    import henet_edge.deploy.demo as demo
+
+    monkeypatch.setattr(demo, "DEFAULT_BUNDLE", tmp_path / "none")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    result = CliRunner().invoke(main, ["demo", "--quick"])
+    assert result.exit_code == 1
+    assert "pass --model" in result.output
