@@ -22,6 +22,7 @@ fresh folder that is removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,8 +50,17 @@ print(pairs.get(16, 0))
 
 
 def emu_root() -> Path:
+    """The script's cache folder: as the script picks it (through sudo: the caller's home)."""
     value = os.environ.get("HENET_EDGE_EMU_ROOT")
-    return Path(value) if value else Path.home() / ".cache" / "henet-edge" / "emulated-pi"
+    if value:
+        return Path(value)
+    home = Path.home()
+    if os.environ.get("SUDO_USER") and os.environ.get("SUDO_UID", "0") != "0":
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            home = Path(pwd.getpwnam(os.environ["SUDO_USER"]).pw_dir)
+    return home / ".cache" / "henet-edge" / "emulated-pi"
 
 
 def script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -64,9 +74,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def emulated_pi(tmp_path_factory):
-    """The running emulated Pi: its port, key, known_hosts and ssh_config."""
+    """The running emulated Pi: its port, key, known_hosts and ssh_config.
+
+    Session-scoped so that it comes before the session's ``tiny_bundle`` (it is named
+    first): a machine that cannot emulate skips without training anything.
+    """
     check = script("check")
     if check.returncode != 0:
         pytest.skip("emulated Pi prerequisites missing:\n" + check.stderr.strip())

@@ -101,6 +101,13 @@ def run(tmp_path, bin_root):
     return run
 
 
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_scripts_pass_shellcheck():
+    proc = subprocess.run(["shellcheck", str(EMULATED_PI), str(BUILD_IMAGE)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # ------------------------------------------------------------------ scripts/emulated-pi
 def test_all_present_check_passes(run):
     proc = run(EMULATED_PI, "check")
@@ -226,3 +233,33 @@ def test_image_build_rejects_a_folder_that_is_not_a_bundle(run, tmp_path):
     proc = run(BUILD_IMAGE, "--bundle", str(tmp_path))
     assert proc.returncode != 0
     assert "not a bundle" in proc.stderr
+
+
+def fake_built_root(root: Path) -> Path:
+    """A cache folder that looks built (the marker file), with nothing mounted or running."""
+    (root / "rootfs" / "etc").mkdir(parents=True)
+    (root / "rootfs" / "etc" / "henet-edge-emulated-pi").write_text("build 1\n")
+    (root / "id_ed25519").write_text("key\n")
+    return root
+
+
+def test_status_of_a_stopped_root_and_clean_removes_it(run, tmp_path):
+    root = fake_built_root(tmp_path / "built")
+    proc = run(EMULATED_PI, "status", uid=1000, root=root)
+    assert proc.returncode == 3
+    assert "built, stopped" in proc.stdout and "start" in proc.stdout
+    proc = run(EMULATED_PI, "clean", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "sshd was not running" in proc.stderr
+    assert not root.exists()
+
+
+def test_a_stale_pid_file_is_not_a_running_sshd(run, tmp_path):
+    root = fake_built_root(tmp_path / "stale")
+    (root / "rootfs" / "run").mkdir()
+    # This test's own process: alive, but not this root's sshd; stop must not touch it.
+    (root / "rootfs" / "run" / "henet-edge-sshd.pid").write_text(f"{os.getpid()}\n")
+    proc = run(EMULATED_PI, "status", uid=1000, root=root)
+    assert proc.returncode == 3 and "stopped" in proc.stdout
+    proc = run(EMULATED_PI, "stop", root=root)
+    assert proc.returncode == 0 and "sshd was not running" in proc.stderr
