@@ -1,14 +1,17 @@
 """Training images/s of HENet with each grouped-conv formulation, measured side by side.
 
-    python benchmarks/train_speed.py [--repeat 3] [--batch-size 128] [--steps 8]
+    python benchmarks/train_speed.py [--repeat 3] [--batch-size 128] [--steps 8] [--rounds 2]
 
 Formulations:
   native      Keras Conv2D(groups=g): TensorFlow's grouped-conv gradient (slow on CPU)
   masked      the project's: dense conv on block-diagonal weights built with tf.gather
   masked-tile the same built with tf.tile (the first lowering tried; its gradient is slow)
 
-Prints img/s for each and the ratio to native. Synthetic batches isolate the
-model step from the input pipeline (which is measured by `henet-edge train`).
+Each measurement runs in a fresh process, the formulations alternating for
+``--rounds`` rounds (a machine's first busy seconds are often slow, and one
+process's thread pools can colour the next model's figure); the median of the
+rounds is reported with the ratio to native. Synthetic batches isolate the
+model step; the input pipeline is measured alone beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -82,26 +88,37 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one measurement
     args = parser.parse_args()
-    results = {}
-    for formulation in ("native", "masked-tile", "masked"):
-        results[formulation] = measure(formulation, args.repeat, args.batch_size,
-                                       args.steps, args.warmup)
-        if not args.json:
-            print(f"{formulation:<12} {results[formulation]:8.1f} img/s", flush=True)
+    if args.one:
+        print(measure(args.one, args.repeat, args.batch_size, args.steps, args.warmup))
+        return
+    samples: dict[str, list[float]] = {f: [] for f in ("native", "masked-tile", "masked")}
+    for r in range(args.rounds):
+        for formulation in samples:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", formulation, "--repeat", str(args.repeat),
+                 "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                 "--warmup", str(args.warmup)], capture_output=True, text=True, check=True)
+            samples[formulation].append(float(out.stdout.strip().splitlines()[-1]))
+            if not args.json:
+                print(f"round {r + 1}: {formulation:<12} {samples[formulation][-1]:8.1f} img/s",
+                      flush=True)
+    results = {f: statistics.median(v) for f, v in samples.items()}
     ratios = {k: v / results["native"] for k, v in results.items()}
     pipeline = measure_pipeline(args.batch_size, 20)
     if args.json:
-        print(json.dumps({"img_per_s": results, "ratio_to_native": ratios,
+        print(json.dumps({"img_per_s": results, "samples": samples, "ratio_to_native": ratios,
                           "input_pipeline_img_per_s": pipeline}, indent=1))
         return
     print(f"{'pipeline':<12} {pipeline:8.1f} img/s (input pipeline alone: decode cache, "
           "pad/crop/flip, normalise)")
-    print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} steps each, "
-          f"{os.cpu_count()} CPU cores")
+    print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} steps each, median of "
+          f"{args.rounds} rounds, {os.cpu_count()} CPU cores")
     for k, r in ratios.items():
-        print(f"  {k:<12} {r:6.1f}x native")
+        print(f"  {k:<12} {results[k]:8.1f} img/s  {r:6.1f}x native")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from .groups import check_input_size, group_pair, scaled_width
-from .layers import ChannelShuffle, conv_bn
+from .layers import conv_bn
 
 STAGE_WIDTHS = (24, 48, 96)
 
@@ -21,8 +21,8 @@ STAGE_WIDTHS = (24, 48, 96)
 def _stride1_block(x, running_sum, width, *, name, **conv_kw):
     m, n = group_pair(width)
     h = conv_bn(x, width, 1, groups=m, name=f"{name}_pw", **conv_kw)
-    h = ChannelShuffle(m, name=f"{name}_shuffle")(h)
-    h = conv_bn(h, width, 3, groups=n, relu=True, name=f"{name}_gc", **conv_kw)
+    h = conv_bn(h, width, 3, groups=n, relu=True, shuffle_before=m, name=f"{name}_gc",
+                **conv_kw)
     running_sum = layers.Add(name=f"{name}_add")([running_sum, h])
     out = layers.Concatenate(name=f"{name}_concat")([running_sum, h])
     return out, running_sum
@@ -31,8 +31,8 @@ def _stride1_block(x, running_sum, width, *, name, **conv_kw):
 def _stride2_block(x, mid, out, *, name, **conv_kw):
     m, n = group_pair(mid)
     h = conv_bn(x, mid, 3, strides=2, padding="valid", groups=m, name=f"{name}_gc", **conv_kw)
-    h = ChannelShuffle(m, name=f"{name}_shuffle")(h)
-    return conv_bn(h, out, 1, groups=n, relu=True, name=f"{name}_pw", **conv_kw)
+    return conv_bn(h, out, 1, groups=n, relu=True, shuffle_before=m, name=f"{name}_pw",
+                   **conv_kw)
 
 
 def build_henet(

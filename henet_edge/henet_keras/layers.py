@@ -54,17 +54,31 @@ class MaskedGroupConv2D(layers.Conv2D):
     tens of times faster than its grouped-convolution gradient.
     """
 
+    def __init__(self, *args, input_shuffle: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_shuffle = int(input_shuffle)
+
     def build(self, input_shape):
         super().build(input_shape)
         c_in = input_shape[-1]
         kh, kw = self.kernel_size
-        self._mask = ops.convert_to_tensor(
-            block_diagonal_mask((kh, kw, c_in, self.filters), self.groups)
-        )
-        self._tiles = ops.convert_to_tensor(np.arange(c_in) % (c_in // self.groups), "int32")
+        mask = block_diagonal_mask((kh, kw, c_in, self.filters), self.groups)
+        tiles = np.arange(c_in) % (c_in // self.groups)
+        if self.input_shuffle > 1:
+            # conv(shuffle(x), D) == conv(x, D') with D's input channels un-shuffled:
+            # the channel shuffle before this conv costs nothing in training.
+            g, n = self.input_shuffle, c_in // self.input_shuffle
+            source = np.array([(k % g) * n + k // g for k in range(c_in)])
+            inverse = np.argsort(source)
+            mask, tiles = mask[:, :, inverse, :], tiles[inverse]
+        self._mask = ops.convert_to_tensor(mask)
+        self._tiles = ops.convert_to_tensor(tiles, "int32")
+
+    def get_config(self):
+        return {**super().get_config(), "input_shuffle": self.input_shuffle}
 
     def convolution_op(self, inputs, kernel):
-        if self.groups > 1:
+        if self.groups > 1 or self.input_shuffle > 1:
             # Repeat the grouped kernel along C_in and keep the diagonal blocks.
             # (tf.gather trains twice as fast here as tile or keras.ops.take,
             # whose gradients TensorFlow runs slowly on CPU.)
@@ -85,11 +99,22 @@ def conv_bn(
     relu: bool = False,
     fast_groups: bool = False,
     weight_decay: float = 0.0,
+    shuffle_before: int = 1,
     name: str,
 ):
-    """Conv (no bias) -> BatchNorm [-> ReLU], grouped natively or as masked-dense."""
-    conv_cls = MaskedGroupConv2D if (fast_groups and groups > 1) else layers.Conv2D
+    """[ChannelShuffle ->] Conv (no bias) -> BatchNorm [-> ReLU].
+
+    Grouped natively, or (``fast_groups``) as a masked dense conv into whose
+    weights the preceding channel shuffle is folded.
+    """
     reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    extra = {}
+    if fast_groups and (groups > 1 or shuffle_before > 1):
+        conv_cls, extra = MaskedGroupConv2D, {"input_shuffle": shuffle_before}
+    else:
+        conv_cls = layers.Conv2D
+        if shuffle_before > 1:
+            x = ChannelShuffle(shuffle_before, name=f"{name}_shuffle")(x)
     x = conv_cls(
         filters,
         kernel_size,
@@ -100,6 +125,7 @@ def conv_bn(
         kernel_initializer="he_normal",
         kernel_regularizer=reg,
         name=f"{name}_conv",
+        **extra,
     )(x)
     bn_reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     x = layers.BatchNormalization(
