@@ -225,10 +225,10 @@ class _EpochLogger:
 
         class Impl(keras.callbacks.Callback):
             def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
-                         export: Callable, log: Callable, show_bar: bool):
+                         log: Callable, show_bar: bool):
                 super().__init__()
                 self.run_dir, self.plan, self.history = run_dir, plan, history
-                self.best, self.export, self.log, self.show_bar = best, export, log, show_bar
+                self.best, self.log, self.show_bar = best, log, show_bar
 
             def on_epoch_begin(self, epoch, logs=None):
                 self.t0 = time.perf_counter()
@@ -391,8 +391,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
         train_set, val_set, spec=spec, augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes)
-    logger = _EpochLogger(run_dir, plan, history, best, None, log, show_bar and
-                          sys.stderr.isatty())
+    logger = _EpochLogger(run_dir, plan, history, best, log, show_bar and sys.stderr.isatty())
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
               callbacks=[logger], verbose=0, shuffle=False)
