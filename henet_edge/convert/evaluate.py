@@ -37,11 +37,10 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
         pixels, labels, class_names, note = (images.images, images.labels,
                                              images.class_names, str(data))
     else:
-        from henet_edge.henet_keras.train import TrainConfig, load_training_data
+        from henet_edge.henet_keras.train import run_validation
 
-        _, _, val = load_training_data(TrainConfig(**run_config["train"]))
+        val, note = run_validation(run_config)
         pixels, labels, class_names = val.images, val.labels, val.class_names
-        note = f"{run_config['train']['data']}, {run_config['data']['validation_kind']}"
 
     if _is_tflite(path):
         models, model_labels, spec = tflite_models(path, precision)

@@ -26,12 +26,10 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
                                f"model's labels {src.labels}")
         pixels, labels, note = data.images, data.labels, f"all of {val_data}"
     elif src.run_config:
-        from henet_edge.henet_keras.train import TrainConfig, load_training_data
+        from henet_edge.henet_keras.train import run_validation
 
-        config = TrainConfig(**src.run_config["train"])
-        _, _, val = load_training_data(config)
-        kind = src.run_config["data"]["validation_kind"]
-        pixels, labels, note = val.images, val.labels, f"{config.data}, {kind}"
+        val, note = run_validation(src.run_config)
+        pixels, labels = val.images, val.labels
     else:
         pixels, labels = fallback_pixels, fallback_labels
         note = ("the calibration images (training data: pass --val-data for an honest "

@@ -217,6 +217,12 @@ def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, 
     return source, train, val
 
 
+def run_validation(run_config: dict) -> tuple[ImageSet, str]:
+    """A run's own validation (or test) set, rebuilt from its config, and a description."""
+    _, _, val = load_training_data(TrainConfig(**run_config["train"]))
+    return val, f"{run_config['train']['data']}, {run_config['data']['validation_kind']}"
+
+
 class _EpochLogger:
     """Keras callback: progress bar, per-epoch history, checkpoints, best weights."""
 
