@@ -3,15 +3,20 @@
     python benchmarks/train_speed.py [--repeat 3] [--batch-size 128] [--steps 8] [--rounds 2]
 
 Formulations:
-  native      Keras Conv2D(groups=g): TensorFlow's grouped-conv gradient (slow on CPU)
-  masked      the project's: dense conv on block-diagonal weights built with tf.gather,
-              with the preceding channel shuffle folded into those weights
+  native          Keras Conv2D(groups=g): TensorFlow's grouped-conv gradient (slow on CPU)
+  masked-eigen    dense conv on block-diagonal weights built with tf.gather, with the
+                  preceding channel shuffle folded into those weights, on TensorFlow's
+                  Eigen kernels (TF_ENABLE_ONEDNN_OPTS=0: what TensorFlow does by default
+                  on CPUs where it leaves oneDNN off, AMD ones among them)
+  masked          the project's: the same with oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1,
+                  which every henet-edge command sets unless the user has set it)
 
 Each measurement runs in a fresh process, the formulations alternating for
 ``--rounds`` rounds (a machine's first busy seconds are often slow, and one
 process's thread pools can colour the next model's figure); the median of the
 rounds is reported with the ratio to native. Synthetic batches isolate the
-model step; the input pipeline is measured alone beside it.
+model step, and only steps after the warm-up are timed (tracing excluded); the
+input pipeline is measured alone beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+FORMULATIONS = ("native", "masked-eigen", "masked")
 
 
 def measure(formulation: str, repeat: int, batch: int, steps: int, warmup: int) -> float:
@@ -40,11 +46,12 @@ def measure(formulation: str, repeat: int, batch: int, steps: int, warmup: int) 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 31, 31, 3)).astype("float32")
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch)]
-    data = tf.data.Dataset.from_tensors((x, y))
-    model.fit(data.repeat(warmup), verbose=0)
-    t0 = time.perf_counter()
-    model.fit(data.repeat(steps), verbose=0)
-    return steps * batch / (time.perf_counter() - t0)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat(warmup + steps)
+    ends: list[float] = []
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda _batch, _logs: ends.append(time.perf_counter()))
+    model.fit(data, verbose=0, callbacks=[clock])
+    return steps * batch / (ends[-1] - ends[warmup - 1])
 
 
 def measure_pipeline(batch: int, steps: int) -> float:
@@ -82,19 +89,24 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one measurement
     args = parser.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
     if args.one:
         print(measure(args.one, args.repeat, args.batch_size, args.steps, args.warmup))
         return
-    samples: dict[str, list[float]] = {f: [] for f in ("native", "masked")}
+    samples: dict[str, list[float]] = {f: [] for f in FORMULATIONS}
     for r in range(args.rounds):
         for formulation in samples:
+            env = {**os.environ,
+                   "TF_ENABLE_ONEDNN_OPTS": "0" if formulation == "masked-eigen" else "1"}
             out = subprocess.run(
                 [sys.executable, __file__, "--one", formulation, "--repeat", str(args.repeat),
                  "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup)], capture_output=True, text=True, check=True)
+                 "--warmup", str(args.warmup)], capture_output=True, text=True, check=True,
+                env=env)
             samples[formulation].append(float(out.stdout.strip().splitlines()[-1]))
             if not args.json:
-                print(f"round {r + 1}: {formulation:<12} {samples[formulation][-1]:8.1f} img/s",
+                print(f"round {r + 1}: {formulation:<15} {samples[formulation][-1]:8.1f} img/s",
                       flush=True)
     results = {f: statistics.median(v) for f, v in samples.items()}
     ratios = {k: v / results["native"] for k, v in results.items()}
@@ -108,7 +120,7 @@ def main() -> None:
     print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} steps each, median of "
           f"{args.rounds} rounds, {os.cpu_count()} CPU cores")
     for k, r in ratios.items():
-        print(f"  {k:<12} {results[k]:8.1f} img/s  {r:6.1f}x native")
+        print(f"  {k:<15} {results[k]:8.1f} img/s  {r:6.1f}x native")
 
 
 if __name__ == "__main__":

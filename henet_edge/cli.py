@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +19,9 @@ MODEL_CHOICES = ("henet", "shufflenet")
 
 
 def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+    prepare_tensorflow()
 
 
 def user_errors(fn):

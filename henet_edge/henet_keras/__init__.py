@@ -1,11 +1,16 @@
 """HENet and its ShuffleNet baseline in Keras.
 
 Importing this package does not import TensorFlow; the builders do, when called.
+Importing it does set TensorFlow's environment first (see :mod:`.tf_env`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .tf_env import prepare_tensorflow
+
+prepare_tensorflow()
 
 __all__ = ["MODEL_NAMES", "build_henet", "build_model", "build_shufflenet"]
 

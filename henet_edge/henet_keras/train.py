@@ -33,6 +33,7 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
 from .data import DataError, DataSource, ImageSet, load_source, split_validation
 from .recipes import RECIPES, RecipeSchedule
+from .tf_env import onednn_setting
 
 
 class RunError(HenetEdgeError, ValueError):
@@ -145,7 +146,7 @@ def _versions() -> dict:
 
     return {"henet_edge": __version__, "tensorflow": tf.__version__,
             "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
