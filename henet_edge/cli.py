@@ -861,16 +861,22 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               default=Path("compare.png"), show_default=True,
               help="PNG of latency against MACs.")
+@click.option("--lowering", "lowerings", default="grouped,folded", show_default=True,
+              help="Comma-separated lowerings to time side by side (grouped, folded, "
+                   "folded-all); speed-ups are against the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
 @user_errors
-def compare(models, runs, repeats, warmup, core, calibration, plot_path, as_json):
+def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerings, as_json):
     """HENet r2-r4 vs ShuffleNet r2-r5: sizes and single-core latency, paper's protocol.
 
     \b
-    Builds every model, converts each to float32 and int8 TFLite, and times
-    them all in one interleaved run on one pinned core (one thread, XNNPACK).
-    Prints a table laid out like the paper's Table 3 with the paper's figures
-    beside the measured ones, and the HENet/ShuffleNet latency ratios.
+    Builds every model, lowers it each way asked (grouped: the Keras graph as
+    is; folded: channel shuffles at full resolution folded into the 1x1 conv
+    before them), converts each to float32 and int8 TFLite, and times them all
+    in one interleaved run on one pinned core (one thread, XNNPACK). Prints a
+    table laid out like the paper's Table 3 with the paper's figures beside
+    the measured ones, the HENet/ShuffleNet latency ratios, and each
+    lowering's speed-up.
     """
     _quiet_tensorflow()
     from henet_edge.convert.compare import compare as run_compare
@@ -886,6 +892,13 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, as_json
         raise click.ClickException(f"--models {models!r}: expected FAMILY:R,R;FAMILY:R") from None
     for family, repeat in wanted:
         _check_model_args(family, repeat, 10)
+    from henet_edge.convert.lowering import LOWERINGS
+
+    chosen = tuple(part.strip() for part in lowerings.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in LOWERINGS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise click.BadParameter(f"{lowerings!r}: give distinct names from "
+                                 f"{', '.join(LOWERINGS)}", param_hint="--lowering")
     calib = None
     if calibration:
         from henet_edge.calibration.calibration_set import resolve_calibration
@@ -893,7 +906,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, as_json
 
         calib = resolve_calibration(calibration, num=200, seed=0, preprocessing=DEFAULT).inputs()
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    result = run_compare(wanted, calibration=calib, log=echo,
+    result = run_compare(wanted, calibration=calib, log=echo, lowerings=chosen,
                          options=BenchOptions(runs=runs, repeats=repeats, warmup=warmup,
                                               core=core, precision="all"))
     if plot_path:

@@ -1,9 +1,10 @@
 """HENet r2-r4 against ShuffleNet r2-r5 on one pinned core, as in the paper's Table 3.
 
-Each model is built (trained weights are not needed for speed), converted to
-float32 and int8 TFLite with a calibration set, audited, and then all of them
-are timed together with the paper's protocol, interleaved A B A B so the
-ratios hold on a noisy machine.
+Each model is built (trained weights are not needed for speed), lowered
+(see :mod:`.lowering`; several lowerings can be timed side by side, the first
+being the reference), converted to float32 and int8 TFLite with a calibration
+set, audited, and then all of them are timed together with the paper's
+protocol, interleaved A B A B so the ratios hold on a noisy machine.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DEFAULT_MODELS = tuple(PAPER_TABLE)
 class Candidate:
     family: str
     repeat: int
+    lowering: str
     profile: dict
     files: dict[str, Path]
 
@@ -43,41 +45,48 @@ class Candidate:
 
 
 def build_candidates(models, calibration: np.ndarray, workdir: Path,
-                     log: Callable[[str], None]) -> list[Candidate]:
+                     log: Callable[[str], None],
+                     lowerings: tuple[str, ...] = ("grouped",)) -> list[Candidate]:
     from henet_edge.henet_keras import build_model
     from henet_edge.henet_keras.profile import summarize
 
     from .audit import audit_model
+    from .lowering import lower
     from .tflite import to_float32, to_int8
 
     out = []
     for family, repeat in models:
         model = build_model(family, repeat=repeat, batch_size=1)
         profile = summarize(model, conv_bias=family == "henet")
-        files = {}
-        for precision in ("float32", "int8"):
-            path = workdir / f"{family}-r{repeat}_{precision}.tflite"
-            data = to_float32(model) if precision == "float32" else to_int8(model, calibration)
-            path.write_bytes(data)
-            audit = audit_model(path)
-            if not audit.ok:
-                raise RuntimeError(f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
-            files[precision] = path
-        log(f"built and converted {family}-r{repeat}")
-        out.append(Candidate(family, repeat, profile, files))
+        for lowering in lowerings:
+            lowered = lower(model, lowering)
+            files = {}
+            for precision in ("float32", "int8"):
+                path = workdir / f"{family}-r{repeat}_{lowering}_{precision}.tflite"
+                data = (to_float32(lowered) if precision == "float32"
+                        else to_int8(lowered, calibration))
+                path.write_bytes(data)
+                audit = audit_model(path)
+                if not audit.ok:
+                    raise RuntimeError(
+                        f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
+                files[precision] = path
+            log(f"built and converted {family}-r{repeat} ({lowering})")
+            out.append(Candidate(family, repeat, lowering, profile, files))
     return out
 
 
 def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
             options: BenchOptions | None = None, workdir: Path | None = None,
+            lowerings: tuple[str, ...] = ("grouped",),
             log: Callable[[str], None] = print) -> dict:
-    """Build, convert and time every model; returns the raw figures."""
+    """Build, lower, convert and time every model; returns the raw figures."""
     if calibration is None:  # untrained weights: any inputs of the right range calibrate them
         calibration = np.random.default_rng(0).standard_normal((64, 31, 31, 3)).astype("float32")
     options = options or BenchOptions()
     with tempfile.TemporaryDirectory(prefix="henet-compare-") as tmp:
         workdir = Path(workdir or tmp)
-        candidates = build_candidates(models, calibration, workdir, log)
+        candidates = build_candidates(models, calibration, workdir, log, lowerings)
         specs = [c.files[p] for c in candidates for p in ("float32", "int8")]
         log(f"timing {len(specs)} models interleaved: {options.repeats} x {options.runs} "
             "passes each on one core")
@@ -86,6 +95,7 @@ def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
         rows = []
         for c in candidates:
             entry = {"model": c.name, "family": c.family, "repeat": c.repeat,
+                     "lowering": c.lowering,
                      "params": c.profile["params"], "macs": c.profile["macs"],
                      "paper_params": c.profile["paper_params"],
                      "paper_macs": c.profile["paper_macs"],
@@ -97,19 +107,20 @@ def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
                                     "p90_ms": r["per_inference_ms"]["p90"],
                                     "delegate_nodes": r["delegate_nodes"]}
             rows.append(entry)
-    return {"rows": rows, "ratios": _ratios(rows), "bench": {
+    return {"rows": rows, "lowerings": list(lowerings), "ratios": _ratios(rows),
+            "lowering_speedups": _lowering_speedups(rows, lowerings[0]), "bench": {
         k: run.result[k] for k in ("protocol", "paper_protocol", "runs", "repeats", "core",
                                    "environment", "warnings") if k in run.result}}
 
 
 def _ratios(rows: list[dict]) -> list[dict]:
     """HENet / ShuffleNet latency at equal repeat, and int8 speed-up over float32."""
-    by = {(r["family"], r["repeat"]): r for r in rows}
+    by = {(r["family"], r["repeat"], r["lowering"]): r for r in rows}
     out = []
-    for (family, repeat), row in sorted(by.items()):
-        item = {"model": row["model"],
+    for (family, repeat, lowering), row in by.items():
+        item = {"model": row["model"], "lowering": lowering,
                 "int8_speedup": row["float32"]["median_ms"] / row["int8"]["median_ms"]}
-        other = by.get(("shufflenet", repeat))
+        other = by.get(("shufflenet", repeat, lowering))
         if family == "henet" and other:
             for p in ("float32", "int8"):
                 item[f"henet_over_shufflenet_{p}"] = (row[p]["median_ms"]
@@ -121,16 +132,31 @@ def _ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _lowering_speedups(rows: list[dict], reference: str) -> list[dict]:
+    """Each lowering's speed-up over the reference lowering, per model and precision."""
+    ref = {(r["family"], r["repeat"]): r for r in rows if r["lowering"] == reference}
+    out = []
+    for r in rows:
+        base = ref.get((r["family"], r["repeat"]))
+        if base is None or r["lowering"] == reference:
+            continue
+        out.append({"model": r["model"], "lowering": r["lowering"], "reference": reference,
+                    **{p: base[p]["median_ms"] / r[p]["median_ms"]
+                       for p in ("float32", "int8")}})
+    return out
+
+
 def format_table(result: dict) -> str:
     lines = [
-        f"{'model':<14}{'params':>9}{'MACs':>8}{'paper #param':>13}{'paper MFLOPs':>13}"
+        f"{'model':<14}{'lowering':<11}{'params':>9}{'MACs':>8}{'paper #param':>13}"
+        f"{'paper MFLOPs':>13}"
         f"{'fp32 KB':>9}{'int8 KB':>9}{'fp32 ms':>9}{'p90':>7}{'int8 ms':>9}{'p90':>7}"
         f"{'paper time(s)':>14}{'paper acc':>10}",
     ]
     for r in result["rows"]:
         p = r["paper"] or {}
         lines.append(
-            f"{r['model']:<14}{r['params']:>9,}{r['macs'] / 1e6:>7.2f}M"
+            f"{r['model']:<14}{r['lowering']:<11}{r['params']:>9,}{r['macs'] / 1e6:>7.2f}M"
             f"{r['paper_params'] / 1e3:>12.1f}K{r['paper_macs'] / 1e6:>13.2f}"
             f"{r['float32']['size_bytes'] / 1024:>9.0f}{r['int8']['size_bytes'] / 1024:>9.0f}"
             f"{r['float32']['median_ms']:>9.3f}{r['float32']['p90_ms']:>7.3f}"
@@ -139,43 +165,55 @@ def format_table(result: dict) -> str:
     lines.append("")
     lines.append("ratios (median latency):")
     for item in result["ratios"]:
-        text = f"  {item['model']:<14} int8 speed-up over float32 {item['int8_speedup']:.2f}x"
+        text = (f"  {item['model']:<14}{item['lowering']:<11} int8 speed-up over float32 "
+                f"{item['int8_speedup']:.2f}x")
         if "henet_over_shufflenet_float32" in item:
             text += (f"; HENet/ShuffleNet at equal repeat: float32 "
                      f"{item['henet_over_shufflenet_float32']:.2f}, int8 "
-                     f"{item['henet_over_shufflenet_int8']:.2f} (paper "
-                     f"{item['paper_henet_over_shufflenet']:.2f})")
+                     f"{item['henet_over_shufflenet_int8']:.2f}")
+            if "paper_henet_over_shufflenet" in item:
+                text += f" (paper {item['paper_henet_over_shufflenet']:.2f})"
         lines.append(text)
+    if result.get("lowering_speedups"):
+        lines.append("")
+        lines.append("lowering speed-ups (median latency, same run):")
+        for item in result["lowering_speedups"]:
+            lines.append(f"  {item['model']:<14}{item['lowering']:<11} over "
+                         f"{item['reference']}: float32 {item['float32']:.2f}x, "
+                         f"int8 {item['int8']:.2f}x")
     return "\n".join(lines)
 
 
 def plot(result: dict, path: Path) -> None:
+    """Latency against MACs: one panel per precision, a line per family and lowering."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {("henet", "float32"): ("C0", "o", "-"), ("henet", "int8"): ("C0", "s", "--"),
-              ("shufflenet", "float32"): ("C1", "o", "-"),
-              ("shufflenet", "int8"): ("C1", "s", "--")}
-    for (family, precision), (color, marker, line) in styles.items():
-        rows = sorted((r for r in result["rows"] if r["family"] == family),
-                      key=lambda r: r["repeat"])
-        if not rows:
-            continue
-        xs = [r["macs"] / 1e6 for r in rows]
-        ys = [r[precision]["median_ms"] for r in rows]
-        ax.plot(xs, ys, color=color, marker=marker, linestyle=line,
-                label=f"{family} {precision}")
-        for r, x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(f"r{r['repeat']}", (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
-    ax.set_xlabel("real MACs (M)")
-    ax.set_ylabel("median latency per inference (ms), 1 core")
-    ax.set_title("HENet vs ShuffleNet, TFLite + XNNPACK")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    lowerings = result.get("lowerings") or ["grouped"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, precision in zip(axes, ("float32", "int8"), strict=True):
+        for family, color in (("henet", "C0"), ("shufflenet", "C1")):
+            for lowering, (marker, line) in zip(lowerings, (("o", "-"), ("s", "--"),
+                                                            ("^", ":")), strict=False):
+                rows = sorted((r for r in result["rows"] if r["family"] == family
+                               and r.get("lowering", "grouped") == lowering),
+                              key=lambda r: r["repeat"])
+                if not rows:
+                    continue
+                xs = [r["macs"] / 1e6 for r in rows]
+                ys = [r[precision]["median_ms"] for r in rows]
+                ax.plot(xs, ys, color=color, marker=marker, linestyle=line,
+                        label=f"{family} ({lowering})")
+                for r, x, y in zip(rows, xs, ys, strict=True):
+                    ax.annotate(f"r{r['repeat']}", (x, y), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
+        ax.set_title(f"{precision} TFLite + XNNPACK, one core")
+        ax.set_xlabel("real MACs (M)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("median latency per inference (ms)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
