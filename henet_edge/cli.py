@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from henet_edge import HenetEdgeError, __version__
+from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 
 MODEL_CHOICES = ("henet", "shufflenet")
 
@@ -812,12 +813,16 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--include-keras", is_flag=True, help="Copy the source .keras into the bundle.")
 @click.option("--include-calibration", is_flag=True,
               help="Store the calibration set in the bundle (what `demo` converts with).")
+@click.option("--lowering", type=click.Choice(LOWERINGS), default=DEFAULT_LOWERING,
+              show_default=True,
+              help="How grouped convs and shuffles become TFLite ops; the same function "
+                   "(`henet-edge compare --lowering grouped,folded` times them).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
-            min_agreement, max_drop, no_gate, include_keras, include_calibration, force,
-            as_json):
+            min_agreement, max_drop, no_gate, include_keras, include_calibration, lowering,
+            force, as_json):
     """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
 
     \b
@@ -840,7 +845,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
                            report_images=report_images, io=io, force=force, gate=not no_gate,
                            gates=Gates(min_agreement, max_drop), labels=labels,
                            include_keras=include_keras,
-                           include_calibration=include_calibration, log=echo)
+                           include_calibration=include_calibration, lowering=lowering,
+                           log=echo)
     if as_json:
         emit_json(manifest)
         return
@@ -892,8 +898,6 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
         raise click.ClickException(f"--models {models!r}: expected FAMILY:R,R;FAMILY:R") from None
     for family, repeat in wanted:
         _check_model_args(family, repeat, 10)
-    from henet_edge.convert.lowering import LOWERINGS
-
     chosen = tuple(part.strip() for part in lowerings.split(",") if part.strip())
     unknown = [name for name in chosen if name not in LOWERINGS]
     if unknown or not chosen or len(set(chosen)) != len(chosen):

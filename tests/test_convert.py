@@ -212,3 +212,25 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
         convert_bundle(src, calib, out, val_inputs=calib.inputs(), val_labels=calib.labels,
                        val_pixels=calib.pixels, data_note="test", log=lambda _m: None)
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle, tiny_run,
+                                                                      image_folder, tmp_path):
+    out = tmp_path / "folded"
+    proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "12",
+                    "--no-gate", "--lowering", "folded", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    manifest = load_bundle(out).manifest
+    assert manifest["lowering"] == "folded"
+    assert load_bundle(tiny_bundle).manifest["lowering"] == "grouped"
+    report = json.loads((out / "report.json").read_text())
+    assert report["float32"]["top1_agreement"] == 1.0
+    assert report["float32"]["max_abs_logit_diff"] < 1e-3
+    for precision in ("float32", "int8"):
+        folded = audit_model(out / f"model_{precision}.tflite")
+        grouped = audit_model(tiny_bundle / f"model_{precision}.tflite")
+        assert folded.ok and folded.fully_delegated, folded.problems
+        assert folded.ops["TRANSPOSE"] < grouped.ops["TRANSPOSE"]
+    proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--lowering", "fused",
+                    "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "fused" in proc.stderr and not (tmp_path / "x").exists()

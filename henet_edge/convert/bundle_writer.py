@@ -27,6 +27,7 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, pre
 from henet_edge.device.runtime import TFLiteModel
 
 from .audit import audit_model
+from .lowering import DEFAULT_LOWERING
 from .report import DEFAULT_GATES, Gates, report_card, report_markdown, tflite_logits
 
 
@@ -139,9 +140,11 @@ def convert_bundle(
     golden_count: int = 8,
     include_keras: bool = False,
     include_calibration: bool = False,
+    lowering: str = DEFAULT_LOWERING,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Convert, audit, report and write the bundle; returns the manifest."""
+    from .lowering import lower
     from .tflite import to_float32, to_int8
 
     out = Path(out)
@@ -152,11 +155,11 @@ def convert_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         t0 = time.perf_counter()
-        (tmp / "model_float32.tflite").write_bytes(to_float32(src.model))
-        log(f"float32 converted ({time.perf_counter() - t0:.1f}s)")
+        graph = lower(src.model, lowering)  # the same function; the report card checks it
+        (tmp / "model_float32.tflite").write_bytes(to_float32(graph))
+        log(f"float32 converted, {lowering} lowering ({time.perf_counter() - t0:.1f}s)")
         t0 = time.perf_counter()
-        (tmp / "model_int8.tflite").write_bytes(
-            to_int8(src.model, calibration.inputs(), io=io))
+        (tmp / "model_int8.tflite").write_bytes(to_int8(graph, calibration.inputs(), io=io))
         log(f"int8 converted with {len(calibration.pixels)} calibration images "
             f"({time.perf_counter() - t0:.1f}s)")
         audits = {p: audit_model(tmp / f"model_{p}.tflite") for p in ("float32", "int8")}
@@ -212,6 +215,7 @@ def convert_bundle(
             "input_shape": list(float_model.input_shape),
             "preprocessing": src.preprocessing.to_dict(),
             "models": models,
+            "lowering": lowering,
             "golden": "golden.json",
             "golden_count": len(golden),
             "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}

@@ -17,10 +17,13 @@ compare --lowering ...`` times the lowerings side by side.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 LOWERINGS = ("grouped", "folded", "folded-all")
+DEFAULT_LOWERING = "grouped"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Lowering:
 
 def shuffle_source(channels: int, groups: int) -> np.ndarray:
     """``out[k] = in[source[k]]`` for :class:`ChannelShuffle` with ``groups`` groups."""
+    import numpy as np
+
     per = channels // groups
     k = np.arange(channels)
     return (k % groups) * per + k // groups
@@ -48,6 +53,8 @@ def shuffle_source(channels: int, groups: int) -> np.ndarray:
 
 def dense_kernel(kernel: np.ndarray, groups: int) -> np.ndarray:
     """A grouped ``(kh, kw, C_in/g, C_out)`` kernel as a block-diagonal dense one."""
+    import numpy as np
+
     kh, kw, cin_g, c_out = kernel.shape
     cout_g = c_out // groups
     dense = np.zeros((kh, kw, cin_g * groups, c_out), kernel.dtype)

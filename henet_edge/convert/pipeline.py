@@ -11,6 +11,7 @@ from henet_edge.calibration.calibration_set import resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
+from .lowering import DEFAULT_LOWERING
 from .report import DEFAULT_GATES, Gates
 
 
@@ -46,7 +47,7 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
             io: str = "int8", force: bool = False, gate: bool = True,
             gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
             include_keras: bool = False, include_calibration: bool = False,
-            log: Callable[[str], None] = print) -> dict:
+            lowering: str = DEFAULT_LOWERING, log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
     out = Path(out)
     if out.exists() and not force:  # fail before any slow work
@@ -62,4 +63,4 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
         src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
         val_labels=val_labels, val_pixels=pixels, data_note=note, io=io, force=force,
         gate=gate, gates=gates, include_keras=include_keras,
-        include_calibration=include_calibration, log=log)
+        include_calibration=include_calibration, lowering=lowering, log=log)
