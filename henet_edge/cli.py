@@ -960,11 +960,11 @@ def demo(model, calibration, target, speed, core, no_gate, as_json, **conn):
     _quiet_tensorflow()
     from henet_edge.deploy.demo import (
         DemoOptions,
-        check_core_free,
         convert_default,
         demo_on,
         format_summary,
         local_installer,
+        preflight_local,
     )
 
     runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
@@ -973,7 +973,7 @@ def demo(model, calibration, target, speed, core, no_gate, as_json, **conn):
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     remote = bool(conn["hosts"] or conn["hosts_file"])
     if not remote:
-        options.core = check_core_free(core)
+        options.core = preflight_local(target, core)
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)

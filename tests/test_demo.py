@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -51,3 +54,40 @@ def test_demo_without_a_default_model_says_what_to_pass(monkeypatch, tmp_path):
     result = CliRunner().invoke(main, ["demo", "--quick"])
     assert result.exit_code == 1
     assert "pass --model" in result.output
+
+
+def _demo_subprocess(args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "henet_edge.cli", "demo", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("where", ["sys", "chmod"])
+def test_demo_refuses_a_target_it_cannot_write_before_converting(tiny_run, tmp_path, where):
+    if where == "sys":  # sysfs refuses new folders even to root
+        target = Path("/sys/henet-edge-demo-target")
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes in a read-only folder")
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        target = locked / "pi"
+    proc = _demo_subprocess(["--model", str(tiny_run), "--target", str(target), "--quick",
+                             "--core", "0"])
+    assert proc.returncode == 1
+    assert "cannot write" in proc.stderr and "--target" in proc.stderr
+    assert "convert" not in proc.stdout  # refused before any slow work
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_without_a_device_runtime_says_what_to_install(tiny_run, tmp_path):
+    blocked = tmp_path / "blocked"
+    for name in ("ai_edge_litert", "tflite_runtime"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed (test)')\n")
+    proc = _demo_subprocess(["--model", str(tiny_run), "--quick", "--core", "0"],
+                            {"PYTHONPATH": str(blocked)})
+    assert proc.returncode == 1
+    assert "no device runtime" in proc.stderr and "pip install ai-edge-litert" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,11 +136,43 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
 
 
 def _check_writable(target: Path) -> None:
-    probe = target if target.exists() else target.parent
+    """Create (and remove) a folder where the target will be: the only honest check."""
+    probe = target.expanduser()
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise DemoError(f"{target}: no write permission (pick another --target)")
+    if not probe.is_dir():
+        raise DemoError(f"{target}: {probe} is not a folder (pick another --target)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".henet-edge-probe-", dir=probe))
+    except OSError as exc:
+        raise DemoError(f"{target}: cannot write in {probe} ({exc.strerror}); pick another "
+                        "--target") from None
+
+
+def _check_device_runtime() -> str:
+    """The runtime a Pi would use (LiteRT or tflite-runtime; TensorFlow does not count)."""
+    from henet_edge.device.runtime import RuntimeMissing, find_runtime
+
+    for name in ("ai_edge_litert", "tflite_runtime"):
+        try:
+            return find_runtime(name).name
+        except RuntimeMissing:
+            continue
+    raise DemoError("no device runtime: the local target runs the device side, which needs "
+                    "LiteRT; `pip install ai-edge-litert` (or `pip install "
+                    "'henet-edge[device]'`)")
+
+
+def preflight_local(target: Path | None, core: int | None) -> int:
+    """Fail fast, before any conversion: a free core, a writable target, a device runtime.
+
+    Returns the core to time on.
+    """
+    chosen = check_core_free(core)
+    if target is not None:
+        _check_writable(target)
+    _check_device_runtime()
+    return chosen
 
 
 def format_summary(s: dict) -> str:
