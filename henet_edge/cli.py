@@ -813,6 +813,9 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--include-keras", is_flag=True, help="Copy the source .keras into the bundle.")
 @click.option("--include-calibration", is_flag=True,
               help="Store the calibration set in the bundle (what `demo` converts with).")
+@click.option("--include-validation", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Store N held-out validation images in the bundle (what `demo` measures "
+                   "accuracy on) [0: none].")
 @click.option("--lowering", type=click.Choice(LOWERINGS), default=DEFAULT_LOWERING,
               show_default=True,
               help="How grouped convs and shuffles become TFLite ops; the same function "
@@ -821,8 +824,8 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
-            min_agreement, max_drop, no_gate, include_keras, include_calibration, lowering,
-            force, as_json):
+            min_agreement, max_drop, no_gate, include_keras, include_calibration,
+            include_validation, lowering, force, as_json):
     """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
 
     \b
@@ -845,8 +848,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
                            report_images=report_images, io=io, force=force, gate=not no_gate,
                            gates=Gates(min_agreement, max_drop), labels=labels,
                            include_keras=include_keras,
-                           include_calibration=include_calibration, lowering=lowering,
-                           log=echo)
+                           include_calibration=include_calibration,
+                           include_validation=include_validation, lowering=lowering, log=echo)
     if as_json:
         emit_json(manifest)
         return
@@ -932,6 +935,9 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
               help="Run folder or .keras to demo [the shipped default model].")
 @click.option("--calibration", default=None,
               help="Calibration .npz or data source [the shipped calibration set].")
+@click.option("--val-data", default=None,
+              help="Held-out images for the accuracy figure (data source or .npz) [the "
+                   "default model's shipped held-out sample].")
 @click.option("--target", type=click.Path(path_type=Path), default=None,
               help="Local folder laid out like a device [a temporary folder].")
 @_ssh_options
@@ -942,7 +948,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
-def demo(model, calibration, target, speed, core, no_gate, as_json, **conn):
+def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.
 
     \b
@@ -968,8 +974,8 @@ def demo(model, calibration, target, speed, core, no_gate, as_json, **conn):
     )
 
     runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
-    options = DemoOptions(model=model, calibration=calibration, runs=runs, repeats=repeats,
-                          core=core, gate=not no_gate)
+    options = DemoOptions(model=model, calibration=calibration, val_data=val_data, runs=runs,
+                          repeats=repeats, core=core, gate=not no_gate)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     remote = bool(conn["hosts"] or conn["hosts_file"])
     if not remote:

@@ -17,6 +17,7 @@ from henet_edge.calibration.calibration_set import (
 )
 from henet_edge.cli import main
 from henet_edge.convert.audit import audit_model
+from henet_edge.convert.bundle_writer import ConvertError
 from henet_edge.device.bundle import load_bundle, sha256_file
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 from henet_edge.device.runtime import TFLiteModel
@@ -218,9 +219,11 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
                                                                       image_folder, tmp_path):
     out = tmp_path / "folded"
     proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "12",
-                    "--no-gate", "--lowering", "folded", "--out", str(out))
+                    "--no-gate", "--lowering", "folded", "--include-validation", "6",
+                    "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     manifest = load_bundle(out).manifest
+    assert "validation.npz" in manifest["files"]  # hashed like every file
     assert manifest["lowering"] == "folded"
     assert load_bundle(tiny_bundle).manifest["lowering"] == "grouped"
     report = json.loads((out / "report.json").read_text())
@@ -234,3 +237,25 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
     proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--lowering", "fused",
                     "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "fused" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp_path):
+    from henet_edge.convert.bundle_writer import held_out_sample, load_source_model
+    from henet_edge.convert.pipeline import validation_data
+    from henet_edge.henet_keras.train import run_validation
+
+    src = load_source_model(tiny_run)
+    val, note = run_validation(src.run_config)
+    sample = held_out_sample(val.images, val.labels, src, note, 6)
+    assert sorted(sample.provenance["histogram"].values()) == [2, 2, 2]
+    sample.save(tmp_path / "validation.npz")
+    pixels, labels, text = validation_data(src, str(tmp_path / "validation.npz"),
+                                           np.zeros((1, 32, 32, 3), np.uint8), np.zeros(1),
+                                           None)
+    np.testing.assert_array_equal(pixels, sample.pixels)
+    assert len(labels) == 6 and "held-out" in text and note in text
+    other = held_out_sample(val.images, val.labels, src, note, 6)
+    other.provenance["class_names"] = ["a", "b", "c"]
+    other.save(tmp_path / "other.npz")
+    with pytest.raises(ConvertError, match="do not match"):
+        validation_data(src, str(tmp_path / "other.npz"), pixels, labels, None)

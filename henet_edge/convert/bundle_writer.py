@@ -140,6 +140,7 @@ def convert_bundle(
     golden_count: int = 8,
     include_keras: bool = False,
     include_calibration: bool = False,
+    include_validation: int = 0,
     lowering: str = DEFAULT_LOWERING,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -194,6 +195,9 @@ def convert_bundle(
             shutil.copy2(src.path, tmp / "source" / "model.keras")
         if include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
             calibration.save(tmp / "calibration.npz")
+        if include_validation:  # ... and measure accuracy on held-out images
+            held_out_sample(val_pixels, val_labels, src, data_note,
+                            include_validation).save(tmp / "validation.npz")
         models = {}
         for precision, model in (("float32", float_model), ("int8", int8_model)):
             models[precision] = {
@@ -237,6 +241,15 @@ def convert_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def held_out_sample(pixels: np.ndarray, labels: np.ndarray, src: SourceModel, note: str,
+                    num: int) -> CalibrationSet:
+    """A stratified, seeded sample of the validation images, stored like a calibration set."""
+    from henet_edge.calibration.calibration_set import sample
+
+    return sample(pixels, labels, src.labels, [f"validation[{i}]" for i in range(len(labels))],
+                  num=min(num, len(labels)), seed=0, spec=src.preprocessing, source=note)
 
 
 def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: SourceModel,

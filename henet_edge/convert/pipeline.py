@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from henet_edge.calibration.calibration_set import resolve_calibration
+from henet_edge.calibration.calibration_set import load_calibration, resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
@@ -20,7 +20,16 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
     """(canonical pixels, labels, note) for the report card."""
     from henet_edge.henet_keras.data import load_source
 
-    if val_data:
+    if val_data and str(val_data).endswith(".npz"):  # a held-out sample, e.g. a bundle's
+        held_out = load_calibration(val_data)
+        held_out.check_matches(src.preprocessing)
+        if held_out.provenance["class_names"] != src.labels:
+            raise ConvertError(f"{val_data}: classes {held_out.provenance['class_names']} do "
+                               f"not match the model's labels {src.labels}")
+        pixels, labels = held_out.pixels, held_out.labels
+        note = (f"{len(labels)} held-out images from {Path(val_data).name} (a sample of "
+                f"{held_out.provenance['source']})")
+    elif val_data:
         data = load_source(val_data, src.preprocessing.canonical_size).train
         if data.class_names != src.labels:
             raise ConvertError(f"{val_data}: classes {data.class_names} do not match the "
@@ -47,7 +56,8 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
             io: str = "int8", force: bool = False, gate: bool = True,
             gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
             include_keras: bool = False, include_calibration: bool = False,
-            lowering: str = DEFAULT_LOWERING, log: Callable[[str], None] = print) -> dict:
+            include_validation: int = 0, lowering: str = DEFAULT_LOWERING,
+            log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
     out = Path(out)
     if out.exists() and not force:  # fail before any slow work
@@ -63,4 +73,5 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
         src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
         val_labels=val_labels, val_pixels=pixels, data_note=note, io=io, force=force,
         gate=gate, gates=gates, include_keras=include_keras,
-        include_calibration=include_calibration, lowering=lowering, log=log)
+        include_calibration=include_calibration, include_validation=include_validation,
+        lowering=lowering, log=log)

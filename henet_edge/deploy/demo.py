@@ -26,6 +26,7 @@ from henet_edge.device.bundle import load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
 
 DEFAULT_CALIBRATION = DEFAULT_BUNDLE / "calibration.npz"
+DEFAULT_VALIDATION = DEFAULT_BUNDLE / "validation.npz"  # held-out images of the default run
 
 
 class DemoError(HenetEdgeError):
@@ -36,6 +37,7 @@ class DemoError(HenetEdgeError):
 class DemoOptions:
     model: Path | None = None  # run folder or .keras; default: the shipped default model
     calibration: str | None = None  # .npz or data source; default: the shipped set
+    val_data: str | None = None  # accuracy on: default the shipped held-out sample
     runs: int = 200
     repeats: int = 3
     core: int | None = None
@@ -71,8 +73,12 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
 
     model = options.model or _default_model()
     calibration = options.calibration or str(DEFAULT_CALIBRATION)
+    val_data = options.val_data
+    if val_data is None and options.model is None and DEFAULT_VALIDATION.is_file():
+        val_data = str(DEFAULT_VALIDATION)
     log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
-    return convert(model, calibration, out, gate=options.gate, log=lambda m: log(f"    {m}"))
+    return convert(model, calibration, out, val_data=val_data, gate=options.gate,
+                   log=lambda m: log(f"    {m}"))
 
 
 @contextmanager
