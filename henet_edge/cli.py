@@ -681,10 +681,15 @@ def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
               show_default=True,
               help="Grouped convs as masked dense convs (fast on CPU) or native (GPU).")
 @click.option("--limit", type=int, default=None, help="Use only N training images (quick).")
+@click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Start from the weights of a finished run folder (same data, seed and "
+                   "split, so validation stays held out) or a .keras file; the schedule "
+                   "starts afresh (a warm restart).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
-          iterations, batch_size, lr, seed, val_split, formulation, limit, as_json):
+          iterations, batch_size, lr, seed, val_split, formulation, limit, init_from,
+          as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -694,8 +699,10 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     continues with the same schedule.
 
     \b
-    Example:
+    Examples:
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3
+      henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-more \\
+          --init-from runs/henet-r3 --epochs 15 --lr 0.04
     """
     import time
 
@@ -712,7 +719,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     config = TrainConfig(data=data, model=model_name, repeat=repeat,
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
-                         val_split=val_split, formulation=formulation, limit=limit)
+                         val_split=val_split, formulation=formulation, limit=limit,
+                         init_from=str(init_from) if init_from else None)
     if resume_dir is not None:
         target = resume_dir
     else:

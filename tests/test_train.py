@@ -124,3 +124,33 @@ def test_evaluate_run_and_keras_file(tiny_run, image_folder, tmp_path):
                                        str(image_folder), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["models"]["keras"]["images"] == 48
+
+
+def test_init_from_a_run_starts_from_its_weights(tiny_run, image_folder, tmp_path):
+    import keras
+
+    from henet_edge.henet_keras import layers as _layers  # noqa: F401
+
+    config = TrainConfig(data=str(image_folder), repeat=1, epochs=1, batch_size=8,
+                         val_split=0.25, seed=0, lr=1e-12, init_from=str(tiny_run))
+    run = tmp_path / "more"
+    train(config, run, show_bar=False, echo=lambda _m: None)
+    assert "weights initialised from" in (run / "train.log").read_text()
+    assert json.loads((run / "config.json").read_text())["train"]["init_from"] == str(tiny_run)
+    before = keras.models.load_model(tiny_run / "model.keras")
+    after = keras.models.load_model(run / "model.keras")
+    for old, new in zip(before.layers, after.layers, strict=True):
+        if type(old).__name__ == "Conv2D":  # lr ~0: conv weights stay those of the donor
+            np.testing.assert_allclose(new.get_weights()[0], old.get_weights()[0], atol=1e-6)
+
+
+def test_init_from_a_run_with_another_split_is_refused(tiny_run, image_folder, tmp_path):
+    config = TrainConfig(data=str(image_folder), repeat=1, epochs=1, batch_size=8,
+                         val_split=0.25, seed=1, init_from=str(tiny_run))
+    with pytest.raises(RunError, match=r"different seed.*validation images"):
+        train(config, tmp_path / "leaky", show_bar=False, echo=lambda _m: None)
+    assert not (tmp_path / "leaky").exists()  # refused before the run folder was made
+    other = TrainConfig(data=str(image_folder), repeat=2, epochs=1, batch_size=8,
+                        val_split=0.25, seed=0, init_from=str(tiny_run / "model.keras"))
+    with pytest.raises(RunError, match="architecture does not match"):
+        train(other, tmp_path / "mismatch", show_bar=False, echo=lambda _m: None)

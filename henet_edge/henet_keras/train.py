@@ -57,6 +57,7 @@ class TrainConfig:
     jit_compile: bool = False
     limit: int | None = None  # use only the first N training images (quick checks)
     preprocessing: dict = field(default_factory=DEFAULT.to_dict)
+    init_from: str | None = None  # start from this run's (or .keras file's) weights
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -319,6 +320,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         raise RunError(f"unknown model {config.model!r}")
     if config.recipe not in RECIPES:
         raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
+    if config.init_from and not resume:
+        init_source(config)  # refuse a bad donor before the run folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(run_dir / "train.log", "a")  # noqa: SIM115 - lives for the run
 
@@ -367,6 +370,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
         else:
             model = build_for(config, classes, fast_groups=formulation == "masked",
                               weight_decay=plan["weight_decay"])
+            if config.init_from:
+                init_weights(model, config)
+                log(f"weights initialised from {config.init_from}")
             schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
                                       plan["schedule"], tuple(plan["milestones"]))
             model.compile(
@@ -403,6 +409,54 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
               callbacks=[logger], verbose=0, shuffle=False)
     return finish_run(config, run_dir, model, classes, logger.history, logger.best, log)
+
+
+def init_source(config: TrainConfig) -> Path:
+    """The ``.keras`` file ``--init-from`` names, checked before any work.
+
+    A run folder must have held out the same validation images (same data, seed,
+    split and limit): otherwise its weights have been trained on this run's
+    validation images.
+    """
+    source = Path(config.init_from)
+    path = source / "model.keras" if source.is_dir() else source
+    if not path.is_file() and not source.is_dir():
+        raise RunError(f"--init-from {source}: no such run folder or .keras file")
+    if source.is_dir():
+        if not (source / "config.json").is_file() or not path.is_file():
+            raise RunError(f"--init-from {source}: not a finished run folder (no config.json "
+                           "and model.keras)")
+        theirs = json.loads((source / "config.json").read_text())["train"]
+        keys = ("data", "seed", "val_split", "limit", "model", "repeat", "width_multiplier")
+        differ = [k for k in keys if theirs.get(k) != getattr(config, k)
+                  and not (k == "data" and _same_file(theirs.get(k), config.data))]
+        if differ:
+            raise RunError(f"--init-from {source}: that run used a different "
+                           + ", ".join(f"{k} ({theirs.get(k)!r})" for k in differ)
+                           + "; its weights may have seen this run's validation images")
+    return path
+
+
+def init_weights(model, config: TrainConfig) -> None:
+    """Start ``model`` from the weights of ``--init-from`` (a finished run or a ``.keras``)."""
+    import keras
+
+    from . import layers as _layers  # noqa: F401 - registers custom layers for loading
+
+    path = init_source(config)
+    try:
+        donor = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # any unreadable file is the user's input
+        raise RunError(f"--init-from {path}: not a Keras model ({exc})") from None
+    mine, given = model.get_weights(), donor.get_weights()
+    if [w.shape for w in mine] != [w.shape for w in given]:
+        raise RunError(f"--init-from {path}: its architecture does not match "
+                       f"{config.model} repeat {config.repeat}")
+    model.set_weights(given)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
 
 
 def to_native(model, config: TrainConfig, classes: int):
