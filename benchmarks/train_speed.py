@@ -49,7 +49,7 @@ def measure(formulation: str, repeat: int, batch: int, steps: int, warmup: int) 
     data = tf.data.Dataset.from_tensors((x, y)).repeat(warmup + steps)
     ends: list[float] = []
     clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda _batch, _logs: ends.append(time.perf_counter()))
+        on_train_batch_end=lambda batch, logs=None: ends.append(time.perf_counter()))
     model.fit(data, verbose=0, callbacks=[clock])
     return steps * batch / (ends[-1] - ends[warmup - 1])
 
