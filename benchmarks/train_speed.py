@@ -1,6 +1,7 @@
 """Training images/s of HENet with each grouped-conv formulation, measured side by side.
 
-    python benchmarks/train_speed.py [--repeat 3] [--batch-size 128] [--steps 8] [--rounds 2]
+    python benchmarks/train_speed.py [--repeat 3] [--batch-size 128] [--steps 30]
+                                     [--native-steps 4] [--rounds 3]
 
 Formulations:
   native          Keras Conv2D(groups=g): TensorFlow's grouped-conv gradient (slow on CPU)
@@ -83,14 +84,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=30,
+                        help="timed steps of the masked formulations")
+    parser.add_argument("--native-steps", type=int, default=4,
+                        help="timed steps of the native one (about 12 s each here)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one measurement
     args = parser.parse_args()
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1")
+    if min(args.warmup, args.steps, args.native_steps, args.rounds) < 1:
+        parser.error("--warmup, --steps, --native-steps and --rounds must be at least 1")
     if args.one:
         print(measure(args.one, args.repeat, args.batch_size, args.steps, args.warmup))
         return
@@ -101,7 +105,8 @@ def main() -> None:
                    "TF_ENABLE_ONEDNN_OPTS": "0" if formulation == "masked-eigen" else "1"}
             out = subprocess.run(
                 [sys.executable, __file__, "--one", formulation, "--repeat", str(args.repeat),
-                 "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                 "--batch-size", str(args.batch_size),
+                 "--steps", str(args.native_steps if formulation == "native" else args.steps),
                  "--warmup", str(args.warmup)], capture_output=True, text=True, check=True,
                 env=env)
             samples[formulation].append(float(out.stdout.strip().splitlines()[-1]))
@@ -117,7 +122,8 @@ def main() -> None:
         return
     print(f"{'pipeline':<12} {pipeline:8.1f} img/s (input pipeline alone: decode cache, "
           "pad/crop/flip, normalise)")
-    print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} steps each, median of "
+    print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} timed steps "
+          f"({args.native_steps} for native) after {args.warmup} warm-up, median of "
           f"{args.rounds} rounds, {os.cpu_count()} CPU cores")
     for k, r in ratios.items():
         print(f"  {k:<15} {results[k]:8.1f} img/s  {r:6.1f}x native")
