@@ -96,8 +96,8 @@ def test_audit_passes_and_grouped_convs_stay_native(tiny_bundle):
         assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(audit.ops)
     model = TFLiteModel(tiny_bundle / "model_float32.tflite")
     grouped = [d for d in model.interpreter.get_tensor_details()
-               if len(d["shape"]) == 4 and d["shape"][0] == 24 and d["shape"][3] == 4]
-    assert grouped, "a 24-filter conv with 4 input channels per group (groups=6) is expected"
+               if list(d["shape"]) == [24, 3, 3, 6]]
+    assert grouped, "a 24-filter 3x3 conv with 6 input channels per group (groups=4) is expected"
 
 
 def test_report_card(tiny_bundle):
@@ -217,21 +217,22 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
 
 def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle, tiny_run,
                                                                       image_folder, tmp_path):
-    out = tmp_path / "folded"
+    out = tmp_path / "grouped"
     proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "12",
-                    "--no-gate", "--lowering", "folded", "--include-validation", "6",
+                    "--no-gate", "--lowering", "grouped", "--include-validation", "6",
                     "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     manifest = load_bundle(out).manifest
     assert "validation.npz" in manifest["files"]  # hashed like every file
-    assert manifest["lowering"] == "folded"
-    assert load_bundle(tiny_bundle).manifest["lowering"] == "grouped"
-    report = json.loads((out / "report.json").read_text())
-    assert report["float32"]["top1_agreement"] == 1.0
-    assert report["float32"]["max_abs_logit_diff"] < 1e-3
+    assert manifest["lowering"] == "grouped"
+    assert load_bundle(tiny_bundle).manifest["lowering"] == "folded"  # the default
+    for bundle in (out, tiny_bundle):  # both compute what Keras computes
+        report = json.loads((bundle / "report.json").read_text())
+        assert report["float32"]["top1_agreement"] == 1.0
+        assert report["float32"]["max_abs_logit_diff"] < 1e-3
     for precision in ("float32", "int8"):
-        folded = audit_model(out / f"model_{precision}.tflite")
-        grouped = audit_model(tiny_bundle / f"model_{precision}.tflite")
+        folded = audit_model(tiny_bundle / f"model_{precision}.tflite")
+        grouped = audit_model(out / f"model_{precision}.tflite")
         assert folded.ok and folded.fully_delegated, folded.problems
         assert folded.ops["TRANSPOSE"] < grouped.ops["TRANSPOSE"]
     proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--lowering", "fused",
