@@ -91,3 +91,21 @@ def test_demo_without_a_device_runtime_says_what_to_install(tiny_run, tmp_path):
     assert proc.returncode == 1
     assert "no device runtime" in proc.stderr and "pip install ai-edge-litert" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_on_the_shipped_default_model(tmp_path):
+    from henet_edge.device.classify import DEFAULT_BUNDLE
+
+    if not (DEFAULT_BUNDLE / "source" / "model.keras").is_file():
+        pytest.skip("this install ships no default model")
+    result = CliRunner().invoke(main, ["demo", "--quick", "--core", "0", "--target",
+                                       str(tmp_path / "pi"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{\n"):])
+    report = summary["report"]
+    assert "held-out" in report["data"] and report["images"] == 1000
+    assert report["int8_top1"] > 0.8 and report["float32_top1"] > 0.8
+    labels = {c["top"][0]["label"] for c in summary["classified"] if c.get("top")}
+    assert labels <= {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                      "ship", "truck"}
+    assert all(c["ok"] for c in summary["classified"])

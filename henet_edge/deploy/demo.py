@@ -73,12 +73,14 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
 
     model = options.model or _default_model()
     calibration = options.calibration or str(DEFAULT_CALIBRATION)
-    val_data = options.val_data
-    if val_data is None and options.model is None and DEFAULT_VALIDATION.is_file():
-        val_data = str(DEFAULT_VALIDATION)
+    val_data, labels = options.val_data, None
+    if options.model is None:  # the shipped .keras: its labels are the default bundle's
+        labels = load_bundle(DEFAULT_BUNDLE).labels
+        if val_data is None and DEFAULT_VALIDATION.is_file():
+            val_data = str(DEFAULT_VALIDATION)
     log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
     return convert(model, calibration, out, val_data=val_data, gate=options.gate,
-                   log=lambda m: log(f"    {m}"))
+                   labels=labels, log=lambda m: log(f"    {m}"))
 
 
 @contextmanager
