@@ -1,0 +1,137 @@
+"""How fast could any lowering make HENet-r3? Lower bounds beside ShuffleNet-r3, one run.
+
+    python benchmarks/henet_bounds.py [--runs 1000] [--repeats 5] [--core N] [--json]
+
+A lowering may reorder, fold or fuse the channel shuffles and concats, but it
+must keep the function. The bounds below drop them instead, so they are *not*
+HENet and their outputs mean nothing; their latency is a floor that no
+lowering of those ops can beat on this runtime:
+
+- ``no shuffles``: every remaining channel shuffle removed (grouped convs kept).
+- ``no shuffles, no concats``: also each block's ``concat[X, H]`` replaced by
+  ``X`` alone, so the convs after it read half the channels (fewer MACs too:
+  an even lower floor).
+
+Every model is untrained (latency does not depend on the weights), converted
+to float32 and to int8 (calibrated on random inputs) and timed interleaved
+with the paper's protocol on one pinned core. "MACs run" counts what the
+converted graph computes (folding makes the 1x1 convs dense). If a floor is slower than
+ShuffleNet-r3, no shuffle or concat lowering can make HENet-r3 the faster one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _first_input_layer():
+    import keras
+
+    class FirstInput(keras.layers.Layer):
+        """Returns the first of its inputs: stands in for a concat it removes."""
+
+        def call(self, inputs):
+            return inputs[0]
+
+    return FirstInput
+
+
+def bound(model, *, concats: bool):
+    """``model`` rebuilt without channel shuffles (and, unless ``concats``, without concats)."""
+    import keras
+    from keras import layers
+
+    from henet_edge.henet_keras.layers import ChannelShuffle
+
+    first_input = _first_input_layer()
+
+    def clone(layer):
+        if isinstance(layer, ChannelShuffle):
+            return layers.Identity(name=layer.name)
+        if isinstance(layer, layers.Concatenate) and not concats:
+            return first_input(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def variants():
+    from henet_edge.convert.lowering import lower
+    from henet_edge.henet_keras import build_model
+
+    henet = build_model("henet", repeat=3, batch_size=1)
+    shufflenet = build_model("shufflenet", repeat=3, batch_size=1)
+    return [
+        ("HENet-r3, grouped", henet),
+        ("HENet-r3, folded (shipped)", lower(henet, "folded")),
+        ("floor: no shuffles", bound(henet, concats=True)),
+        ("floor: no shuffles, no concats", bound(henet, concats=False)),
+        ("ShuffleNet-r3, folded", lower(shufflenet, "folded")),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--core", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from henet_edge.convert.audit import audit_model
+    from henet_edge.convert.tflite import to_float32, to_int8
+    from henet_edge.device.bench import BenchOptions, run_bench
+    from henet_edge.henet_keras.profile import summarize
+
+    calibration = np.random.default_rng(0).standard_normal((32, 31, 31, 3)).astype("float32")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="henet-bounds-") as tmp:
+        paths = []
+        for i, (label, model) in enumerate(variants()):
+            files = {}
+            for precision in ("float32", "int8"):
+                data = (to_float32(model) if precision == "float32"
+                        else to_int8(model, calibration))
+                path = Path(tmp) / f"{i}_{precision}.tflite"
+                path.write_bytes(data)
+                audit = audit_model(path)
+                if not audit.ok:
+                    raise SystemExit(f"{label} ({precision}): {'; '.join(audit.problems)}")
+                files[precision] = path
+                paths.append(path)
+            rows.append({"model": label, "macs": summarize(model)["macs"], "files": files})
+        run = run_bench(paths, BenchOptions(runs=args.runs, repeats=args.repeats, warmup=50,
+                                            core=args.core))
+    median = {r["path"]: r["per_inference_ms"]["median"] for r in run.result["models"]}
+    reference = rows[-1]
+    for row in rows:
+        for precision in ("float32", "int8"):
+            row[f"{precision}_ms"] = median[str(row["files"][precision])]
+            row[f"{precision}_vs_shufflenet"] = (row[f"{precision}_ms"]
+                                                 / median[str(reference["files"][precision])])
+        del row["files"]
+    cpu = run.result.get("environment", {}).get("cpu", "")
+    if args.json:
+        print(json.dumps({"rows": rows, "core": run.result["core"], "cpu": cpu,
+                          "runs": args.runs, "repeats": args.repeats}, indent=1))
+        return
+    print(f"{'model':<34}{'MACs run':>9}{'fp32 ms':>9}{'/ShuffleNet':>12}{'int8 ms':>9}"
+          f"{'/ShuffleNet':>12}")
+    for r in rows:
+        print(f"{r['model']:<34}{r['macs'] / 1e6:>8.2f}M{r['float32_ms']:>9.3f}"
+              f"{r['float32_vs_shufflenet']:>11.2f}x{r['int8_ms']:>9.3f}"
+              f"{r['int8_vs_shufflenet']:>11.2f}x")
+    print(f"\nmedian per-inference latency, {args.repeats} x {args.runs} passes interleaved on "
+          f"one core ({run.result['core']}) of {cpu}; /ShuffleNet above 1.00x is slower")
+
+
+if __name__ == "__main__":
+    main()
