@@ -86,8 +86,7 @@ def main() -> None:
 
     import numpy as np
 
-    from henet_edge.convert.audit import audit_model
-    from henet_edge.convert.tflite import to_float32, to_int8
+    from henet_edge.convert.compare import convert_audited
     from henet_edge.device.bench import BenchOptions, run_bench
     from henet_edge.henet_keras.profile import summarize
 
@@ -96,17 +95,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="henet-bounds-") as tmp:
         paths = []
         for i, (label, model) in enumerate(variants()):
-            files = {}
-            for precision in ("float32", "int8"):
-                data = (to_float32(model) if precision == "float32"
-                        else to_int8(model, calibration))
-                path = Path(tmp) / f"{i}_{precision}.tflite"
-                path.write_bytes(data)
-                audit = audit_model(path)
-                if not audit.ok:
-                    raise SystemExit(f"{label} ({precision}): {'; '.join(audit.problems)}")
-                files[precision] = path
-                paths.append(path)
+            try:
+                files = convert_audited(model, calibration, Path(tmp) / f"variant{i}")
+            except RuntimeError as exc:
+                raise SystemExit(f"{label}: {exc}") from None
+            paths += files.values()
             rows.append({"model": label, "macs": summarize(model)["macs"], "files": files})
         run = run_bench(paths, BenchOptions(runs=args.runs, repeats=args.repeats, warmup=50,
                                             core=args.core))

@@ -44,33 +44,41 @@ class Candidate:
         return f"{self.family}-r{self.repeat}"
 
 
+def convert_audited(model, calibration: np.ndarray, stem: Path) -> dict[str, Path]:
+    """``model`` as ``{stem}_float32.tflite`` and ``{stem}_int8.tflite``, each op-audited.
+
+    Raises RuntimeError naming the file when a model fails the audit.
+    """
+    from .audit import audit_model
+    from .tflite import to_float32, to_int8
+
+    files = {}
+    for precision in ("float32", "int8"):
+        path = stem.with_name(f"{stem.name}_{precision}.tflite")
+        path.write_bytes(to_float32(model) if precision == "float32"
+                         else to_int8(model, calibration))
+        audit = audit_model(path)
+        if not audit.ok:
+            raise RuntimeError(f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
+        files[precision] = path
+    return files
+
+
 def build_candidates(models, calibration: np.ndarray, workdir: Path,
                      log: Callable[[str], None],
                      lowerings: tuple[str, ...] = ("grouped",)) -> list[Candidate]:
     from henet_edge.henet_keras import build_model
     from henet_edge.henet_keras.profile import summarize
 
-    from .audit import audit_model
     from .lowering import lower
-    from .tflite import to_float32, to_int8
 
     out = []
     for family, repeat in models:
         model = build_model(family, repeat=repeat, batch_size=1)
         profile = summarize(model, conv_bias=family == "henet")
         for lowering in lowerings:
-            lowered = lower(model, lowering)
-            files = {}
-            for precision in ("float32", "int8"):
-                path = workdir / f"{family}-r{repeat}_{lowering}_{precision}.tflite"
-                data = (to_float32(lowered) if precision == "float32"
-                        else to_int8(lowered, calibration))
-                path.write_bytes(data)
-                audit = audit_model(path)
-                if not audit.ok:
-                    raise RuntimeError(
-                        f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
-                files[precision] = path
+            files = convert_audited(lower(model, lowering), calibration,
+                                    workdir / f"{family}-r{repeat}_{lowering}")
             log(f"built and converted {family}-r{repeat} ({lowering})")
             out.append(Candidate(family, repeat, lowering, profile, files))
     return out
