@@ -275,11 +275,14 @@ class _EpochLogger:
                 }
                 self.history.append(row)
                 improved = row["val_accuracy"] > self.best
+                # History first, then the checkpoint: a resume trusts the checkpoint's step
+                # count and drops any history row beyond it, so a kill anywhere in between
+                # loses at most this epoch.
+                _write_history(self.run_dir, self.history)
+                save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
                 if improved:
                     self.best = row["val_accuracy"]
                     save_weights_atomic(self.model, self.run_dir / "best.weights.npz")
-                save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
-                _write_history(self.run_dir, self.history)
                 atomic_write_text(self.run_dir / "state.json", json.dumps(
                     {"epochs_done": epoch + 1, "best_val_accuracy": self.best,
                      "finished": False}, indent=1))
@@ -313,7 +316,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
                 raise RunError(f"{run_dir}: run was made with {key}={saved['train'][key]!r}, "
                                f"not {mine!r}")
         config = TrainConfig(**saved["train"])
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
         raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to continue "
                        "it, or pick a new --out)")
     if config.model not in ("henet", "shufflenet"):
@@ -362,10 +365,16 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     with strategy.scope():
         if resume and (run_dir / "checkpoint.keras").exists():
+            _remove_partial_writes(run_dir)
             model = keras.models.load_model(run_dir / "checkpoint.keras")
-            state = json.loads((run_dir / "state.json").read_text())
-            first_epoch, best = state["epochs_done"], state["best_val_accuracy"]
+            # The checkpoint's own step count is the truth: state.json may lag it by one
+            # epoch when a kill came between the two writes.
+            first_epoch = int(model.optimizer.iterations.numpy()) // plan["steps_per_epoch"]
             history = json.loads((run_dir / "history.json").read_text())[:first_epoch]
+            if len(history) < first_epoch:
+                raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
+                               f"history.json has {len(history)} epochs")
+            best = max((h["val_accuracy"] for h in history), default=-1.0)
             log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
         else:
             model = build_for(config, classes, fast_groups=formulation == "masked",
@@ -409,6 +418,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
               callbacks=[logger], verbose=0, shuffle=False)
     return finish_run(config, run_dir, model, classes, logger.history, logger.best, log)
+
+
+def _remove_partial_writes(run_dir: Path) -> None:
+    """Temporary files left by a save that was killed before its rename."""
+    for tmp in run_dir.glob(".*.tmp*"):
+        tmp.unlink()
 
 
 def init_source(config: TrainConfig) -> Path:

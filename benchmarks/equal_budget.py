@@ -1,0 +1,71 @@
+"""The equal-budget campaign: HENet r2-r4 and ShuffleNet r2-r5, one recipe, one split.
+
+    python benchmarks/equal_budget.py train   # run (or continue) the queue
+    python benchmarks/equal_budget.py status  # what is finished, in progress, to do
+
+Each model is an ordinary run folder under ``training/equal-budget/<family>-r<N>/``.
+Killed at any point, the same command continues where it stopped (at most one epoch
+lost); a run folder made with other settings is refused, naming the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.henet_keras.campaign import (  # noqa: E402
+    CAMPAIGN_MODELS,
+    Campaign,
+    check_campaign,
+    run_campaign,
+)
+
+
+def parse_models(text: str | None) -> tuple[tuple[str, int], ...]:
+    if not text:
+        return CAMPAIGN_MODELS
+    models = []
+    for name in text.split(","):
+        family, _, repeat = name.strip().partition("-r")
+        if (family, int(repeat or 0)) not in CAMPAIGN_MODELS:
+            raise SystemExit(f"unknown model {name!r}; choose from "
+                             + ", ".join(f"{f}-r{r}" for f, r in CAMPAIGN_MODELS))
+        models.append((family, int(repeat)))
+    return tuple(models)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["train", "status"])
+    parser.add_argument("--root", type=Path, default=Path("training/equal-budget"))
+    parser.add_argument("--data", default="../shared/data/cifar10-train-jpeg.tar.gz")
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-split", type=float, default=0.1)
+    parser.add_argument("--limit", type=int, default=None, help="N training images (quick)")
+    parser.add_argument("--models", default=None, help="comma list, e.g. henet-r2,henet-r3")
+    args = parser.parse_args()
+    campaign = Campaign(root=args.root, data=args.data, recipe=args.recipe,
+                        epochs=args.epochs, seed=args.seed, val_split=args.val_split,
+                        limit=args.limit, models=parse_models(args.models))
+    try:
+        if args.action == "status":
+            print(json.dumps(check_campaign(campaign), indent=1))
+        else:
+            from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+            prepare_tensorflow()
+            run_campaign(campaign, echo=lambda m: print(m, flush=True))
+    except HenetEdgeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The equal-budget campaign: every model of both families trained with one recipe.
+
+A campaign is a queue of ordinary run folders, ``<root>/<family>-r<N>/``, all
+made with the same recipe, seed, validation split and number of epochs. Running
+it again (after Ctrl-C, ``kill -9`` or a reboot) skips finished runs, resumes the
+one in progress from its last complete checkpoint, and refuses any run folder
+whose config differs from the campaign's, naming the difference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .train import RunError, TrainConfig, _same_file, train
+
+# In the issue's order of priority: if time forces a cut, the first four are the minimum.
+CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
+    ("henet", 2), ("henet", 3), ("shufflenet", 3), ("shufflenet", 5),
+    ("henet", 4), ("shufflenet", 2), ("shufflenet", 4),
+)
+# The settings every run of one campaign must share.
+SHARED_KEYS = ("data", "recipe", "epochs", "seed", "val_split", "limit", "batch_size", "lr",
+               "model", "repeat", "width_multiplier", "preprocessing", "init_from")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    root: Path
+    data: str
+    recipe: str = "fast"
+    epochs: int = 30
+    seed: int = 0
+    val_split: float = 0.1
+    limit: int | None = None
+    batch_size: int | None = None  # the recipe's unless set
+    models: tuple[tuple[str, int], ...] = CAMPAIGN_MODELS
+
+    def run_dir(self, family: str, repeat: int) -> Path:
+        return Path(self.root) / f"{family}-r{repeat}"
+
+    def config(self, family: str, repeat: int) -> TrainConfig:
+        return TrainConfig(data=self.data, model=family, repeat=repeat, recipe=self.recipe,
+                           epochs=self.epochs, seed=self.seed, val_split=self.val_split,
+                           limit=self.limit, batch_size=self.batch_size)
+
+
+def run_state(run_dir: Path) -> str:
+    """``new``, ``finished`` or ``partial`` (started: a config exists)."""
+    if not (run_dir / "config.json").is_file():
+        return "new"
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    return "finished" if state.get("finished") else "partial"
+
+
+def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
+    """Each shared setting where ``run_dir``'s saved config differs from ``wanted``."""
+    saved = json.loads((run_dir / "config.json").read_text())["train"]
+    mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
+    return [f"{key}: run has {saved.get(key)!r}, campaign wants {mine[key]!r}"
+            for key in SHARED_KEYS if saved.get(key) != mine[key]
+            and not (key == "data" and _same_file(saved.get(key), mine[key]))]
+
+
+def check_campaign(campaign: Campaign) -> list[dict]:
+    """Every queued run with its state; refuses (before any work) a run that differs."""
+    rows = []
+    for family, repeat in campaign.models:
+        run_dir = campaign.run_dir(family, repeat)
+        state = run_state(run_dir)
+        if state != "new":
+            differ = config_differences(run_dir, campaign.config(family, repeat))
+            if differ:
+                raise RunError(f"{run_dir}: made with other settings than this campaign ("
+                               + "; ".join(differ) + "); nothing was changed. Use another "
+                               "--root, or the campaign's settings.")
+        elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
+            raise RunError(f"{run_dir}: folder exists, holds files and no config.json; "
+                           "it is not a run folder this campaign made")
+        rows.append({"run": f"{family}-r{repeat}", "run_dir": str(run_dir), "state": state})
+    return rows
+
+
+def run_campaign(campaign: Campaign, *, echo: Callable[[str], None] = print,
+                 show_bar: bool = True) -> list[dict]:
+    """Train every queued model in order; returns each run's summary."""
+    summaries = []
+    for row in check_campaign(campaign):
+        family, repeat = row["run"].split("-r")
+        run_dir = Path(row["run_dir"])
+        if row["state"] == "finished":
+            echo(f"{row['run']}: finished, skipped")
+            summaries.append(json.loads((run_dir / "summary.json").read_text()))
+            continue
+        echo(f"{row['run']}: {'resuming' if row['state'] == 'partial' else 'starting'}")
+        summaries.append(train(campaign.config(family, int(repeat)), run_dir,
+                               resume=row["state"] == "partial", echo=echo,
+                               show_bar=show_bar))
+    return summaries
