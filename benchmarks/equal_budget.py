@@ -2,6 +2,8 @@
 
     python benchmarks/equal_budget.py train   # run (or continue) the queue
     python benchmarks/equal_budget.py status  # what is finished, in progress, to do
+    python benchmarks/equal_budget.py report  # convert + score finished runs, time them
+                                              # together, write results.{json,md} + PNGs
 
 Each model is an ordinary run folder under ``training/equal-budget/<family>-r<N>/``.
 Killed at any point, the same command continues where it stopped (at most one epoch
@@ -40,9 +42,33 @@ def parse_models(text: str | None) -> tuple[tuple[str, int], ...]:
     return tuple(models)
 
 
+def report(campaign: Campaign, args) -> None:
+    from henet_edge.convert.campaign_report import (
+        build_report,
+        format_report,
+        plot_accuracy_latency,
+        score_runs,
+    )
+    from henet_edge.device.bench import BenchOptions
+    from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+    prepare_tensorflow()
+    score_runs(campaign, args.root, log=lambda m: print(m, flush=True))
+    options = BenchOptions(runs=args.runs, repeats=args.repeats, core=args.core,
+                           precision="all")
+    result = build_report(campaign, args.root, options, log=lambda m: print(m, flush=True))
+    (args.root / "results.json").write_text(json.dumps(result, indent=1))
+    text = format_report(result)
+    (args.root / "results.md").write_text(text + "\n")
+    pngs = plot_accuracy_latency(result, args.root)
+    print(text)
+    print("wrote", ", ".join(str(p) for p in [args.root / "results.json",
+                                               args.root / "results.md", *pngs]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["train", "status"])
+    parser.add_argument("action", choices=["train", "status", "report"])
     parser.add_argument("--root", type=Path, default=Path("training/equal-budget"))
     parser.add_argument("--data", default="../shared/data/cifar10-train-jpeg.tar.gz")
     parser.add_argument("--recipe", default="fast")
@@ -51,6 +77,9 @@ def main() -> None:
     parser.add_argument("--val-split", type=float, default=0.1)
     parser.add_argument("--limit", type=int, default=None, help="N training images (quick)")
     parser.add_argument("--models", default=None, help="comma list, e.g. henet-r2,henet-r3")
+    parser.add_argument("--runs", type=int, default=1000, help="timed passes per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--core", type=int, default=None, help="pinned core [the last]")
     args = parser.parse_args()
     campaign = Campaign(root=args.root, data=args.data, recipe=args.recipe,
                         epochs=args.epochs, seed=args.seed, val_split=args.val_split,
@@ -58,6 +87,8 @@ def main() -> None:
     try:
         if args.action == "status":
             print(json.dumps(check_campaign(campaign), indent=1))
+        elif args.action == "report":
+            report(campaign, args)
         else:
             from henet_edge.henet_keras.tf_env import prepare_tensorflow
 

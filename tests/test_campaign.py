@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 
 from henet_edge.henet_keras.campaign import Campaign, check_campaign, run_campaign
@@ -98,3 +99,54 @@ def test_a_killed_checkpoint_save_resumes_from_the_last_complete_checkpoint(imag
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert not list(run.glob(".*tmp*"))
     assert json.loads((run / "state.json").read_text())["finished"] is True
+
+
+def test_report_scores_both_precisions_times_them_together_and_plots(finished, image_folder):
+    from henet_edge.convert.campaign_report import (
+        build_report,
+        plot_accuracy_latency,
+        score_runs,
+    )
+    from henet_edge.device.bench import BenchOptions
+
+    campaign = _campaign(finished, image_folder)
+    assert score_runs(campaign, finished, calibration_images=12,
+                      log=lambda _m: None) == ["henet-r1", "shufflenet-r1"]
+    assert score_runs(campaign, finished, log=lambda _m: None) == []  # already scored
+    calib = np.load(finished / "calibration.npz")
+    provenance = json.loads(str(calib["provenance"]))
+    assert "training split" in provenance["source"] and len(calib["labels"]) == 12
+    report = build_report(campaign, finished, BenchOptions(runs=3, repeats=1, warmup=1,
+                                                           precision="all"),
+                          log=lambda _m: None)
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"henet-r1", "shufflenet-r1"} and report["left_out"] == []
+    for r in rows.values():
+        bundle_report = json.loads((finished / "bundles" / r["model"] / "report.json")
+                                   .read_text())
+        assert r["accuracy"]["int8"] == bundle_report["int8"]["top1"]
+        assert r["validation_images"] == 12  # the run's own 25 % validation split
+        assert all(r["latency_ms"][p] > 0 for p in ("float32", "int8"))
+    assert rows["henet-r1"]["macs"] != rows["shufflenet-r1"]["macs"]
+    assert [p.name for p in plot_accuracy_latency(report, finished)] == [
+        "accuracy-latency-float32.png", "accuracy-latency-int8.png"]
+
+
+def test_pareto_front_and_dominance_on_known_points():
+    from henet_edge.convert.campaign_report import dominance, pareto_front
+
+    assert pareto_front([(1.0, 80), (2.0, 79), (3.0, 85), (0.5, 70)]) == [
+        (0.5, 70), (1.0, 80), (3.0, 85)]
+
+    def row(family, repeat, acc, ms):
+        return {"family": family, "repeat": repeat, "model": f"{family}-r{repeat}",
+                "accuracy": {"int8": acc}, "latency_ms": {"int8": ms}}
+
+    rows = [row("henet", 2, 0.88, 0.14), row("henet", 3, 0.89, 0.20),
+            row("shufflenet", 3, 0.87, 0.19), row("shufflenet", 5, 0.895, 0.31)]
+    answer = dominance(rows, "int8")
+    assert answer["equal_repeat"][0]["henet_more_accurate"] is True
+    assert answer["equal_repeat"][0]["henet_faster"] is False  # 0.20 ms against 0.19 ms
+    assert answer["equal_accuracy"][0]["henet"] == "henet-r2"  # 88 % >= 87 %, fastest
+    assert answer["equal_accuracy"][1]["henet"] is None  # nothing reaches 89.5 %
+    assert answer["henet_dominates"] is False
