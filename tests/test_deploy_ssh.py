@@ -455,3 +455,137 @@ def test_bundle_failing_its_hashes_refused_before_connecting(kit, tmp_path):
     assert result.exit_code == 1
     assert "fails its manifest hashes" in result.output
     assert "connection refused" not in result.output
+
+
+# ------------------------------------------------------------------ one device, many hands
+def _installer(kit: Kit, transport, **options):
+    from henet_edge.deploy.installer import Installer, InstallOptions
+
+    return Installer(transport, InstallOptions(wheel=kit.wheel, wheelhouse=kit.wheelhouse,
+                                               **options), progress=False)
+
+
+def _connect(kit: Kit):
+    from henet_edge.deploy.ssh import ConnectOptions, connect
+
+    return connect(kit.spec, ConnectOptions(identities=[str(kit.server.user_key)],
+                                            known_hosts=str(kit.known_hosts),
+                                            ssh_config=str(kit.ssh_config)))
+
+
+def test_second_deploy_waits_for_the_device_lock_which_dies_with_its_connection(kit):
+    from henet_edge.deploy.errors import DeployError
+
+    ensure_current(kit, kit.bundle)
+    holder = _connect(kit)
+    first = _installer(kit, holder)
+    first.probe()
+    first._lock()
+    try:
+        with _connect(kit) as t, pytest.raises(DeployError, match="another deploy or rollback"):
+            _installer(kit, t, lock_timeout=1).deploy(kit.bundle_b)
+        assert kit.current() == bundle_id(kit.bundle)
+    finally:
+        holder.close()  # drops the connection without releasing: the device-side lock dies
+    with _connect(kit) as t:
+        _installer(kit, t, lock_timeout=20).deploy(kit.bundle_b)
+    assert kit.current() == bundle_id(kit.bundle_b)
+
+
+def test_concurrent_deploys_both_succeed_and_leave_current_whole(kit):
+    ensure_current(kit, kit.bundle)
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    procs = []
+    for bundle in (kit.bundle, kit.bundle_b):
+        argv = [sys.executable, "-m", "henet_edge.cli", "deploy", str(bundle), "--keep", "1",
+                "--host", kit.spec, "--wheel", str(kit.wheel), "--wheelhouse",
+                str(kit.wheelhouse), *kit.conn_args()]
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+        time.sleep(0.3)
+    outputs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    load_bundle(kit.edge / "current")  # whole, not dangling
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 0 and "WARNING" not in result.output, result.output
+
+
+def test_remote_dir_with_someone_elses_files_is_refused(kit):
+    mine = kit.server.home / "projects"
+    (mine / "tmp").mkdir(parents=True, exist_ok=True)
+    (mine / "tmp" / "notes.txt").write_text("keep me")
+    (mine / "bundles").mkdir(exist_ok=True)
+    for remote_dir in ("~/projects", "~"):
+        result = deploy(kit, kit.bundle, "--remote-dir", remote_dir)
+        assert result.exit_code == 1, result.output
+        assert "not made by henet-edge" in result.output
+    assert (mine / "tmp" / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in mine.iterdir()) == ["bundles", "tmp"]
+    result = deploy(kit, kit.bundle, "--remote-dir", "~/fresh-marked")
+    assert result.exit_code == 0, result.output
+    assert (kit.server.home / "fresh-marked" / ".henet-edge-state").is_file()
+
+
+@pytest.mark.parametrize("crash", ["before", "after"])
+def test_crash_at_the_switch_leaves_status_and_rollback_truthful(kit, crash):
+    from henet_edge.deploy.errors import ConnectError
+
+    ensure_current(kit, kit.bundle_b)
+    ensure_current(kit, kit.bundle)
+    a, b = bundle_id(kit.bundle), bundle_id(kit.bundle_b)
+    with _connect(kit) as t:
+        real_run = t.run
+
+        def crashing_run(command, **kwargs):
+            switching = "mv -T" in command and ".current.new-" in command
+            if switching and crash == "before":
+                raise ConnectError("simulated crash")
+            result = real_run(command, **kwargs)
+            if switching:
+                raise ConnectError("simulated crash")
+            return result
+
+        t.run = crashing_run
+        with pytest.raises(ConnectError):
+            _installer(kit, t).deploy(kit.bundle_b)
+    result = cli(kit, "status", "--host", kit.spec, "--json")
+    state = json.loads(result.stdout)["hosts"][0]["result"]
+    expected_current, expected_previous = (a, b) if crash == "before" else (b, a)
+    assert kit.current() == state["current"] == expected_current
+    assert state["previous"] == expected_previous
+    result = cli(kit, "rollback", "--host", kit.spec)
+    assert result.exit_code == 0, result.output
+    assert kit.current() == expected_previous
+
+
+def test_redeploying_damaged_current_never_leaves_it_dangling(kit):
+    from henet_edge.deploy.errors import ConnectError
+
+    ensure_current(kit, kit.bundle)
+    a = bundle_id(kit.bundle)
+    flip_byte(kit.edge / "bundles" / a / "model_int8.tflite")
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 1 and "WARNING: current" in result.output, result.output
+    with _connect(kit) as t:
+        def dying_put(local, remote, *, progress=None):
+            raise ConnectError("simulated crash during the upload")
+
+        t.put = dying_put
+        with pytest.raises(ConnectError):
+            _installer(kit, t).deploy(kit.bundle)
+    assert (kit.edge / "current").resolve().is_dir()  # damaged, but never pointing at nothing
+    result = deploy(kit, kit.bundle)
+    assert result.exit_code == 0, result.output
+    load_bundle(kit.edge / "current")
+
+    # A dangling current is reported by status, and --verify makes it an error.
+    ensure_current(kit, kit.bundle_b)
+    ensure_current(kit, kit.bundle)
+    import shutil
+
+    shutil.rmtree(kit.edge / "bundles" / a)
+    result = cli(kit, "status", "--host", kit.spec)
+    assert result.exit_code == 0 and "dangling" in result.output, result.output
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 1 and "dangling" in result.output
+    ensure_current(kit, kit.bundle)

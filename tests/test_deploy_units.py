@@ -267,3 +267,36 @@ def test_project_wheel_is_cached_and_reproducible(tmp_path):
     assert "henet_edge/deploy/agent.py" in names
     assert "henet_edge/device/selftest.py" in names
     assert source_digest(Path(__file__).resolve().parents[1])[:16] in str(first.parent)
+
+
+def test_known_hosts_read_like_openssh(tmp_path):
+    """Odd lines are skipped with a warning, @revoked refuses, [host]:port is explained."""
+    import paramiko
+
+    key, revoked, other = (paramiko.ECDSAKey.generate() for _ in range(3))
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        "# a comment\n"
+        "broken.example ssh-ed25519 AAAA-not-base64==\n"
+        "@cert-authority *.example ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIBnU4/f2RAXv4Y6e7fZgh8ZLHhHqtRV4xw4U9V8mC1xR\n"
+        f"@revoked * {revoked.get_name()} {revoked.get_base64()}\n"
+        f"pi,![pi]:2200 {key.get_name()} {key.get_base64()}\n"
+        f"[pi]:2222 {key.get_name()} {key.get_base64()}\n")
+    known = KnownHosts(path)
+    messages: list[str] = []
+    check_host_key(known, "[pi]:2222", key, accept_new=False, display="pi:2222",
+                   log=messages.append)
+    check_host_key(known, "pi", key, accept_new=False, display="pi")
+    assert any(":2: " in m and "skipped" in m for m in messages)
+    with pytest.raises(HostKeyError, match="REVOKED") as exc:
+        check_host_key(known, "[pi]:2222", revoked, accept_new=True, display="pi:2222")
+    assert f"{path}:4" in str(exc.value) and fingerprint(revoked) in str(exc.value)
+    with pytest.raises(HostKeyError, match=r"without a port.*must start with \[pi\]:2201"):
+        check_host_key(known, "[pi]:2201", other, accept_new=False, display="pi:2201")
+    check_host_key(known, "cam.example", other, accept_new=True, display="cam")
+    assert any("@cert-authority" in w for w in known.warnings)
+    before = path.read_text()
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        check_host_key(known, "pi", other, accept_new=True, display="pi")
+    assert path.read_text() == before

@@ -10,6 +10,7 @@ before anything is written to the device.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,22 @@ def run_agent(transport: Transport, python: str, op: str, *args: str,
                                  f"({result.last_line()})") from None
 
 
+REMOTE_DIR_CHARS = re.compile(r"[A-Za-z0-9._/~+@,=-]+")
+
+
+def check_remote_dir(remote_dir: str) -> str:
+    """Refuse a ``--remote-dir`` that the device's tools (pip, sh) would misread."""
+    if not REMOTE_DIR_CHARS.fullmatch(remote_dir):
+        bad = sorted({c for c in remote_dir if not REMOTE_DIR_CHARS.fullmatch(c)})
+        shown = ", ".join(repr(c) for c in bad) or "nothing"
+        raise DeviceCheckError(f"--remote-dir {remote_dir!r}: contains {shown}; use letters, "
+                               f"digits and . _ - + ~ @ , = / only")
+    return remote_dir
+
+
 def resolve_remote_dir(remote_dir: str, home: str) -> str:
     """``~/...`` against the device's ``$HOME``; absolute paths as they are."""
+    check_remote_dir(remote_dir)
     if remote_dir == "~" or remote_dir.startswith("~/"):
         if not home:
             raise DeviceCheckError("the device did not report $HOME; pass an absolute "
