@@ -108,9 +108,9 @@ def _info(**kw) -> DeviceInfo:
 
 def test_check_device_ok_and_errors():
     assert check_device(_info(), space=SpaceNeeded(bundle=10**6)) == []
-    with pytest.raises(DeviceCheckError, match="unsupported architecture armv6l"):
-        check_device(_info(machine="armv6l"))
-    warnings = check_device(_info(machine="armv7l", runtimes={"tflite_runtime": True}))
+    with pytest.raises(DeviceCheckError, match="unsupported architecture riscv64"):
+        check_device(_info(machine="riscv64"))
+    warnings = check_device(_info(machine="riscv64", runtimes={"tflite_runtime": True}))
     assert "tflite_runtime" in warnings[0]
     with pytest.raises(DeviceCheckError, match="no Python 3"):
         check_device(_info(python_path=None, python_version=None))
@@ -300,3 +300,12 @@ def test_known_hosts_read_like_openssh(tmp_path):
     with pytest.raises(HostKeyError, match="CHANGED"):
         check_host_key(known, "pi", other, accept_new=True, display="pi")
     assert path.read_text() == before
+
+
+@pytest.mark.parametrize("machine, bits", [("armv7l", 32), ("armv6l", 32), ("aarch64", 32)])
+def test_32_bit_arm_refused_at_the_probe(machine, bits):
+    """Even with a TFLite runtime installed: pip would fail later, there is no LiteRT wheel."""
+    info = _info(machine=machine, python_bits=bits, runtimes={"tflite_runtime": True})
+    with pytest.raises(DeviceCheckError, match=r"32-bit ARM.*Raspberry Pi OS \(64-bit\)"):
+        check_device(info, needs_venv=False)
+    assert check_device(_info(python_bits=64), needs_venv=False) == []

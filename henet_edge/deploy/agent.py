@@ -158,6 +158,7 @@ def probe(base):
             "version": list(sys.version_info[:3]),
             "executable": sys.executable,
             "implementation": platform.python_implementation(),
+            "bits": 64 if sys.maxsize > 2 ** 32 else 32,
             "venv": _has_module("venv") and _has_module("ensurepip"),
         },
         "runtimes": {name: _has_module(name) for name in ("ai_edge_litert", "tflite_runtime")},

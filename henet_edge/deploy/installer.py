@@ -596,7 +596,10 @@ class Installer:
             b["deployed"] = deployed.get(b["id"])
             b["current"] = b["id"] == state["current"]
         state["bundles"].sort(key=lambda b: order.index(b["id"]))
-        state["previous"] = previous_version(order, state["current"])
+        # Only versions that were really current count (a crash may leave one installed
+        # that never was); with no history at all, the folders' order is all there is.
+        state["previous"] = previous_version([b for b in order if b in deployed] or order,
+                                             state["current"])
         state["host"] = self.t.name
         state["device"] = self.info.to_dict() if self.info else {}
         record = state.get("venv_record") or {}

@@ -188,8 +188,8 @@ def _start(sock, target: HostTarget, known: KnownHosts, options: ConnectOptions,
         text = str(exc) or type(exc).__name__
         if not transport.remote_version:
             raise ConnectError(f"{display}: {target.hostname}:{target.port} does not speak SSH "
-                               f"(no SSH banner within {options.connect_timeout:g}s; wrong "
-                               f"port, or another service listens there)") from None
+                               f"(no SSH banner: wrong port, or another service listens "
+                               f"there)") from None
         if "banner" in text.lower():
             raise ConnectError(f"{display}: {target.hostname}:{target.port} does not answer "
                                f"like an SSH server (wrong port?): {text}") from None
