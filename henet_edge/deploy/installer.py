@@ -9,9 +9,15 @@ Layout on the device (``~/.henet-edge`` unless ``--remote-dir``)::
                                  the wheel and its sha256 and marks it complete
     bundles/<sha256>/            content-addressed bundles (the sha256 of manifest.json)
     current -> bundles/<sha256>  the bundle `henet-edge classify` uses on the device
-    history.jsonl                one line per deploy and rollback
+    history.jsonl                one line per deploy and rollback, written just before
+                                 its switch (entries a crash cut short are told apart
+                                 by ``current``: see :func:`realised_history`)
     last-bench.json              the last `remote bench` result
     tmp/                         uploads in progress; emptied by the next deploy
+    .henet-edge-state            the marker written when the folder was created: a
+                                 non-empty folder without it is refused, never cleaned
+    .deploy.lock                 flock()-ed by the device side for a whole deploy or
+                                 rollback, so it dies with the connection holding it
 
 Every change is staged under ``tmp/`` (or in a venv folder that is not yet
 marked complete) and becomes visible through one atomic rename: a verified
