@@ -324,6 +324,7 @@ def _ssh_options(fn):
                      help="The device's Python 3 (used to probe and to create the venv)."),
         click.option("--jobs", default=4, show_default=True,
                      help="Hosts worked on in parallel."),
+        click.option("--verbose", is_flag=True, help="Show the SSH library's own log."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -332,11 +333,13 @@ def _ssh_options(fn):
 
 def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = None):
     """Run ``work(installer)`` on every --host; one outcome per host, in order."""
-    from henet_edge.deploy.fleet import run_fleet
+    from henet_edge.deploy.fleet import SameDevice, run_fleet
     from henet_edge.deploy.hosts import read_hosts_file
     from henet_edge.deploy.installer import Installer, InstallOptions
+    from henet_edge.deploy.probe import check_remote_dir
     from henet_edge.deploy.ssh import ConnectOptions, connect
 
+    check_remote_dir(conn["remote_dir"])
     hosts = list(conn["hosts"])
     if conn["hosts_file"] is not None:
         hosts += read_hosts_file(conn["hosts_file"])
@@ -348,16 +351,21 @@ def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = No
     connect_options = ConnectOptions(
         ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
         known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
-        connect_timeout=conn["connect_timeout"])
+        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
     options = install_options or InstallOptions()
     options.remote_dir, options.remote_python = conn["remote_dir"], conn["remote_python"]
     several = len(hosts) > 1
+    same_device = SameDevice()
 
     def one(host: str, index: int) -> dict:
         def log(message: str) -> None:
             click.echo(f"[{host}] {message}", err=True)
 
         with connect(host, connect_options, log=log) as transport:
+            first = same_device.claim(host, transport.host_key_fingerprint())
+            if first is not None:
+                log(f"same device as {first} (the same host key): done once, as {first}")
+                return {"host": host, "same_device_as": first}
             installer = Installer(transport, options, log=log, progress=progress,
                                   progress_position=index if several else None)
             return work(installer)
@@ -375,10 +383,14 @@ def _finish_fleet(outcomes, as_json: bool, headers, row) -> None:
     elif len(outcomes) == 1 and failed:
         raise click.ClickException(failed[0].error)
     else:
-        rows = [[*row(o.result), f"{o.seconds:.1f}s"] if o.ok else
-                [o.host, "FAILED", o.error] + [""] * (len(headers) - 3)
+        rows = [[o.host, f"same device as {o.result['same_device_as']}"]
+                + [""] * (len(headers) - 2) if o.ok and "same_device_as" in o.result else
+                [*row(o.result), f"{o.seconds:.1f}s"] if o.ok else
+                [o.host, "FAILED (below)"] + [""] * (len(headers) - 2)
                 for o in outcomes]
         click.echo(format_table(headers, rows))
+        for o in failed:
+            click.echo(f"{o.host}: {o.error}", err=True)
     if failed:
         if not as_json and len(outcomes) > 1:
             click.echo(f"{len(failed)} of {len(outcomes)} hosts failed", err=True)
@@ -482,12 +494,19 @@ def status(verify, as_json, **conn):
     from henet_edge.deploy.probe import human_bytes
 
     outcomes = _fleet(conn, lambda inst: inst.status(verify=verify))
+    unhealthy = verify and any(o.ok and o.result.get("problems") for o in outcomes)
     if as_json or (any(not o.ok for o in outcomes) and len(outcomes) == 1):
         _finish_fleet(outcomes, as_json, [], lambda r: [])
+        if unhealthy:
+            sys.exit(1)
         return
     for o in outcomes:
         if not o.ok:
             click.echo(f"{o.host}: FAILED: {o.error}")
+            continue
+        if "same_device_as" in o.result:
+            click.echo(f"{o.host}: the same device as {o.result['same_device_as']} (same host "
+                       f"key), shown there")
             continue
         s = o.result
         runtime = s.get("runtime") or {}
@@ -512,6 +531,8 @@ def status(verify, as_json, **conn):
                                             "size", "state"], rows).replace("\n", "\n  "))
         else:
             click.echo("  no bundles installed")
+        for problem in s.get("problems") or []:
+            click.echo(f"  WARNING: {problem}")
         bench_result = s.get("last_bench")
         if bench_result:
             when = (bench_result.get("remote") or {}).get("time", "?")
@@ -522,7 +543,7 @@ def status(verify, as_json, **conn):
                            + (" (SUSPECT)" if bench_result.get("suspect") else ""))
         else:
             click.echo("  last bench: none (run `henet-edge remote bench`)")
-    if any(not o.ok for o in outcomes):
+    if unhealthy or any(not o.ok for o in outcomes):
         sys.exit(1)
 
 
@@ -558,7 +579,7 @@ def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
         if not o.ok:
             click.echo(f"error: {o.error}" if not several else f"{o.host}: error: {o.error}",
                        err=True)
-    if any(not o.ok or o.result["exit"] for o in outcomes):
+    if any(not o.ok or o.result.get("exit") for o in outcomes):
         sys.exit(1)
 
 
@@ -601,7 +622,7 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
         _finish_fleet(outcomes, True, [], lambda r: [])
         return
     for o in outcomes:
-        if o.ok:
+        if o.ok and "result" in o.result:
             if several:
                 click.echo(f"== {o.host}")
             click.echo(format_result(o.result["result"]))

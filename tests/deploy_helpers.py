@@ -166,6 +166,18 @@ class NotSSHServer:
         self.sock.close()
 
 
+def make_wheelhouse(wheel: Path, dest: Path, device_python: str) -> subprocess.CompletedProcess:
+    """``pip download`` the wheel's ``[device]`` dependencies for the device's Python
+    (``"3.11"``...) into ``dest``: what ``--wheelhouse`` uploads to an offline device."""
+    import sys
+
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest),
+               f"{wheel}[device]"]
+    if device_python != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        command += ["--python-version", device_python, "--only-binary=:all:"]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 # ------------------------------------------------------------------ bundle variants
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

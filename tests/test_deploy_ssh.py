@@ -37,6 +37,7 @@ from .deploy_helpers import (
     free_port,
     keygen,
     keygen_fingerprint,
+    make_wheelhouse,
     sshd_missing_reason,
 )
 
@@ -100,11 +101,7 @@ def kit(tmp_path_factory, tiny_bundle):
         device_py = check.out.strip()
         wheel = project_wheel(cache=root / "cache")
         wheelhouse = root / "wheelhouse"
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--dest",
-                   str(wheelhouse), f"{wheel}[device]"]
-        if device_py != f"{sys.version_info[0]}.{sys.version_info[1]}":
-            command += ["--python-version", device_py, "--only-binary=:all:"]
-        made = subprocess.run(command, capture_output=True, text=True)
+        made = make_wheelhouse(wheel, wheelhouse, device_py)
         if made.returncode != 0:
             pytest.skip(f"cannot make the device wheelhouse (no package index?): "
                         f"{made.stderr.strip().splitlines()[-1:]}")
@@ -421,7 +418,7 @@ def test_unreachable_and_wrong_port_and_unknown_name(kit):
         result = cli(kit, "status", "--host", f"127.0.0.1:{web.port}", "--connect-timeout", "5")
     finally:
         web.close()
-    assert result.exit_code == 1 and "does not answer like an SSH server" in result.output
+    assert result.exit_code == 1 and "does not speak SSH" in result.output
 
 
 def test_auth_failure_and_locked_key(kit, tmp_path):
@@ -455,3 +452,217 @@ def test_bundle_failing_its_hashes_refused_before_connecting(kit, tmp_path):
     assert result.exit_code == 1
     assert "fails its manifest hashes" in result.output
     assert "connection refused" not in result.output
+
+
+# ------------------------------------------------------------------ one device, many hands
+def _installer(kit: Kit, transport, **options):
+    from henet_edge.deploy.installer import Installer, InstallOptions
+
+    return Installer(transport, InstallOptions(wheel=kit.wheel, wheelhouse=kit.wheelhouse,
+                                               **options), progress=False)
+
+
+def _connect(kit: Kit):
+    from henet_edge.deploy.ssh import ConnectOptions, connect
+
+    return connect(kit.spec, ConnectOptions(identities=[str(kit.server.user_key)],
+                                            known_hosts=str(kit.known_hosts),
+                                            ssh_config=str(kit.ssh_config)))
+
+
+def test_second_deploy_waits_for_the_device_lock_which_dies_with_its_connection(kit):
+    from henet_edge.deploy.errors import DeployError
+
+    ensure_current(kit, kit.bundle)
+    holder = _connect(kit)
+    first = _installer(kit, holder)
+    first.probe()
+    first._lock()
+    try:
+        with _connect(kit) as t, pytest.raises(DeployError, match="another deploy or rollback"):
+            _installer(kit, t, lock_timeout=1).deploy(kit.bundle_b)
+        assert kit.current() == bundle_id(kit.bundle)
+    finally:
+        holder.close()  # drops the connection without releasing: the device-side lock dies
+    with _connect(kit) as t:
+        _installer(kit, t, lock_timeout=20).deploy(kit.bundle_b)
+    assert kit.current() == bundle_id(kit.bundle_b)
+
+
+def test_concurrent_deploys_both_succeed_and_leave_current_whole(kit):
+    ensure_current(kit, kit.bundle)
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    procs = []
+    for bundle in (kit.bundle, kit.bundle_b):
+        argv = [sys.executable, "-m", "henet_edge.cli", "deploy", str(bundle), "--keep", "1",
+                "--host", kit.spec, "--wheel", str(kit.wheel), "--wheelhouse",
+                str(kit.wheelhouse), *kit.conn_args()]
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+        time.sleep(0.3)
+    outputs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    load_bundle(kit.edge / "current")  # whole, not dangling
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 0 and "WARNING" not in result.output, result.output
+
+
+def test_remote_dir_with_someone_elses_files_is_refused(kit):
+    mine = kit.server.home / "projects"
+    (mine / "tmp").mkdir(parents=True, exist_ok=True)
+    (mine / "tmp" / "notes.txt").write_text("keep me")
+    (mine / "bundles").mkdir(exist_ok=True)
+    for remote_dir in ("~/projects", "~"):
+        result = deploy(kit, kit.bundle, "--remote-dir", remote_dir)
+        assert result.exit_code == 1, result.output
+        assert "not made by henet-edge" in result.output
+    assert (mine / "tmp" / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in mine.iterdir()) == ["bundles", "tmp"]
+    result = deploy(kit, kit.bundle, "--remote-dir", "~/fresh-marked")
+    assert result.exit_code == 0, result.output
+    assert (kit.server.home / "fresh-marked" / ".henet-edge-state").is_file()
+
+
+@pytest.mark.parametrize("crash", ["before", "after"])
+def test_crash_at_the_switch_leaves_status_and_rollback_truthful(kit, crash):
+    from henet_edge.deploy.errors import ConnectError
+
+    ensure_current(kit, kit.bundle_b)
+    ensure_current(kit, kit.bundle)
+    a, b = bundle_id(kit.bundle), bundle_id(kit.bundle_b)
+    with _connect(kit) as t:
+        real_run = t.run
+
+        def crashing_run(command, **kwargs):
+            switching = "mv -T" in command and ".current.new-" in command
+            if switching and crash == "before":
+                raise ConnectError("simulated crash")
+            result = real_run(command, **kwargs)
+            if switching:
+                raise ConnectError("simulated crash")
+            return result
+
+        t.run = crashing_run
+        with pytest.raises(ConnectError):
+            _installer(kit, t).deploy(kit.bundle_b)
+    result = cli(kit, "status", "--host", kit.spec, "--json")
+    state = json.loads(result.stdout)["hosts"][0]["result"]
+    expected_current, expected_previous = (a, b) if crash == "before" else (b, a)
+    assert kit.current() == state["current"] == expected_current
+    assert state["previous"] == expected_previous
+    result = cli(kit, "rollback", "--host", kit.spec)
+    assert result.exit_code == 0, result.output
+    assert kit.current() == expected_previous
+
+
+def test_redeploying_damaged_current_never_leaves_it_dangling(kit):
+    from henet_edge.deploy.errors import ConnectError
+
+    ensure_current(kit, kit.bundle)
+    a = bundle_id(kit.bundle)
+    flip_byte(kit.edge / "bundles" / a / "model_int8.tflite")
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 1 and "WARNING: current" in result.output, result.output
+    with _connect(kit) as t:
+        def dying_put(local, remote, *, progress=None):
+            raise ConnectError("simulated crash during the upload")
+
+        t.put = dying_put
+        with pytest.raises(ConnectError):
+            _installer(kit, t).deploy(kit.bundle)
+    assert (kit.edge / "current").resolve().is_dir()  # damaged, but never pointing at nothing
+    result = deploy(kit, kit.bundle)
+    assert result.exit_code == 0, result.output
+    load_bundle(kit.edge / "current")
+
+    # A dangling current is reported by status, and --verify makes it an error.
+    ensure_current(kit, kit.bundle_b)
+    ensure_current(kit, kit.bundle)
+    import shutil
+
+    shutil.rmtree(kit.edge / "bundles" / a)
+    result = cli(kit, "status", "--host", kit.spec)
+    assert result.exit_code == 0 and "dangling" in result.output, result.output
+    result = cli(kit, "status", "--host", kit.spec, "--verify")
+    assert result.exit_code == 1 and "dangling" in result.output
+    ensure_current(kit, kit.bundle)
+
+
+# ------------------------------------------------------------------ clear errors
+def _cli_process(kit: Kit, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    return subprocess.run([sys.executable, "-m", "henet_edge.cli", *args, *kit.conn_args()],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_listeners_that_are_not_ssh_get_one_line_errors(kit):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts connections (the backlog) and never says a word
+    web = NotSSHServer()
+    try:
+        quiet = _cli_process(kit, "status", "--host", f"127.0.0.1:{silent.getsockname()[1]}",
+                             "--connect-timeout", "2")
+        http = _cli_process(kit, "status", "--host", f"127.0.0.1:{web.port}",
+                            "--connect-timeout", "5")
+    finally:
+        silent.close()
+        web.close()
+    for run in (quiet, http):
+        assert run.returncode == 1
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, \
+            run.stderr
+    assert "does not speak SSH" in quiet.stderr
+
+
+def test_remote_dir_validated_before_connecting(kit):
+    dead = f"127.0.0.1:{free_port()}"
+    for bad in ("~/x;touch /tmp/pwned", "~/a\nb"):
+        result = cli(kit, "status", "--host", dead, "--remote-dir", bad)
+        assert result.exit_code == 1 and "--remote-dir" in result.output, result.output
+        assert "connection refused" not in result.output
+
+
+def test_lost_connection_message_names_the_cause(kit):
+    from henet_edge.deploy.errors import ConnectError
+
+    with _connect(kit) as t, pytest.raises(ConnectError) as exc:
+        t.run("kill -9 $PPID; sleep 10")  # the session's sshd dies: the connection is gone
+    assert "lost the SSH connection" in str(exc.value) and "()" not in str(exc.value)
+
+
+def test_fleet_deploys_once_to_one_device_under_two_names_and_lists_errors_below(kit, tmp_path):
+    ensure_current(kit, kit.bundle)
+    s = kit.server
+    kit.ssh_config.write_text(f"Host samepi\n  HostName 127.0.0.1\n  Port {s.port}\n"
+                              f"  User {s.user}\n")
+    dead = f"{s.user}@127.0.0.1:{free_port()}"
+    try:
+        result = deploy(kit, kit.bundle_b, "--host", "samepi", "--host", dead, "--jobs", "3")
+    finally:
+        kit.ssh_config.write_text("")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    table_end = max(i for i, line in enumerate(lines) if "FAILED (below)" in line)
+    assert any("same device as" in line for line in lines[:table_end + 1]), result.output
+    assert any(line.startswith(f"{dead}: ") and "connection refused" in line
+               for line in lines[table_end + 1:]), result.output
+    assert kit.current() == bundle_id(kit.bundle_b)
+    history = (kit.edge / "history.jsonl").read_text().splitlines()
+    assert json.loads(history[-1])["bundle"] == bundle_id(kit.bundle_b)
+    assert json.loads(history[-2])["bundle"] != bundle_id(kit.bundle_b)  # deployed once
+
+
+def test_known_hosts_with_odd_lines_still_works_and_revoked_is_refused(kit, tmp_path):
+    known = tmp_path / "known_hosts"
+    pub = kit.server.host_key.with_suffix(".pub").read_text().split()
+    known.write_text("garbage.example ssh-ed25519 AAAA%%%not-base64\n"
+                     + kit.server.known_hosts_line)
+    result = cli(kit, "status", "--host", kit.spec, known_hosts=known)
+    assert result.exit_code == 0, result.output
+    assert "known_hosts:1" in result.output and "skipped" in result.output
+    known.write_text(f"@revoked * {pub[0]} {pub[1]}\n" + kit.server.known_hosts_line)
+    result = cli(kit, "status", "--host", kit.spec, "--accept-new-host-key", known_hosts=known)
+    assert result.exit_code == 1 and "REVOKED" in result.output

@@ -108,9 +108,9 @@ def _info(**kw) -> DeviceInfo:
 
 def test_check_device_ok_and_errors():
     assert check_device(_info(), space=SpaceNeeded(bundle=10**6)) == []
-    with pytest.raises(DeviceCheckError, match="unsupported architecture armv6l"):
-        check_device(_info(machine="armv6l"))
-    warnings = check_device(_info(machine="armv7l", runtimes={"tflite_runtime": True}))
+    with pytest.raises(DeviceCheckError, match="unsupported architecture riscv64"):
+        check_device(_info(machine="riscv64"))
+    warnings = check_device(_info(machine="riscv64", runtimes={"tflite_runtime": True}))
     assert "tflite_runtime" in warnings[0]
     with pytest.raises(DeviceCheckError, match="no Python 3"):
         check_device(_info(python_path=None, python_version=None))
@@ -267,3 +267,45 @@ def test_project_wheel_is_cached_and_reproducible(tmp_path):
     assert "henet_edge/deploy/agent.py" in names
     assert "henet_edge/device/selftest.py" in names
     assert source_digest(Path(__file__).resolve().parents[1])[:16] in str(first.parent)
+
+
+def test_known_hosts_read_like_openssh(tmp_path):
+    """Odd lines are skipped with a warning, @revoked refuses, [host]:port is explained."""
+    import paramiko
+
+    key, revoked, other = (paramiko.ECDSAKey.generate() for _ in range(3))
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        "# a comment\n"
+        "broken.example ssh-ed25519 AAAA-not-base64==\n"
+        "@cert-authority *.example ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIBnU4/f2RAXv4Y6e7fZgh8ZLHhHqtRV4xw4U9V8mC1xR\n"
+        f"@revoked * {revoked.get_name()} {revoked.get_base64()}\n"
+        f"pi,![pi]:2200 {key.get_name()} {key.get_base64()}\n"
+        f"[pi]:2222 {key.get_name()} {key.get_base64()}\n")
+    known = KnownHosts(path)
+    messages: list[str] = []
+    check_host_key(known, "[pi]:2222", key, accept_new=False, display="pi:2222",
+                   log=messages.append)
+    check_host_key(known, "pi", key, accept_new=False, display="pi")
+    assert any(":2: " in m and "skipped" in m for m in messages)
+    with pytest.raises(HostKeyError, match="REVOKED") as exc:
+        check_host_key(known, "[pi]:2222", revoked, accept_new=True, display="pi:2222")
+    assert f"{path}:4" in str(exc.value) and fingerprint(revoked) in str(exc.value)
+    with pytest.raises(HostKeyError, match=r"without a port.*must start with \[pi\]:2201"):
+        check_host_key(known, "[pi]:2201", other, accept_new=False, display="pi:2201")
+    check_host_key(known, "cam.example", other, accept_new=True, display="cam")
+    assert any("@cert-authority" in w for w in known.warnings)
+    before = path.read_text()
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        check_host_key(known, "pi", other, accept_new=True, display="pi")
+    assert path.read_text() == before
+
+
+@pytest.mark.parametrize("machine, bits", [("armv7l", 32), ("armv6l", 32), ("aarch64", 32)])
+def test_32_bit_arm_refused_at_the_probe(machine, bits):
+    """Even with a TFLite runtime installed: pip would fail later, there is no LiteRT wheel."""
+    info = _info(machine=machine, python_bits=bits, runtimes={"tflite_runtime": True})
+    with pytest.raises(DeviceCheckError, match=r"32-bit ARM.*Raspberry Pi OS \(64-bit\)"):
+        check_device(info, needs_venv=False)
+    assert check_device(_info(python_bits=64), needs_venv=False) == []

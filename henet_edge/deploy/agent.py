@@ -20,20 +20,32 @@ Operations:
 ``status BASE [--verify]``
     Installed bundles, ``current``, the venv and its install record, the
     deploy history and the last bench result.
+``lock BASE TIMEOUT HOLDER``
+    Create ``BASE`` with its marker file (or adopt an empty or marked one;
+    refuse a folder of someone else's files), take the device's deploy lock
+    (waiting up to ``TIMEOUT`` seconds), answer, then hold the lock until
+    stdin closes: run with ``python3 -c``, so the lock dies with the
+    connection that holds it.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import sys
+import time
 
 FORMAT = "henet-edge-bundle/1"
 MANIFEST = "manifest.json"
 INSTALL_RECORD = "henet-edge-install.json"
 HISTORY = "history.jsonl"
 LAST_BENCH = "last-bench.json"
+STATE_MARKER = ".henet-edge-state"
+LOCK_FILE = ".deploy.lock"
+# What an unmarked folder made by an earlier henet-edge may hold, and nothing else.
+LEGACY_NAMES = {"bundles", "venvs", "venv", "current", "tmp", HISTORY, LAST_BENCH}
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -146,6 +158,7 @@ def probe(base):
             "version": list(sys.version_info[:3]),
             "executable": sys.executable,
             "implementation": platform.python_implementation(),
+            "bits": 64 if sys.maxsize > 2 ** 32 else 32,
             "venv": _has_module("venv") and _has_module("ensurepip"),
         },
         "runtimes": {name: _has_module(name) for name in ("ai_edge_litert", "tflite_runtime")},
@@ -244,6 +257,60 @@ def status(base, check=False):
     }
 
 
+def _is_legacy_state(base, entries):
+    """An unmarked folder laid out by an earlier henet-edge: only its names, and a link."""
+    loose = [e for e in entries if e not in LEGACY_NAMES
+             and not e.startswith((".current.new-", ".venv.new-"))]
+    links = [e for e in ("current", "venv") if os.path.islink(os.path.join(base, e))]
+    return not loose and bool(links)
+
+
+def claim(base):
+    """Make ``base`` a marked state folder; an error answer if it holds others' files."""
+    if os.path.lexists(base) and not os.path.isdir(base):
+        return {"ok": False, "error": "not_a_folder"}
+    marker = os.path.join(base, STATE_MARKER)
+    if os.path.isdir(base) and not os.path.isfile(marker):
+        entries = sorted(os.listdir(base))
+        if entries and not _is_legacy_state(base, entries):
+            return {"ok": False, "error": "foreign", "entries": entries[:6],
+                    "count": len(entries)}
+    if not os.path.isfile(marker):
+        os.makedirs(base, exist_ok=True)
+        tmp = f"{marker}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"format": "henet-edge-state/1",
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                         time.gmtime())}) + "\n")
+        os.rename(tmp, marker)
+    return None
+
+
+def lock(base, timeout, holder):
+    """Claim ``base``, take its lock, answer; hold the lock until stdin reaches EOF."""
+    refused = claim(base)
+    if refused:
+        return refused
+    fd = os.open(os.path.join(base, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                return {"ok": False, "error": "busy",
+                        "holder": _load_json(os.path.join(base, LOCK_FILE))}
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.write(fd, holder.encode("utf-8"))
+    sys.stdout.write(json.dumps({"ok": True, "installed": _installed(base)}) + "\n")
+    sys.stdout.flush()
+    while sys.stdin.buffer.read(65536):
+        pass
+    return None
+
+
 def main(argv):
     if not argv:
         raise SystemExit("usage: agent OP ARGS...")
@@ -256,6 +323,10 @@ def main(argv):
         result = {path: sha256_file(path) for path in args}
     elif op == "status":
         result = status(args[0], check="--verify" in args[1:])
+    elif op == "lock":
+        result = lock(args[0], float(args[1]), args[2])
+        if result is None:
+            return
     else:
         raise SystemExit(f"unknown op {op!r}")
     sys.stdout.write(json.dumps(result) + "\n")

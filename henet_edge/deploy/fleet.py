@@ -70,6 +70,20 @@ def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], 
     return [o for o in outcomes if o is not None]
 
 
+class SameDevice:
+    """Notices two ``--host`` values that reach one device (the same host key)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._first: dict[str, str] = {}
+
+    def claim(self, host: str, host_key: str) -> str | None:
+        """None for the first host with this key; else the host that already has it."""
+        with self._lock:
+            first = self._first.setdefault(host_key, host)
+        return None if first == host else first
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain left-aligned text table."""
     cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ _TYPE_LABELS = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}
 
 
 def fingerprint(key) -> str:
-    """OpenSSH's ``SHA256:<base64, no padding>`` fingerprint of a paramiko key."""
+    """OpenSSH's ``SHA256:<base64, no padding>`` fingerprint of a paramiko key (or line)."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
@@ -47,12 +49,90 @@ def known_hosts_name(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
+MARKERS = ("@revoked", "@cert-authority")
+
+
+@dataclass
+class KnownHostLine:
+    """One parsed known_hosts line: ``[@marker] patterns keytype base64 [comment]``."""
+
+    path: Path
+    number: int
+    marker: str | None
+    hosts: str
+    key_type: str
+    blob: bytes
+
+    def get_name(self) -> str:
+        return self.key_type
+
+    def asbytes(self) -> bytes:
+        return self.blob
+
+
+def parse_known_hosts_line(line: str):
+    """``((marker, hosts, key_type, blob), None)``, ``(None, problem)``, or
+    ``(None, None)`` for a blank or comment line."""
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None, None
+    marker = None
+    if fields[0].startswith("@"):
+        marker = fields.pop(0)
+        if marker not in MARKERS:
+            return None, f"unknown marker {marker}"
+    if len(fields) < 3:
+        return None, "expected 'hosts keytype base64-key'"
+    hosts, key_type, data = fields[:3]
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except (ValueError, TypeError):
+        return None, f"the {key_type} key is not valid base64"
+    try:  # the blob starts with its own key type (an SSH string)
+        size = int.from_bytes(blob[:4], "big")
+        inner = blob[4:4 + size].decode("ascii")
+    except UnicodeDecodeError:
+        inner = ""
+    if inner != key_type:
+        return None, f"the key data is not a {key_type} key"
+    return (marker, hosts, key_type, blob), None
+
+
+def _pattern_match(pattern: str, name: str) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, flags=re.IGNORECASE) is not None
+
+
+def _hashed_match(pattern: str, name: str) -> bool:
+    try:
+        _, _, salt, digest = pattern.split("|")
+        mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(mac, base64.b64decode(digest))
+    except (ValueError, TypeError):
+        return False
+
+
+def hosts_match(patterns: str, name: str) -> bool:
+    """OpenSSH's rule: some pattern matches ``name`` and no negated (``!``) one does."""
+    if patterns.startswith("|1|"):
+        return _hashed_match(patterns, name)
+    hit = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        if _pattern_match(pattern[1:] if negated else pattern, name):
+            if negated:
+                return False
+            hit = True
+    return hit
+
+
 @dataclass
 class KnownHosts:
     """The known_hosts files consulted for a connection, and the one written to."""
 
     user_file: Path
     extra_files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def default(cls, known_hosts: str | Path | None = None,
@@ -67,29 +147,58 @@ class KnownHosts:
         extra = files[1:] + [Path(p) for p in SYSTEM_KNOWN_HOSTS]
         return cls(user, extra)
 
-    def _load(self, path: Path):
-        import paramiko
+    def _entries(self, path: Path) -> list[KnownHostLine]:
+        if not path.is_file():
+            return []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise HostKeyError(f"{path}: cannot read known hosts ({exc})") from None
+        entries = []
+        for number, line in enumerate(text.splitlines(), 1):
+            entry, problem = parse_known_hosts_line(line)
+            if problem:
+                self._warn(f"{path}:{number}: {problem}; line skipped (as OpenSSH does)")
+            elif entry is not None:
+                entries.append(KnownHostLine(path, number, *entry))
+        return entries
 
-        keys = paramiko.HostKeys()
-        if path.is_file():
-            try:
-                keys.load(str(path))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise HostKeyError(f"{path}: cannot read known hosts ({exc})") from None
-        return keys
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
-    def lookup(self, name: str) -> list[tuple[Path, object]]:
-        """Every recorded key for ``name``, with the file it came from."""
+    def matching(self, name: str) -> list[KnownHostLine]:
+        """Every line of every file whose host patterns match ``name``."""
+        return [e for path in [self.user_file, *self.extra_files]
+                for e in self._entries(path) if hosts_match(e.hosts, name)]
+
+    def lookup(self, name: str) -> list[tuple[Path, KnownHostLine]]:
+        """Every recorded (plain, not ``@``-marked) key for ``name``, with its file."""
         found = []
-        for path in [self.user_file, *self.extra_files]:
-            entry = self._load(path).lookup(name)
-            if entry:
-                found += [(path, entry[key_type]) for key_type in entry]
+        for entry in self.matching(name):
+            if entry.marker == "@cert-authority":
+                self._warn(f"{entry.path}:{entry.number}: @cert-authority (host certificates) "
+                           f"is not supported; line ignored")
+            elif entry.marker is None:
+                found.append((entry.path, entry))
         return found
+
+    def revoked(self, key) -> KnownHostLine | None:
+        """The ``@revoked`` line naming ``key`` (whatever its host patterns), if any."""
+        blob = key.asbytes()
+        for path in [self.user_file, *self.extra_files]:
+            for entry in self._entries(path):
+                if entry.marker == "@revoked" and entry.blob == blob:
+                    return entry
+        return None
+
+    def plain_host_lines(self, hostname: str) -> list[KnownHostLine]:
+        """Lines for ``hostname`` without a port (they only match port 22, as in OpenSSH)."""
+        return [e for e in self.matching(hostname) if e.marker is None]
 
     def preferred_types(self, name: str) -> list[str]:
         """Key types already recorded for ``name`` (to ask the server for those first)."""
-        return list(dict.fromkeys(key.get_name() for _, key in self.lookup(name)))
+        return list(dict.fromkeys(entry.key_type for _, entry in self.lookup(name)))
 
     def add(self, name: str, key) -> None:
         """Append ``name keytype base64`` to the user file (as OpenSSH's accept-new)."""
@@ -111,9 +220,16 @@ def check_host_key(known: KnownHosts, name: str, key, *, accept_new: bool,
     Raises :class:`HostKeyError` for an unknown key (without ``accept_new``)
     and, always, for a key that differs from a recorded key of the same host.
     """
+    revoked = known.revoked(key)
+    if revoked is not None:
+        _log_warnings(known, log)
+        raise HostKeyError(
+            f"REVOKED HOST KEY for {display}: it offers {describe_key(key)}, which "
+            f"{revoked.path}:{revoked.number} marks @revoked. Refusing to connect (the key "
+            f"may be stolen; the device needs new host keys)")
     recorded = known.lookup(name)
-    if any(k.get_name() == key.get_name() and k.asbytes() == key.asbytes()
-           for _, k in recorded):
+    _log_warnings(known, log)
+    if any(k.asbytes() == key.asbytes() for _, k in recorded):
         return
     if recorded:
         path, old = next(((p, k) for p, k in recorded if k.get_name() == key.get_name()),
@@ -127,11 +243,25 @@ def check_host_key(known: KnownHosts, name: str, key, *, accept_new: bool,
             + (f" -f {path}" if path != Path(os.path.expanduser(DEFAULT_KNOWN_HOSTS)) else "")
             + "` and connect again")
     if not accept_new:
+        hint = ""
+        if name.startswith("["):
+            host = name[1:name.index("]")]
+            plain = known.plain_host_lines(host)
+            if plain:
+                hint = (f" ({plain[0].path}:{plain[0].number} records {host} without a port, "
+                        f"which OpenSSH applies to port 22 only; for this port the line must "
+                        f"start with {name})")
         raise HostKeyError(
-            f"host {display} is not known: it offers {key_label(key)} key fingerprint "
+            f"host {display} is not known{hint}: it offers {key_label(key)} key fingerprint "
             f"{fingerprint(key)}. Compare it with `ssh-keygen -lf "
             f"/etc/ssh/ssh_host_{key_label(key).lower()}_key.pub` on the device, then re-run "
             f"with --accept-new-host-key to trust it and record it in {known.user_file}")
     known.add(name, key)
     if log is not None:
         log(f"recorded {describe_key(key)} for {name} in {known.user_file}")
+
+
+def _log_warnings(known: KnownHosts, log) -> None:
+    if log is not None:
+        for message in known.warnings:
+            log(f"warning: {message}")

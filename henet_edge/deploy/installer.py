@@ -9,9 +9,15 @@ Layout on the device (``~/.henet-edge`` unless ``--remote-dir``)::
                                  the wheel and its sha256 and marks it complete
     bundles/<sha256>/            content-addressed bundles (the sha256 of manifest.json)
     current -> bundles/<sha256>  the bundle `henet-edge classify` uses on the device
-    history.jsonl                one line per deploy and rollback
+    history.jsonl                one line per deploy and rollback, written just before
+                                 its switch (entries a crash cut short are told apart
+                                 by ``current``: see :func:`realised_history`)
     last-bench.json              the last `remote bench` result
     tmp/                         uploads in progress; emptied by the next deploy
+    .henet-edge-state            the marker written when the folder was created: a
+                                 non-empty folder without it is refused, never cleaned
+    .deploy.lock                 flock()-ed by the device side for a whole deploy or
+                                 rollback, so it dies with the connection holding it
 
 Every change is staged under ``tmp/`` (or in a venv folder that is not yet
 marked complete) and becomes visible through one atomic rename: a verified
@@ -52,6 +58,7 @@ from .probe import (
     DEFAULT_REMOTE_PYTHON,
     DeviceInfo,
     SpaceNeeded,
+    agent_source,
     check_device,
     human_bytes,
     probe,
@@ -83,6 +90,7 @@ class InstallOptions:
     reserve_bytes: int = 50 * MB       # free space to leave on the device
     venv_bytes: int = 300 * MB         # estimate of a new venv's size (index installs)
     selftest: bool = True
+    lock_timeout: float = 600.0        # wait this long for another deploy to the device
     command_timeout: float = 1800.0    # pip on a Pi Zero 2 can be slow
 
 
@@ -121,6 +129,23 @@ def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> 
     known = sorted((b for b in last if b in installed), key=last.__getitem__)
     unknown = sorted((b for b in installed if b not in last), key=installed.__getitem__)
     return unknown + known
+
+
+def realised_history(history: list[dict[str, Any]], current: str | None
+                     ) -> list[dict[str, Any]]:
+    """The entries whose switch happened, judged from ``current`` on disk.
+
+    Each entry is written just before its switch, so an entry is real if its
+    bundle is ``current`` now, or a later entry was made while it was current
+    (its ``from``); the others are switches a crash cut short.
+    """
+    kept: list[dict[str, Any]] = []
+    wanted = current
+    for entry in reversed(history):
+        if wanted is not None and entry.get("bundle") == wanted:
+            kept.append(entry)
+            wanted = entry.get("from")
+    return list(reversed(kept))
 
 
 def previous_version(order: list[str], current: str | None) -> str | None:
@@ -242,6 +267,51 @@ class Installer:
         return (f"HENET_EDGE_HOME={q(self.base)} exec {q(self._device_python(venv))} "
                 f"-m henet_edge.cli " + " ".join(q(a) for a in args))
 
+    # -- the device's deploy lock
+    def _lock(self) -> dict[str, Any]:
+        """Take the device's deploy lock (held on the device until released or the
+        connection dies); the installed state as read under the lock."""
+        holder = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
+                             "pid": os.getpid(),
+                             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        timeout = self.options.lock_timeout
+        command = " ".join([q(self.options.remote_python), "-c", q(agent_source().decode()),
+                            "lock", q(self.base), f"{timeout:g}", q(holder)])
+        held = self.t.start(command)
+        line = held.readline(timeout + 60)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            held.close()
+            raise RemoteCommandError(f"{self.t.name}: could not take the deploy lock in "
+                                     f"{self.base} ({line.strip() or 'no answer'})") from None
+        if not answer.get("ok"):
+            held.close()
+            raise DeployError(self._lock_refusal(answer, timeout))
+        self._held = held
+        return answer.get("installed") or {}
+
+    def _lock_refusal(self, answer: dict[str, Any], timeout: float) -> str:
+        where = f"{self.t.name}: --remote-dir {self.base}"
+        if answer.get("error") == "foreign":
+            shown = ", ".join(answer.get("entries") or [])
+            more = answer.get("count", 0) - len(answer.get("entries") or [])
+            return (f"{where} is not empty and was not made by henet-edge (it holds {shown}"
+                    + (f" and {more} more" if more > 0 else "") + "); deploy only ever "
+                    f"deletes what it created, so give a new or empty folder "
+                    f"(default {DEFAULT_REMOTE_DIR})")
+        if answer.get("error") == "not_a_folder":
+            return f"{where} exists and is not a folder; give another --remote-dir"
+        holder = answer.get("holder") or {}
+        return (f"{self.t.name}: another deploy or rollback to {self.base} is in progress "
+                f"(by {holder.get('by', '?')}, pid {holder.get('pid', '?')}, since "
+                f"{holder.get('since', '?')}); waited {timeout:g}s, try again when it ends")
+
+    def _unlock(self) -> None:
+        held, self._held = getattr(self, "_held", None), None
+        if held is not None:
+            held.close()
+
     # -- probe
     def probe(self) -> DeviceInfo:
         self.info = probe(self.t, python=self.options.remote_python,
@@ -251,6 +321,13 @@ class Installer:
 
     # -- deploy
     def deploy(self, bundle_path: str | Path) -> DeployResult:
+        """Install the device side and ``bundle_path``, under the device's deploy lock."""
+        try:
+            return self._deploy(bundle_path)
+        finally:
+            self._unlock()
+
+    def _deploy(self, bundle_path: str | Path) -> DeployResult:
         t0 = time.monotonic()
         bundle = load_bundle(bundle_path)  # verifies every hash locally first
         bundle_id = bundle.id
@@ -286,6 +363,12 @@ class Installer:
         for w in warnings:
             self.log(f"warning: {w}")
 
+        locked = self._lock()
+        if locked != installed:  # another deploy finished meanwhile: plan from what is there
+            installed = locked
+            if key:
+                need_venv = need_venv and not self._venv_complete(key, installed)
+            has_bundle = bundle_id in (installed.get("bundles") or [])
         self._prepare()
         runtime: dict[str, Any] = {}
         if need_venv:
@@ -309,13 +392,15 @@ class Installer:
 
         if key and installed.get("venv") != key:
             self._switch_link(VENV_LINK, f"{VENVS}/{key}")
+        # History first, then the switch: an entry whose switch never happened is
+        # recognised from `current` on disk (see realised_history).
+        self._append_history({"action": "deploy", "bundle": bundle_id, "name": name,
+                              "from": previous, "venv": key, "version": __version__})
         if previous != bundle_id:
             self._switch_link(CURRENT, f"{BUNDLES}/{bundle_id}")
             self.log(f"current -> {_short(bundle_id)} ({name}), was {_short(previous)}")
         else:
             self.log(f"current is already {_short(bundle_id)} ({name})")
-        self._append_history({"action": "deploy", "bundle": bundle_id, "name": name,
-                              "from": previous, "venv": key, "version": __version__})
         removed = self._prune(bundle_id, key)
         return DeployResult(
             host=self.t.name, bundle=bundle_id, name=name, previous=previous,
@@ -328,7 +413,8 @@ class Installer:
         """Remove a bundle that failed its self-test unless it was ever deployed here."""
         if bundle_id == previous:
             return
-        history = self._agent("status", self.base).get("history", [])
+        state = self._agent("status", self.base)
+        history = realised_history(state.get("history", []), state.get("current"))
         if not any(e.get("bundle") == bundle_id for e in history):
             self._cleanup(f"rm -rf {q(self.path(BUNDLES, bundle_id))}")
 
@@ -433,8 +519,6 @@ class Installer:
                 return False
             self.log(f"the installed copy of {_short(bundle_id)} is damaged "
                      f"({'; '.join(check['problems'][:3])}); uploading it again")
-            self._run(f"mv -T {q(final)} {q(self.path(TMP, 'damaged-' + self._nonce))}",
-                      "moving the damaged bundle aside")
         stage = self.path(TMP, f"upload-{bundle_id[:12]}-{self._nonce}")
         pairs = [(bundle.root / f, f"{stage}/{f}") for f in files]
         try:
@@ -445,12 +529,24 @@ class Installer:
                     f"{self.t.name}: the uploaded bundle failed its hash check on the device "
                     f"({'; '.join(check['problems'][:3])}); nothing was changed, re-run the "
                     f"deploy")
-            self._run(f"mv -T {q(stage)} {q(final)}", "moving the bundle into place")
+            if has_bundle:
+                self._repair_in_place(stage, final, files)
+            else:
+                self._run(f"mv -T {q(stage)} {q(final)}", "moving the bundle into place")
         except BaseException:
             self._cleanup(f"rm -rf {q(stage)}")
             raise
         self.log(f"uploaded and verified {len(files)} files on the device")
         return True
+
+    def _repair_in_place(self, stage: str, final: str, files: list[str]) -> None:
+        """Rename each verified file over its damaged copy: the folder (and a
+        ``current`` pointing at it) never stops existing; then drop the stage."""
+        dirs = sorted({f"{final}/{f.rsplit('/', 1)[0]}" for f in files if "/" in f})
+        steps = [f"mkdir -p {' '.join(q(d) for d in dirs)}"] if dirs else []
+        steps += [f"mv -f -T {q(f'{stage}/{f}')} {q(f'{final}/{f}')}" for f in files]
+        self._run(" && ".join(steps), "replacing the damaged files")
+        self._cleanup(f"rm -rf {q(stage)}")
 
     # -- self-test
     def selftest(self, bundle_dir: str, *, venv: str | None = None) -> dict[str, Any]:
@@ -472,8 +568,10 @@ class Installer:
     def _prune(self, current: str, venv: str | None) -> list[str]:
         state = self._agent("status", self.base)
         installed = {b["id"]: b["mtime"] for b in state["bundles"]}
-        order = deploy_order(state["history"], installed)
-        doomed = to_prune(order, current, self.options.keep)
+        order = deploy_order(realised_history(state["history"], state["current"]), installed)
+        # What `current` is on the device now, never only what this deploy switched to.
+        doomed = [b for b in to_prune(order, state["current"], self.options.keep)
+                  if b != current]
         venvs = [v for v in state["venvs"] if v["complete"] and v["key"] not in
                  (venv, state["venv"])]
         venvs.sort(key=lambda v: (v["record"] or {}).get("installed", ""))
@@ -493,6 +591,7 @@ class Installer:
             check_device(self.info, needs_venv=False)
         args = [self.base, "--verify"] if verify else [self.base]
         state = self._agent("status", *args)
+        state["history"] = realised_history(state["history"], state["current"])
         installed = {b["id"]: b["mtime"] for b in state["bundles"]}
         order = deploy_order(state["history"], installed)
         deployed = {}
@@ -503,16 +602,31 @@ class Installer:
             b["deployed"] = deployed.get(b["id"])
             b["current"] = b["id"] == state["current"]
         state["bundles"].sort(key=lambda b: order.index(b["id"]))
-        state["previous"] = previous_version(order, state["current"])
+        # Only versions that were really current count (a crash may leave one installed
+        # that never was); with no history at all, the folders' order is all there is.
+        state["previous"] = previous_version([b for b in order if b in deployed] or order,
+                                             state["current"])
         state["host"] = self.t.name
         state["device"] = self.info.to_dict() if self.info else {}
         record = state.get("venv_record") or {}
         state["runtime"] = record.get("runtime")
         state["version"] = record.get("version")
+        state["problems"] = current_problems(state)
         state.pop("history", None)
         return state
 
     def rollback(self, to: str | None = None) -> dict[str, Any]:
+        """Switch ``current`` back, under the device's deploy lock."""
+        if not self.base:
+            self.probe()
+            check_device(self.info, needs_venv=False)
+        self._lock()
+        try:
+            return self._rollback(to)
+        finally:
+            self._unlock()
+
+    def _rollback(self, to: str | None) -> dict[str, Any]:
         state = self.status()
         current = state["current"]
         if to:
@@ -532,13 +646,29 @@ class Installer:
                               f"({'; '.join(check['problems'][:3])}); refusing to switch to it "
                               f"(deploy it again instead)")
         report = self.selftest(final) if self.options.selftest else {}
-        self._switch_link(CURRENT, f"{BUNDLES}/{target}")
         name = next((b.get("name") for b in state["bundles"] if b["id"] == target), None)
         self._append_history({"action": "rollback", "bundle": target, "name": name,
                               "from": current})
+        self._switch_link(CURRENT, f"{BUNDLES}/{target}")
         self.log(f"current -> {_short(target)} ({name}), was {_short(current)}")
         return {"host": self.t.name, "bundle": target, "name": name, "previous": current,
                 "selftest": _selftest_summary(report)}
+
+
+def current_problems(state: dict[str, Any]) -> list[str]:
+    """What is wrong with ``current`` in a status answer: dangling, or damaged (--verify)."""
+    current = state.get("current")
+    if current is None:
+        return []
+    entry = next((b for b in state.get("bundles", []) if b["id"] == current), None)
+    if entry is None:
+        return [f"current points at {_short(current)}, which is not installed (dangling): "
+                f"deploy again, or roll back to an installed version"]
+    check = entry.get("verify")
+    if check is not None and not check.get("ok"):
+        return [f"current {_short(current)} is damaged ({'; '.join(check['problems'][:2])}): "
+                f"deploy it again"]
+    return []
 
 
 def _selftest_summary(report: dict[str, Any]) -> dict[str, Any]:

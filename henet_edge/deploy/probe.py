@@ -10,6 +10,7 @@ before anything is written to the device.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,22 @@ def run_agent(transport: Transport, python: str, op: str, *args: str,
                                  f"({result.last_line()})") from None
 
 
+REMOTE_DIR_CHARS = re.compile(r"[A-Za-z0-9._/~+@,=-]+")
+
+
+def check_remote_dir(remote_dir: str) -> str:
+    """Refuse a ``--remote-dir`` that the device's tools (pip, sh) would misread."""
+    if not REMOTE_DIR_CHARS.fullmatch(remote_dir):
+        bad = sorted({c for c in remote_dir if not REMOTE_DIR_CHARS.fullmatch(c)})
+        shown = ", ".join(repr(c) for c in bad) or "nothing"
+        raise DeviceCheckError(f"--remote-dir {remote_dir!r}: contains {shown}; use letters, "
+                               f"digits and . _ - + ~ @ , = / only")
+    return remote_dir
+
+
 def resolve_remote_dir(remote_dir: str, home: str) -> str:
     """``~/...`` against the device's ``$HOME``; absolute paths as they are."""
+    check_remote_dir(remote_dir)
     if remote_dir == "~" or remote_dir.startswith("~/"):
         if not home:
             raise DeviceCheckError("the device did not report $HOME; pass an absolute "
@@ -80,6 +95,7 @@ class DeviceInfo:
     base_exists: bool = False
     installed: dict[str, Any] = field(default_factory=dict)
     python_error: str | None = None   # found, but could not run the probe
+    python_bits: int | None = None    # 32 on a 32-bit userland, even on a 64-bit kernel
 
     @property
     def arch(self) -> str:
@@ -130,6 +146,7 @@ def probe(transport: Transport, *, python: str = DEFAULT_REMOTE_PYTHON,
     info.python_version = tuple(py.get("version") or ()) or None
     info.python_path = py.get("executable") or found
     info.venv_ok = bool(py.get("venv"))
+    info.python_bits = py.get("bits")
     info.machine = data.get("machine") or info.machine
     info.os = data.get("os") or info.os
     info.board = data.get("board")
@@ -200,6 +217,12 @@ def check_device(info: DeviceInfo, *, space: SpaceNeeded | None = None,
         raise DeviceCheckError(
             f"{host}: Python {info.python_text} at {info.python_path} is too old; henet-edge "
             f"needs {need} or newer (Raspberry Pi OS Bookworm ships 3.11)")
+    if (info.machine.lower().startswith("arm") and info.arch != "aarch64") or \
+            (info.arch == "aarch64" and info.python_bits == 32):
+        raise DeviceCheckError(
+            f"{host}: this is a 32-bit ARM system ({info.machine}, {info.python_bits or 32}-bit "
+            f"Python): no LiteRT (ai-edge-litert) wheels exist for it; install Raspberry Pi OS "
+            f"(64-bit) (Pi 3, 4, 5 or Zero 2 W) and deploy again")
     if info.arch not in SUPPORTED_MACHINES.values():
         preinstalled = [name for name, ok in info.runtimes.items() if ok]
         if not preinstalled:

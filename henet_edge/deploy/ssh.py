@@ -24,7 +24,7 @@ from pathlib import Path
 from .errors import ConnectError, DeployError, RemoteCommandError
 from .hostkeys import KnownHosts, check_host_key, known_hosts_name
 from .hosts import DEFAULT_IDENTITIES, HostTarget, load_ssh_config, resolve_host
-from .transport import CommandResult, Progress, Sink, Transport
+from .transport import CommandResult, HeldCommand, Progress, Sink, Transport
 
 Log = Callable[[str], None]
 
@@ -39,6 +39,22 @@ class ConnectOptions:
     accept_new_host_key: bool = False
     connect_timeout: float = 10.0
     use_agent: bool = True
+    verbose: bool = False           # let paramiko's own log reach stderr
+
+
+def _quiet_paramiko(verbose: bool) -> None:
+    """paramiko logs tracebacks from its thread to stderr; only show them with --verbose."""
+    import logging
+
+    logger = logging.getLogger("paramiko")
+    if verbose:
+        logger.propagate = True
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.DEBUG)
+    else:
+        logger.propagate = False
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
 
 
 def _open_socket(hostname: str, port: int, timeout: float, display: str) -> socket.socket:
@@ -170,6 +186,10 @@ def _start(sock, target: HostTarget, known: KnownHosts, options: ConnectOptions,
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         text = str(exc) or type(exc).__name__
+        if not transport.remote_version:
+            raise ConnectError(f"{display}: {target.hostname}:{target.port} does not speak SSH "
+                               f"(no SSH banner: wrong port, or another service listens "
+                               f"there)") from None
         if "banner" in text.lower():
             raise ConnectError(f"{display}: {target.hostname}:{target.port} does not answer "
                                f"like an SSH server (wrong port?): {text}") from None
@@ -193,6 +213,7 @@ def connect(spec: str, options: ConnectOptions | None = None, *,
     import paramiko
 
     options = options or ConnectOptions()
+    _quiet_paramiko(options.verbose)
     config = load_ssh_config(options.ssh_config)
     target = resolve_host(spec, config, identities=options.identities)
     hops = [resolve_host(j, config, identities=options.identities)
@@ -235,7 +256,24 @@ class SSHTransport(Transport):
         self._sftp = None
 
     def _lost(self, exc: BaseException) -> ConnectError:
-        return ConnectError(f"{self.name}: lost the SSH connection ({exc or type(exc).__name__})")
+        reason = str(exc) or type(exc).__name__
+        return ConnectError(f"{self.name}: lost the SSH connection ({reason})")
+
+    def host_key_fingerprint(self) -> str:
+        """The device's SHA256 host key fingerprint: one device, one key."""
+        from .hostkeys import fingerprint
+
+        return fingerprint(self.transport.get_remote_server_key())
+
+    def start(self, command: str) -> HeldCommand:
+        import paramiko
+
+        try:
+            chan = self.transport.open_session(timeout=30)
+            chan.exec_command("/bin/sh -c " + shlex.quote(command))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(exc) from None
+        return _SSHHeld(chan)
 
     def run(self, command: str, *, input: bytes | None = None, timeout: float | None = None,
             stdout_sink: Sink | None = None, stderr_sink: Sink | None = None) -> CommandResult:
@@ -334,3 +372,28 @@ class SSHTransport(Transport):
         for t in [self.transport, *reversed(self.jumps)]:
             with contextlib.suppress(Exception):
                 t.close()
+
+
+class _SSHHeld(HeldCommand):
+    def __init__(self, chan):
+        self.chan = chan
+
+    def readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data and time.monotonic() < deadline:
+            if self.chan.recv_ready():
+                block = self.chan.recv(65536)
+                if not block:
+                    break
+                data += block
+            elif self.chan.eof_received or self.chan.closed:
+                break
+            else:
+                select.select([self.chan], [], [], 0.2)
+        return data.decode("utf-8", "replace").split("\n", 1)[0]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.shutdown_write()
+            self.chan.close()

@@ -9,6 +9,7 @@ scripts; paths are absolute and quoted by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -54,6 +55,18 @@ class CommandResult:
         return f"exit status {self.returncode}"
 
 
+class HeldCommand(ABC):
+    """A command left running on the device (its stdin open) until :meth:`close`."""
+
+    @abstractmethod
+    def readline(self, timeout: float) -> str:
+        """The command's first line of output ("" if it ended or ``timeout`` passed)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the command's stdin and let it end."""
+
+
 class Transport(ABC):
     """A device reachable for commands and file copies."""
 
@@ -76,6 +89,11 @@ class Transport(ABC):
     @abstractmethod
     def get(self, remote: str, local: Path) -> None:
         """Copy the device file ``remote`` to ``local``."""
+
+    @abstractmethod
+    def start(self, command: str) -> HeldCommand:
+        """Start ``command`` and leave it running; it sees EOF on stdin when closed
+        or when this connection dies (what device-side locks rely on)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection (if any)."""
@@ -138,6 +156,12 @@ class LocalTransport(Transport):
         return CommandResult(command, returncode, b"".join(chunks["out"]),
                              b"".join(chunks["err"]))
 
+    def start(self, command: str) -> HeldCommand:
+        env = None if self.env is None else {**os.environ, **self.env}
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        return _LocalHeld(proc)
+
     def put(self, local: Path, remote: str, *, progress: Progress | None = None) -> None:
         with open(local, "rb") as src, open(remote, "wb") as dst:
             while block := src.read(COPY_CHUNK):
@@ -147,3 +171,25 @@ class LocalTransport(Transport):
 
     def get(self, remote: str, local: Path) -> None:
         shutil.copyfile(remote, local)
+
+
+class _LocalHeld(HeldCommand):
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def readline(self, timeout: float) -> str:
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return line[0].decode("utf-8", "replace") if line else ""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
