@@ -361,12 +361,12 @@ def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = No
         def log(message: str) -> None:
             click.echo(f"[{host}] {message}", err=True)
 
-        with connect(host, connect_options, log=log) as transport:
-            first = same_device.claim(host, transport.host_key_fingerprint())
+        with connect(host, connect_options, log=log) as connection:
+            first = same_device.claim(host, connection.host_key_fingerprint())
             if first is not None:
                 log(f"same device as {first} (the same host key): done once, as {first}")
                 return {"host": host, "same_device_as": first}
-            installer = Installer(transport, options, log=log, progress=progress,
+            installer = Installer(connection, options, log=log, progress=progress,
                                   progress_position=index if several else None)
             return work(installer)
 
@@ -566,12 +566,12 @@ def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
     from henet_edge.deploy.remote import remote_classify
 
     def work(installer):
-        prefix = f"[{installer.t.name}] " if several else ""
+        prefix = f"[{installer.name}] " if several else ""
         code = remote_classify(
             installer, list(inputs), precision=precision, top_k=top_k, threads=threads,
             as_json=as_json, out=lambda line: click.echo(prefix + line),
             err=lambda line: click.echo(prefix + line, err=True))
-        return {"host": installer.t.name, "exit": code}
+        return {"host": installer.name, "exit": code}
 
     several = len(conn["hosts"]) > 1 or conn["hosts_file"] is not None
     outcomes = _fleet(conn, work)
@@ -614,8 +614,8 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
     def work(installer):
         result, path = remote_bench(installer, list(bench_args), out_path=out_path,
                                     err=lambda line: click.echo(line, err=True))
-        click.echo(f"[{installer.t.name}] saved {path}", err=True)
-        return {"host": installer.t.name, "path": str(path), "result": result}
+        click.echo(f"[{installer.name}] saved {path}", err=True)
+        return {"host": installer.name, "path": str(path), "result": result}
 
     outcomes = _fleet(conn, work)
     if as_json:
@@ -984,7 +984,7 @@ def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **
     1. converts the default model (or --model) to float32 and int8 TFLite
        with its calibration set (op audit, quantization report card);
     2. deploys the bundle to a local folder laid out exactly like a Pi,
-       through the same installer as `deploy` (only the transport differs),
+       through the same installer as `deploy` (only the connection differs),
        or with --host to a real device over SSH;
     3. times both precisions with the paper's protocol on one core;
     4. classifies the bundle's sample images with the installed bundle;

@@ -455,10 +455,10 @@ def test_bundle_failing_its_hashes_refused_before_connecting(kit, tmp_path):
 
 
 # ------------------------------------------------------------------ one device, many hands
-def _installer(kit: Kit, transport, **options):
+def _installer(kit: Kit, connection, **options):
     from henet_edge.deploy.installer import Installer, InstallOptions
 
-    return Installer(transport, InstallOptions(wheel=kit.wheel, wheelhouse=kit.wheelhouse,
+    return Installer(connection, InstallOptions(wheel=kit.wheel, wheelhouse=kit.wheelhouse,
                                                **options), progress=False)
 
 

@@ -1,6 +1,6 @@
 """Deploy without SSH: host specs, SSH config, host keys, device checks, version
 bookkeeping, the device self-test, and the whole installer through the local
-transport (the demo's path)."""
+connection (the demo's path)."""
 
 from __future__ import annotations
 
@@ -204,12 +204,12 @@ def test_selftest_passes_and_fails_with_both_predictions(tiny_bundle, tmp_path):
     assert "FAILED" in lines and "desktop" in lines and "device" in lines
 
 
-# ------------------------------------------------------------------ the local transport
+# ------------------------------------------------------------------ the local connection
 def test_local_deploy_rollback_status(tiny_bundle, tmp_path):
     """The demo's path: the real installer into a folder, no SSH, no venv."""
     from henet_edge.deploy import deploy_local
+    from henet_edge.deploy.connection import LocalConnection
     from henet_edge.deploy.installer import Installer, InstallOptions
-    from henet_edge.deploy.transport import LocalTransport
     from henet_edge.device.bundle import load_bundle
 
     target = tmp_path / "pi"
@@ -228,7 +228,7 @@ def test_local_deploy_rollback_status(tiny_bundle, tmp_path):
 
     options = InstallOptions(remote_dir=str(target), device_python=sys.executable,
                              remote_python=sys.executable)
-    with LocalTransport() as t:
+    with LocalConnection() as t:
         installer = Installer(t, options)
         back = installer.rollback()
         assert back["bundle"] == bundle_id(tiny_bundle)

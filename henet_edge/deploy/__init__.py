@@ -5,8 +5,10 @@ package import). Modules:
 
 * :mod:`.hosts` - ``--host`` values and ``~/.ssh/config`` (aliases, ProxyJump).
 * :mod:`.hostkeys` - known_hosts checks, OpenSSH SHA256 fingerprints, accept-new.
-* :mod:`.transport` - the :class:`Transport` interface and :class:`LocalTransport`.
-* :mod:`.ssh` - :func:`connect` and the paramiko :class:`SSHTransport`.
+* :mod:`.connection` - the :class:`Connection` interface and :class:`LocalConnection`.
+* :mod:`.ssh` - :func:`connect` and the paramiko :class:`SSHConnection`.
+* :mod:`.session` - :class:`DeviceSession`: a connection plus the state folder, and the
+  steps every caller shares (checked commands, atomic writes, uploads, scratch folders).
 * :mod:`.agent` - the stdlib-only helper run by the device's own ``python3``.
 * :mod:`.probe` - what the device is, and whether it can take the deploy.
 * :mod:`.wheel` - the cached, reproducible wheel of this project.
@@ -51,8 +53,8 @@ def deploy_local(bundle: str | Path, folder: str | Path, *, device_python: str |
     PATH, dependencies from ``wheelhouse`` or the package index).
     Returns a :class:`~henet_edge.deploy.installer.DeployResult`.
     """
+    from .connection import LocalConnection
     from .installer import Installer, InstallOptions
-    from .transport import LocalTransport
 
     folder = Path(folder).expanduser().resolve()
     options = InstallOptions(remote_dir=str(folder), keep=keep,
@@ -60,8 +62,8 @@ def deploy_local(bundle: str | Path, folder: str | Path, *, device_python: str |
                              remote_python=device_python or "python3",
                              wheel=Path(wheel) if wheel else None,
                              wheelhouse=Path(wheelhouse) if wheelhouse else None)
-    with LocalTransport(name=f"local:{folder}") as transport:
-        return Installer(transport, options, log=log, progress=progress).deploy(bundle)
+    with LocalConnection(name=f"local:{folder}") as connection:
+        return Installer(connection, options, log=log, progress=progress).deploy(bundle)
 
 
 def default_device_python() -> str:

@@ -3,7 +3,7 @@
 1. take a trained model (the shipped default, or ``--model``),
 2. convert it to float32 and int8 TFLite with its calibration set (audit, report card),
 3. deploy the bundle to a local target folder laid out exactly like a Pi, through the
-   same installer as SSH deploy (only the transport differs) - or to ``--host``,
+   same installer as SSH deploy (only the connection differs) - or to ``--host``,
 4. time both precisions with the paper's protocol on one core, interleaved,
 5. classify sample images with the installed bundle,
 6. print one summary table.
@@ -86,15 +86,15 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
 @contextmanager
 def local_installer(target: Path, log: Callable[[str], None]) -> Iterator:
     """The SSH installer over a local folder laid out exactly like a device."""
+    from .connection import LocalConnection
     from .installer import Installer, InstallOptions
-    from .transport import LocalTransport
 
     _check_writable(target)
     target = target.expanduser().resolve()
     options = InstallOptions(remote_dir=str(target), device_python=sys.executable,
                              remote_python=sys.executable)
-    with LocalTransport(name=f"local:{target}") as transport:
-        yield Installer(transport, options, log=log, progress=False)
+    with LocalConnection(name=f"local:{target}") as connection:
+        yield Installer(connection, options, log=log, progress=False)
 
 
 def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, work: Path,
@@ -103,7 +103,7 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     from .remote import remote_bench, remote_classify
 
     t0 = time.perf_counter()
-    log(f"2/4 deploy to {installer.t.name}")
+    log(f"2/4 deploy to {installer.name}")
     deployed = installer.deploy(bundle_dir)
     log(f"3/4 bench: {options.repeats} x {options.runs} passes per precision, one core, "
         "interleaved")
@@ -128,7 +128,7 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     if set(timing) != {"int8", "float32"}:
         raise DemoError(f"bench timed {sorted(timing)}, expected int8 and float32")
     return {
-        "target": installer.t.name, "bundle": deployed.bundle, "report": manifest["report"],
+        "target": installer.name, "bundle": deployed.bundle, "report": manifest["report"],
         "sizes": {p: (bundle_dir / manifest["models"][p]["file"]).stat().st_size
                   for p in ("float32", "int8")},
         "latency": {p: {"time_s": r["time_s"], **r["per_inference_ms"]}

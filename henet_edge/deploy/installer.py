@@ -28,30 +28,29 @@ any point (either side, ``kill -9`` included) leaves the previous ``current``
 intact and runnable, and a re-run completes the job. Re-deploying an unchanged
 wheel installs nothing; an unchanged bundle uploads nothing.
 
-Everything goes through a :class:`~henet_edge.deploy.transport.Transport`:
+Everything goes through a :class:`~henet_edge.deploy.connection.Connection`:
 SSH for a Pi, or a local folder for the demo.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
 import json
 import os
-import shlex
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from henet_edge import __version__
 from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 
 from . import agent
+from .connection import Connection
 from .errors import DeployError, RemoteCommandError, SelftestFailed
 from .probe import (
     DEFAULT_REMOTE_DIR,
@@ -64,17 +63,13 @@ from .probe import (
     probe,
     run_agent,
 )
-from .transport import Transport
+from .session import TMP, DeviceSession
 
 Log = Callable[[str], None]
 
-BUNDLES, VENVS, VENV_LINK, CURRENT, TMP = "bundles", "venvs", "venv", "current", "tmp"
+BUNDLES, VENVS, VENV_LINK, CURRENT = "bundles", "venvs", "venv", "current"
 HISTORY, LAST_BENCH, INSTALL_RECORD = agent.HISTORY, agent.LAST_BENCH, agent.INSTALL_RECORD
 MB = 1_000_000
-
-
-def q(text: str) -> str:
-    return shlex.quote(text)
 
 
 @dataclass
@@ -198,63 +193,51 @@ def _short(bundle_id: str | None) -> str:
 
 # ----------------------------------------------------------------- installer
 class Installer:
-    """Deploy, roll back and inspect one device through ``transport``."""
+    """Deploy, roll back and inspect one device, through a :class:`DeviceSession`."""
 
-    def __init__(self, transport: Transport, options: InstallOptions | None = None, *,
+    def __init__(self, connection: Connection, options: InstallOptions | None = None, *,
                  log: Log | None = None, progress: bool | None = None,
                  progress_position: int | None = None):
-        self.t = transport
         self.options = options or InstallOptions()
+        self.session = DeviceSession(connection, timeout=self.options.command_timeout,
+                                     progress=progress, progress_position=progress_position)
         self.log = log or (lambda _msg: None)
-        self.progress = progress
-        self.position = progress_position
         self.info: DeviceInfo | None = None
-        self.base = ""
-        self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
-    # -- paths and small remote helpers
+    # -- the session's facts, under the names the deploy steps use
+    @property
+    def connection(self) -> Connection:
+        return self.session.connection
+
+    @property
+    def name(self) -> str:
+        """How messages name the device (``pi@pi.local:22``, ``local:...``)."""
+        return self.session.name
+
+    @property
+    def base(self) -> str:
+        """The state folder on the device ("" until :meth:`probe` resolved it)."""
+        return self.session.base
+
     def path(self, *parts: str) -> str:
-        return "/".join([self.base, *parts])
-
-    def _run(self, command: str, what: str, **kwargs):
-        kwargs.setdefault("timeout", self.options.command_timeout)
-        return self.t.check(command, what, **kwargs)
+        return self.session.path(*parts)
 
     def _agent(self, op: str, *args: str) -> dict[str, Any]:
-        return run_agent(self.t, self.options.remote_python, op, *args)
-
-    def _write_file(self, path: str, data: bytes) -> None:
-        tmp = f"{path}.tmp-{self._nonce}"
-        self._run(f"cat > {q(tmp)} && mv -f {q(tmp)} {q(path)}", f"writing {path}",
-                  input=data)
+        return run_agent(self.connection, self.options.remote_python, op, *args)
 
     def _switch_link(self, link: str, target: str) -> None:
         """Point ``base/link`` at ``target`` (relative) atomically: ln -s + mv -T."""
-        tmp = self.path(f".{link}.new-{self._nonce}")
-        self._run(f"rm -f {q(tmp)} && ln -s {q(target)} {q(tmp)} && "
-                  f"mv -T {q(tmp)} {q(self.path(link))}", f"switching {link} to {target}")
+        tmp = self.path(f".{link}.new-{self.session.nonce}")
+        self.session.run(f"rm -f {quote(tmp)} && ln -s {quote(target)} {quote(tmp)} && "
+                         f"mv -T {quote(tmp)} {quote(self.path(link))}",
+                         f"switching {link} to {target}")
 
     def _append_history(self, entry: dict[str, Any]) -> None:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "by": f"{getpass.getuser()}@{socket.gethostname()}", **entry}
-        self._run(f"printf '%s\\n' {q(json.dumps(entry))} >> {q(self.path(HISTORY))}",
-                  "recording the deploy history")
-
-    def _bar(self, total: int, desc: str):
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=f"{self.t.name}: {desc}", leave=False, position=self.position,
-                    disable=None if self.progress is None else not self.progress)
-
-    def _upload(self, pairs: list[tuple[Path, str]], desc: str) -> None:
-        """Copy ``(local, remote)`` files with one progress bar for all of them."""
-        dirs = sorted({remote.rsplit("/", 1)[0] for _, remote in pairs})
-        self._run("mkdir -p " + " ".join(q(d) for d in dirs), "creating upload folders")
-        total = sum(local.stat().st_size for local, _ in pairs)
-        with self._bar(total, desc) as bar:
-            for local, remote in pairs:
-                self.t.put(local, remote, progress=bar.update)
+        line = quote(json.dumps(entry))
+        self.session.run(f"printf '%s\\n' {line} >> {quote(self.path(HISTORY))}",
+                         "recording the deploy history")
 
     def _device_python(self, venv: str | None = None) -> str:
         if self.options.device_python:
@@ -264,8 +247,8 @@ class Installer:
 
     def henet_command(self, args: list[str], *, venv: str | None = None) -> str:
         """Shell command running ``henet-edge ARGS`` on the device with its state folder."""
-        return (f"HENET_EDGE_HOME={q(self.base)} exec {q(self._device_python(venv))} "
-                f"-m henet_edge.cli " + " ".join(q(a) for a in args))
+        return (f"HENET_EDGE_HOME={quote(self.base)} exec {quote(self._device_python(venv))} "
+                f"-m henet_edge.cli " + " ".join(quote(a) for a in args))
 
     # -- the device's deploy lock
     def _lock(self) -> dict[str, Any]:
@@ -275,15 +258,15 @@ class Installer:
                              "pid": os.getpid(),
                              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         timeout = self.options.lock_timeout
-        command = " ".join([q(self.options.remote_python), "-c", q(agent_source().decode()),
-                            "lock", q(self.base), f"{timeout:g}", q(holder)])
-        held = self.t.start(command)
+        command = " ".join([quote(self.options.remote_python), "-c", quote(agent_source().decode()),
+                            "lock", quote(self.base), f"{timeout:g}", quote(holder)])
+        held = self.connection.start(command)
         line = held.readline(timeout + 60)
         try:
             answer = json.loads(line)
         except ValueError:
             held.close()
-            raise RemoteCommandError(f"{self.t.name}: could not take the deploy lock in "
+            raise RemoteCommandError(f"{self.name}: could not take the deploy lock in "
                                      f"{self.base} ({line.strip() or 'no answer'})") from None
         if not answer.get("ok"):
             held.close()
@@ -292,7 +275,7 @@ class Installer:
         return answer.get("installed") or {}
 
     def _lock_refusal(self, answer: dict[str, Any], timeout: float) -> str:
-        where = f"{self.t.name}: --remote-dir {self.base}"
+        where = f"{self.name}: --remote-dir {self.base}"
         if answer.get("error") == "foreign":
             shown = ", ".join(answer.get("entries") or [])
             more = answer.get("count", 0) - len(answer.get("entries") or [])
@@ -303,7 +286,7 @@ class Installer:
         if answer.get("error") == "not_a_folder":
             return f"{where} exists and is not a folder; give another --remote-dir"
         holder = answer.get("holder") or {}
-        return (f"{self.t.name}: another deploy or rollback to {self.base} is in progress "
+        return (f"{self.name}: another deploy or rollback to {self.base} is in progress "
                 f"(by {holder.get('by', '?')}, pid {holder.get('pid', '?')}, since "
                 f"{holder.get('since', '?')}); waited {timeout:g}s, try again when it ends")
 
@@ -314,9 +297,9 @@ class Installer:
 
     # -- probe
     def probe(self) -> DeviceInfo:
-        self.info = probe(self.t, python=self.options.remote_python,
+        self.info = probe(self.connection, python=self.options.remote_python,
                           remote_dir=self.options.remote_dir)
-        self.base = self.info.base
+        self.session.base = self.info.base
         return self.info
 
     # -- deploy
@@ -403,7 +386,7 @@ class Installer:
             self.log(f"current is already {_short(bundle_id)} ({name})")
         removed = self._prune(bundle_id, key)
         return DeployResult(
-            host=self.t.name, bundle=bundle_id, name=name, previous=previous,
+            host=self.name, bundle=bundle_id, name=name, previous=previous,
             version=__version__ if not self.options.device_python else "external",
             venv=key, installed=need_venv, uploaded=uploaded, runtime=runtime,
             selftest=_selftest_summary(selftest), device=info.to_dict(), warnings=warnings,
@@ -416,7 +399,7 @@ class Installer:
         state = self._agent("status", self.base)
         history = realised_history(state.get("history", []), state.get("current"))
         if not any(e.get("bundle") == bundle_id for e in history):
-            self._cleanup(f"rm -rf {q(self.path(BUNDLES, bundle_id))}")
+            self.session.run_quietly(f"rm -rf {quote(self.path(BUNDLES, bundle_id))}")
 
     def _wheel(self) -> tuple[Path, str]:
         from .wheel import check_wheel, project_wheel
@@ -428,13 +411,13 @@ class Installer:
     def _venv_complete(self, key: str, installed: dict[str, Any]) -> bool:
         if installed.get("venv") == key and installed.get("venv_record"):
             return True
-        result = self.t.run(f"test -f {q(self.path(VENVS, key, INSTALL_RECORD))}")
+        result = self.connection.run(f"test -f {quote(self.path(VENVS, key, INSTALL_RECORD))}")
         return result.ok
 
     def _venv_record(self, key: str, installed: dict[str, Any]) -> dict[str, Any] | None:
         if installed.get("venv") == key:
             return installed.get("venv_record")
-        result = self.t.run(f"cat {q(self.path(VENVS, key, INSTALL_RECORD))}")
+        result = self.connection.run(f"cat {quote(self.path(VENVS, key, INSTALL_RECORD))}")
         try:
             return json.loads(result.out) if result.ok else None
         except json.JSONDecodeError:
@@ -443,11 +426,11 @@ class Installer:
     def _prepare(self) -> None:
         """Create the layout; clear what interrupted runs left (tmp/, unfinished venvs)."""
         b = self.base
-        self._run(
-            f"mkdir -p {q(b)}/{BUNDLES} {q(b)}/{VENVS} {q(b)}/{TMP} && "
-            f"rm -rf {q(b)}/{TMP}/* {q(b)}/{TMP}/.[!.]* {q(b)}/.current.new-* "
-            f"{q(b)}/.venv.new-* && "
-            f"for d in {q(b)}/{VENVS}/*; do "
+        self.session.run(
+            f"mkdir -p {quote(b)}/{BUNDLES} {quote(b)}/{VENVS} {quote(b)}/{TMP} && "
+            f"rm -rf {quote(b)}/{TMP}/* {quote(b)}/{TMP}/.[!.]* {quote(b)}/.current.new-* "
+            f"{quote(b)}/.venv.new-* && "
+            f"for d in {quote(b)}/{VENVS}/*; do "
             f'[ -d "$d" ] && [ ! -f "$d/{INSTALL_RECORD}" ] && rm -rf "$d"; done; true',
             f"preparing {b}")
 
@@ -456,12 +439,12 @@ class Installer:
         bad = [remote.rsplit("/", 1)[-1] for local, remote in pairs
                if remote_hashes.get(remote) != sha256_file(local)]
         if bad:
-            raise DeployError(f"{self.t.name}: {', '.join(bad)} failed the sha256 check after "
+            raise DeployError(f"{self.name}: {', '.join(bad)} failed the sha256 check after "
                               f"upload (corrupted in transfer); nothing was changed, re-run")
 
     def _install_venv(self, key: str, wheel: Path, wheel_sha: str, wheelhouse: list[Path],
                       info: DeviceInfo) -> dict[str, Any]:
-        stage = self.path(TMP, f"install-{self._nonce}")
+        stage = self.path(TMP, self.session.unique("install"))
         venv = self.path(VENVS, key)
         pairs = [(wheel, f"{stage}/{wheel.name}")]
         pairs += [(p, f"{stage}/wheelhouse/{p.name}") for p in wheelhouse]
@@ -469,25 +452,25 @@ class Installer:
         self.log(f"installing henet-edge {__version__} [device] into {venv} "
                  f"(dependencies from {source})")
         try:
-            self._upload(pairs, "wheels")
+            self.session.upload(pairs, "wheels")
             self._verify_uploads(pairs)
-            self._run(f"rm -rf {q(venv)} && {q(info.python_path)} -m venv "
-                      f"--system-site-packages {q(venv)}", "creating the venv")
+            self.session.run(f"rm -rf {quote(venv)} && {quote(info.python_path)} -m venv "
+                             f"--system-site-packages {quote(venv)}", "creating the venv")
             pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
                    "--no-input"]
             if wheelhouse:
                 pip += ["--no-index", "--find-links", f"{stage}/wheelhouse"]
-            pip_line = " ".join(q(a) for a in pip)
-            result = self.t.run(f"{pip_line} {q(pairs[0][1] + '[device]')}",
+            pip_line = " ".join(quote(a) for a in pip)
+            result = self.connection.run(f"{pip_line} {quote(pairs[0][1] + '[device]')}",
                                 timeout=self.options.command_timeout)
             if not result.ok:
-                raise RemoteCommandError(f"{self.t.name}: pip install failed: "
+                raise RemoteCommandError(f"{self.name}: pip install failed: "
                                          f"{result.last_line()}")
             check = ("import json; from henet_edge.device.runtime import find_runtime; "
                      "print(json.dumps(find_runtime().describe()))")
-            result = self.t.run(f"{q(venv + '/bin/python')} -c {q(check)}")
+            result = self.connection.run(f"{quote(venv + '/bin/python')} -c {quote(check)}")
             if not result.ok:
-                raise RemoteCommandError(f"{self.t.name}: the installed device side cannot "
+                raise RemoteCommandError(f"{self.name}: the installed device side cannot "
                                          f"load a TFLite runtime: {result.last_line()}")
             runtime = json.loads(result.out.strip().splitlines()[-1])
             record = {"version": __version__, "wheel": wheel.name, "wheel_sha256": wheel_sha,
@@ -495,17 +478,14 @@ class Installer:
                       "dependencies": "wheelhouse" if wheelhouse else "index",
                       "runtime": runtime,
                       "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            self._write_file(f"{venv}/{INSTALL_RECORD}", json.dumps(record, indent=1).encode())
+            self.session.write_file(f"{venv}/{INSTALL_RECORD}",
+                                    json.dumps(record, indent=1).encode())
         except BaseException:
-            self._cleanup(f"rm -rf {q(venv)} {q(stage)}")
+            self.session.run_quietly(f"rm -rf {quote(venv)} {quote(stage)}")
             raise
-        self._cleanup(f"rm -rf {q(stage)}")
+        self.session.run_quietly(f"rm -rf {quote(stage)}")
         self.log(f"installed; runtime {runtime.get('name')} {runtime.get('version')}")
         return runtime
-
-    def _cleanup(self, command: str) -> None:
-        with contextlib.suppress(Exception):
-            self.t.run(command, timeout=120)
 
     def _ensure_bundle(self, bundle: Bundle, bundle_id: str, files: list[str],
                        has_bundle: bool) -> bool:
@@ -519,22 +499,23 @@ class Installer:
                 return False
             self.log(f"the installed copy of {_short(bundle_id)} is damaged "
                      f"({'; '.join(check['problems'][:3])}); uploading it again")
-        stage = self.path(TMP, f"upload-{bundle_id[:12]}-{self._nonce}")
+        stage = self.path(TMP, self.session.unique(f"upload-{bundle_id[:12]}"))
         pairs = [(bundle.root / f, f"{stage}/{f}") for f in files]
         try:
-            self._upload(pairs, "bundle")
+            self.session.upload(pairs, "bundle")
             check = self._agent("verify", stage, bundle_id)
             if not check["ok"]:
                 raise DeployError(
-                    f"{self.t.name}: the uploaded bundle failed its hash check on the device "
+                    f"{self.name}: the uploaded bundle failed its hash check on the device "
                     f"({'; '.join(check['problems'][:3])}); nothing was changed, re-run the "
                     f"deploy")
             if has_bundle:
                 self._repair_in_place(stage, final, files)
             else:
-                self._run(f"mv -T {q(stage)} {q(final)}", "moving the bundle into place")
+                self.session.run(f"mv -T {quote(stage)} {quote(final)}",
+                                 "moving the bundle into place")
         except BaseException:
-            self._cleanup(f"rm -rf {q(stage)}")
+            self.session.run_quietly(f"rm -rf {quote(stage)}")
             raise
         self.log(f"uploaded and verified {len(files)} files on the device")
         return True
@@ -543,23 +524,23 @@ class Installer:
         """Rename each verified file over its damaged copy: the folder (and a
         ``current`` pointing at it) never stops existing; then drop the stage."""
         dirs = sorted({f"{final}/{f.rsplit('/', 1)[0]}" for f in files if "/" in f})
-        steps = [f"mkdir -p {' '.join(q(d) for d in dirs)}"] if dirs else []
-        steps += [f"mv -f -T {q(f'{stage}/{f}')} {q(f'{final}/{f}')}" for f in files]
-        self._run(" && ".join(steps), "replacing the damaged files")
-        self._cleanup(f"rm -rf {q(stage)}")
+        steps = [f"mkdir -p {' '.join(quote(d) for d in dirs)}"] if dirs else []
+        steps += [f"mv -f -T {quote(f'{stage}/{f}')} {quote(f'{final}/{f}')}" for f in files]
+        self.session.run(" && ".join(steps), "replacing the damaged files")
+        self.session.run_quietly(f"rm -rf {quote(stage)}")
 
     # -- self-test
     def selftest(self, bundle_dir: str, *, venv: str | None = None) -> dict[str, Any]:
         """Run ``henet-edge selftest`` on the device; raise :class:`SelftestFailed`."""
         command = self.henet_command(["selftest", bundle_dir, "--json"], venv=venv)
-        result = self.t.run(command, timeout=self.options.command_timeout)
+        result = self.connection.run(command, timeout=self.options.command_timeout)
         try:
             report = json.loads(result.out[result.out.index("{"):])
         except ValueError:
-            raise SelftestFailed(f"{self.t.name}: the self-test could not run: "
+            raise SelftestFailed(f"{self.name}: the self-test could not run: "
                                  f"{result.last_line()}") from None
         if not report.get("passed") or not result.ok:
-            raise SelftestFailed(_selftest_message(self.t.name, report), report)
+            raise SelftestFailed(_selftest_message(self.name, report), report)
         summary = _selftest_summary(report)
         self.log(f"self-test passed: {summary['text']}")
         return report
@@ -579,7 +560,7 @@ class Installer:
         paths = [self.path(BUNDLES, b) for b in doomed] + [self.path(VENVS, v)
                                                            for v in doomed_venvs]
         if paths:
-            self._run("rm -rf " + " ".join(q(p) for p in paths), "removing old versions")
+            self.session.run("rm -rf " + " ".join(quote(p) for p in paths), "removing old versions")
             self.log(f"removed {len(doomed)} old bundle(s) and {len(doomed_venvs)} old venv(s) "
                      f"(keeping {self.options.keep})")
         return doomed
@@ -606,7 +587,7 @@ class Installer:
         # that never was); with no history at all, the folders' order is all there is.
         state["previous"] = previous_version([b for b in order if b in deployed] or order,
                                              state["current"])
-        state["host"] = self.t.name
+        state["host"] = self.name
         state["device"] = self.info.to_dict() if self.info else {}
         record = state.get("venv_record") or {}
         state["runtime"] = record.get("runtime")
@@ -634,15 +615,15 @@ class Installer:
         else:
             target = state["previous"]
             if target is None:
-                raise DeployError(f"{self.t.name}: nothing to roll back to (installed: "
+                raise DeployError(f"{self.name}: nothing to roll back to (installed: "
                                   + (", ".join(_short(b['id']) for b in state['bundles'])
                                      or "nothing") + ")")
         if target == current:
-            raise DeployError(f"{self.t.name}: {_short(target)} is already current")
+            raise DeployError(f"{self.name}: {_short(target)} is already current")
         final = self.path(BUNDLES, target)
         check = self._agent("verify", final, target)
         if not check["ok"]:
-            raise DeployError(f"{self.t.name}: version {_short(target)} is damaged on the device "
+            raise DeployError(f"{self.name}: version {_short(target)} is damaged on the device "
                               f"({'; '.join(check['problems'][:3])}); refusing to switch to it "
                               f"(deploy it again instead)")
         report = self.selftest(final) if self.options.selftest else {}
@@ -651,7 +632,7 @@ class Installer:
                               "from": current})
         self._switch_link(CURRENT, f"{BUNDLES}/{target}")
         self.log(f"current -> {_short(target)} ({name}), was {_short(current)}")
-        return {"host": self.t.name, "bundle": target, "name": name, "previous": current,
+        return {"host": self.name, "bundle": target, "name": name, "previous": current,
                 "selftest": _selftest_summary(report)}
 
 

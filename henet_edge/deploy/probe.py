@@ -1,6 +1,6 @@
 """What is the device, and can it take this deploy?
 
-:func:`probe` asks the device (through any :class:`Transport`) for its
+:func:`probe` asks the device (through any :class:`Connection`) for its
 architecture, Python, OS, free disk and current install, using the
 standard-library helper in :mod:`henet_edge.deploy.agent`.
 :func:`check_device` turns the answer into one clear error (or warnings)
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .connection import Connection
 from .errors import DeviceCheckError, RemoteCommandError
-from .transport import Transport
 
 # Machines ai-edge-litert publishes Linux wheels for (normalised name on the right).
 SUPPORTED_MACHINES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_64",
@@ -31,19 +31,19 @@ def agent_source() -> bytes:
     return (Path(__file__).with_name("agent.py")).read_bytes()
 
 
-def run_agent(transport: Transport, python: str, op: str, *args: str,
+def run_agent(connection: Connection, python: str, op: str, *args: str,
               timeout: float | None = 600) -> dict[str, Any]:
     """Run one :mod:`~henet_edge.deploy.agent` operation on the device; its JSON answer."""
     command = " ".join([shlex.quote(python), "-", op, *(shlex.quote(a) for a in args)])
-    result = transport.run(command, input=agent_source(), timeout=timeout)
+    result = connection.run(command, input=agent_source(), timeout=timeout)
     if not result.ok:
-        raise RemoteCommandError(f"{transport.name}: device helper '{op}' failed: "
+        raise RemoteCommandError(f"{connection.name}: device helper '{op}' failed: "
                                  f"{result.last_line()}")
     lines = [line for line in result.out.splitlines() if line.strip()]
     try:
         return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        raise RemoteCommandError(f"{transport.name}: device helper '{op}' gave no answer "
+        raise RemoteCommandError(f"{connection.name}: device helper '{op}' gave no answer "
                                  f"({result.last_line()})") from None
 
 
@@ -122,22 +122,22 @@ class DeviceInfo:
         return ", ".join(parts)
 
 
-def probe(transport: Transport, *, python: str = DEFAULT_REMOTE_PYTHON,
+def probe(connection: Connection, *, python: str = DEFAULT_REMOTE_PYTHON,
           remote_dir: str = DEFAULT_REMOTE_DIR) -> DeviceInfo:
     """Ask the device what it is. Writes nothing on the device."""
     shell = ('uname -m; uname -s; printf "%s\\n" "$HOME"; '
              f"command -v {shlex.quote(python)} || echo ''")
-    result = transport.check(shell, "probing the device (uname)")
+    result = connection.check(shell, "probing the device (uname)")
     lines = [*result.out.splitlines(), "", "", "", ""]
     machine, system, home, found = (line.strip() for line in lines[:4])
     base = resolve_remote_dir(remote_dir, home)
-    info = DeviceInfo(host=transport.name, machine=machine or "unknown",
+    info = DeviceInfo(host=connection.name, machine=machine or "unknown",
                       system=system or "unknown", home=home, base=base, python=python,
                       python_path=found or None)
     if not found:
         return info
     try:
-        data = run_agent(transport, python, "probe", base)
+        data = run_agent(connection, python, "probe", base)
     except RemoteCommandError as exc:
         # Found but not runnable as Python 3 (a Python 2, or a broken interpreter).
         info.python_error = str(exc)

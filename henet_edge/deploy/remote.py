@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DeployError
-from .installer import CURRENT, LAST_BENCH, TMP, Installer, q
+from .installer import CURRENT, LAST_BENCH, Installer
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Echo = Callable[[str], None]
@@ -50,7 +50,7 @@ class LineSink:
 
 
 def _require_install(installer: Installer, state: dict[str, Any]) -> None:
-    host = installer.t.name
+    host = installer.name
     if not state.get("current"):
         raise DeployError(f"{host}: no bundle is deployed there; run `henet-edge deploy "
                           f"--host {host}` first")
@@ -89,25 +89,22 @@ def remote_classify(installer: Installer, inputs: list[str], *, precision: str |
         err(line)
     if not images:
         raise DeployError("no images to classify")
-    stage = installer.path(TMP, f"classify-{installer._nonce}")
-    pairs = [(p, f"{stage}/{i:04d}/{p.name}") for i, p in enumerate(images)]
-    mapping = {remote: str(local) for local, remote in pairs}
-    args = ["classify", *(remote for _, remote in pairs), "--model",
-            installer.path(CURRENT), "--top-k", str(top_k), "--threads", str(threads)]
-    if precision:
-        args += ["--precision", precision]
-    if as_json:
-        args.append("--json")
-    stdout, stderr = LineSink(out, mapping), LineSink(err, mapping)
-    try:
-        installer._upload(pairs, "images")
-        result = installer.t.run(installer.henet_command(args), stdout_sink=stdout,
-                                 stderr_sink=stderr,
-                                 timeout=installer.options.command_timeout)
+    session = installer.session
+    with session.scratch("classify") as stage:
+        pairs = [(p, f"{stage}/{i:04d}/{p.name}") for i, p in enumerate(images)]
+        mapping = {remote: str(local) for local, remote in pairs}
+        args = ["classify", *(remote for _, remote in pairs), "--model",
+                session.path(CURRENT), "--top-k", str(top_k), "--threads", str(threads)]
+        if precision:
+            args += ["--precision", precision]
+        if as_json:
+            args.append("--json")
+        stdout, stderr = LineSink(out, mapping), LineSink(err, mapping)
+        session.upload(pairs, "images")
+        result = session.connection.run(installer.henet_command(args), stdout_sink=stdout,
+                                        stderr_sink=stderr, timeout=session.timeout)
         stdout.flush()
         stderr.flush()
-    finally:
-        installer._cleanup(f"rm -rf {q(stage)}")
     return 1 if errors or not result.ok else 0
 
 
@@ -146,44 +143,41 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
     args = [a for a in bench_args if a != "--json"]
     args, image = _take_option(args, "--image")
     args, plot = _take_option(args, "--plot")
-    stage = installer.path(TMP, f"bench-{installer._nonce}")
+    session = installer.session
     mapping: dict[str, str] = {}
     stderr = LineSink(err, mapping)
-    try:
-        installer._run(f"mkdir -p {q(stage)}", "creating a scratch folder")
+    with session.scratch("bench") as stage:
         if image:
             local = Path(image).expanduser()
             if not local.is_file():
                 raise DeployError(f"--image {image}: no such file")
             remote = f"{stage}/{local.name}"
-            installer._upload([(local, remote)], "image")
+            session.upload([(local, remote)], "image")
             args += ["--image", remote]
             mapping[remote] = str(local)
         if plot:
             args += ["--plot", f"{stage}/latency.png"]
             mapping[f"{stage}/latency.png"] = plot
         stderr.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
-        result = installer.t.run(installer.henet_command(["bench", *args, "--json"]),
-                                 stderr_sink=stderr, timeout=installer.options.command_timeout)
+        result = session.connection.run(installer.henet_command(["bench", *args, "--json"]),
+                                        stderr_sink=stderr, timeout=session.timeout)
         stderr.flush()
         if not result.ok:
-            raise DeployError(f"{installer.t.name}: bench failed on the device: "
+            raise DeployError(f"{installer.name}: bench failed on the device: "
                               f"{stderr.map(result.last_line())}")
         try:
             data = json.loads(result.out[result.out.index("{"):])
         except ValueError:
-            raise DeployError(f"{installer.t.name}: bench gave no JSON result") from None
+            raise DeployError(f"{installer.name}: bench gave no JSON result") from None
         if plot:
-            installer.t.get(f"{stage}/latency.png", Path(plot))
-    finally:
-        installer._cleanup(f"rm -rf {q(stage)}")
+            session.connection.get(f"{stage}/latency.png", Path(plot))
     current = next((b for b in state["bundles"] if b["id"] == state["current"]), {})
-    data["remote"] = {"host": installer.t.name, "bundle": state["current"],
+    data["remote"] = {"host": installer.name, "bundle": state["current"],
                       "bundle_name": current.get("name"), "args": bench_args,
                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "device": state.get("device")}
-    path = Path(out_path) if out_path else default_bench_path(installer.t.name)
+    path = Path(out_path) if out_path else default_bench_path(installer.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str))
-    installer._write_file(installer.path(LAST_BENCH), json.dumps(data, default=str).encode())
+    session.write_file(session.path(LAST_BENCH), json.dumps(data, default=str).encode())
     return data, path

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .connection import CommandResult, Connection, HeldCommand, Progress, Sink
 from .errors import ConnectError, DeployError, RemoteCommandError
 from .hostkeys import KnownHosts, check_host_key, known_hosts_name
 from .hosts import DEFAULT_IDENTITIES, HostTarget, load_ssh_config, resolve_host
-from .transport import CommandResult, HeldCommand, Progress, Sink, Transport
 
 Log = Callable[[str], None]
 
@@ -208,8 +208,8 @@ def _start(sock, target: HostTarget, known: KnownHosts, options: ConnectOptions,
 
 
 def connect(spec: str, options: ConnectOptions | None = None, *,
-            log: Log | None = None) -> SSHTransport:
-    """An authenticated :class:`SSHTransport` to ``spec`` (a ``--host`` value)."""
+            log: Log | None = None) -> SSHConnection:
+    """An authenticated :class:`SSHConnection` to ``spec`` (a ``--host`` value)."""
     import paramiko
 
     options = options or ConnectOptions()
@@ -242,10 +242,10 @@ def connect(spec: str, options: ConnectOptions | None = None, *,
         for t in reversed(transports):
             t.close()
         raise
-    return SSHTransport(transports[-1], name=spec, jumps=transports[:-1], target=target)
+    return SSHConnection(transports[-1], name=spec, jumps=transports[:-1], target=target)
 
 
-class SSHTransport(Transport):
+class SSHConnection(Connection):
     """Commands over SSH exec channels, files over SFTP."""
 
     def __init__(self, transport, *, name: str, jumps=(), target: HostTarget | None = None):

@@ -1,9 +1,9 @@
 """How the installer reaches a device: run a shell command, copy a file in or out.
 
-The installer only ever talks to a :class:`Transport`, so the same code
-deploys over SSH (:class:`henet_edge.deploy.ssh.SSHTransport`) and into a
+The installer only ever talks to a :class:`Connection`, so the same code
+deploys over SSH (:class:`henet_edge.deploy.ssh.SSHConnection`) and into a
 folder on this machine laid out exactly like a device
-(:class:`LocalTransport`, used by the demo). Commands are POSIX ``sh``
+(:class:`LocalConnection`, used by the demo). Commands are POSIX ``sh``
 scripts; paths are absolute and quoted by the caller.
 """
 
@@ -67,7 +67,7 @@ class HeldCommand(ABC):
         """Close the command's stdin and let it end."""
 
 
-class Transport(ABC):
+class Connection(ABC):
     """A device reachable for commands and file copies."""
 
     #: How messages name the device, e.g. ``pi@pi.local:22`` or ``local``.
@@ -105,14 +105,14 @@ class Transport(ABC):
             raise RemoteCommandError(f"{self.name}: {what} failed: {result.last_line()}")
         return result
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-class LocalTransport(Transport):
+class LocalConnection(Connection):
     """This machine as the device: commands run here, "uploads" are file copies."""
 
     def __init__(self, name: str = "local", env: dict[str, str] | None = None):
