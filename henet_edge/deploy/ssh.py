@@ -182,7 +182,12 @@ def _start(sock, target: HostTarget, known: KnownHosts, options: ConnectOptions,
     name = known_hosts_name(target.host_key_alias or target.hostname, target.port)
     _prefer_key_types(transport, known.preferred_types(name))
     try:
-        transport.start_client(timeout=options.connect_timeout)
+        # start_client returns quietly when its own timeout runs out first, so give it longer
+        # than the banner and handshake timeouts and check that a key exchange happened.
+        transport.start_client(timeout=transport.handshake_timeout + options.connect_timeout)
+        if transport.host_key is None:
+            raise paramiko.SSHException(
+                transport.get_exception() or "no key exchange within the timeout")
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         text = str(exc) or type(exc).__name__
