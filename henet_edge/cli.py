@@ -15,8 +15,9 @@ import click
 
 from henet_edge import HenetEdgeError, __version__
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
+from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 
-MODEL_CHOICES = ("henet", "shufflenet")
+MODEL_CHOICES = model_names()
 
 
 def _quiet_tensorflow() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
 # --------------------------------------------------------------------------- profile
 @main.command()
 @click.option("--model", "model_name", default="henet", show_default=True,
-              help="henet or shufflenet.")
+              help=f"Model family: {', '.join(model_names())}.")
 @click.option("--repeat", default=3, show_default=True, help="Stride-1 blocks per stage.")
 @click.option("--classes", default=10, show_default=True)
 @click.option("--input-size", default=31, show_default=True)
@@ -82,18 +83,18 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
     inputs. This convention reproduces the paper's Table 3 to the unit.
     """
     _check_model_args(model_name, repeat, classes)
+    spec = model_spec(model_name)
     _quiet_tensorflow()
-    from henet_edge.henet_keras import build_model
     from henet_edge.henet_keras.profile import summarize
 
     kwargs = {"repeat": repeat, "classes": classes, "input_size": input_size}
-    if model_name == "henet":
+    if spec.accepts_width:
         kwargs["width_multiplier"] = width_multiplier
     try:
-        model = build_model(model_name, **kwargs)
+        model = spec.build(**kwargs)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    summary = summarize(model, conv_bias=model_name == "henet")
+    summary = summarize(model, conv_bias=spec.conv_bias)
     if as_json:
         emit_json(summary)
         return
@@ -664,13 +665,11 @@ def selftest(bundle, precisions, as_json):
 
 
 def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
-    if model_name not in MODEL_CHOICES:
-        raise click.ClickException(
-            f"unknown model {model_name!r}; choose one of: {', '.join(MODEL_CHOICES)}")
-    if repeat < 1:
-        raise click.ClickException(f"--repeat must be at least 1, got {repeat}")
-    if classes < 2:
-        raise click.ClickException(f"--classes must be at least 2, got {classes}")
+    try:
+        model_spec(model_name)
+        check_model_args(repeat, classes, option_prefix="--")
+    except HenetEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # ---- desktop commands (begin)

@@ -99,8 +99,14 @@ def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], coun
 
 def _model_meta(src: SourceModel) -> dict:
     from henet_edge.henet_keras.profile import summarize
+    from henet_edge.henet_keras.registry import detect_family, model_spec
 
-    summary = summarize(src.model, conv_bias=not src.model.name.startswith("shufflenet"))
+    if src.run_config:
+        spec = model_spec(src.run_config["train"]["model"])
+    else:
+        spec = detect_family(src.model)
+    # A model of no known family is counted the plain way (every conv with its bias).
+    summary = summarize(src.model, conv_bias=spec.conv_bias if spec else True)
     meta = {"name": src.model.name, "classes": len(src.labels), "params": summary["params"],
             "macs": summary["macs"]}
     if src.run_config:

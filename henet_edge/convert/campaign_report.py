@@ -18,8 +18,7 @@ import numpy as np
 
 from henet_edge.device.bench import BenchOptions, run_bench
 from henet_edge.henet_keras.campaign import Campaign, run_state
-
-from .compare import PAPER_TABLE
+from henet_edge.henet_keras.registry import model_names, model_spec, paper_row
 
 PRECISIONS = ("float32", "int8")
 
@@ -70,7 +69,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
     history = json.loads((run_dir / "history.json").read_text())
     report = json.loads((bundle / "report.json").read_text())
     profile = summarize(build_model(family, repeat=repeat, batch_size=1),
-                        conv_bias=family == "henet")
+                        conv_bias=model_spec(family).conv_bias)
     return {
         "model": f"{family}-r{repeat}", "family": family, "repeat": repeat,
         "params": profile["params"], "macs": profile["macs"],
@@ -81,7 +80,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
         "train_hours": sum(h["seconds"] for h in history) / 3600,
         "epochs": len(history),
-        "paper": PAPER_TABLE.get((family, repeat)),
+        "paper": paper_row(family, repeat),
         "files": {p: str(bundle / f"model_{p}.tflite") for p in PRECISIONS},
     }
 
@@ -197,7 +196,8 @@ def plot_accuracy_latency(report: dict, out: Path) -> list[Path]:
     written = []
     for precision in PRECISIONS:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        for family, color in (("henet", "C0"), ("shufflenet", "C1")):
+        for i, family in enumerate(model_names()):
+            color = f"C{i}"
             rows = [r for r in report["rows"] if r["family"] == family]
             if not rows:
                 continue

@@ -17,18 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from henet_edge.device.bench import BenchOptions, run_bench
+from henet_edge.henet_keras.registry import model_names, model_spec, paper_row, paper_table
 
-# The paper's Table 3 (CIFAR-10; time = 1000 forward passes on one CPU core, seconds).
-PAPER_TABLE = {
-    ("henet", 2): {"accuracy": 88.67, "params_k": 507, "mflops": 7.3, "time_s": 3.524},
-    ("henet", 3): {"accuracy": 89.40, "params_k": 641, "mflops": 10.2, "time_s": 4.846},
-    ("henet", 4): {"accuracy": 89.83, "params_k": 775, "mflops": 13.2, "time_s": 6.184},
-    ("shufflenet", 2): {"accuracy": 87.07, "params_k": 357, "mflops": 6.1, "time_s": 4.772},
-    ("shufflenet", 3): {"accuracy": 88.03, "params_k": 515, "mflops": 8.5, "time_s": 6.589},
-    ("shufflenet", 4): {"accuracy": 88.23, "params_k": 674, "mflops": 10.9, "time_s": 8.344},
-    ("shufflenet", 5): {"accuracy": 88.57, "params_k": 833, "mflops": 13.3, "time_s": 10.156},
-}
-DEFAULT_MODELS = tuple(PAPER_TABLE)
+DEFAULT_MODELS = tuple(paper_table())  # every model of the paper's Table 3
 
 
 @dataclass
@@ -75,7 +66,7 @@ def build_candidates(models, calibration: np.ndarray, workdir: Path,
     out = []
     for family, repeat in models:
         model = build_model(family, repeat=repeat, batch_size=1)
-        profile = summarize(model, conv_bias=family == "henet")
+        profile = summarize(model, conv_bias=model_spec(family).conv_bias)
         for lowering in lowerings:
             files = convert_audited(lower(model, lowering), calibration,
                                     workdir / f"{family}-r{repeat}_{lowering}")
@@ -107,7 +98,7 @@ def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
                      "params": c.profile["params"], "macs": c.profile["macs"],
                      "paper_params": c.profile["paper_params"],
                      "paper_macs": c.profile["paper_macs"],
-                     "paper": PAPER_TABLE.get((c.family, c.repeat))}
+                     "paper": paper_row(c.family, c.repeat)}
             for precision, path in c.files.items():
                 r = rows_by_path[str(path)]
                 entry[precision] = {"size_bytes": path.stat().st_size, "time_s": r["time_s"],
@@ -133,7 +124,7 @@ def _ratios(rows: list[dict]) -> list[dict]:
             for p in ("float32", "int8"):
                 item[f"henet_over_shufflenet_{p}"] = (row[p]["median_ms"]
                                                       / other[p]["median_ms"])
-            paper = PAPER_TABLE.get(("henet", repeat)), PAPER_TABLE.get(("shufflenet", repeat))
+            paper = paper_row("henet", repeat), paper_row("shufflenet", repeat)
             if all(paper):
                 item["paper_henet_over_shufflenet"] = paper[0]["time_s"] / paper[1]["time_s"]
         out.append(item)
@@ -202,7 +193,8 @@ def plot(result: dict, path: Path) -> None:
     lowerings = result.get("lowerings") or ["grouped"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, precision in zip(axes, ("float32", "int8"), strict=True):
-        for family, color in (("henet", "C0"), ("shufflenet", "C1")):
+        for i, family in enumerate(model_names()):
+            color = f"C{i}"
             for lowering, (marker, line) in zip(lowerings, (("o", "-"), ("s", "--"),
                                                             ("^", ":")), strict=False):
                 rows = sorted((r for r in result["rows"] if r["family"] == family

@@ -1,40 +1,33 @@
 """HENet and its ShuffleNet baseline in Keras.
 
-Importing this package does not import TensorFlow; the builders do, when called.
-Importing it does set TensorFlow's environment first (see :mod:`.tf_env`).
+Importing this package imports neither TensorFlow nor Keras and leaves ``os.environ``
+alone. The builders are the real functions of :mod:`.henet` and :mod:`.shufflenet`
+(with their signatures and docstrings), loaded on first use; the families and their
+facts are in :mod:`.registry`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .tf_env import prepare_tensorflow
+from .registry import ModelSpec, model_names, model_spec, register_model
 
-prepare_tensorflow()
+if TYPE_CHECKING:
+    from .henet import build_henet
+    from .shufflenet import build_shufflenet
 
-__all__ = ["MODEL_NAMES", "build_henet", "build_model", "build_shufflenet"]
+__all__ = ["ModelSpec", "build_henet", "build_model", "build_shufflenet", "model_names",
+           "model_spec", "register_model"]
 
-MODEL_NAMES = ("henet", "shufflenet")
-
-
-def build_henet(*args: Any, **kwargs: Any):
-    """Build HENet; see :func:`henet_edge.henet_keras.henet.build_henet`."""
-    from .henet import build_henet as _build
-
-    return _build(*args, **kwargs)
+_LAZY = {"build_henet": "henet", "build_shufflenet": "shufflenet"}
 
 
-def build_shufflenet(*args: Any, **kwargs: Any):
-    """Build the ShuffleNet baseline; see :mod:`henet_edge.henet_keras.shufflenet`."""
-    from .shufflenet import build_shufflenet as _build
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return model_spec(_LAZY[name]).builder_function()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    return _build(*args, **kwargs)
 
-
-def build_model(name: str, **kwargs: Any):
-    """Build a model by name (``henet`` or ``shufflenet``)."""
-    if name == "henet":
-        return build_henet(**kwargs)
-    if name == "shufflenet":
-        return build_shufflenet(**kwargs)
-    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+def build_model(family: str, /, **kwargs: Any):
+    """Build a model by family name (see :func:`.registry.model_names`)."""
+    return model_spec(family).build(**kwargs)

@@ -13,7 +13,8 @@ import keras
 from keras import layers
 
 from .groups import check_input_size, group_pair, scaled_width
-from .layers import conv_bn
+from .layers import caffe_decay, conv_bn
+from .registry import check_model_args
 
 STAGE_WIDTHS = (24, 48, 96)
 
@@ -58,10 +59,7 @@ def build_henet(
             training); the weights are identical in shape to the native form.
         weight_decay: Caffe-style decay, applied as ``L2(weight_decay / 2)``.
     """
-    if repeat < 1:
-        raise ValueError(f"repeat must be at least 1, got {repeat}")
-    if classes < 2:
-        raise ValueError(f"classes must be at least 2, got {classes}")
+    check_model_args(repeat, classes)
     check_input_size(input_size)
     conv_kw = {"fast_groups": fast_groups, "weight_decay": weight_decay}
     widths = [scaled_width(w, width_multiplier) for w in STAGE_WIDTHS]
@@ -80,7 +78,7 @@ def build_henet(
         x = _stride2_block(x, mid, out, name=f"s{stage}down", **conv_kw)
     x = _stride2_block(x, widths[2], 2 * widths[2], name="s4down", **conv_kw)
     x = layers.Flatten(name="flatten")(x)
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = caffe_decay(weight_decay)
     outputs = layers.Dense(
         classes, kernel_regularizer=reg, bias_regularizer=reg, name="logits"
     )(x)

@@ -88,6 +88,11 @@ class MaskedGroupConv2D(layers.Conv2D):
                             padding=self.padding.upper())
 
 
+def caffe_decay(weight_decay: float):
+    """Caffe's weight decay as a Keras regularizer: ``L2(weight_decay / 2)``, or None."""
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
 def conv_bn(
     x,
     filters: int,
@@ -107,7 +112,7 @@ def conv_bn(
     Grouped natively, or (``fast_groups``) as a masked dense conv into whose
     weights the preceding channel shuffle is folded.
     """
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = caffe_decay(weight_decay)
     extra = {}
     if fast_groups and (groups > 1 or shuffle_before > 1):
         conv_cls, extra = MaskedGroupConv2D, {"input_shuffle": shuffle_before}
@@ -127,7 +132,7 @@ def conv_bn(
         name=f"{name}_conv",
         **extra,
     )(x)
-    bn_reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    bn_reg = caffe_decay(weight_decay)
     x = layers.BatchNormalization(
         epsilon=1e-5, momentum=0.9, gamma_regularizer=bn_reg, beta_regularizer=bn_reg,
         name=f"{name}_bn",

@@ -17,14 +17,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .layers import ChannelShuffle, conv_bn
+from .layers import ChannelShuffle, caffe_decay, conv_bn
+from .registry import check_model_args
 
 STAGE_WIDTHS = (48, 96, 192)
 GROUPS = 3
-
-
-def _l2(weight_decay: float):
-    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
 def _unit(x, width, *, stride, name, **conv_kw):
@@ -35,7 +32,7 @@ def _unit(x, width, *, stride, name, **conv_kw):
     h = ChannelShuffle(GROUPS, name=f"{name}_shuffle")(h)
     h = layers.DepthwiseConv2D(
         3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False,
-        depthwise_regularizer=_l2(conv_kw["weight_decay"]), name=f"{name}_dw_conv")(h)
+        depthwise_regularizer=caffe_decay(conv_kw["weight_decay"]), name=f"{name}_dw_conv")(h)
     h = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_dw_bn")(h)
     if stride == 1:
         h = conv_bn(h, branch_out, 1, groups=GROUPS, name=f"{name}_gpw2", **conv_kw)
@@ -63,10 +60,7 @@ def build_shufflenet(
     name: str | None = None,
 ) -> keras.Model:
     """Build the paper's ShuffleNet baseline (``repeat`` stride-1 units per stage)."""
-    if repeat < 1:
-        raise ValueError(f"repeat must be at least 1, got {repeat}")
-    if classes < 2:
-        raise ValueError(f"classes must be at least 2, got {classes}")
+    check_model_args(repeat, classes)
     if input_size < 7:
         raise ValueError(f"input size {input_size} is too small for two stride-2 units (need 7+)")
     conv_kw = {"fast_groups": fast_groups, "weight_decay": weight_decay}
@@ -78,7 +72,7 @@ def build_shufflenet(
         for block in range(1, repeat + 1):
             x = _unit(x, width, stride=1, name=f"s{stage}b{block}", **conv_kw)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = caffe_decay(weight_decay)
     outputs = layers.Dense(classes, kernel_regularizer=reg, bias_regularizer=reg,
                            name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"shufflenet_r{repeat}")

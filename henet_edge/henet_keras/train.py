@@ -33,7 +33,8 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
 from .data import DataError, DataSource, ImageSet, load_source, split_validation
 from .recipes import RECIPES, RecipeSchedule
-from .tf_env import onednn_setting
+from .registry import model_names, model_spec
+from .tf_env import onednn_setting, prepare_tensorflow
 
 
 class RunError(HenetEdgeError, ValueError):
@@ -90,14 +91,13 @@ def pick_formulation(requested: str) -> str:
 
 def build_for(config: TrainConfig, classes: int, *, fast_groups: bool, weight_decay: float = 0.0,
               batch_size: int | None = None):
-    from . import build_model
-
+    spec = model_spec(config.model)
     kwargs = {"repeat": config.repeat, "classes": classes, "batch_size": batch_size,
               "fast_groups": fast_groups, "weight_decay": weight_decay,
               "input_size": Preprocessing.from_dict(config.preprocessing).input_size}
-    if config.model == "henet":
+    if spec.accepts_width:
         kwargs["width_multiplier"] = config.width_multiplier
-    return build_model(config.model, **kwargs)
+    return spec.build(**kwargs)
 
 
 def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augment: str,
@@ -319,8 +319,9 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
         raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to continue "
                        "it, or pick a new --out)")
-    if config.model not in ("henet", "shufflenet"):
-        raise RunError(f"unknown model {config.model!r}")
+    if config.model not in model_names():
+        raise RunError(f"unknown model {config.model!r}; choose one of: "
+                       f"{', '.join(model_names())}")
     if config.recipe not in RECIPES:
         raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
     if config.init_from and not resume:
@@ -342,7 +343,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
            log: Callable[[str], None]) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_tensorflow()  # before TensorFlow is first imported
     import keras
     import tensorflow as tf
 
