@@ -180,6 +180,42 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 
 
 @main.command()
+@click.option("--model", default=None, help=_MODEL_HELP)
+@click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
+              help="Which model of the bundle [int8 if present].")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+              help="HOST:PORT to listen on; any non-loopback host requires a token.")
+@click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
+              help="Token every request must carry (Authorization: Bearer T or ?token=T); "
+                   "generated and printed once when binding beyond loopback.")
+@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@user_errors
+def serve(model, precision, bind, token, threads):
+    """Serve the classifier over HTTP: an upload page, JSON API, metrics.
+
+    \b
+    Endpoints: GET / (page), POST /api/classify (image bytes -> the same JSON
+    as one line of `classify --json`), GET /api/info, GET /metrics
+    (Prometheus), GET /healthz. Bad requests get a 4xx JSON error.
+
+    \b
+    Example:
+      henet-edge serve --bind 127.0.0.1:8080
+      curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' \\
+           http://127.0.0.1:8080/api/classify
+    """
+    from henet_edge.device.serve.app import parse_bind
+    from henet_edge.device.serve.app import serve as run_server
+
+    try:
+        parse_bind(bind)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    classifier = _make_classifier(model, None, precision, 3, threads)
+    run_server(classifier, bind, token)
+
+
+@main.command()
 @click.option("--source", default="auto", show_default=True,
               help="auto, picamera2[:N], opencv:N, a video file, or a folder of images.")
 @click.option("--frames", default=0, show_default=True, help="Stop after N frames (0: never).")

@@ -1,0 +1,1 @@
+"""``henet-edge serve``: the device classifier as a small HTTP service."""
