@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,17 +102,90 @@ class Bundle:
         return json.loads((self.root / name).read_text())
 
 
+def _inside(root: Path, name: str) -> bool:
+    """Whether ``name`` is a relative path that stays inside ``root`` once resolved."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(root / name))
+    return real != real_root and real_root in real.parents
+
+
 def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the files listed in the manifest (missing or hash mismatch)."""
+    """Problems with the files listed in the manifest (escaping, missing or hash mismatch).
+
+    A name escapes the bundle if it is absolute, uses ``..``, or resolves (through a
+    symlink) to a path outside the bundle folder.
+    """
     problems = []
     for name, expected in sorted(manifest.get("files", {}).items()):
         path = root / name
-        if ".." in Path(name).parts or Path(name).is_absolute():
+        if not _inside(root, name):
             problems.append(f"{name}: path escapes the bundle")
         elif not path.is_file():
             problems.append(f"{name}: missing")
-        elif sha256_file(path) != expected:
-            problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
+        else:
+            try:
+                actual = sha256_file(path)
+            except PermissionError:
+                problems.append(f"{name}: permission denied")
+                continue
+            if actual != expected:
+                problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
+    return problems
+
+
+def named_files(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every file the manifest names for use, as (field, relative path)."""
+    named = [(f"models.{p}.file", info["file"]) for p, info in manifest["models"].items()]
+    if manifest.get("golden"):
+        named.append(("golden", manifest["golden"]))
+    return named
+
+
+def check_structure(manifest: Any) -> None:
+    """Raise ``ValueError`` naming the field when the manifest's structure is wrong."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"the manifest is a JSON {type(manifest).__name__}, not an object")
+    for key in ("labels", "input_shape", "preprocessing", "models", "files"):
+        if key not in manifest:
+            raise ValueError(f"missing {key!r}")
+    labels = manifest["labels"]
+    if not isinstance(labels, list) or not labels or not all(
+            isinstance(x, str) and x for x in labels):
+        raise ValueError("'labels' must be a non-empty list of non-empty strings")
+    shape = manifest["input_shape"]
+    if not isinstance(shape, list) or len(shape) != 4 or not all(
+            type(x) is int and x > 0 for x in shape):
+        raise ValueError("'input_shape' must be a list of four positive integers")
+    if not isinstance(manifest["preprocessing"], dict):
+        raise ValueError("'preprocessing' must be an object")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ValueError("'files' must be an object mapping file names to sha256 strings")
+    models = manifest["models"]
+    if not isinstance(models, dict) or not models:
+        raise ValueError("'models' must be a non-empty object")
+    for precision, info in models.items():
+        if precision not in PRECISIONS:
+            raise ValueError(f"'models.{precision}': unknown precision "
+                             f"(expected one of {', '.join(PRECISIONS)})")
+        if not isinstance(info, dict) or not isinstance(info.get("file"), str):
+            raise ValueError(f"'models.{precision}' must be an object with a 'file' string")
+    golden = manifest.get("golden")
+    if golden is not None and not isinstance(golden, str):
+        raise ValueError("'golden' must be a string")
+
+
+def check_named_files(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems with files the manifest uses: each must be inside the bundle and hashed."""
+    problems = []
+    for field, name in named_files(manifest):
+        if not _inside(root, name):
+            problems.append(f"{field}: {name!r} is not a path inside the bundle")
+        elif name not in manifest["files"]:
+            problems.append(f"{field}: {name!r} is not listed in 'files' (not hashed)")
     return problems
 
 
@@ -127,14 +201,22 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
     try:
         manifest = json.loads(manifest_path.read_text())
+    except PermissionError as exc:
+        raise BundleError(f"{manifest_path}: cannot be read (permission denied)") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path}: unknown format {manifest.get('format')!r} "
-                          f"(expected {FORMAT})")
-    for key in ("labels", "input_shape", "preprocessing", "models", "files"):
-        if key not in manifest:
-            raise BundleError(f"{manifest_path}: missing {key!r}")
+    except RecursionError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON (nested too deeply)") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise BundleError(f"{manifest_path}: unknown format {found!r} (expected {FORMAT})")
+    try:
+        check_structure(manifest)
+    except ValueError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from exc
+    problems = check_named_files(root, manifest)
+    if problems:
+        raise BundleError(f"{manifest_path}: " + "; ".join(problems))
     if verify:
         problems = verify_files(root, manifest)
         if problems:
