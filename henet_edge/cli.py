@@ -734,9 +734,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     if resume_dir is None:
         if data is None:
             raise click.ClickException("--data is required (or --resume RUN_DIR)")
-        model_name, repeat = model_name or "henet", repeat or 3
-    if repeat is not None and repeat < 1:
-        raise click.ClickException(f"--repeat must be at least 1, got {repeat}")
+        model_name = "henet" if model_name is None else model_name
+        repeat = 3 if repeat is None else repeat
     config = TrainConfig(data=data, model=model_name, repeat=repeat,
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
