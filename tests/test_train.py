@@ -177,3 +177,11 @@ def test_explicit_recipe_values_are_kept_and_none_takes_the_recipe():
     assert _plan(TrainConfig(data="x", epochs=1), 1280)["epochs"] == 1
     plan = _plan(TrainConfig(data="x", recipe="paper"), 1280)
     assert plan["total_steps"] == 65_000 and plan["batch_size"] == 128
+
+
+def test_counts_in_the_train_log_agree_in_number():
+    from henet_edge.henet_keras.train import plural
+
+    assert plural(1, "epoch") == "1 epoch"
+    assert plural(30, "epoch") == "30 epochs"
+    assert plural(0, "step") == "0 steps"

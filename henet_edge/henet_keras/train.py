@@ -73,6 +73,11 @@ class TrainConfig:
             raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -390,7 +395,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
             history = json.loads((run_dir / "history.json").read_text())[:first_epoch]
             if len(history) < first_epoch:
                 raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
-                               f"history.json has {len(history)} epochs")
+                               f"history.json has {plural(len(history), 'epoch')}")
             best = max((h["val_accuracy"] for h in history), default=-1.0)
             log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
         else:
@@ -422,7 +427,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             atomic_write_text(run_dir / "config.json", json.dumps(full, indent=1))
             log(f"model {model.name}: {model.count_params():,} weights, {formulation} "
-                f"grouped convs; {plan['epochs']} epochs x {plan['steps_per_epoch']} steps "
+                f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
+                f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}")
     if first_epoch >= plan["epochs"]:
         raise RunError(f"{run_dir}: all {plan['epochs']} epochs are done; nothing to resume")
