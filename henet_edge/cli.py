@@ -783,8 +783,8 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     if "mean_last5_val_accuracy" in results:
         click.echo(f"run history: mean of the last 5 validation evaluations "
                    f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
-    if plot_path:
-        click.echo(f"confusion matrix: {plot_path}")
+    for written in results.get("plots", []):
+        click.echo(f"confusion matrix: {written}")
 
 
 @main.command()
