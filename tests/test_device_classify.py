@@ -382,3 +382,8 @@ def test_cli_user_errors_are_one_line(tmp_path, tiny_bundle, extra, message):
     assert result.exit_code == 1
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_keras_model_is_pointed_at_convert(tiny_run):
+    with pytest.raises(ClassifyError, match=r"needs a bundle folder or a \.tflite.*convert"):
+        Classifier(tiny_run / "model.keras")
