@@ -156,6 +156,8 @@ def test_a_source_that_disappears_mid_run(classifier, tmp_path):
 def test_bad_sources(tmp_path):
     with pytest.raises(CameraError, match="unknown source"):
         open_source(str(tmp_path / "nothing-here"))
+    with pytest.raises(CameraError, match=r"clip\.mp4: no such file"):
+        open_source(str(tmp_path / "clip.mp4"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(CameraError, match="no JPEG"):
         open_source(str(tmp_path / "empty"))

@@ -197,6 +197,8 @@ def open_source(spec: str) -> FrameSource:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return OpenCVSource(path)
         raise CameraError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) or a folder")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        raise CameraError(f"{path}: no such file")
     raise CameraError(f"unknown source {spec!r}: use auto, picamera2, opencv:N, a video "
                       "file or a folder of images")
 
