@@ -769,9 +769,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     if resume_dir is None:
         if data is None:
             raise click.ClickException("--data is required (or --resume RUN_DIR)")
-        model_name, repeat = model_name or "henet", repeat or 3
-    if repeat is not None and repeat < 1:
-        raise click.ClickException(f"--repeat must be at least 1, got {repeat}")
+        model_name = "henet" if model_name is None else model_name
+        repeat = 3 if repeat is None else repeat
     config = TrainConfig(data=data, model=model_name, repeat=repeat,
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
@@ -819,8 +818,8 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     if "mean_last5_val_accuracy" in results:
         click.echo(f"run history: mean of the last 5 validation evaluations "
                    f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
-    if plot_path:
-        click.echo(f"confusion matrix: {plot_path}")
+    for written in results.get("plots", []):
+        click.echo(f"confusion matrix: {written}")
 
 
 @main.command()

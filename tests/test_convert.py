@@ -133,6 +133,17 @@ def test_evaluate_bundle_uses_the_device_runtime(tiny_bundle, image_folder):
     assert set(models) == {"int8", "float32"} and models["int8"]["images"] == 48
 
 
+def test_evaluate_plot_announces_every_file_it_writes(tiny_bundle, image_folder, tmp_path):
+    plot = tmp_path / "cm.png"
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(image_folder),
+                                       "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    written = sorted(tmp_path.glob("*.png"))
+    assert len(written) == 2  # one per precision
+    for path in written:
+        assert str(path) in result.output
+
+
 def _convert(*args):
     return subprocess.run([sys.executable, "-m", "henet_edge.cli", "convert", *args],
                           capture_output=True, text=True)

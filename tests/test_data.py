@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
 import pickle
+import socket
 import tarfile
+import threading
 import warnings
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from henet_edge.cli import main
 from henet_edge.henet_keras.data import (
     DataError,
     load_source,
@@ -155,3 +160,57 @@ def test_validation_split_is_deterministic_and_stratified(image_folder):
     assert val_a.ids == val_b.ids and val_a.ids != val_c.ids
     assert np.bincount(val_a.labels).tolist() == [4, 4, 4]
     assert not set(train_a.ids) & set(val_a.ids)
+
+
+class _ShortHandler(http.server.BaseHTTPRequestHandler):
+    """Serves 404 for /missing and a body cut short of its Content-Length elsewhere."""
+
+    def do_GET(self):
+        if self.path == "/missing":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"x" * 100)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def short_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ShortHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/missing", "/cifar-10-python.tar.gz"])
+def test_named_set_download_failure_is_one_line_and_leaves_nothing(
+        short_server, path, tmp_path, monkeypatch):
+    from henet_edge.henet_keras import data
+
+    monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path))
+    monkeypatch.setitem(data.OFFICIAL_URLS, "cifar10", short_server + path)
+    result = CliRunner().invoke(main, ["train", "--data", "cifar10", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "cannot download" in result.output and "--data" in result.output
+    assert "Traceback" not in result.output
+    assert list((tmp_path / "datasets").iterdir()) == []  # no partial file kept
+
+
+def test_unreachable_named_set_is_one_line(tmp_path, monkeypatch):
+    from henet_edge.henet_keras import data
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path))
+    monkeypatch.setitem(data.OFFICIAL_URLS, "cifar10", f"http://127.0.0.1:{port}/c.tar.gz")
+    with pytest.raises(data.DataError, match=r"cannot download .*refused"):
+        data.load_source("cifar10")

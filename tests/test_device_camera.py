@@ -120,6 +120,25 @@ def test_every_spaces_frames(classifier, tmp_path):
     assert all(0 < w <= 0.5 for w in waits)
 
 
+def test_fps_counts_frame_intervals_not_frames_over_the_last_frame_end(classifier, tmp_path):
+    """Five frames started 0.2 s apart run at 5 fps, not 5 / 0.8 s = 6.2."""
+    for i in range(5):
+        Image.fromarray(colour_pixels(0, seed=i)).save(tmp_path / f"{i}.png")
+    now = [0.0]
+
+    def clock():
+        now[0] += 0.0001
+        return now[0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    with open_source(str(tmp_path)) as source:
+        results = list(run(classifier, source, frames=5, every=0.2, clock=clock, sleep=sleep))
+    assert len(results) == 5
+    assert results[-1].fps == pytest.approx(5.0, rel=0.01)
+
+
 def test_a_source_that_disappears_mid_run(classifier, tmp_path):
     folder = tmp_path / "cam"
     folder.mkdir()
@@ -137,6 +156,8 @@ def test_a_source_that_disappears_mid_run(classifier, tmp_path):
 def test_bad_sources(tmp_path):
     with pytest.raises(CameraError, match="unknown source"):
         open_source(str(tmp_path / "nothing-here"))
+    with pytest.raises(CameraError, match=r"clip\.mp4: no such file"):
+        open_source(str(tmp_path / "clip.mp4"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(CameraError, match="no JPEG"):
         open_source(str(tmp_path / "empty"))

@@ -198,7 +198,7 @@ def test_bad_files_get_errors_and_the_rest_go_on(int8, tmp_path):
     assert "not an image" in errors["noise.jpg"]
     assert "truncated" in errors["truncated.jpg"]
     assert "not an image" in errors["notes.txt"]
-    assert "not an image" in errors["empty.png"]
+    assert "empty file" in errors["empty.png"]
     assert "9000x9000" in errors["bomb.png"] and "limit" in errors["bomb.png"]
     assert "limit" in errors["huge_bomb.png"]
     assert "no such file" in errors["missing.png"]
@@ -382,3 +382,17 @@ def test_cli_user_errors_are_one_line(tmp_path, tiny_bundle, extra, message):
     assert result.exit_code == 1
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_keras_model_is_pointed_at_convert(tiny_run):
+    with pytest.raises(ClassifyError, match=r"needs a bundle folder or a \.tflite.*convert"):
+        Classifier(tiny_run / "model.keras")
+
+
+def test_an_empty_image_file_is_called_empty(tmp_path):
+    from henet_edge.device.preprocess import open_image
+
+    empty = tmp_path / "photo.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty file"):
+        open_image(str(empty))

@@ -154,3 +154,34 @@ def test_init_from_a_run_with_another_split_is_refused(tiny_run, image_folder, t
                         val_split=0.25, seed=0, init_from=str(tiny_run / "model.keras"))
     with pytest.raises(RunError, match="architecture does not match"):
         train(other, tmp_path / "mismatch", show_bar=False, echo=lambda _m: None)
+
+
+@pytest.mark.parametrize("option, value", [("--repeat", "0"), ("--epochs", "0"),
+                                           ("--iterations", "0"), ("--batch-size", "0"),
+                                           ("--limit", "0"), ("--epochs", "-2"),
+                                           ("--lr", "0"), ("--width", "0")])
+def test_train_refuses_zero_and_negative_sizes(image_folder, tmp_path, option, value):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(image_folder), "--out", str(run),
+                                       option, value])
+    assert result.exit_code != 0
+    assert f"{option} must be" in result.output and f"got {value}" in result.output
+    assert "Traceback" not in result.output
+    assert not run.exists()
+
+
+def test_explicit_recipe_values_are_kept_and_none_takes_the_recipe():
+    from henet_edge.henet_keras.train import _plan
+
+    assert _plan(TrainConfig(data="x"), 1280)["epochs"] == 30
+    assert _plan(TrainConfig(data="x", epochs=1), 1280)["epochs"] == 1
+    plan = _plan(TrainConfig(data="x", recipe="paper"), 1280)
+    assert plan["total_steps"] == 65_000 and plan["batch_size"] == 128
+
+
+def test_counts_in_the_train_log_agree_in_number():
+    from henet_edge.henet_keras.train import plural
+
+    assert plural(1, "epoch") == "1 epoch"
+    assert plural(30, "epoch") == "30 epochs"
+    assert plural(0, "step") == "0 steps"

@@ -56,7 +56,7 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
         last5 = [h["val_accuracy"] for h in history[-5:]]
         out["mean_last5_val_accuracy"] = sum(last5) / len(last5)
     if plot:
-        plot_all(results, class_names, plot)
+        out["plots"] = [str(p) for p in plot_all(results, class_names, plot)]
     return out
 
 

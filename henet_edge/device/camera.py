@@ -197,6 +197,8 @@ def open_source(spec: str) -> FrameSource:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return OpenCVSource(path)
         raise CameraError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) or a folder")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        raise CameraError(f"{path}: no such file")
     raise CameraError(f"unknown source {spec!r}: use auto, picamera2, opencv:N, a video "
                       "file or a folder of images")
 
@@ -240,8 +242,8 @@ def run(classifier: Classifier, source: FrameSource, *, frames: int = 0, every: 
     """Classify frames from ``source`` until it ends or ``frames`` (0: no limit) are done.
 
     ``every`` spaces frame starts at least that many seconds apart. ``fps`` is
-    the running rate over wall time since the first capture. A source that
-    fails mid-run raises :class:`CameraError` after the frames already yielded.
+    the running rate of frame starts since the first capture (one frame: its own
+    time). A source that fails mid-run raises :class:`CameraError` after the frames already yielded.
     """
     if frames < 0:
         raise CameraError(f"--frames must be 0 (no limit) or more, got {frames}")
@@ -258,9 +260,12 @@ def run(classifier: Classifier, source: FrameSource, *, frames: int = 0, every: 
         prediction = classifier.classify_rgb(frame)
         done += 1
         timings = {"capture": capture, **prediction.timings_ms}
-        elapsed = clock() - start
+        if done > 1:  # frames begun per second: intervals between the first and this start
+            span, count = t0 - start, done - 1
+        else:
+            span, count = clock() - start, 1
         yield FrameResult(done, prediction.label, prediction.probability, prediction.top,
-                          timings, done / elapsed if elapsed > 0 else 0.0)
+                          timings, count / span if span > 0 else 0.0)
         if every > 0 and (frames == 0 or done < frames):
             wait = t0 + every - clock()
             if wait > 0:

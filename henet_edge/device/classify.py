@@ -175,6 +175,9 @@ class Classifier:
             self.preprocessing = self.bundle.preprocessing
         else:
             model_file = path
+            if path.suffix != ".tflite":
+                raise ClassifyError(f"{path}: classify needs a bundle folder or a .tflite file; "
+                                    "make one with: henet-edge convert MODEL --out BUNDLE")
             if labels is None:
                 labels = path.with_name("labels.txt")
                 if not labels.is_file():

@@ -40,8 +40,12 @@ def evaluate_tflite(models: dict[str, Path], pixels: np.ndarray, labels: np.ndar
     return results
 
 
-def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> None:
+def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> list[Path]:
+    """One confusion-matrix PNG per model (the first at ``plot``); returns every path written."""
+    written = []
     for i, (name, r) in enumerate(results.items()):
         target = plot if i == 0 else plot.with_name(f"{plot.stem}-{name}{plot.suffix}")
         plot_confusion(r["confusion"], class_names, target, title=f"{name}: top-1 "
                        f"{100 * r['top1']:.2f}%")
+        written.append(target)
+    return written

@@ -119,6 +119,7 @@ def open_image(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     corrupt, or declare more than ``max_pixels`` pixels (checked before any
     pixel buffer is allocated).
     """
+    import os
     import warnings
 
     from PIL import UnidentifiedImageError
@@ -130,10 +131,12 @@ def open_image(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except UnidentifiedImageError as exc:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise ValueError("empty file (0 bytes)") from exc
         raise ValueError("not an image file (unrecognised format)") from exc
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image declares too many pixels, over the {max_pixels:,} limit "
-                         f"(refused before decoding: {exc})") from exc
+                         "(refused before decoding)") from exc
     w, h = image.size
     if w * h > max_pixels:
         image.close()

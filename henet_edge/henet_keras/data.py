@@ -15,6 +15,7 @@ same function the device uses. Corrupt images are skipped and counted.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -165,14 +166,25 @@ def load_tar(path: Path, size: int, progress=None) -> ImageSet:
 
 
 def _download(url: str, dest: Path) -> Path:
+    """Fetch ``url`` to ``dest`` via a ``.part`` file; only a complete download is kept."""
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     print(f"downloading {url} -> {dest}")
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            expected = response.headers.get("Content-Length")
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+            got = out.tell()
+        if expected is not None and got != int(expected):
+            raise DataError(f"download of {url} stopped at {got} of {expected} bytes")
+    except (OSError, http.client.HTTPException, DataError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc if isinstance(exc, DataError) else getattr(exc, "reason", None) or exc
+        raise DataError(f"cannot download {url} ({reason}); pass an image folder or a "
+                        ".tar/.tar.gz of one to --data instead") from None
     os.replace(tmp, dest)
     return dest
 

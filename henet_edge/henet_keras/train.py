@@ -60,6 +60,24 @@ class TrainConfig:
     preprocessing: dict = field(default_factory=DEFAULT.to_dict)
     init_from: str | None = None  # start from this run's (or .keras file's) weights
 
+    def __post_init__(self) -> None:
+        """Refuse zero or negative sizes (``None`` means the recipe's value)."""
+        for name in ("repeat", "epochs", "iterations", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name, option in (("width_multiplier", "--width"), ("lr", "--lr")):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise RunError(f"{option} must be above 0, got {value}")
+        if not 0 <= self.val_split < 1:
+            raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -190,16 +208,20 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 
 def _plan(config: TrainConfig, n_train: int) -> dict:
     recipe = RECIPES[config.recipe]
-    batch = config.batch_size or recipe.batch_size
+    batch = recipe.batch_size if config.batch_size is None else config.batch_size
     steps = n_train // batch
     if steps < 1:
         raise DataError(f"{n_train} training images is less than one batch of {batch}")
-    iterations = config.iterations or (None if config.epochs else recipe.iterations)
-    epochs = config.epochs or (math.ceil(iterations / steps) if iterations else recipe.epochs)
-    total = iterations or epochs * steps
+    iterations = config.iterations
+    if iterations is None and config.epochs is None:
+        iterations = recipe.iterations
+    epochs = config.epochs
+    if epochs is None:
+        epochs = math.ceil(iterations / steps) if iterations is not None else recipe.epochs
+    total = epochs * steps if iterations is None else iterations
     epochs = math.ceil(total / steps)
     return {"batch_size": batch, "steps_per_epoch": steps, "epochs": epochs,
-            "total_steps": total, "lr": config.lr or recipe.lr,
+            "total_steps": total, "lr": recipe.lr if config.lr is None else config.lr,
             "warmup_steps": int(recipe.warmup_epochs * steps),
             "milestones": [int(f * total) for f in recipe.milestones],
             "weight_decay": recipe.weight_decay, "label_smoothing": recipe.label_smoothing,
@@ -210,7 +232,7 @@ def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, 
     spec = Preprocessing.from_dict(config.preprocessing)
     source = load_source(config.data, spec.canonical_size, progress=progress)
     train = source.train
-    if config.limit:
+    if config.limit is not None:
         rng = np.random.default_rng(config.seed)
         train = train.subset(np.sort(rng.permutation(len(train))[: config.limit]))
     if source.test is not None:
@@ -374,7 +396,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
             history = json.loads((run_dir / "history.json").read_text())[:first_epoch]
             if len(history) < first_epoch:
                 raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
-                               f"history.json has {len(history)} epochs")
+                               f"history.json has {plural(len(history), 'epoch')}")
             best = max((h["val_accuracy"] for h in history), default=-1.0)
             log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
         else:
@@ -406,7 +428,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             atomic_write_text(run_dir / "config.json", json.dumps(full, indent=1))
             log(f"model {model.name}: {model.count_params():,} weights, {formulation} "
-                f"grouped convs; {plan['epochs']} epochs x {plan['steps_per_epoch']} steps "
+                f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
+                f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}")
     if first_epoch >= plan["epochs"]:
         raise RunError(f"{run_dir}: all {plan['epochs']} epochs are done; nothing to resume")
