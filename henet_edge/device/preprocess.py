@@ -16,7 +16,7 @@ calls the same ``normalize``; it works on numpy arrays and on tensors alike.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -112,8 +112,9 @@ def preprocess_image(image: Image.Image, spec: Preprocessing = DEFAULT) -> np.nd
     return preprocess_pixels(canonical(image, spec.canonical_size), spec)
 
 
-def open_image(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an image file, refusing decompression bombs.
+def open_image(path: str | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image file (a path or a binary file object), refusing
+    decompression bombs.
 
     Raises ``ValueError`` for files that are not images, are truncated or
     corrupt, or declare more than ``max_pixels`` pixels (checked before any
@@ -131,7 +132,7 @@ def open_image(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except UnidentifiedImageError as exc:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if isinstance(path, str) and os.path.isfile(path) and os.path.getsize(path) == 0:
             raise ValueError("empty file (0 bytes)") from exc
         raise ValueError("not an image file (unrecognised format)") from exc
     except Image.DecompressionBombError as exc:

@@ -112,7 +112,7 @@ def create_app(classifier: Classifier, *, token: str | None = None,
         if not body:
             return error(400, "empty", "empty body; send one image", metrics)
         try:
-            image = open_image(io.BytesIO(body))  # type: ignore[arg-type]
+            image = open_image(io.BytesIO(body))
         except (ValueError, OSError) as exc:
             return error(400, "bad_image", str(exc), metrics)
         waiting += 1
