@@ -1,10 +1,17 @@
 """End to end on an emulated Raspberry Pi: the real `henet-edge deploy` to real aarch64.
 
-``scripts/emulated-pi`` builds (once, cached) a Debian 12 arm64 root file system and
-starts its sshd on a loopback port; every program in it, sshd and Python included, runs
-under QEMU as a Cortex-A72 (a Pi 4's core). Against it this test runs the real CLI:
+``scripts/emulated-pi`` builds (once, cached) a Debian arm64 root file system and starts
+its sshd on a loopback port; every program in it, sshd and Python included, runs under
+QEMU as the target's core. Two targets:
 
-* ``deploy``: the probe reports aarch64 and Debian 12's Python 3.11, a venv is created,
+* ``bookworm``: Debian 12 (Raspberry Pi OS Bookworm's base), Python 3.11, a Cortex-A72
+  (a Pi 4); ``.ci/run`` runs this one (``-k bookworm``);
+* ``trixie``: Debian 13 (Raspberry Pi OS Trixie's base), Python 3.13, a Cortex-A76
+  (a Pi 5), with the dot-product and LSE atomics extensions a Pi 4 lacks.
+
+Against each, this test runs the real CLI:
+
+* ``deploy``: the probe reports aarch64 and the suite's Python, a venv is created,
   the aarch64 wheels of ai-edge-litert, numpy and pillow come from the package index,
   and the bundle is verified and self-tested on the device before ``current`` switches;
 * a second ``deploy`` of the same bundle installs and uploads nothing;
@@ -14,7 +21,8 @@ under QEMU as a Cortex-A72 (a Pi 4's core). Against it this test runs the real C
 Slow (minutes: the first run also builds the root; pip under emulation is slow), so it is
 marked ``slow`` and runs with ``pytest -m slow``. It needs root, debootstrap and QEMU's
 binfmt support (``scripts/emulated-pi check`` says what is missing); without them it is
-skipped with that message. ``HENET_EDGE_EMU_ROOT`` picks the cache folder. A running
+skipped with that message. ``HENET_EDGE_EMU_ROOT`` picks the cache folder (``-trixie``
+appended for the second target). A running
 emulated Pi on that root is reused (and left running); otherwise one is started on a free
 port and stopped at the end. Everything the test installs on the device goes into a
 fresh folder that is removed afterwards.
@@ -37,7 +45,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "emulated-pi"
-CPU = "cortex-a72"
+TARGETS = {
+    # suite: (QEMU core, Python, Debian release, /proc/cpuinfo part, core name, Armv8.2)
+    "bookworm": ("cortex-a72", "3.11.", "12", "0xd08", "Cortex-A72", False),
+    "trixie": ("cortex-a76", "3.13.", "13", "0xd0b", "Cortex-A76", True),
+}
 HWCAP_ASIMD = 1 << 1        # Advanced SIMD: every 64-bit Pi has it
 HWCAP_ATOMICS = 1 << 8      # ARMv8.1 LSE atomics: a Pi 5 (A76) has them, a Pi 4 (A72) not
 HWCAP_ASIMDDP = 1 << 20     # ARMv8.2 dot product: likewise
@@ -49,22 +61,23 @@ print(pairs.get(16, 0))
 """
 
 
-def emu_root() -> Path:
+def emu_root(suite: str) -> Path:
     """The script's cache folder: as the script picks it (through sudo: the caller's home)."""
+    tail = "" if suite == "bookworm" else f"-{suite}"
     value = os.environ.get("HENET_EDGE_EMU_ROOT")
     if value:
-        return Path(value)
+        return Path(value + tail)
     home = Path.home()
     if os.environ.get("SUDO_USER") and os.environ.get("SUDO_UID", "0") != "0":
         import pwd
 
         with contextlib.suppress(KeyError):
             home = Path(pwd.getpwnam(os.environ["SUDO_USER"]).pw_dir)
-    return home / ".cache" / "henet-edge" / "emulated-pi"
+    return home / ".cache" / "henet-edge" / f"emulated-pi{tail}"
 
 
-def script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *args, "--root", str(emu_root())],
+def script(suite: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args, "--suite", suite, "--root", str(emu_root(suite))],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -74,24 +87,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def emulated_pi(tmp_path_factory):
+@pytest.fixture(scope="session", params=list(TARGETS))
+def emulated_pi(request, tmp_path_factory):
     """The running emulated Pi: its port, key, known_hosts and ssh_config.
 
     Session-scoped so that it comes before the session's ``tiny_bundle`` (it is named
     first): a machine that cannot emulate skips without training anything.
     """
-    check = script("check")
+    suite = request.param
+    cpu, python, release, part, core, armv82 = TARGETS[suite]
+    check = script(suite, "check")
     if check.returncode != 0:
         pytest.skip("emulated Pi prerequisites missing:\n" + check.stderr.strip())
-    build = script("build", timeout=3600)
+    build = script(suite, "build", timeout=3600)
     assert build.returncode == 0, build.stderr[-3000:]
-    root = emu_root()
-    started = script("status").returncode != 0
+    root = emu_root(suite)
+    started = script(suite, "status").returncode != 0
+    if not started and (root / "cpu").read_text().strip() != cpu:
+        pytest.fail(f"the running emulated Pi at {root} emulates another core; stop it first")
     if started:
-        start = script("start", "--port", str(free_port()), "--cpu", CPU, timeout=300)
+        start = script(suite, "start", "--port", str(free_port()), "--cpu", cpu, timeout=300)
         assert start.returncode == 0, start.stderr[-3000:]
     info = {
+        "suite": suite, "cpu": cpu, "python": python, "release": release, "part": part,
+        "core": core, "armv82": armv82,
         "port": int((root / "port").read_text()),
         "key": root / "id_ed25519",
         "known_hosts": root / "known_hosts",
@@ -103,7 +122,7 @@ def emulated_pi(tmp_path_factory):
     assert f"[127.0.0.1]:{info['port']} ssh-ed25519 " in info["known_hosts"].read_text()
     yield info
     if started:
-        stop = script("stop")
+        stop = script(suite, "stop")
         assert stop.returncode == 0, stop.stderr
 
 
@@ -121,8 +140,8 @@ def device_shell(pi: dict, command: str) -> str:
 
     options = ConnectOptions(ssh_config=str(pi["empty_config"]), identities=[str(pi["key"])],
                              known_hosts=str(pi["known_hosts"]), use_agent=False)
-    with connect(pi["spec"], options) as transport:
-        result = transport.run(command, timeout=600)
+    with connect(pi["spec"], options) as connection:
+        result = connection.run(command, timeout=600)
     assert result.ok, f"{command}: {result.last_line()}"
     return result.out
 
@@ -139,21 +158,23 @@ def explicit(pi: dict, remote: str) -> list[str]:
             "--ssh-config", str(pi["empty_config"]), "--remote-dir", remote]
 
 
-def test_the_emulated_pi_is_an_arm64_pi4_class_machine(emulated_pi):
+def test_the_emulated_pi_is_the_targets_arm64_machine(emulated_pi):
     out = device_shell(emulated_pi, "uname -m; id -un; echo $QEMU_CPU; "
                                     "python3 -c 'import sys; print(sys.version.split()[0])'; "
                                     "test -e /proc/device-tree/model && echo dt || echo no-dt; "
                                     "sed -n 's/^CPU part.*: //p' /proc/cpuinfo | sort -u; "
                                     f"python3 -c '{AUXV_HWCAP}'")
     machine, user, cpu, python, device_tree, part, hwcap = out.split()
-    assert (machine, user, cpu) == ("aarch64", "pi", CPU)
-    assert python.startswith("3.11.")
+    assert (machine, user, cpu) == ("aarch64", "pi", emulated_pi["cpu"])
+    assert python.startswith(emulated_pi["python"])
     assert device_tree == "no-dt"  # no Pi board: the device side must say "unknown"
-    assert part == "0xd08"  # /proc/cpuinfo names the emulated core (XNNPACK's cpuinfo reads it)
+    assert part == emulated_pi["part"]  # /proc/cpuinfo names the core (XNNPACK reads it)
     hwcap = int(hwcap)
     assert hwcap & HWCAP_ASIMD
-    # sshd's SetEnv QEMU_CPU reached QEMU: the instruction set is a Cortex-A72's.
-    assert not hwcap & HWCAP_ATOMICS and not hwcap & HWCAP_ASIMDDP
+    # sshd's SetEnv QEMU_CPU reached QEMU: the instruction set is the target core's
+    # (a Pi 5's A76 has Armv8.2's dot product and LSE atomics, a Pi 4's A72 neither).
+    assert bool(hwcap & HWCAP_ATOMICS) is emulated_pi["armv82"]
+    assert bool(hwcap & HWCAP_ASIMDDP) is emulated_pi["armv82"]
     assert "sudo" not in device_shell(emulated_pi, "ls /usr/bin")
 
 
@@ -170,8 +191,8 @@ def test_deploy_classify_bench_status(emulated_pi, remote_dir, tiny_bundle, tmp_
     result = host["result"]
     device = result["device"]
     assert device["arch"] == "aarch64" and device["machine"] == "aarch64"
-    assert device["python"].startswith("3.11.")
-    assert "Debian GNU/Linux 12" in device["os"]
+    assert device["python"].startswith(pi["python"])
+    assert f"Debian GNU/Linux {pi['release']}" in device["os"]
     assert device["board"] is None
     assert result["installed"] is True and result["uploaded"] is True
     assert result["runtime"].get("name") in ("ai_edge_litert", "ai-edge-litert"), result["runtime"]
@@ -217,7 +238,7 @@ def test_deploy_classify_bench_status(emulated_pi, remote_dir, tiny_bundle, tmp_
     # XNNPACK really runs (it needs /sys and an arm64 /proc/cpuinfo, which the script gives).
     assert all(m["delegate"] == "XNNPACK" for m in bench["models"]), bench["models"]
     environment = bench["environment"]
-    assert environment["machine"] == "aarch64" and environment["cpu"] == "Cortex-A72"
+    assert environment["machine"] == "aarch64" and environment["cpu"] == pi["core"]
     # No Pi board, vcgencmd or thermal zones here: reported as unknown, not guessed.
     assert environment["board"] == "unknown"
     assert environment["before"]["vcgencmd_temperature_c"] == "unknown"
