@@ -185,3 +185,22 @@ def test_counts_in_the_train_log_agree_in_number():
     assert plural(1, "epoch") == "1 epoch"
     assert plural(30, "epoch") == "30 epochs"
     assert plural(0, "step") == "0 steps"
+
+
+def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tiny_run, tmp_path):
+    """Killed between the last epoch's checkpoint and the final models: resume writes them."""
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(tiny_run, run)
+    for name in ("model.keras", "best.keras", "summary.json"):
+        (run / name).unlink()
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "finished": False}))
+    config = json.loads((run / "config.json").read_text())["train"]
+    lines: list[str] = []
+    summary = train(TrainConfig(**config), run, resume=True, show_bar=False, echo=lines.append)
+    assert any("all 2 epochs are done; writing the final models" in line for line in lines)
+    assert summary["finished"] and summary["epochs"] == 2
+    assert (run / "model.keras").is_file() and (run / "best.keras").is_file()
+    assert json.loads((run / "state.json").read_text())["finished"] is True

@@ -432,7 +432,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                 f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}")
     if first_epoch >= plan["epochs"]:
-        raise RunError(f"{run_dir}: all {plan['epochs']} epochs are done; nothing to resume")
+        # Killed after its last epoch but before the final models were written.
+        log(f"all {plural(plan['epochs'], 'epoch')} are done; writing the final models")
+        return finish_run(config, run_dir, model, classes, history, best, log)
     train_ds, val_ds = make_datasets(
         train_set, val_set, spec=spec, augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
