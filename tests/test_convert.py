@@ -63,7 +63,7 @@ def test_bundle_files_and_manifest(tiny_bundle):
     names = {p.name for p in tiny_bundle.iterdir()}
     assert {"model_float32.tflite", "model_int8.tflite", "labels.txt", "manifest.json",
             "report.json", "report.md", "golden.json", "golden"} <= names
-    m = bundle.manifest
+    m = bundle.manifest.to_dict()
     assert m["input_shape"] == [1, 31, 31, 3]
     assert m["labels"] == ["blue", "green", "red"]
     assert (tiny_bundle / "labels.txt").read_text().split() == m["labels"]
@@ -233,10 +233,10 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
                     "--no-gate", "--lowering", "grouped", "--include-validation", "6",
                     "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    manifest = load_bundle(out).manifest
+    manifest = load_bundle(out).manifest.to_dict()
     assert "validation.npz" in manifest["files"]  # hashed like every file
     assert manifest["lowering"] == "grouped"
-    assert load_bundle(tiny_bundle).manifest["lowering"] == "folded"  # the default
+    assert load_bundle(tiny_bundle).manifest.extra["lowering"] == "folded"  # the default
     for bundle in (out, tiny_bundle):  # both compute what Keras computes
         report = json.loads((bundle / "report.json").read_text())
         assert report["float32"]["top1_agreement"] == 1.0

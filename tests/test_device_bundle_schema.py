@@ -56,7 +56,7 @@ def test_symlink_to_outside_is_an_escape(tmp_path, tiny_bundle):
     outside.write_bytes(model.read_bytes())
     model.unlink()
     os.symlink(outside, model)
-    problems = verify_files(bundle, _manifest(bundle))
+    problems = verify_files(bundle, _manifest(bundle)["files"])
     assert problems == ["model_int8.tflite: path escapes the bundle"]
     with pytest.raises(BundleError, match="not a path inside the bundle"):
         load_bundle(bundle)

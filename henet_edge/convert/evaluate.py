@@ -6,16 +6,12 @@ import json
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
-from henet_edge.device.bundle import MANIFEST
+from henet_edge.device.bundle import is_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
 
 
 class EvaluateError(HenetEdgeError):
     pass
-
-
-def _is_tflite(path: Path) -> bool:
-    return path.suffix == ".tflite" or (path / MANIFEST).exists() or path.name == MANIFEST
 
 
 def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all",
@@ -42,7 +38,7 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
         val, note = run_validation(run_config)
         pixels, labels, class_names = val.images, val.labels, val.class_names
 
-    if _is_tflite(path):
+    if path.suffix == ".tflite" or (run_config is None and is_bundle(path)):
         models, model_labels, spec = tflite_models(path, precision)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "

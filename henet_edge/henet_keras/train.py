@@ -19,7 +19,6 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from henet_edge import HenetEdgeError, __version__
+from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
 from .data import DataError, DataSource, ImageSet, load_source, split_validation
 from .recipes import RECIPES, RecipeSchedule
 from .registry import model_names, model_spec
-from .tf_env import onednn_setting, prepare_tensorflow
+from .tf_env import library_versions, prepare_tensorflow
 
 
 class RunError(HenetEdgeError, ValueError):
@@ -157,15 +156,6 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     val_ds = (tf.data.Dataset.from_tensor_slices((val_x, tf.one_hot(val.labels, classes)))
               .batch(500).cache().prefetch(tf.data.AUTOTUNE))
     return train_ds, val_ds
-
-
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {"henet_edge": __version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -424,7 +414,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                         "validation_kind": "test" if source.test is not None else
                         f"seeded {config.val_split:.0%} split (seed {config.seed})",
                         "skipped": len(source.train.skipped)},
-                    "versions": _versions(),
+                    "versions": library_versions(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             atomic_write_text(run_dir / "config.json", json.dumps(full, indent=1))
             log(f"model {model.name}: {model.count_params():,} weights, {formulation} "
