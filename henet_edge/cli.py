@@ -796,9 +796,11 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a confusion-matrix PNG here.")
+@click.option("--preprocessing", default=None, metavar="default|FILE.json",
+              help="For a bare .keras with no run beside it, as in convert.")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def evaluate(model_path, data, precision, plot_path, as_json):
+def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
 
     .keras models and run folders run in Keras; .tflite files and bundles
@@ -806,7 +808,8 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     """
     from henet_edge.convert.evaluate import evaluate_model
 
-    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
+    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
+                             preprocessing=preprocessing)
     if as_json:
         emit_json(results)
         return

@@ -15,8 +15,11 @@ class EvaluateError(HenetEdgeError):
 
 
 def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all",
-                   plot: Path | None = None) -> dict:
-    """Evaluate a run folder, ``.keras``, ``.tflite`` or bundle on labelled images."""
+                   plot: Path | None = None, preprocessing: str | None = None) -> dict:
+    """Evaluate a run folder, ``.keras``, ``.tflite`` or bundle on labelled images.
+
+    ``preprocessing`` is for a bare ``.keras`` with no run beside it (as in convert).
+    """
     from henet_edge.henet_keras.data import load_source
 
     path = Path(path)
@@ -45,7 +48,7 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
                                 f"{class_names}")
         results = evaluate_tflite(models, pixels, labels, class_names, spec)
     else:
-        results = _evaluate_keras(path, pixels, labels, class_names)
+        results = _evaluate_keras(path, pixels, labels, class_names, preprocessing)
     out = {"model": str(path), "data": note, "models": results}
     if run_config and (path / "history.json").exists():
         history = json.loads((path / "history.json").read_text())
@@ -56,14 +59,14 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     return out
 
 
-def _evaluate_keras(path: Path, pixels, labels, class_names) -> dict:
+def _evaluate_keras(path: Path, pixels, labels, class_names, preprocessing=None) -> dict:
     import numpy as np
 
     from henet_edge.convert.bundle_writer import load_source_model
     from henet_edge.device.metrics import classification_metrics
     from henet_edge.device.preprocess import preprocess_pixels
 
-    src = load_source_model(path, labels=class_names)
+    src = load_source_model(path, labels=class_names, preprocessing=preprocessing)
     logits = np.asarray(src.model.predict(preprocess_pixels(pixels, src.preprocessing),
                                           batch_size=256, verbose=0))
     return {"keras": classification_metrics(logits, labels, class_names)}

@@ -199,12 +199,15 @@ def verify(folder, bundle_id):
     manifest_module = _manifest_module()
     problems = []
     manifest_path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(manifest_path):
-        return {"ok": False, "problems": ["manifest.json: missing"]}
     try:
+        os.listdir(folder)
         actual = sha256_file(manifest_path)
+    except (FileNotFoundError, IsADirectoryError):
+        return {"ok": False, "problems": ["manifest.json: missing"]}
     except OSError as exc:
-        return {"ok": False, "problems": [f"manifest.json: cannot be read ({exc.strerror})"]}
+        what = MANIFEST if exc.filename == manifest_path else folder
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+        return {"ok": False, "problems": [f"{what}: cannot be read ({reason})"]}
     if bundle_id and actual != bundle_id:
         problems.append("manifest.json: sha256 mismatch (file changed or corrupt)")
     try:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,10 +273,12 @@ def verify_files(root: str | os.PathLike, files: dict[str, str]) -> list[str]:
             problems.append(f"{name}: path escapes the bundle")
             continue
         try:
-            if not os.path.isfile(path):
-                problems.append(f"{name}: missing")
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the hash
+                problems.append(f"{name}: not a regular file")
             elif sha256_file(path) != expected:
                 problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
+        except (FileNotFoundError, NotADirectoryError):
+            problems.append(f"{name}: missing")
         except OSError as exc:
             problems.append(_cannot_read(name, exc))
     return problems
