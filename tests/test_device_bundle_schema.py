@@ -176,25 +176,35 @@ def damaged_bundles(tiny_bundle, tmp_path_factory) -> dict[str, Path]:
     return bundles
 
 
-@pytest.mark.parametrize("command", ["classify", "doctor"])
+def _command(command: str, bundle: Path, image_folder) -> list[str]:
+    """A real device command on ``bundle``."""
+    return {
+        "classify": ["classify", str(_image(image_folder)), "--model", str(bundle)],
+        "doctor": ["doctor", "--model", str(bundle)],
+        "bench": ["bench", str(bundle), "--runs", "2", "--repeats", "1", "--warmup", "0"],
+        "camera": ["camera", "--source", str(image_folder), "--frames", "1", "--model",
+                   str(bundle)],
+        "evaluate": ["evaluate", str(bundle), "--data", str(image_folder)],
+    }[command]
+
+
+@pytest.mark.parametrize("command", ["classify", "doctor", "bench", "camera", "evaluate"])
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_damaged_manifest_is_one_line_naming_the_field(damaged_bundles, image_folder, case,
                                                        command):
     bundle, field = damaged_bundles[case], DAMAGED[case][1]
-    args = (["classify", str(_image(image_folder)), "--model", str(bundle)]
-            if command == "classify" else ["doctor", "--model", str(bundle)])
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, _command(command, bundle, image_folder))
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert field in result.output
-    if command == "classify":
+    if command != "doctor":  # doctor prints every check, the bundle's on one line
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-def test_a_sound_bundle_passes_the_same_commands(tiny_bundle, image_folder):
-    """The table's checks fail only on damage: the undamaged bundle classifies."""
-    result = CliRunner().invoke(main, ["classify", str(_image(image_folder)), "--model",
-                                       str(tiny_bundle)])
+@pytest.mark.parametrize("command", ["classify", "bench", "camera", "evaluate"])
+def test_a_sound_bundle_passes_the_same_commands(tiny_bundle, image_folder, command):
+    """The table's checks fail only on damage: the undamaged bundle works."""
+    result = CliRunner().invoke(main, _command(command, tiny_bundle, image_folder))
     assert result.exit_code == 0, result.output
 
 

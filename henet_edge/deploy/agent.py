@@ -38,7 +38,6 @@ old Python can still run ``probe`` and be told it is too old.
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -54,17 +53,6 @@ STATE_MARKER = ".henet-edge-state"
 LOCK_FILE = ".deploy.lock"
 # What an unmarked folder made by an earlier henet-edge may hold, and nothing else.
 LEGACY_NAMES = {"bundles", "venvs", "venv", "current", "tmp", HISTORY, LAST_BENCH}
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_text(path, limit=4096):
@@ -201,7 +189,7 @@ def verify(folder, bundle_id):
     manifest_path = os.path.join(folder, MANIFEST)
     try:
         os.listdir(folder)
-        actual = sha256_file(manifest_path)
+        actual = manifest_module.sha256_file(manifest_path)
     except (FileNotFoundError, IsADirectoryError):
         return {"ok": False, "problems": ["manifest.json: missing"]}
     except OSError as exc:
@@ -345,7 +333,7 @@ def main(argv):
     elif op == "verify":
         result = verify(args[0], args[1] if len(args) > 1 else None)
     elif op == "sha256":
-        result = {path: sha256_file(path) for path in args}
+        result = {path: _manifest_module().sha256_file(path) for path in args}
     elif op == "status":
         result = status(args[0], check="--verify" in args[1:])
     elif op == "lock":
