@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, __version__
+from henet_edge import HenetEdgeError, __version__, refuse_existing
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 
@@ -796,9 +796,11 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a confusion-matrix PNG here.")
+@click.option("--preprocessing", default=None, metavar="default|FILE.json",
+              help="For a bare .keras with no run beside it, as in convert.")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def evaluate(model_path, data, precision, plot_path, as_json):
+def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
 
     .keras models and run folders run in Keras; .tflite files and bundles
@@ -806,7 +808,8 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     """
     from henet_edge.convert.evaluate import evaluate_model
 
-    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
+    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
+                             preprocessing=preprocessing)
     if as_json:
         emit_json(results)
         return
@@ -840,8 +843,7 @@ def calibrate(data, num, seed, out, force, as_json):
 
     if out.suffix != ".npz":
         raise click.ClickException(f"--out must end in .npz, got {out}")
-    if out.exists() and not force:
-        raise click.ClickException(f"{out}: already exists (use --force to replace it)")
+    refuse_existing(out, force)
     calib = make_calibration(data, num=num, seed=seed)
     calib.save(out)
     prov = {k: v for k, v in calib.provenance.items() if k != "ids"}
@@ -883,12 +885,16 @@ def calibrate(data, num, seed, out, force, as_json):
               show_default=True,
               help="How grouped convs and shuffles become TFLite ops; the same function "
                    "(`henet-edge compare --lowering grouped,folded` times them).")
+@click.option("--preprocessing", default=None, metavar="default|FILE.json",
+              help="For a bare .keras with no run config.json beside it: 'default' "
+                   "(henet-edge/v1, CIFAR mean/std, 32 -> 31 crop) or a JSON file with it (a "
+                   "run's config.json, a bundle's manifest.json) [the run's].")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
             min_agreement, max_drop, no_gate, include_keras, include_calibration,
-            include_validation, lowering, force, as_json):
+            include_validation, lowering, preprocessing, force, as_json):
     """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
 
     \b
@@ -912,7 +918,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
                            gates=Gates(min_agreement, max_drop), labels=labels,
                            include_keras=include_keras,
                            include_calibration=include_calibration,
-                           include_validation=include_validation, lowering=lowering, log=echo)
+                           include_validation=include_validation, lowering=lowering,
+                           preprocessing=preprocessing, log=echo)
     if as_json:
         emit_json(manifest)
         return

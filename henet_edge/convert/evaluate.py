@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
-from henet_edge.device.bundle import MANIFEST
+from henet_edge.device.bundle import is_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
 
 
@@ -14,13 +14,12 @@ class EvaluateError(HenetEdgeError):
     pass
 
 
-def _is_tflite(path: Path) -> bool:
-    return path.suffix == ".tflite" or (path / MANIFEST).exists() or path.name == MANIFEST
-
-
 def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all",
-                   plot: Path | None = None) -> dict:
-    """Evaluate a run folder, ``.keras``, ``.tflite`` or bundle on labelled images."""
+                   plot: Path | None = None, preprocessing: str | None = None) -> dict:
+    """Evaluate a run folder, ``.keras``, ``.tflite`` or bundle on labelled images.
+
+    ``preprocessing`` is for a bare ``.keras`` with no run beside it (as in convert).
+    """
     from henet_edge.henet_keras.data import load_source
 
     path = Path(path)
@@ -42,14 +41,14 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
         val, note = run_validation(run_config)
         pixels, labels, class_names = val.images, val.labels, val.class_names
 
-    if _is_tflite(path):
+    if path.suffix == ".tflite" or (run_config is None and is_bundle(path)):
         models, model_labels, spec = tflite_models(path, precision)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
                                 f"{class_names}")
         results = evaluate_tflite(models, pixels, labels, class_names, spec)
     else:
-        results = _evaluate_keras(path, pixels, labels, class_names)
+        results = _evaluate_keras(path, pixels, labels, class_names, preprocessing)
     out = {"model": str(path), "data": note, "models": results}
     if run_config and (path / "history.json").exists():
         history = json.loads((path / "history.json").read_text())
@@ -60,14 +59,14 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     return out
 
 
-def _evaluate_keras(path: Path, pixels, labels, class_names) -> dict:
+def _evaluate_keras(path: Path, pixels, labels, class_names, preprocessing=None) -> dict:
     import numpy as np
 
     from henet_edge.convert.bundle_writer import load_source_model
     from henet_edge.device.metrics import classification_metrics
     from henet_edge.device.preprocess import preprocess_pixels
 
-    src = load_source_model(path, labels=class_names)
+    src = load_source_model(path, labels=class_names, preprocessing=preprocessing)
     logits = np.asarray(src.model.predict(preprocess_pixels(pixels, src.preprocessing),
                                           batch_size=256, verbose=0))
     return {"keras": classification_metrics(logits, labels, class_names)}

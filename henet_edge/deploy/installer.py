@@ -315,9 +315,9 @@ class Installer:
         t0 = time.monotonic()
         bundle = load_bundle(bundle_path)  # verifies every hash locally first
         bundle_id = bundle.id
-        files = [MANIFEST, *sorted(bundle.manifest["files"])]
+        files = [MANIFEST, *sorted(bundle.manifest.files)]
         bundle_bytes = sum((bundle.root / f).stat().st_size for f in files)
-        name = bundle.manifest.get("name")
+        name = bundle.manifest.name
         self.log(f"bundle {name} {_short(bundle_id)} ({len(files)} files, "
                  f"{human_bytes(bundle_bytes)})")
 

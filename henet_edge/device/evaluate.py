@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import MANIFEST, load_bundle
+from .bundle import is_bundle, load_bundle
 from .metrics import classification_metrics, plot_confusion
 from .preprocess import DEFAULT, Preprocessing, preprocess_pixels
 from .runtime import TFLiteModel
@@ -15,7 +15,7 @@ from .runtime import TFLiteModel
 def tflite_models(path: Path, precision: str = "all") -> tuple[dict[str, Path], list[str] | None,
                                                                  Preprocessing]:
     """The model files to evaluate, their labels and preprocessing."""
-    if (path / MANIFEST).exists() or path.name == MANIFEST:
+    if is_bundle(path):
         bundle = load_bundle(path)
         wanted = bundle.precisions if precision == "all" else [precision]
         return ({p: bundle.model_path(p) for p in wanted}, bundle.labels,
