@@ -34,6 +34,7 @@ from henet_edge.device.manifest import (
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
 from henet_edge.device.runtime import TFLiteModel
 from henet_edge.henet_keras.tf_env import library_versions
+from henet_edge.storage import utc_timestamp
 
 from .audit import audit_model
 from .lowering import DEFAULT_LOWERING
@@ -260,7 +261,7 @@ def convert_bundle(
                  if p.is_file()}
         manifest = Manifest(
             name=src.model.name,
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            created=utc_timestamp(),
             model=_model_meta(src),
             labels=src.labels,
             input_shape=list(float_model.input_shape),
