@@ -189,20 +189,31 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
               help="Token every request must carry (Authorization: Bearer T or ?token=T); "
                    "generated and printed once when binding beyond loopback.")
 @click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--workers", default=1, show_default=True,
+              help="Interpreters serving requests side by side (one model load each).")
+@click.option("--camera", default=None, metavar="SOURCE",
+              help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
+                   "or a folder of images (as `henet-edge camera --source`).")
+@click.option("--every", default=0.1, show_default=True,
+              help="Seconds between camera frame starts.")
 @user_errors
-def serve(model, precision, bind, token, threads):
-    """Serve the classifier over HTTP: an upload page, JSON API, metrics.
+def serve(model, precision, bind, token, threads, workers, camera, every):
+    """Serve the classifier over HTTP: a live page, JSON API, streams, metrics.
 
     \b
-    Endpoints: GET / (page), POST /api/classify (image bytes -> the same JSON
-    as one line of `classify --json`), GET /api/info, GET /metrics
-    (Prometheus), GET /healthz. Bad requests get a 4xx JSON error.
+    Endpoints: GET / (page: live camera frames with their top labels, stage
+    times and FPS; an upload form), POST /api/classify (image bytes or a
+    multipart file field -> the same JSON as one line of `classify --json`),
+    GET /api/info, GET /metrics (Prometheus), GET /healthz (says when the
+    camera failed), and with --camera GET /stream.mjpg (frames) and
+    GET /api/stream (results as Server-Sent Events). Bad requests get a 4xx
+    JSON error.
 
     \b
     Example:
-      henet-edge serve --bind 127.0.0.1:8080
-      curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' \\
-           http://127.0.0.1:8080/api/classify
+      henet-edge serve --camera auto --bind 127.0.0.1:8080
+      curl -F file=@photo.jpg http://127.0.0.1:8080/api/classify
+      curl -N http://127.0.0.1:8080/api/stream
     """
     from henet_edge.device.serve.app import parse_bind
     from henet_edge.device.serve.app import serve as run_server
@@ -211,8 +222,16 @@ def serve(model, precision, bind, token, threads):
         parse_bind(bind)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    classifier = _make_classifier(model, None, precision, 3, threads)
-    run_server(classifier, bind, token)
+    if workers < 1:
+        raise click.UsageError(f"--workers must be at least 1, got {workers}")
+    if every < 0:
+        raise click.UsageError(f"--every must be 0 or more seconds, got {every}")
+    if camera is not None:
+        from henet_edge.device.camera import open_source
+
+        open_source(camera).close()  # a source that cannot open stops here, in one line
+    classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
+    run_server(classifiers, bind, token, camera=camera, every=every)
 
 
 @main.command()
