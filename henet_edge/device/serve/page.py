@@ -14,8 +14,9 @@ PAGE = """<!doctype html>
  h1 { font-size: 1.3em; margin: 0 0 .2em; }
  #model { color: #555; margin: 0 0 1em; }
  .row { display: flex; gap: 1.5em; flex-wrap: wrap; align-items: flex-start; }
- #frame { width: 320px; min-height: 240px; background: #eee; image-rendering: pixelated; }
- .panel { min-width: 16em; }
+ #frame { width: 256px; height: auto; min-height: 192px; background: #eee;
+          image-rendering: pixelated; }
+ .panel { flex: 1; min-width: 16em; overflow-wrap: anywhere; }
  ol { padding-left: 1.3em; margin: .3em 0; }
  li span.bar { display: inline-block; height: .7em; background: #3b82f6; margin-left: .4em; }
  .muted { color: #666; } .bad { color: #b91c1c; font-weight: 600; }
