@@ -466,9 +466,15 @@ def _finish_fleet(outcomes, as_json: bool, headers, row) -> None:
               help="Free space (MB) the deploy must leave on the device.")
 @click.option("--no-selftest", is_flag=True,
               help="Switch without checking the golden images on the device (not advised).")
+@click.option("--service", is_flag=True,
+              help="Also run `henet-edge serve` on boot (a systemd unit on the device, "
+                   "started after the self-test passed); a redeploy restarts it.")
+@click.option("--service-camera", default=None, metavar="SOURCE",
+              help="The service's --camera source (with --service).")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
 @user_errors
-def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **conn):
+def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, service, service_camera,
+           as_json, **conn):
     """Install the device side and a bundle on a device over SSH, verified and atomic.
 
     \b
@@ -484,6 +490,7 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
       henet-edge deploy bundles/henet_r3 --host pi@pi.local
       henet-edge deploy bundles/henet_r3 --host pi1 --host pi2 --jobs 2
       henet-edge deploy bundles/henet_r3 --host pi.local --accept-new-host-key
+      henet-edge deploy bundles/henet_r3 --host pi.local --service --service-camera auto
     """
     from henet_edge.deploy.hosts import load_ssh_config
     from henet_edge.deploy.installer import MB, InstallOptions
@@ -505,8 +512,12 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
     load_ssh_config(conn["ssh_config"])  # so a typo there stops before the wheel build
     wheel_path = check_wheel(wheel) if wheel else project_wheel(
         log=lambda m: click.echo(m, err=True))
+    if service_camera and not service:
+        raise click.UsageError("--service-camera goes with --service")
     options = InstallOptions(wheel=wheel_path, wheelhouse=wheelhouse, keep=keep,
-                             reserve_bytes=reserve_mb * MB, selftest=not no_selftest)
+                             reserve_bytes=reserve_mb * MB, selftest=not no_selftest,
+                             service=(["--camera", service_camera] if service_camera else [])
+                             if service else None)
     outcomes = _fleet(conn, lambda inst: inst.deploy(bundle).to_dict(),
                       install_options=options)
 
@@ -599,6 +610,10 @@ def status(verify, as_json, **conn):
                            + (" (SUSPECT)" if bench_result.get("suspect") else ""))
         else:
             click.echo("  last bench: none (run `henet-edge remote bench`)")
+        from henet_edge.deploy.installer import service_summary
+
+        click.echo("  service: " + (service_summary(s["service"]) if s.get("service")
+                                    else "unknown (no device side installed)"))
     if unhealthy or any(not o.ok for o in outcomes):
         sys.exit(1)
 
@@ -689,6 +704,81 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
             click.echo(f"{o.host}: FAILED: {o.error}", err=True)
     if any(not o.ok for o in outcomes):
         sys.exit(1)
+
+
+@main.group()
+def service() -> None:
+    """On the device: run `henet-edge serve` on boot with systemd.
+
+    \b
+    A system unit when run as root, a user unit otherwise (it starts at boot
+    only with `sudo loginctl enable-linger USER`); Restart=on-failure. From the
+    desktop, `henet-edge deploy --service --host H` does the install.
+    """
+
+
+def _service_report(state, as_json: bool) -> None:
+    if as_json:
+        emit_json(state.to_dict())
+        return
+    click.echo(state.summary())
+    for note in state.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@service.command("install")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+              help="HOST:PORT the service listens on (beyond loopback needs --token).")
+@click.option("--camera", default=None, metavar="SOURCE", help="As `serve --camera`.")
+@click.option("--workers", default=1, show_default=True, help="As `serve --workers`.")
+@click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
+              help="Token the service requires (kept in the unit, mode 0600).")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_install(bind, camera, workers, token, as_json):
+    """Write, enable and start the unit (where systemd runs; else only write it)."""
+    from henet_edge.device import service as svc
+    from henet_edge.device.serve.app import is_loopback, parse_bind
+
+    try:
+        host, _ = parse_bind(bind)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not is_loopback(host) and not token:
+        raise click.UsageError(f"--bind {bind} is beyond loopback: give --token (a service "
+                               "cannot show a generated one)")
+    args = ["--bind", bind, "--workers", str(workers)] + (["--camera", camera] if camera else [])
+    _service_report(svc.install(args, token=token), as_json)
+
+
+@service.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_status(as_json):
+    """Whether the unit is installed, enabled and running."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.status(), as_json)
+
+
+@service.command("restart")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_restart(as_json):
+    """Restart the installed unit (a redeploy does this after its self-test)."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.restart(), as_json)
+
+
+@service.command("uninstall")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_uninstall(as_json):
+    """Stop, disable and remove the unit."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.uninstall(), as_json)
 
 
 @main.command(hidden=True)
