@@ -387,13 +387,23 @@ def _ssh_options(fn):
     return fn
 
 
+def _connect_options(conn: dict):
+    """The SSH options of the shared connection flags."""
+    from henet_edge.deploy.ssh import ConnectOptions
+
+    return ConnectOptions(
+        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
+        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
+        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
+
+
 def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = None):
     """Run ``work(installer)`` on every --host; one outcome per host, in order."""
     from henet_edge.deploy.fleet import SameDevice, run_fleet
     from henet_edge.deploy.hosts import read_hosts_file
     from henet_edge.deploy.installer import Installer, InstallOptions
     from henet_edge.deploy.probe import check_remote_dir
-    from henet_edge.deploy.ssh import ConnectOptions, connect
+    from henet_edge.deploy.ssh import connect
 
     check_remote_dir(conn["remote_dir"])
     hosts = list(conn["hosts"])
@@ -404,10 +414,7 @@ def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = No
     hosts = list(dict.fromkeys(hosts))  # the same device twice would race with itself
     if conn["jobs"] < 1:
         raise click.UsageError("--jobs must be at least 1")
-    connect_options = ConnectOptions(
-        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
-        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
-        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
+    connect_options = _connect_options(conn)
     options = install_options or InstallOptions()
     options.remote_dir, options.remote_python = conn["remote_dir"], conn["remote_python"]
     several = len(hosts) > 1
@@ -620,7 +627,7 @@ def status(verify, as_json, **conn):
 
 @main.group()
 def remote() -> None:
-    """Run device commands on a deployed device: bench, classify."""
+    """Run device commands on a deployed device: bench, classify, serve (a tunnel)."""
 
 
 @remote.command("classify")
@@ -652,6 +659,44 @@ def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
                        err=True)
     if any(not o.ok or o.result.get("exit") for o in outcomes):
         sys.exit(1)
+
+
+@remote.command("serve")
+@_ssh_options
+@click.option("--port", default=8080, show_default=True,
+              help="The device's loopback port that `henet-edge serve` listens on.")
+@click.option("--local-port", default=0,
+              help="Port on this machine's 127.0.0.1 [--port if free, else any].")
+@user_errors
+def remote_serve_command(port, local_port, **conn):
+    """Open the device's serve page here, through an SSH tunnel (like `ssh -L`).
+
+    \b
+    127.0.0.1:LOCAL on this machine is forwarded over the verified SSH
+    connection to 127.0.0.1:PORT on the device, so the device's port never has
+    to be reachable from the network. Prints the URL to open; Ctrl-C closes.
+
+    \b
+    Example:
+      henet-edge remote serve --host pi.local
+    """
+    import time
+
+    from henet_edge.deploy.ssh import connect
+    from henet_edge.deploy.tunnel import Tunnel
+
+    if len(conn["hosts"]) != 1 or conn["hosts_file"] is not None:
+        raise click.UsageError("remote serve takes exactly one --host")
+    if not 0 < port < 65536 or not 0 <= local_port < 65536:
+        raise click.UsageError("--port and --local-port must be TCP ports (1-65535)")
+    host = conn["hosts"][0]
+    with connect(host, _connect_options(conn), log=lambda m: click.echo(m, err=True)) as c, \
+            Tunnel(c, port, local_port=local_port,
+                   log=lambda m: click.echo(m, err=True)) as tunnel:
+        click.echo(f"open {tunnel.url}  (tunnel to {host}'s 127.0.0.1:{port}; Ctrl-C closes)")
+        while c.transport.is_active():
+            time.sleep(0.5)
+        raise click.ClickException(f"{host}: the SSH connection closed")
 
 
 @remote.command("bench", context_settings={"ignore_unknown_options": True,
