@@ -1,7 +1,8 @@
 """The serve page in a real headless Chromium (Debian's chromium and chromium-driver).
 
 A folder of images stands in for the camera: the page must show its frames and a
-label, and an uploaded image must show its result. Set ``SERVE_SCREENSHOT=PATH``
+label, an uploaded image must show its result, and a camera that goes away must be
+reported. Set ``SERVE_SCREENSHOT=PATH``
 to keep a screenshot of the page (the README's is made this way).
 """
 
@@ -90,5 +91,13 @@ def test_page_shows_live_frames_a_label_and_an_upload_result(browser, tmp_path, 
             if shot_path is not None:
                 browser.execute_script("window.scrollTo(0, 0)")
                 shot_path.write_bytes(browser.get_screenshot_as_png())
+
+            for image in frames.iterdir():  # the camera goes away: the page says so
+                image.unlink()
+            wait.until(lambda d: "failed" in d.find_element(By.ID, "camera-status").text)
+            status = browser.find_element(By.ID, "camera-status")
+            text = status.text.lower()  # a frame's file vanished, or the folder is empty
+            assert "no such file" in text or "no jpeg" in text, text
+            assert status.get_attribute("class") == "bad"
         finally:
             camera.stop()

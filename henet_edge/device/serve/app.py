@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -266,8 +267,6 @@ def is_loopback(host: str) -> bool:
 def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1:8080",
           token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
-    import uvicorn
-
     host, port = parse_bind(bind)
     if token is None and not is_loopback(host):
         token = new_token()
@@ -282,9 +281,29 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
     app = create_app(pool, token=token, camera=live, metrics=metrics)
     if live is not None:
         live.start()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=2)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=2)
+        _Server(config, live).run()
     finally:
         if live is not None:
             live.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that ends the camera's streams as soon as a stop is asked (so
+    open pages do not hold up Ctrl-C or SIGTERM) and releases the camera at shutdown."""
+
+    def __init__(self, config: uvicorn.Config, live: LiveCamera | None):
+        super().__init__(config)
+        self.live = live
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.live is not None:
+            self.live.halt()
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        if self.live is not None:
+            await asyncio.to_thread(self.live.stop)

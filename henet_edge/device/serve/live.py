@@ -101,7 +101,12 @@ class LiveCamera:
         self._thread.start()
         return self
 
+    def halt(self) -> None:
+        """Ask the thread to stop (and the streams to end) without waiting."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and release the camera."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
