@@ -71,3 +71,48 @@ def test_device_agent_imports_only_the_standard_library():
     outside = [f"agent.py:{line} imports {name}" for line, name in imports_of(agent)
                if name.split(".")[0] not in sys.stdlib_module_names]
     assert outside == []
+
+
+# What each package may import from the others (the README's layout section says the
+# same in words). Data flows one way: models -> calibration -> conversion -> deployment,
+# and everything may use the device side, which uses nothing of theirs.
+MAY_IMPORT = {
+    "device": set(),
+    "henet_keras": {"device"},
+    "calibration": {"device", "henet_keras"},
+    "convert": {"device", "henet_keras", "calibration"},
+    "deploy": {"device", "convert"},
+}
+PACKAGES = set(MAY_IMPORT) | {"cli"}
+
+
+def crossings(package: str) -> list[str]:
+    """Every import in ``package`` of another henet_edge package it may not use."""
+    found = []
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for line, name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] != "henet_edge" or len(parts) < 2 or parts[1] == package:
+                continue
+            if parts[1] in PACKAGES and parts[1] not in MAY_IMPORT[package]:
+                found.append(f"{path.relative_to(PACKAGE)}:{line} imports {name}")
+    return found
+
+
+def test_every_package_is_in_the_table():
+    on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert on_disk == set(MAY_IMPORT)
+
+
+def test_packages_import_only_what_the_layering_allows():
+    assert {p: crossings(p) for p in MAY_IMPORT} == {p: [] for p in MAY_IMPORT}
+
+
+def test_a_crossing_is_found(tmp_path, monkeypatch):
+    """The check itself can fail: a device module importing the converter is caught."""
+    fake = tmp_path / "henet_edge"
+    (fake / "device").mkdir(parents=True)
+    (fake / "device" / "__init__.py").write_text("")
+    (fake / "device" / "bad.py").write_text("from ..convert import pipeline\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert crossings("device") == ["device/bad.py:1 imports henet_edge.convert"]

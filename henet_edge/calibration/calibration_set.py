@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, preprocess_pixels
+from henet_edge.storage import replacing
 
 
 class CalibrationError(HenetEdgeError, ValueError):
@@ -52,10 +52,9 @@ class CalibrationSet:
     def save(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, pixels=self.pixels, labels=self.labels,
-                            provenance=np.array(json.dumps(self.provenance)))
-        os.replace(tmp, path)
+        with replacing(path, ".npz") as tmp:
+            np.savez_compressed(tmp, pixels=self.pixels, labels=self.labels,
+                                provenance=np.array(json.dumps(self.provenance)))
 
 
 def _digest(pixels: np.ndarray) -> str:

@@ -48,6 +48,7 @@ from typing import Any
 
 from henet_edge import __version__
 from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from henet_edge.storage import utc_timestamp
 
 from . import agent
 from .connection import Connection
@@ -233,7 +234,7 @@ class Installer:
                          f"switching {link} to {target}")
 
     def _append_history(self, entry: dict[str, Any]) -> None:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        entry = {"time": utc_timestamp(),
                  "by": f"{getpass.getuser()}@{socket.gethostname()}", **entry}
         line = quote(json.dumps(entry))
         self.session.run(f"printf '%s\\n' {line} >> {quote(self.path(HISTORY))}",
@@ -256,7 +257,7 @@ class Installer:
         connection dies); the installed state as read under the lock."""
         holder = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
                              "pid": os.getpid(),
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                             "since": utc_timestamp()})
         timeout = self.options.lock_timeout
         command = " ".join([quote(self.options.remote_python), "-c", quote(agent_source().decode()),
                             "lock", quote(self.base), f"{timeout:g}", quote(holder)])
@@ -477,7 +478,7 @@ class Installer:
                       "python": info.python_path, "python_version": info.python_text,
                       "dependencies": "wheelhouse" if wheelhouse else "index",
                       "runtime": runtime,
-                      "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                      "installed": utc_timestamp()}
             self.session.write_file(f"{venv}/{INSTALL_RECORD}",
                                     json.dumps(record, indent=1).encode())
         except BaseException:

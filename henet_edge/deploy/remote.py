@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
+from henet_edge.storage import utc_timestamp
 
 from .errors import DeployError
 from .installer import CURRENT, LAST_BENCH, Installer
@@ -175,7 +176,7 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
     current = next((b for b in state["bundles"] if b["id"] == state["current"]), {})
     data["remote"] = {"host": installer.name, "bundle": state["current"],
                       "bundle_name": current.get("name"), "args": bench_args,
-                      "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "time": utc_timestamp(),
                       "device": state.get("device")}
     path = Path(out_path) if out_path else default_bench_path(installer.name)
     path.parent.mkdir(parents=True, exist_ok=True)

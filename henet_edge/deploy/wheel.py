@@ -25,16 +25,12 @@ import tempfile
 from pathlib import Path
 
 from henet_edge import __version__
+from henet_edge.storage import cache_dir
 
 from .errors import DeployError
 
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can say
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
-
-
-def cache_root() -> Path:
-    value = os.environ.get("HENET_EDGE_CACHE")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "henet-edge"
 
 
 def project_source() -> Path | None:
@@ -102,7 +98,7 @@ def project_wheel(*, cache: Path | None = None, log=None) -> Path:
                           "(installed from a wheel?); pass --wheel FILE with a wheel of the "
                           "same version")
     digest = source_digest(root)
-    folder = (cache or cache_root()) / "wheels" / f"{__version__}-{digest[:16]}"
+    folder = (cache or cache_dir()) / "wheels" / f"{__version__}-{digest[:16]}"
     wheels = sorted(folder.glob("henet_edge-*.whl"))
     if wheels:
         return wheels[0]

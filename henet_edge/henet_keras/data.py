@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
-import os
 import pickle
 import tarfile
 import urllib.request
@@ -31,6 +30,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, canonical
+from henet_edge.storage import cache_dir, replacing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 NAMED_SETS = ("cifar10", "cifar100", "svhn")
@@ -73,11 +73,6 @@ class DataSource:
     train: ImageSet
     test: ImageSet | None = None
     augment: str = "cifar"  # "cifar" (pad 4, crop, flip) or "none"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("HENET_EDGE_CACHE") or Path.home() / ".cache" / "henet-edge"
-    return Path(root)
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:
@@ -166,26 +161,24 @@ def load_tar(path: Path, size: int, progress=None) -> ImageSet:
 
 
 def _download(url: str, dest: Path) -> Path:
-    """Fetch ``url`` to ``dest`` via a ``.part`` file; only a complete download is kept."""
+    """Fetch ``url`` to ``dest`` via a temporary file; only a complete download is kept."""
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
     print(f"downloading {url} -> {dest}")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            expected = response.headers.get("Content-Length")
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-            got = out.tell()
-        if expected is not None and got != int(expected):
-            raise DataError(f"download of {url} stopped at {got} of {expected} bytes")
+        with replacing(dest) as tmp:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                expected = response.headers.get("Content-Length")
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                got = out.tell()
+            if expected is not None and got != int(expected):
+                raise DataError(f"download of {url} stopped at {got} of {expected} bytes")
     except (OSError, http.client.HTTPException, DataError) as exc:
-        tmp.unlink(missing_ok=True)
         reason = exc if isinstance(exc, DataError) else getattr(exc, "reason", None) or exc
         raise DataError(f"cannot download {url} ({reason}); pass an image folder or a "
                         ".tar/.tar.gz of one to --data instead") from None
-    os.replace(tmp, dest)
     return dest
 
 
@@ -280,11 +273,10 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
         train = load_tar(path, size, progress) if is_tar else load_folder(path, size, progress)
         if cache is not None and use_cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, images=train.images, labels=train.labels,
-                     class_names=np.array(train.class_names), ids=np.array(train.ids),
-                     skipped=np.array(train.skipped, dtype=str))
-            os.replace(tmp, cache)
+            with replacing(cache, ".npz") as tmp:
+                np.savez(tmp, images=train.images, labels=train.labels,
+                         class_names=np.array(train.class_names), ids=np.array(train.ids),
+                         skipped=np.array(train.skipped, dtype=str))
     return DataSource(str(path), "tar" if is_tar else "folder", train)
 
 

@@ -23,3 +23,25 @@ def prepare_tensorflow() -> None:
 def onednn_setting() -> str:
     """``TF_ENABLE_ONEDNN_OPTS`` as this process has it (``"unset"`` if not set)."""
     return os.environ.get(ONEDNN, "unset")
+
+
+def versions() -> dict:
+    """The library versions a run or a bundle records (TensorFlow is imported here)."""
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from henet_edge import __version__
+
+    found = {"henet_edge": __version__, "tensorflow": tf.__version__,
+             "keras": keras.__version__, "numpy": np.__version__,
+             "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
+    try:
+        import ai_edge_litert
+
+        found["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "?")
+    except ImportError:  # pragma: no cover - the desktop extra installs it
+        pass
+    return found

@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -28,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from henet_edge import HenetEdgeError, __version__
+from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
+from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 
 from .data import DataError, DataSource, ImageSet, load_source, split_validation
 from .recipes import RECIPES, RecipeSchedule
 from .registry import model_names, model_spec
-from .tf_env import onednn_setting, prepare_tensorflow
+from .tf_env import prepare_tensorflow, versions
 
 
 class RunError(HenetEdgeError, ValueError):
@@ -79,23 +78,15 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_model_atomic(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path, ".keras") as tmp:
+        model.save(tmp)
 
 
 def save_weights_atomic(model, path: Path) -> None:
     """All weights as ``w0..wN`` arrays (shared by the masked and native forms)."""
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
-    os.replace(tmp, path)
+    with replacing(path, ".npz") as tmp:
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
 
 
 def pick_formulation(requested: str) -> str:
@@ -159,15 +150,6 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     return train_ds, val_ds
 
 
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {"henet_edge": __version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
-
-
 def plot_curves(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -190,20 +172,17 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
-    tmp = run_dir / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    write_text_atomic(run_dir / "history.json", json.dumps(history, indent=1))
+    with replacing(run_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, run_dir / "history.csv")
 
 
 def _plan(config: TrainConfig, n_train: int) -> dict:
@@ -305,7 +284,7 @@ class _EpochLogger:
                 if improved:
                     self.best = row["val_accuracy"]
                     save_weights_atomic(self.model, self.run_dir / "best.weights.npz")
-                atomic_write_text(self.run_dir / "state.json", json.dumps(
+                write_text_atomic(self.run_dir / "state.json", json.dumps(
                     {"epochs_done": epoch + 1, "best_val_accuracy": self.best,
                      "finished": False}, indent=1))
                 plot_curves(self.history, self.run_dir / "curves.png")
@@ -424,9 +403,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                         "validation_kind": "test" if source.test is not None else
                         f"seeded {config.val_split:.0%} split (seed {config.seed})",
                         "skipped": len(source.train.skipped)},
-                    "versions": _versions(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            atomic_write_text(run_dir / "config.json", json.dumps(full, indent=1))
+                    "versions": versions(),
+                    "created": utc_timestamp()}
+            write_text_atomic(run_dir / "config.json", json.dumps(full, indent=1))
             log(f"model {model.name}: {model.count_params():,} weights, {formulation} "
                 f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
                 f"{plural(plan['steps_per_epoch'], 'step')} "
@@ -522,9 +501,9 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
                "best_val_accuracy": best,
                "mean_last5_val_accuracy": float(np.mean(last5)),
                "finished": True}
-    atomic_write_text(run_dir / "state.json", json.dumps(
+    write_text_atomic(run_dir / "state.json", json.dumps(
         {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     log(f"done: final val {100 * summary['final_val_accuracy']:.2f}%, best "
         f"{100 * best:.2f}%, mean of last 5 {100 * summary['mean_last5_val_accuracy']:.2f}%")
     return summary

@@ -1,0 +1,51 @@
+"""Files on disk: written whole or not at all, and the project's cache folder.
+
+Standard library only, so both sides (desktop and device) use it. The deploy agent is
+the one exception: it is sent to a device as a single file and keeps its own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; moved onto ``path`` on success.
+
+    On an error inside the block the temporary file is removed and ``path`` is left as it
+    was, so a crash or Ctrl-C never leaves half a file under the real name. ``suffix`` is
+    the temporary file's suffix (some writers, such as numpy's and Keras's, want theirs);
+    by default the path's own. Temporary names start with a dot and hold ``.tmp``.
+    """
+    path = Path(path)
+    suffix = path.suffix if suffix is None else suffix
+    tmp = path.with_name(f".{path.stem}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one step."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """``2026-12-03T11:43:22Z``: the one timestamp format of records and manifests."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def cache_dir() -> Path:
+    """``$HENET_EDGE_CACHE``, or ``~/.cache/henet-edge``: downloads, wheels, emulated roots."""
+    value = os.environ.get("HENET_EDGE_CACHE")
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "henet-edge"

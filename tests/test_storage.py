@@ -1,0 +1,43 @@
+"""Files written whole or not at all; one timestamp format; one cache folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from henet_edge.storage import cache_dir, replacing, utc_timestamp, write_text_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "history.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        tmp.write_text("half of the new")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+def test_a_finished_write_replaces_the_file(tmp_path):
+    target = tmp_path / "weights.npz"
+    target.write_text("old")
+    with replacing(target, ".npz") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".npz"
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert not tmp.exists()
+    write_text_atomic(tmp_path / "a.txt", "hot dog\n")
+    assert (tmp_path / "a.txt").read_text() == "hot dog\n"
+
+
+def test_timestamp_format():
+    assert utc_timestamp(0) == "1970-01-01T00:00:00Z"
+    assert utc_timestamp(1_764_763_402) == "2025-12-03T12:03:22Z"
+
+
+def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("HENET_EDGE_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "henet-edge"
