@@ -809,8 +809,9 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
 @main.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--data", default=None,
-              help="Labelled images to evaluate on (folder, archive, or named set). "
-                   "Default: the run's own validation split.")
+              help="Labelled images to evaluate on (folder, archive, named set, or a "
+                   "held-out .npz sample). Default: a run's own validation split, a "
+                   "bundle's shipped validation.npz.")
 @click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="all",
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
@@ -828,6 +829,7 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
     if as_json:
         emit_json(results)
+        _report_evaluation_data(results)
         return
     for name, r in results["models"].items():
         click.echo(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
@@ -839,6 +841,20 @@ def evaluate(model_path, data, precision, plot_path, as_json):
                    f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
     for written in results.get("plots", []):
         click.echo(f"confusion matrix: {written}")
+    _report_evaluation_data(results)
+
+
+def _report_evaluation_data(results: dict) -> None:
+    """Say when the data was not held out; list every unreadable image and exit 1."""
+    if results.get("overlap"):
+        _warn_loudly(results["overlap"])
+    skipped = results.get("skipped") or []
+    for problem in skipped:
+        click.echo(f"skipped: {problem}", err=True)
+    if skipped:
+        click.echo(f"{len(skipped)} images could not be read (the figures above leave them "
+                   "out)", err=True)
+        sys.exit(1)
 
 
 @main.command()

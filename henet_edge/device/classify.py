@@ -121,8 +121,9 @@ class Classifier:
     Args:
         model: a bundle folder (or its ``manifest.json``) or a ``.tflite``
             file; ``None`` uses :func:`default_model`.
-        labels: labels file for a bare ``.tflite`` (default: ``labels.txt``
-            beside it). Not allowed with a bundle, which carries its labels.
+        labels: labels file (or the labels as a list) for a bare ``.tflite``
+            (default: ``labels.txt`` beside it). Not allowed with a bundle,
+            which carries its labels.
         precision: ``int8`` or ``float32`` model of a bundle (default: int8 if
             the bundle has it). For a bare ``.tflite`` it must match the file.
         top_k: how many labels to return per image.
@@ -130,7 +131,8 @@ class Classifier:
         xnnpack: use LiteRT's default XNNPACK delegate.
     """
 
-    def __init__(self, model: str | Path | None = None, *, labels: str | Path | None = None,
+    def __init__(self, model: str | Path | None = None, *,
+                 labels: str | Path | list[str] | None = None,
                  precision: str | None = None, top_k: int = 3, num_threads: int = 1,
                  xnnpack: bool = True, runtime: RuntimeInfo | None = None):
         if precision is not None and precision not in PRECISIONS:
@@ -167,7 +169,7 @@ class Classifier:
                 if not labels.is_file():
                     raise ClassifyError(f"{path}: a bare .tflite needs --labels FILE "
                                         "(one label per line)")
-            self.labels = read_labels(labels)
+            self.labels = list(labels) if isinstance(labels, list) else read_labels(labels)
             self.preprocessing = DEFAULT
             self.precision = precision
         self.model: TFLiteModel = open_model(model_file, num_threads=num_threads,
