@@ -63,11 +63,13 @@ def main() -> None:
 @main.command()
 @click.option("--model", "model_name", default="henet", show_default=True,
               help=f"Model family: {', '.join(model_names())}.")
-@click.option("--repeat", default=3, show_default=True, help="Stride-1 blocks per stage.")
-@click.option("--classes", default=10, show_default=True)
-@click.option("--input-size", default=31, show_default=True)
-@click.option("--width", "width_multiplier", default=1.0, show_default=True,
-              help="Width multiplier (HENet only); groups are re-derived per block.")
+@click.option("--repeat", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Stride-1 blocks per stage (1 to 50).")
+@click.option("--classes", type=click.IntRange(2, 100_000), default=10, show_default=True)
+@click.option("--input-size", type=click.IntRange(8, 1024), default=31, show_default=True)
+@click.option("--width", "width_multiplier", type=click.FloatRange(0.25, 8.0), default=1.0,
+              show_default=True,
+              help="Width multiplier (HENet only, 0.25 to 8); groups are re-derived per block.")
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -142,9 +144,12 @@ def _make_classifier(model, labels, precision, top_k, threads):
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
               help="Which model of the bundle [int8 if present].")
 @click.option("--top-k", default=3, show_default=True, help="Labels to show per image.")
-@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Interpreter threads (1 to 64).")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per image (JSON Lines), errors included.")
+              help="One JSON object per image (JSON Lines), errors included. A path that "
+                   "is not valid UTF-8 has each bad byte as \\xNN and its exact bytes in "
+                   "path_b64 (base64).")
 @user_errors
 def classify(inputs, model, labels, precision, top_k, threads, as_json):
     """Classify image files and folders (JPEG, PNG, BMP, WebP; folders are walked).
@@ -153,14 +158,18 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
     Every image goes through the training preprocessing (EXIF orientation,
     any mode converted to RGB, resize, centre crop, normalise). A file that
     cannot be read gets an error line and the rest go on; the exit code is 1
-    if any failed.
+    if any failed. Only regular files are read (FIFOs and devices are
+    errors); folder loops are reported, not followed. Control characters in
+    file names are shown escaped (\\n, \\x1b).
 
     \b
     Example:
       henet-edge classify photo.jpg holidays/ --top-k 5
     """
     from henet_edge.device.classify import classify_paths, format_result
+    from henet_edge.device.inputs import refuse_empty
 
+    refuse_empty(inputs, "INPUTS")
     classifier = _make_classifier(model, labels, precision, top_k, threads)
     if not as_json:
         info = classifier.describe()
@@ -254,18 +263,28 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
     picamera2 needs `sudo apt install python3-picamera2` and a venv made with
     --system-site-packages; USB cameras and video files need
     `pip install opencv-python-headless`. A folder of images stands in for a
-    camera.
+    camera; a frame that cannot be decoded is reported and skipped (--frames
+    counts good frames, and the exit code is 1 if any was skipped).
     """
     from henet_edge.device.camera import open_source, run
 
     classifier = _make_classifier(model, labels, precision, top_k, threads)
-    count, last_fps = 0, 0.0
+    count, last_fps, bad = 0, 0.0, []
+
+    def bad_frame(message: str) -> None:
+        bad.append(message)
+        click.echo(f"frame source {frames_in.name}: {message}", err=True)
+
     with open_source(source) as frames_in:
         click.echo(f"source: {frames_in.name}", err=True)
-        for result in run(classifier, frames_in, frames=frames, every=every):
+        for result in run(classifier, frames_in, frames=frames, every=every,
+                          on_bad_frame=bad_frame):
             count, last_fps = result.frame, result.fps
             click.echo(json.dumps(result.to_dict()) if as_json else result.format())
-    click.echo(f"{count} frames, {last_fps:.1f} fps", err=True)
+    click.echo(f"{count} frames, {last_fps:.1f} fps"
+               + (f", {len(bad)} bad frames skipped" if bad else ""), err=True)
+    if bad:
+        click.get_current_context().exit(1)
 
 
 @main.command()
@@ -320,8 +339,8 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     run = run_bench(specs, options, progress=lambda msg: click.echo(msg, err=True))
     result = run.result
     if plot_path is not None:
-        plot(run, plot_path)
-        click.echo(f"wrote {plot_path}", err=True)
+        written = plot(run, plot_path)
+        click.echo(f"wrote {written}", err=True)
     if as_json:
         emit_json(result)
     else:
@@ -944,8 +963,9 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
 @main.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--data", default=None,
-              help="Labelled images to evaluate on (folder, archive, or named set). "
-                   "Default: the run's own validation split.")
+              help="Labelled images to evaluate on (folder, archive, named set, or a "
+                   "held-out .npz sample). Default: a run's own validation split, a "
+                   "bundle's shipped validation.npz.")
 @click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="all",
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
@@ -966,6 +986,7 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
                              preprocessing=preprocessing)
     if as_json:
         emit_json(results)
+        _report_evaluation_data(results)
         return
     for name, r in results["models"].items():
         click.echo(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
@@ -977,6 +998,20 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
                    f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
     for written in results.get("plots", []):
         click.echo(f"confusion matrix: {written}")
+    _report_evaluation_data(results)
+
+
+def _report_evaluation_data(results: dict) -> None:
+    """Say when the data was not held out; list every unreadable image and exit 1."""
+    if results.get("overlap"):
+        _warn_loudly(results["overlap"])
+    skipped = results.get("skipped") or []
+    for problem in skipped:
+        click.echo(f"skipped: {problem}", err=True)
+    if skipped:
+        click.echo(f"{len(skipped)} images could not be read (the figures above leave them "
+                   "out)", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -130,8 +130,10 @@ def test_evaluate_bundle_uses_the_device_runtime(tiny_bundle, image_folder):
     result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(image_folder),
                                        "--json"])
     assert result.exit_code == 0, result.output
-    models = json.loads(result.output)["models"]
-    assert set(models) == {"int8", "float32"} and models["int8"]["images"] == 48
+    out = json.loads(result.stdout)
+    assert set(out["models"]) == {"int8", "float32"} and out["models"]["int8"]["images"] == 48
+    # the bundle was calibrated (and its run trained) on this very folder: said so
+    assert "not held out" in out["overlap"] and "not held out" in result.stderr
 
 
 def test_evaluate_plot_announces_every_file_it_writes(tiny_bundle, image_folder, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from henet_edge.cli import main
 from henet_edge.device.camera import (
+    BadFrame,
     CameraError,
     FolderSource,
     bgr_to_rgb,
@@ -144,13 +146,72 @@ def test_a_source_that_disappears_mid_run(classifier, tmp_path):
     folder.mkdir()
     for i in range(3):
         Image.fromarray(colour_pixels(1, seed=i)).save(folder / f"{i}.png")
-    seen = []
-    with open_source(str(folder)) as source, pytest.raises(CameraError, match="failed at frame 2"):
-        for result in run(classifier, source):
+    seen, bad = [], []
+    with open_source(str(folder)) as source:
+        for result in run(classifier, source, on_bad_frame=bad.append):
             seen.append(result.frame)
             for png in folder.glob("*.png"):
                 png.unlink()
     assert seen == [1]
+    assert len(bad) == 2 and "1.png" in bad[0] and "No such file" in bad[0]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "0.png").write_bytes(b"not a png")
+    with open_source(str(broken)) as source, pytest.raises(BadFrame, match=r"0\.png"):
+        list(run(classifier, source))  # without a handler a bad frame stops the run
+
+
+def test_a_bad_frame_is_reported_and_skipped_and_frames_counts_good_ones(tmp_path,
+                                                                         tiny_bundle):
+    for i in range(4):
+        Image.fromarray(colour_pixels(i % 3, seed=i)).save(tmp_path / f"{i}.png")
+    (tmp_path / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path), "--frames", "3",
+                                       "--json", "--model", str(tiny_bundle)])
+    assert "Traceback" not in result.output
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["frame"] for f in frames] == [1, 2, 3]  # 0.png, 2.png, 3.png
+    assert "skipped" in result.stderr and "1.png" in result.stderr
+    assert "3 frames" in result.stderr and "1 bad frames skipped" in result.stderr
+    assert result.exit_code == 1
+
+
+@pytest.mark.skipif(not HAS_CV2, reason="OpenCV not installed")
+def test_a_corrupt_video_with_no_frames_fails(tmp_path, tiny_bundle):
+    import cv2
+
+    good = tmp_path / "good.avi"
+    writer = cv2.VideoWriter(str(good), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for i in range(3):
+        writer.write(colour_pixels(i, seed=i, size=(64, 48)))
+    writer.release()
+    data = good.read_bytes()
+    corrupt = tmp_path / "corrupt.avi"
+    movi = data.find(b"movi") + 4
+    corrupt.write_bytes(data[:movi] + bytes(len(data) - movi))  # header kept, frames zeroed
+    result = CliRunner().invoke(main, ["camera", "--source", str(corrupt),
+                                       "--model", str(tiny_bundle)])
+    assert "Traceback" not in result.output
+    assert result.exit_code == 1, result.output
+    assert "no frame could be decoded" in result.stderr
+
+
+def test_empty_and_fifo_sources_are_refused(tmp_path, tiny_bundle):
+    with pytest.raises(CameraError, match="empty"):
+        open_source("")
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(CameraError, match="FIFO"):
+        open_source(str(fifo))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(colour_pixels(0)).save(frames / "0.png")
+    os.mkfifo(frames / "1.png")
+    result = CliRunner().invoke(main, ["camera", "--source", str(frames), "--json",
+                                       "--model", str(tiny_bundle)])
+    assert [json.loads(line)["frame"] for line in result.stdout.splitlines()] == [1]
+    assert "1.png" in result.stderr and "FIFO" in result.stderr
+    assert result.exit_code == 1
 
 
 def test_bad_sources(tmp_path):

@@ -16,13 +16,8 @@ from PIL import Image
 from henet_edge.cli import main
 from henet_edge.device import classify as classify_mod
 from henet_edge.device.bundle import BundleError, sha256_file
-from henet_edge.device.classify import (
-    Classifier,
-    ClassifyError,
-    classify_paths,
-    iter_inputs,
-    read_labels,
-)
+from henet_edge.device.classify import Classifier, ClassifyError, classify_paths
+from henet_edge.device.inputs import LabelsError, iter_inputs, read_labels
 from henet_edge.device.preprocess import open_image
 from henet_edge.device.runtime import ModelError
 
@@ -283,7 +278,7 @@ def test_labels_must_match_the_output_size(tmp_path, tiny_bundle):
     with pytest.raises(ClassifyError, match="labels"):
         Classifier(more)
     (tmp_path / "empty.txt").write_text("\n\n")
-    with pytest.raises(ClassifyError, match="empty"):
+    with pytest.raises(LabelsError, match="empty"):
         read_labels(tmp_path / "empty.txt")
 
 

@@ -9,6 +9,8 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.bundle import is_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
 
+from .eval_data import load_evaluation_data
+
 
 class EvaluateError(HenetEdgeError):
     pass
@@ -20,36 +22,27 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
 
     ``preprocessing`` is for a bare ``.keras`` with no run beside it (as in convert).
     """
-    from henet_edge.henet_keras.data import load_source
-
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
     run_config = None
     if path.is_dir() and (path / "config.json").exists():
         run_config = json.loads((path / "config.json").read_text())
-    if data is None and run_config is None:
-        raise EvaluateError("--data is required (only run folders know their validation data)")
-
-    if data is not None:
-        images = load_source(data).train
-        pixels, labels, class_names, note = (images.images, images.labels,
-                                             images.class_names, str(data))
-    else:
-        from henet_edge.henet_keras.train import run_validation
-
-        val, note = run_validation(run_config)
-        pixels, labels, class_names = val.images, val.labels, val.class_names
+    chosen = load_evaluation_data(path, data, run_config)
+    pixels, labels, class_names, note = (chosen.pixels, chosen.labels, chosen.class_names,
+                                         chosen.note)
 
     if path.suffix == ".tflite" or (run_config is None and is_bundle(path)):
-        models, model_labels, spec = tflite_models(path, precision)
+        models, model_labels, spec = tflite_models(path, precision, class_names)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
                                 f"{class_names}")
         results = evaluate_tflite(models, pixels, labels, class_names, spec)
     else:
         results = _evaluate_keras(path, pixels, labels, class_names, preprocessing)
-    out = {"model": str(path), "data": note, "models": results}
+    out = {"model": str(path), "data": note, "models": results, "skipped": chosen.skipped}
+    if chosen.overlap:
+        out["overlap"] = chosen.overlap
     if run_config and (path / "history.json").exists():
         history = json.loads((path / "history.json").read_text())
         last5 = [h["val_accuracy"] for h in history[-5:]]

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
 from henet_edge.storage import utc_timestamp
 
 from .errors import DeployError
 from .installer import CURRENT, LAST_BENCH, Installer
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Echo = Callable[[str], None]
 
 
@@ -62,21 +62,20 @@ def _require_install(installer: Installer, state: dict[str, Any]) -> None:
 
 
 def local_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Image files named or found in folders, and error lines for missing inputs."""
+    """Image files named or found in folders (the same walk as ``classify``), and error
+    lines for inputs that are missing, not regular files or in a folder loop."""
     found: list[Path] = []
     errors: list[str] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            hits = sorted(p for p in path.rglob("*")
-                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not hits:
-                errors.append(f"{item}: error: no images in this folder")
-            found += hits
-        elif path.is_file():
+    for path, problem in iter_inputs(inputs):
+        if problem is None:
+            try:
+                regular_size(path)
+            except (OSError, ValueError) as exc:
+                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if problem is None:
             found.append(path)
         else:
-            errors.append(f"{item}: error: no such file or folder")
+            errors.append(f"{printable(path)}: error: {problem}")
     return found, errors
 
 
@@ -84,6 +83,7 @@ def remote_classify(installer: Installer, inputs: list[str], *, precision: str |
                     top_k: int = 3, threads: int = 1, as_json: bool = False,
                     out: Echo = print, err: Echo = print) -> int:
     """Classify local images on the device; returns the exit code (1 if any failed)."""
+    refuse_empty(inputs, "INPUTS")
     state = installer.status()
     _require_install(installer, state)
     images, errors = local_images(inputs)

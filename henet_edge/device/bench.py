@@ -30,8 +30,18 @@ from henet_edge import HenetEdgeError
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import Probe, assess
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
-from .runtime import RuntimeInfo, RuntimeMissing, TFLiteModel, find_runtime, open_model
+from .runtime import (
+    MAX_THREADS,
+    RuntimeInfo,
+    RuntimeMissing,
+    TFLiteModel,
+    find_runtime,
+    open_model,
+)
 
+MAX_RUNS = 1_000_000
+MAX_REPEATS = 1000
+MAX_PASSES = 10_000_000
 PROTOCOLS = {"paper": {"runs": 1000, "repeats": 5, "warmup": 50}}
 
 
@@ -168,10 +178,16 @@ class BenchOptions:
     def validate(self) -> None:
         if self.runs < 1 or self.repeats < 1:
             raise BenchError("--runs and --repeats must be at least 1")
-        if self.warmup < 0:
-            raise BenchError("--warmup must be 0 or more")
-        if self.threads < 1:
-            raise BenchError("--threads must be at least 1")
+        if (self.runs > MAX_RUNS or self.repeats > MAX_REPEATS
+                or self.runs * self.repeats > MAX_PASSES):
+            raise BenchError(f"--runs is at most {MAX_RUNS:,}, --repeats at most "
+                             f"{MAX_REPEATS:,} and their product at most {MAX_PASSES:,} "
+                             f"(every pass's time is kept), got {self.runs:,} x "
+                             f"{self.repeats:,}")
+        if not 0 <= self.warmup <= MAX_RUNS:
+            raise BenchError(f"--warmup must be 0 to {MAX_RUNS:,}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise BenchError(f"--threads must be 1 to {MAX_THREADS}, got {self.threads}")
         if self.precision not in (*PRECISIONS, "all"):
             raise BenchError(f"unknown precision {self.precision!r}")
 
@@ -353,7 +369,10 @@ def _unit(value: Any, unit: str) -> str:
 
 
 def plot_histogram(run: BenchRun, path: str | Path) -> Path:
-    """Write a per-inference latency histogram PNG (needs matplotlib)."""
+    """Write a per-inference latency histogram PNG (needs matplotlib); returns its path.
+
+    A folder gets ``latency.png`` inside it; a name without a suffix gets ``.png``.
+    """
     result, latencies = run.result, run.latencies_ns
     try:
         import matplotlib
@@ -363,6 +382,10 @@ def plot_histogram(run: BenchRun, path: str | Path) -> Path:
     except ImportError:
         raise BenchError("--plot needs matplotlib: `pip install matplotlib`") from None
     path = Path(path)
+    if path.is_dir():
+        path = path / "latency.png"
+    elif not path.suffix:
+        path = path.with_suffix(".png")  # what savefig would write; say so
     fig, ax = plt.subplots(figsize=(8, 4.5))
     all_ms = np.concatenate([np.asarray(v, np.float64) / 1e6 for v in latencies.values()])
     low = float(all_ms.min())

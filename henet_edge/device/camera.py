@@ -20,7 +20,8 @@ import numpy as np
 
 from henet_edge import HenetEdgeError
 
-from .classify import Classifier, iter_inputs
+from .classify import Classifier
+from .inputs import IMAGE_KINDS, file_kind, iter_inputs, printable
 from .preprocess import open_image, to_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".h264", ".mjpeg")
@@ -28,10 +29,15 @@ OPENCV_FIX = "`pip install opencv-python-headless`"
 PICAMERA2_FIX = ("on Raspberry Pi OS: `sudo apt install python3-picamera2`, and make the "
                  "virtualenv with `python3 -m venv --system-site-packages` so it can see it")
 PICAMERA2_SIZE = (320, 240)
+FRAME_DRAFT = 240  # a folder's JPEG frames decode at about a camera's size
 
 
 class CameraError(HenetEdgeError, RuntimeError):
     """A frame source that cannot be opened, or stopped delivering frames."""
+
+
+class BadFrame(CameraError):
+    """One frame that cannot be used; the source can go on with the next."""
 
 
 def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
@@ -66,27 +72,33 @@ class FrameSource:
 
 
 class FolderSource(FrameSource):
-    """Images of a folder (sorted, recursive), one frame each, then the end."""
+    """Images of a folder (sorted, recursive), one frame each, then the end.
+
+    A file that cannot be decoded raises :class:`BadFrame`; the next
+    ``read()`` goes on with the file after it.
+    """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.name = str(self.folder)
-        self.files = [p for p, problem in iter_inputs([self.folder]) if problem is None]
-        if not self.files:
-            raise CameraError(f"{self.folder}: no JPEG, PNG, BMP or WebP images to use as frames")
+        self.name = printable(self.folder)
+        self.files = list(iter_inputs([self.folder]))
+        if not any(problem is None for _, problem in self.files):
+            raise CameraError(f"{self.name}: no {IMAGE_KINDS} images to use as frames")
         self._next = 0
 
     def read(self) -> np.ndarray | None:
         if self._next >= len(self.files):
             return None
-        path = self.files[self._next]
+        path, problem = self.files[self._next]
         self._next += 1
         try:
-            image = open_image(str(path))
+            if problem is not None:
+                raise ValueError(problem)
+            image = open_image(str(path), draft_size=FRAME_DRAFT)
+            return np.asarray(to_rgb(image), dtype=np.uint8)
         except (OSError, ValueError) as exc:
-            raise CameraError(f"frame source {self.name} failed at frame {self._next} "
-                              f"({path.name}): {exc}") from None
-        return np.asarray(to_rgb(image), dtype=np.uint8)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise BadFrame(f"skipped {printable(path)}: {printable(str(reason))}") from None
 
 
 def _import_cv2() -> Any:
@@ -119,6 +131,9 @@ class OpenCVSource(FrameSource):
             if self.live:
                 raise CameraError(f"camera {self.name} stopped delivering frames after "
                                   f"{self.count} (disconnected?)")
+            if self.count == 0:
+                raise CameraError(f"{self.name}: no frame could be decoded (a corrupt or "
+                                  "unsupported video)")
             return None
         self.count += 1
         return bgr_to_rgb(frame)
@@ -177,6 +192,9 @@ class Picamera2Source(FrameSource):
 
 def open_source(spec: str) -> FrameSource:
     """Open ``auto``, ``picamera2[:N]``, ``opencv:N``, a video file or an image folder."""
+    if not spec.strip():
+        raise CameraError("--source is empty: give auto, picamera2, opencv:N, a video file "
+                          "or a folder (. for the current one)")
     spec = spec.strip()
     if spec == "auto":
         problems = []
@@ -193,6 +211,9 @@ def open_source(spec: str) -> FrameSource:
     path = Path(spec).expanduser()
     if path.is_dir():
         return FolderSource(path)
+    if path.exists() and not path.is_file():
+        raise CameraError(f"{printable(path)}: not a regular file: "
+                          f"{file_kind(path.stat().st_mode)}")
     if path.is_file():
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return OpenCVSource(path)
@@ -238,12 +259,15 @@ class FrameResult:
 
 def run(classifier: Classifier, source: FrameSource, *, frames: int = 0, every: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
-        sleep: Callable[[float], None] = time.sleep) -> Iterator[FrameResult]:
+        sleep: Callable[[float], None] = time.sleep,
+        on_bad_frame: Callable[[str], None] | None = None) -> Iterator[FrameResult]:
     """Classify frames from ``source`` until it ends or ``frames`` (0: no limit) are done.
 
     ``every`` spaces frame starts at least that many seconds apart. ``fps`` is
     the running rate of frame starts since the first capture (one frame: its own
-    time). A source that fails mid-run raises :class:`CameraError` after the frames already yielded.
+    time). A bad frame (:class:`BadFrame`) is passed to ``on_bad_frame`` and
+    skipped; ``frames`` counts good frames. A source that fails mid-run raises
+    :class:`CameraError` after the frames already yielded.
     """
     if frames < 0:
         raise CameraError(f"--frames must be 0 (no limit) or more, got {frames}")
@@ -253,7 +277,13 @@ def run(classifier: Classifier, source: FrameSource, *, frames: int = 0, every: 
     done = 0
     while frames == 0 or done < frames:
         t0 = clock()
-        frame = source.read()
+        try:
+            frame = source.read()
+        except BadFrame as exc:
+            if on_bad_frame is None:
+                raise
+            on_bad_frame(str(exc))
+            continue
         if frame is None:
             return
         capture = (clock() - t0) * 1000.0

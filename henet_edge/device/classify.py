@@ -26,10 +26,10 @@ from PIL import Image
 from henet_edge import HenetEdgeError
 
 from .bundle import MANIFEST, PRECISIONS, Bundle, is_bundle, load_bundle
+from .inputs import iter_inputs, json_path, printable, read_labels
 from .preprocess import DEFAULT, open_image, preprocess_image
-from .runtime import RuntimeInfo, TFLiteModel, open_model, softmax
+from .runtime import MAX_THREADS, RuntimeInfo, TFLiteModel, open_model, softmax
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 HOME_ENV = "HENET_EDGE_HOME"
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_bundle"
 
@@ -65,23 +65,6 @@ def default_model() -> Path:
     raise ClassifyError(f"no model: none installed at {current} and no default bundle "
                         "shipped; pass --model BUNDLE_FOLDER (or a .tflite with --labels), "
                         "or deploy one with `henet-edge deploy`")
-
-
-def read_labels(path: str | Path) -> list[str]:
-    """Labels, one per line; blank lines at the end are ignored."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClassifyError(f"{path}: cannot read labels ({exc})") from None
-    labels = [line.strip() for line in text.splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels:
-        raise ClassifyError(f"{path}: labels file is empty")
-    if any(not label for label in labels):
-        raise ClassifyError(f"{path}: labels file has blank lines between labels")
-    return labels
 
 
 # ------------------------------------------------------------------ results
@@ -121,9 +104,10 @@ class FileResult:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        name = json_path(self.path)
         if self.prediction is None:
-            return {"path": self.path, "ok": False, "error": self.error}
-        return {"path": self.path, "ok": True, **self.prediction.to_dict()}
+            return {**name, "ok": False, "error": printable(self.error or "")}
+        return {**name, "ok": True, **self.prediction.to_dict()}
 
 
 # ------------------------------------------------------------------ classifier
@@ -137,8 +121,9 @@ class Classifier:
     Args:
         model: a bundle folder (or its ``manifest.json``) or a ``.tflite``
             file; ``None`` uses :func:`default_model`.
-        labels: labels file for a bare ``.tflite`` (default: ``labels.txt``
-            beside it). Not allowed with a bundle, which carries its labels.
+        labels: labels file (or the labels as a list) for a bare ``.tflite``
+            (default: ``labels.txt`` beside it). Not allowed with a bundle,
+            which carries its labels.
         precision: ``int8`` or ``float32`` model of a bundle (default: int8 if
             the bundle has it). For a bare ``.tflite`` it must match the file.
         top_k: how many labels to return per image.
@@ -146,15 +131,16 @@ class Classifier:
         xnnpack: use LiteRT's default XNNPACK delegate.
     """
 
-    def __init__(self, model: str | Path | None = None, *, labels: str | Path | None = None,
+    def __init__(self, model: str | Path | None = None, *,
+                 labels: str | Path | list[str] | None = None,
                  precision: str | None = None, top_k: int = 3, num_threads: int = 1,
                  xnnpack: bool = True, runtime: RuntimeInfo | None = None):
         if precision is not None and precision not in PRECISIONS:
             raise ClassifyError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
         if top_k < 1:
             raise ClassifyError(f"--top-k must be at least 1, got {top_k}")
-        if num_threads < 1:
-            raise ClassifyError(f"--threads must be at least 1, got {num_threads}")
+        if not 1 <= num_threads <= MAX_THREADS:
+            raise ClassifyError(f"--threads must be 1 to {MAX_THREADS}, got {num_threads}")
         path = Path(model).expanduser() if model is not None else default_model()
         self.source = path
         self.bundle: Bundle | None = None
@@ -183,7 +169,7 @@ class Classifier:
                 if not labels.is_file():
                     raise ClassifyError(f"{path}: a bare .tflite needs --labels FILE "
                                         "(one label per line)")
-            self.labels = read_labels(labels)
+            self.labels = list(labels) if isinstance(labels, list) else read_labels(labels)
             self.preprocessing = DEFAULT
             self.precision = precision
         self.model: TFLiteModel = open_model(model_file, num_threads=num_threads,
@@ -266,7 +252,7 @@ class Classifier:
     def classify_file(self, path: str | Path) -> Prediction:
         """Decode and classify one image file; ``ValueError``/``OSError`` if unreadable."""
         t0 = time.perf_counter()
-        image = open_image(str(path))
+        image = open_image(str(path), draft_size=self.preprocessing.canonical_size)
         decode = _ms(time.perf_counter() - t0)
         prediction = self.classify_image(image)
         prediction.timings_ms = {"decode": decode, **prediction.timings_ms}
@@ -274,49 +260,6 @@ class Classifier:
 
 
 # ------------------------------------------------------------------ walking
-def _walk_folder(folder: Path) -> Iterator[tuple[Path, str | None]]:
-    """Image files under ``folder`` (sorted, recursive, hidden entries skipped)."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as exc:
-        yield folder, f"cannot read folder: {exc.strerror or exc}"
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        if is_dir:
-            yield from _walk_folder(path)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            yield path, None
-
-
-def iter_inputs(inputs: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
-    """``(path, None)`` for each image to classify, ``(path, error)`` for bad inputs.
-
-    Files named explicitly are tried whatever their extension (the decoder
-    decides); folders are walked for JPEG/PNG/BMP/WebP files. A folder with
-    no images, or a missing path, is an error entry.
-    """
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = False
-            for entry in _walk_folder(path):
-                found = True
-                yield entry
-            if not found:
-                yield path, "no JPEG, PNG, BMP or WebP images in this folder"
-        elif path.exists():
-            yield path, None
-        else:
-            yield path, "no such file or folder"
-
-
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot read: {exc.strerror}"
@@ -343,11 +286,11 @@ def classify_paths(classifier: Classifier,
 
 
 def format_result(result: FileResult) -> str:
-    """One human-readable line for a result."""
+    """One human-readable line for a result (control characters in names escaped)."""
     if result.prediction is None:
-        return f"{result.path}: error: {result.error}"
+        return f"{printable(result.path)}: error: {printable(result.error or '')}"
     p = result.prediction
     labels = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top)
     times = ", ".join(f"{k} {v:.2f}" for k, v in p.timings_ms.items())
-    return f"{result.path}: {labels}  [ms: {times}]"
+    return f"{printable(result.path)}: {labels}  [ms: {times}]"
 

@@ -1,43 +1,72 @@
-"""Accuracy of ``.tflite`` models and bundles in the device runtime (no TensorFlow)."""
+"""Accuracy of ``.tflite`` models and bundles in the device runtime (no TensorFlow).
+
+Every model is loaded by :class:`~henet_edge.device.classify.Classifier`, the
+loader ``classify`` uses, so a corrupt, two-output, wrong-shape or wrong-class
+model is the same one-line error here as there.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import is_bundle, load_bundle
+from .bundle import MANIFEST, is_bundle, load_bundle
+from .classify import Classifier
 from .metrics import classification_metrics, plot_confusion
-from .preprocess import DEFAULT, Preprocessing, preprocess_pixels
-from .runtime import TFLiteModel
+from .preprocess import Preprocessing, preprocess_pixels
+
+VALIDATION = "validation.npz"  # the held-out sample `convert --include-validation` ships
 
 
-def tflite_models(path: Path, precision: str = "all") -> tuple[dict[str, Path], list[str] | None,
-                                                                 Preprocessing]:
-    """The model files to evaluate, their labels and preprocessing."""
+def load_models(path: Path, precision: str = "all",
+                labels: list[str] | None = None) -> dict[str, Classifier]:
+    """The models to evaluate, loaded and checked as ``classify`` loads them.
+
+    A bare ``.tflite`` takes ``labels.txt`` beside it, else ``labels`` (the data's).
+    """
+    path = Path(path)
     if is_bundle(path):
         bundle = load_bundle(path)
         wanted = bundle.precisions if precision == "all" else [precision]
-        return ({p: bundle.model_path(p) for p in wanted}, bundle.labels,
-                bundle.preprocessing)
-    labels_file = path.with_name("labels.txt")
-    labels = labels_file.read_text().split("\n") if labels_file.exists() else None
-    labels = [x for x in labels if x] if labels else None
-    return {path.stem: path}, labels, DEFAULT
+        return {p: Classifier(path, precision=p) for p in wanted}
+    beside = path.with_name("labels.txt")
+    return {path.stem: Classifier(path, labels=beside if beside.is_file() else labels)}
 
 
-def evaluate_tflite(models: dict[str, Path], pixels: np.ndarray, labels: np.ndarray,
-                    class_names: list[str], spec: Preprocessing) -> dict[str, dict]:
-    inputs = preprocess_pixels(pixels, spec)
+def tflite_models(path: Path, precision: str = "all", labels: list[str] | None = None,
+                  ) -> tuple[dict[str, Path], list[str] | None, Preprocessing]:
+    """The model files to evaluate (each checked by the loader), their own labels (None
+    for a bare ``.tflite`` given ``labels``) and preprocessing."""
+    models = load_models(path, precision, labels)
+    first = next(iter(models.values()))
+    own = None if labels is not None and first.bundle is None and first.labels == labels \
+        else first.labels
+    return ({name: c.model.path for name, c in models.items()}, own, first.preprocessing)
+
+
+def evaluate_tflite(models: Mapping[str, Path | Classifier], pixels: np.ndarray,
+                    labels: np.ndarray, class_names: list[str],
+                    spec: Preprocessing | None = None) -> dict[str, dict]:
+    """Top-1/top-5/per-class metrics of each model on canonical ``pixels``."""
     results = {}
-    for name, path in models.items():
-        model = TFLiteModel(path)
-        if model.output_size != len(class_names):
-            raise ValueError(f"{path}: {model.output_size} outputs but {len(class_names)} "
-                             "classes in the data")
-        logits = np.stack([model(x) for x in inputs])
+    for name, model in models.items():
+        if not isinstance(model, Classifier):
+            model = Classifier(model, labels=list(class_names))
+        inputs = preprocess_pixels(pixels, spec or model.preprocessing)
+        logits = np.stack([model.model(x) for x in inputs])
         results[name] = classification_metrics(logits, labels, class_names)
     return results
+
+
+def bundle_validation(path: Path) -> Path | None:
+    """The bundle's shipped held-out sample, verified with the bundle, if it has one."""
+    path = Path(path)
+    if not is_bundle(path) or (path.is_dir() and not (path / MANIFEST).is_file()):
+        return None
+    bundle = load_bundle(path)
+    return bundle.root / VALIDATION if VALIDATION in bundle.manifest.files else None
 
 
 def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> list[Path]:

@@ -20,6 +20,7 @@ import numpy as np
 from henet_edge import HenetEdgeError
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+MAX_THREADS = 64  # interpreter threads; more than any Pi (or most desktops) has cores
 
 
 class RuntimeMissing(HenetEdgeError, RuntimeError):
@@ -95,6 +96,8 @@ class TFLiteModel:
     def __init__(self, path: str | Path, *, num_threads: int = 1, xnnpack: bool = True,
                  runtime: RuntimeInfo | None = None):
         self.path = Path(path)
+        if not 1 <= num_threads <= MAX_THREADS:
+            raise ModelError(f"--threads must be 1 to {MAX_THREADS}, got {num_threads}")
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such model file")
         self.runtime = runtime or find_runtime()

@@ -29,10 +29,12 @@ import numpy as np
 from PIL import Image
 
 from henet_edge import HenetEdgeError
+from henet_edge.device.inputs import IMAGE_SUFFIXES as DEVICE_SUFFIXES
 from henet_edge.device.preprocess import DEFAULT, canonical
 from henet_edge.storage import cache_dir, replacing
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+# The device's image suffixes, plus formats that only training sets come in.
+IMAGE_SUFFIXES = {*DEVICE_SUFFIXES, ".gif", ".tif", ".tiff"}
 NAMED_SETS = ("cifar10", "cifar100", "svhn")
 OFFICIAL_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",

@@ -1,0 +1,101 @@
+"""The labelled images ``henet-edge evaluate`` measures on, and what is known about them.
+
+``--data`` may be a folder, an archive, a named set or a held-out ``.npz``
+sample (as ``demo --val-data`` takes); without it a run folder uses its own
+validation split and a bundle the ``validation.npz`` it ships. Every image
+that cannot be decoded is listed, and an overlap between ``--data`` and the
+images the model was trained on is said when it can be known.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.evaluate import bundle_validation
+
+
+class EvaluationDataError(HenetEdgeError, ValueError):
+    """No data to evaluate on, or data that cannot be used."""
+
+
+@dataclass
+class EvaluationData:
+    pixels: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    note: str
+    skipped: list[str] = field(default_factory=list)  # "file: reason" for each bad image
+    overlap: str | None = None  # why the data is not held out, when it can be known
+
+
+def _same_source(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _training_source(model: Path, run_config: dict[str, Any] | None) -> str | None:
+    """The data a run trained on (or a bundle's calibration sample came from)."""
+    if run_config is not None:
+        return run_config.get("train", {}).get("data") or None
+    manifest = model / "manifest.json"
+    if manifest.is_file():
+        import json
+
+        try:
+            calibration = json.loads(manifest.read_text()).get("calibration") or {}
+            return calibration.get("source") or None
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
+def _overlap(data: str, model: Path, run_config: dict[str, Any] | None) -> str | None:
+    source = _training_source(model, run_config)
+    if source is None or not _same_source(data, str(source)):
+        return None
+    return (f"--data {data} is the data the model was trained on, so this accuracy is not "
+            "held out (omit --data to use the held-out images)")
+
+
+def load_evaluation_data(model: Path, data: str | None,
+                         run_config: dict[str, Any] | None) -> EvaluationData:
+    """The images to evaluate ``model`` (a run folder, model file or bundle) on."""
+    from henet_edge.calibration.calibration_set import load_calibration
+
+    model = Path(model)
+    if data is None and run_config is not None:
+        from henet_edge.henet_keras.train import run_validation
+
+        val, note = run_validation(run_config)
+        return EvaluationData(val.images, val.labels, val.class_names, note)
+    if data is None:
+        shipped = bundle_validation(model)
+        if shipped is None:
+            raise EvaluationDataError(
+                "--data is required: only run folders and bundles that ship "
+                "validation.npz (convert --include-validation N) know their held-out images")
+        data = str(shipped)
+    if data.endswith(".npz"):
+        held_out = load_calibration(data)
+        names = list(held_out.provenance.get("class_names", []))
+        return EvaluationData(held_out.pixels, held_out.labels, names,
+                              f"{len(held_out.labels)} held-out images from {Path(data).name} "
+                              f"(a sample of {held_out.provenance.get('source', '?')})")
+    from henet_edge.henet_keras.data import load_source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
+        images = load_source(data).train
+    return EvaluationData(images.images, images.labels, images.class_names, str(data),
+                          list(images.skipped), _overlap(data, model, run_config))

@@ -1,0 +1,91 @@
+"""``henet-edge evaluate`` of TFLite models and bundles: the loader, the data, bad images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+from henet_edge.device.classify import DEFAULT_BUNDLE
+
+from .device_helpers import wrong_shape_model
+
+
+def _evaluate(*args: str):
+    result = CliRunner().invoke(main, ["evaluate", *args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def test_a_bundle_without_data_uses_its_shipped_validation_sample():
+    result = _evaluate(str(DEFAULT_BUNDLE), "--precision", "int8", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert "validation.npz" in out["data"]
+    assert out["models"]["int8"]["images"] == 1000
+    assert out["models"]["int8"]["top1"] > 0.7  # the shipped model is about 86 % accurate
+
+
+def test_data_may_be_a_held_out_npz(tmp_path):
+    sample = shutil.copy(DEFAULT_BUNDLE / "validation.npz", tmp_path / "held_out.npz")
+    result = _evaluate(str(DEFAULT_BUNDLE / "model_float32.tflite"), "--data", str(sample))
+    assert result.exit_code == 0, result.output
+    assert "model_float32: top-1" in result.stdout and "held_out.npz" in result.stdout
+
+
+def test_a_bundle_without_validation_and_no_data_is_one_line(tiny_bundle):
+    result = _evaluate(str(tiny_bundle))
+    assert result.exit_code == 1
+    assert "--data is required" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_every_unreadable_image_is_reported_and_the_exit_code_is_1(tmp_path, image_folder,
+                                                                  tiny_bundle):
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+    classes = sorted(p.name for p in data.iterdir())
+    (data / classes[0] / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (data / classes[1] / "empty.jpg").write_bytes(b"")
+    result = _evaluate(str(tiny_bundle), "--data", str(data), "--precision", "int8")
+    assert result.exit_code == 1
+    assert "top-1" in result.stdout  # the good images are still measured
+    assert f"{classes[0]}/broken.jpg" in result.stderr
+    assert f"{classes[1]}/empty.jpg" in result.stderr
+    assert "2 images could not be read" in result.stderr
+
+
+def test_models_go_through_the_classify_loader(tmp_path, image_folder):
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer" * 64)
+    result = _evaluate(str(garbage), "--data", str(image_folder))
+    assert result.exit_code == 1
+    assert "not a loadable TFLite model" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+    wrong = wrong_shape_model(tmp_path, 3)  # 32x32 input where the preprocessing gives 31x31
+    result = _evaluate(str(wrong), "--data", str(image_folder))
+    assert result.exit_code == 1 and "wrong input shape" in result.stderr
+
+    five = _dense_model(tmp_path / "five.tflite", [5])  # the data has 3 classes
+    result = _evaluate(str(five), "--data", str(image_folder))
+    assert result.exit_code == 1 and "5 outputs but there are 3 labels" in result.stderr
+
+    two = _dense_model(tmp_path / "two.tflite", [3, 3])
+    result = _evaluate(str(two), "--data", str(image_folder))
+    assert result.exit_code == 1 and "one input and one output" in result.stderr
+
+
+def _dense_model(path: Path, outputs: list[int]) -> Path:
+    """A float32 ``.tflite`` taking the preprocessing's 31x31x3 input, with these outputs."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((31, 31, 3), batch_size=1)
+    flat = keras.layers.Flatten()(inputs)
+    heads = [keras.layers.Dense(n)(flat) for n in outputs]
+    model = keras.Model(inputs, heads if len(heads) > 1 else heads[0])
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
