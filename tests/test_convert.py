@@ -254,10 +254,8 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
 def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp_path):
     from henet_edge.convert.bundle_writer import held_out_sample, load_source_model
     from henet_edge.convert.pipeline import validation_data
-    from henet_edge.henet_keras.train import run_validation
-
     src = load_source_model(tiny_run)
-    val, note = run_validation(src.run_config)
+    val, note = src.run.validation()
     sample = held_out_sample(val.images, val.labels, src, note, 6)
     assert sorted(sample.provenance["histogram"].values()) == [2, 2, 2]
     sample.save(tmp_path / "validation.npz")
@@ -271,3 +269,37 @@ def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp
     other.save(tmp_path / "other.npz")
     with pytest.raises(ConvertError, match="do not match"):
         validation_data(src, str(tmp_path / "other.npz"), pixels, labels, None)
+
+
+def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_path):
+    import shutil
+
+    from henet_edge.convert.output import OutputError, check_output
+    from henet_edge.convert.pipeline import convert
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "manifest.json").write_text('{"name": "my web app"}')  # not a bundle's
+    with pytest.raises(OutputError, match=r"not a bundle.*--force replaces only a bundle"):
+        convert(tiny_run, str(image_folder), mine, force=True, log=lambda _m: None)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output(a_file, force=True)
+    old = tmp_path / "old-bundle"
+    shutil.copytree(tiny_bundle, old)
+    with pytest.raises(OutputError, match="already exists"):
+        check_output(old, force=False)
+    check_output(old, force=True)  # a bundle may be replaced
+
+
+def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tmp_path):
+    from henet_edge.convert.pipeline import convert
+    from henet_edge.device.bundle import load_bundle
+
+    out = tmp_path / "empty"
+    out.mkdir()
+    convert(tiny_run, str(image_folder), out, num=6, gate=False, log=lambda _m: None)
+    assert load_bundle(out).labels == ["blue", "green", "red"]

@@ -25,9 +25,11 @@ from henet_edge.calibration.calibration_set import CalibrationSet
 from henet_edge.device.bundle import FORMAT, MANIFEST, sha256_file
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
 from henet_edge.device.runtime import TFLiteModel
+from henet_edge.henet_keras.run import Run
 
 from .audit import audit_model
 from .lowering import DEFAULT_LOWERING
+from .output import check_output
 from .report import DEFAULT_GATES, Gates, report_card, report_markdown, tflite_logits
 
 
@@ -44,6 +46,7 @@ class SourceModel:
     labels: list[str]
     preprocessing: Preprocessing
     run_config: dict | None
+    run: Run | None = None
 
 
 def load_source_model(path: str | Path, labels: list[str] | None = None) -> SourceModel:
@@ -53,18 +56,12 @@ def load_source_model(path: str | Path, labels: list[str] | None = None) -> Sour
     from henet_edge.henet_keras import layers as _layers  # noqa: F401 - custom layers
 
     path = Path(path)
-    config = None
+    config = run = None
     if path.is_dir():
-        cfg = path / "config.json"
-        if not cfg.exists():
+        if not Run.is_run(path):
             raise ConvertError(f"{path}: not a run folder (no config.json) and not a .keras file")
-        config = json.loads(cfg.read_text())
-        for name in ("best.keras", "model.keras"):
-            if (path / name).exists():
-                model_path = path / name
-                break
-        else:
-            raise ConvertError(f"{path}: the run has no model.keras yet (still training?)")
+        run = Run.load(path)
+        config, model_path = run.config, run.model_path()
     else:
         model_path = path
         if not path.exists():
@@ -84,7 +81,7 @@ def load_source_model(path: str | Path, labels: list[str] | None = None) -> Sour
     if size != spec.input_size:
         raise ConvertError(f"model input is {size}x{size} but preprocessing gives "
                            f"{spec.input_size}x{spec.input_size}")
-    return SourceModel(model_path, model, list(labels), spec, config)
+    return SourceModel(model_path, model, list(labels), spec, config, run)
 
 
 def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], count: int):
@@ -155,8 +152,7 @@ def convert_bundle(
     from .tflite import to_float32, to_int8
 
     out = Path(out)
-    if out.exists() and not force:
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+    check_output(out, force)
     calibration.check_matches(src.preprocessing)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.bundle import MANIFEST
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
+from henet_edge.henet_keras.run import Run
 
 
 class EvaluateError(HenetEdgeError):
@@ -26,10 +26,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
-    run_config = None
-    if path.is_dir() and (path / "config.json").exists():
-        run_config = json.loads((path / "config.json").read_text())
-    if data is None and run_config is None:
+    run = Run.load(path) if Run.is_run(path) else None
+    if data is None and run is None:
         raise EvaluateError("--data is required (only run folders know their validation data)")
 
     if data is not None:
@@ -37,9 +35,7 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
         pixels, labels, class_names, note = (images.images, images.labels,
                                              images.class_names, str(data))
     else:
-        from henet_edge.henet_keras.train import run_validation
-
-        val, note = run_validation(run_config)
+        val, note = run.validation()
         pixels, labels, class_names = val.images, val.labels, val.class_names
 
     if _is_tflite(path):
@@ -51,10 +47,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     else:
         results = _evaluate_keras(path, pixels, labels, class_names)
     out = {"model": str(path), "data": note, "models": results}
-    if run_config and (path / "history.json").exists():
-        history = json.loads((path / "history.json").read_text())
-        last5 = [h["val_accuracy"] for h in history[-5:]]
-        out["mean_last5_val_accuracy"] = sum(last5) / len(last5)
+    if run is not None and run.history:
+        out["mean_last5_val_accuracy"] = run.mean_last5()
     if plot:
         out["plots"] = [str(p) for p in plot_all(results, class_names, plot)]
     return out

@@ -12,6 +12,7 @@ from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
 from .lowering import DEFAULT_LOWERING
+from .output import check_output
 from .report import DEFAULT_GATES, Gates
 
 
@@ -35,10 +36,8 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
             raise ConvertError(f"{val_data}: classes {data.class_names} do not match the "
                                f"model's labels {src.labels}")
         pixels, labels, note = data.images, data.labels, f"all of {val_data}"
-    elif src.run_config:
-        from henet_edge.henet_keras.train import run_validation
-
-        val, note = run_validation(src.run_config)
+    elif src.run is not None:
+        val, note = src.run.validation()
         pixels, labels = val.images, val.labels
     else:
         pixels, labels = fallback_pixels, fallback_labels
@@ -60,8 +59,7 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
             log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
     out = Path(out)
-    if out.exists() and not force:  # fail before any slow work
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+    check_output(out, force)  # before any slow work
     src = load_source_model(source, labels)
     calib = resolve_calibration(calibration, num=num, seed=seed, preprocessing=src.preprocessing)
     if len(calib.provenance["class_names"]) != len(src.labels):
