@@ -77,42 +77,22 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
 
     \b
     Real: trainable params as built (grouped kernels, no conv bias, BN gamma
-    and beta, FC) and multiply-accumulates of every conv and FC layer.
+    and beta, FC; not BN's moving mean and variance, which `train`'s weight
+    count includes) and multiply-accumulates of every conv and FC layer.
     Paper: convs counted as dense (groups ignored) + conv bias + 2 BN values
     per channel + FC; MACs with the first block of each stage counted with 2C
     inputs. This convention reproduces the paper's Table 3 to the unit.
     """
-    _check_model_args(model_name, repeat, classes)
-    spec = model_spec(model_name)
+    _check_model_args(model_name, repeat, classes)  # cheap, before TensorFlow
     _quiet_tensorflow()
-    from henet_edge.henet_keras.profile import summarize
+    from henet_edge.henet_keras.profile import format_profile, profile_family
 
-    kwargs = {"repeat": repeat, "classes": classes, "input_size": input_size}
-    if spec.accepts_width:
-        kwargs["width_multiplier"] = width_multiplier
-    try:
-        model = spec.build(**kwargs)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    summary = summarize(model, conv_bias=spec.conv_bias)
+    summary = profile_family(model_name, repeat=repeat, classes=classes, input_size=input_size,
+                             width_multiplier=width_multiplier)
     if as_json:
         emit_json(summary)
-        return
-    if show_layers:
-        click.echo(f"{'layer':<18}{'kind':<16}{'output':>12}{'g':>4}{'params':>9}"
-                   f"{'MACs':>11}{'paper params':>14}{'paper MACs':>12}")
-        for row in summary["layers"]:
-            shape = "x".join(str(d) for d in row["output_shape"])
-            click.echo(f"{row['name']:<18}{row['kind']:<16}{shape:>12}{row['groups']:>4}"
-                       f"{row['params']:>9,}{row['macs']:>11,}{row['paper_params']:>14,}"
-                       f"{row['paper_macs']:>12,}")
-        click.echo()
-    click.echo(f"{summary['model']}: {summary['params']:,} params, "
-               f"{summary['macs'] / 1e6:.3f} M MACs (real)")
-    click.echo(f"{'':{len(summary['model'])}}  {summary['paper_params']:,} params, "
-               f"{summary['paper_macs'] / 1e6:.3f} M MACs (paper convention)")
-    click.echo("The paper's columns count convs as dense with a bias, so they overstate "
-               "what a grouped model stores.")
+    else:
+        click.echo(format_profile(summary, show_layers=show_layers))
 
 
 # ---- device commands (begin)
@@ -760,27 +740,16 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-more \\
           --init-from runs/henet-r3 --epochs 15 --lr 0.04
     """
-    import time
-
     _quiet_tensorflow()
-    from henet_edge.henet_keras.train import TrainConfig
+    from henet_edge.henet_keras.train import TrainConfig, default_run_dir
     from henet_edge.henet_keras.train import train as run_training
 
-    if resume_dir is None:
-        if data is None:
-            raise click.ClickException("--data is required (or --resume RUN_DIR)")
-        model_name = "henet" if model_name is None else model_name
-        repeat = 3 if repeat is None else repeat
     config = TrainConfig(data=data, model=model_name, repeat=repeat,
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None)
-    if resume_dir is not None:
-        target = resume_dir
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = run_dir or Path("runs") / f"{model_name}-r{repeat}-{stamp}"
+    target = resume_dir or run_dir or default_run_dir(model_name, repeat)
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
     if as_json:
@@ -804,22 +773,13 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     .keras models and run folders run in Keras; .tflite files and bundles
     run in the device runtime (LiteRT), never in TensorFlow.
     """
-    from henet_edge.convert.evaluate import evaluate_model
+    from henet_edge.convert.evaluate import evaluate_model, format_evaluation
 
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
     if as_json:
         emit_json(results)
-        return
-    for name, r in results["models"].items():
-        click.echo(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
-                   f"on {r['images']} images ({results['data']})")
-        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
-        click.echo("  weakest classes: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst))
-    if "mean_last5_val_accuracy" in results:
-        click.echo(f"run history: mean of the last 5 validation evaluations "
-                   f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
-    for written in results.get("plots", []):
-        click.echo(f"confusion matrix: {written}")
+    else:
+        click.echo(format_evaluation(results))
 
 
 @main.command()
@@ -902,17 +862,19 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
       henet-edge convert runs/henet-r3 --calibration calib.npz --out bundles/henet-r3
     """
     _quiet_tensorflow()
+    from henet_edge.convert.pipeline import ConvertOptions
     from henet_edge.convert.pipeline import convert as run_convert
     from henet_edge.convert.report import Gates
+    from henet_edge.device.classify import read_labels
 
-    labels = labels_file.read_text().split() if labels_file else None
+    options = ConvertOptions(
+        num=num, seed=seed, val_data=val_data, report_images=report_images, io=io,
+        force=force, gate=not no_gate, gates=Gates(min_agreement, max_drop),
+        labels=read_labels(labels_file) if labels_file else None, include_keras=include_keras,
+        include_calibration=include_calibration, include_validation=include_validation,
+        lowering=lowering)
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    manifest = run_convert(source, calibration, out, num=num, seed=seed, val_data=val_data,
-                           report_images=report_images, io=io, force=force, gate=not no_gate,
-                           gates=Gates(min_agreement, max_drop), labels=labels,
-                           include_keras=include_keras,
-                           include_calibration=include_calibration,
-                           include_validation=include_validation, lowering=lowering, log=echo)
+    manifest = run_convert(source, calibration, out, options, log=echo)
     if as_json:
         emit_json(manifest)
         return
@@ -950,25 +912,14 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     the measured ones, the HENet/ShuffleNet latency ratios, and each
     lowering's speed-up.
     """
+    from henet_edge.convert.compare import parse_lowerings, parse_models
+
+    wanted, chosen = parse_models(models), parse_lowerings(lowerings)  # before TensorFlow
     _quiet_tensorflow()
     from henet_edge.convert.compare import compare as run_compare
     from henet_edge.convert.compare import format_table, plot
     from henet_edge.device.bench import BenchOptions
 
-    wanted = []
-    try:
-        for part in models.split(";"):
-            family, repeats_text = part.split(":")
-            wanted += [(family.strip(), int(r)) for r in repeats_text.split(",")]
-    except ValueError:
-        raise click.ClickException(f"--models {models!r}: expected FAMILY:R,R;FAMILY:R") from None
-    for family, repeat in wanted:
-        _check_model_args(family, repeat, 10)
-    chosen = tuple(part.strip() for part in lowerings.split(",") if part.strip())
-    unknown = [name for name in chosen if name not in LOWERINGS]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise click.BadParameter(f"{lowerings!r}: give distinct names from "
-                                 f"{', '.join(LOWERINGS)}", param_hint="--lowering")
     calib = None
     if calibration:
         from henet_edge.calibration.calibration_set import resolve_calibration
@@ -1002,7 +953,10 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
               help="Held-out images for the accuracy figure (data source or .npz) [the "
                    "default model's shipped held-out sample].")
 @click.option("--target", type=click.Path(path_type=Path), default=None,
-              help="Local folder laid out like a device [a temporary folder].")
+              help="Local folder laid out like a device [a temporary folder, deleted at "
+                   "the end].")
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary device folder (and say where it is).")
 @_ssh_options
 @click.option("--quick", "speed", flag_value="quick", help="100 x 2 passes per precision.")
 @click.option("--full", "speed", flag_value="full",
@@ -1011,7 +965,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
-def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **conn):
+def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_json, **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.
 
     \b
@@ -1024,42 +978,27 @@ def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **
     4. classifies the bundle's sample images with the installed bundle;
     then prints one summary table.
     """
-    import tempfile
-
     _quiet_tensorflow()
-    from henet_edge.deploy.demo import (
-        DemoOptions,
-        convert_default,
-        demo_on,
-        format_summary,
-        local_installer,
-        preflight_local,
-    )
+    from henet_edge.deploy.demo import DemoOptions, format_summary, run_demo
 
     runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
     options = DemoOptions(model=model, calibration=calibration, val_data=val_data, runs=runs,
                           repeats=repeats, core=core, gate=not no_gate)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    remote = bool(conn["hosts"] or conn["hosts_file"])
-    if not remote:
-        options.core = preflight_local(target, core)
-    with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
-        work = Path(tmp)
-        manifest = convert_default(options, work / "bundle", log)
-        if remote:
+    on_hosts = None
+    if conn["hosts"] or conn["hosts_file"]:
+        def on_hosts(work):
             from henet_edge.deploy.installer import InstallOptions
             from henet_edge.deploy.wheel import project_wheel
 
-            outcomes = _fleet(conn, lambda inst: demo_on(inst, work / "bundle", manifest,
-                                                         options, work, log),
+            outcomes = _fleet(conn, work,
                               install_options=InstallOptions(wheel=project_wheel(log=log)))
             failed = [o for o in outcomes if not o.ok]
             if failed:
                 raise click.ClickException("; ".join(f"{o.host}: {o.error}" for o in failed))
-            summary = outcomes[0].result
-        else:
-            with local_installer(target or work / "device", log) as installer:
-                summary = demo_on(installer, work / "bundle", manifest, options, work, log)
+            return outcomes[0].result
+
+    summary = run_demo(options, log, target=target, keep=keep, on_hosts=on_hosts)
     if as_json:
         emit_json(summary)
     else:

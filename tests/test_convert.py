@@ -275,14 +275,15 @@ def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_p
     import shutil
 
     from henet_edge.convert.output import OutputError, check_output
-    from henet_edge.convert.pipeline import convert
+    from henet_edge.convert.pipeline import ConvertOptions, convert
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     (mine / "manifest.json").write_text('{"name": "my web app"}')  # not a bundle's
     with pytest.raises(OutputError, match=r"not a bundle.*--force replaces only a bundle"):
-        convert(tiny_run, str(image_folder), mine, force=True, log=lambda _m: None)
+        convert(tiny_run, str(image_folder), mine, ConvertOptions(force=True),
+                log=lambda _m: None)
     assert (mine / "notes.txt").read_text() == "keep me"
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -296,10 +297,11 @@ def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_p
 
 
 def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tmp_path):
-    from henet_edge.convert.pipeline import convert
+    from henet_edge.convert.pipeline import ConvertOptions, convert
     from henet_edge.device.bundle import load_bundle
 
     out = tmp_path / "empty"
     out.mkdir()
-    convert(tiny_run, str(image_folder), out, num=6, gate=False, log=lambda _m: None)
+    convert(tiny_run, str(image_folder), out, ConvertOptions(num=6, gate=False),
+            log=lambda _m: None)
     assert load_bundle(out).labels == ["blue", "green", "red"]

@@ -45,7 +45,7 @@ def campaign_calibration(campaign: Campaign, path: Path, num: int = 500):
 def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
                log: Callable[[str], None] = print) -> list[str]:
     """Convert every finished, not yet converted run to ``out/bundles/<run>``."""
-    from .pipeline import convert
+    from .pipeline import ConvertOptions, convert
 
     calib_path = out / "calibration.npz"
     campaign_calibration(campaign, calib_path, calibration_images)
@@ -56,7 +56,7 @@ def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
         if run_state(run_dir) != "finished" or (bundle / "manifest.json").is_file():
             continue
         log(f"{run_dir.name}: converting and scoring on its validation split")
-        convert(run_dir, str(calib_path), bundle, gate=False, log=log)
+        convert(run_dir, str(calib_path), bundle, ConvertOptions(gate=False), log=log)
         done.append(run_dir.name)
     return done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,26 +51,53 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
     return pixels, labels, note
 
 
-def convert(source: str | Path, calibration: str, out: str | Path, *, num: int = 500,
-            seed: int = 0, val_data: str | None = None, report_images: int | None = None,
-            io: str = "int8", force: bool = False, gate: bool = True,
-            gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
-            include_keras: bool = False, include_calibration: bool = False,
-            include_validation: int = 0, lowering: str = DEFAULT_LOWERING,
+@dataclass
+class ConvertOptions:
+    """How ``convert`` samples, scores, gates and packs a bundle (the CLI's options)."""
+
+    num: int = 500  # calibration images when sampling a data source
+    seed: int = 0
+    val_data: str | None = None  # report-card images [the run's validation split]
+    report_images: int | None = None  # at most this many of them
+    io: str = "int8"  # input/output type of the int8 model
+    force: bool = False  # replace an existing bundle (never anything else)
+    gate: bool = True
+    gates: Gates = DEFAULT_GATES
+    labels: list[str] | None = None  # for a bare .keras
+    include_keras: bool = False
+    include_calibration: bool = False
+    include_validation: int = 0
+    lowering: str = DEFAULT_LOWERING
+
+
+def convert(source: str | Path, calibration: str, out: str | Path,
+            options: ConvertOptions | None = None, *,
             log: Callable[[str], None] = print) -> dict:
-    """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
+    """Convert a run folder or ``.keras`` file into a bundle folder ``out``.
+
+    Steps: check ``out``, load the model, draw the calibration set, pick the
+    report card's images, then convert, audit, score and write the bundle.
+    """
+    options = options or ConvertOptions()
     out = Path(out)
-    check_output(out, force)  # before any slow work
-    src = load_source_model(source, labels)
-    calib = resolve_calibration(calibration, num=num, seed=seed, preprocessing=src.preprocessing)
+    check_output(out, options.force)  # before any slow work
+    src = load_source_model(source, options.labels)
+    calib = _calibration(calibration, src, options)
+    pixels, val_labels, note = validation_data(src, options.val_data, calib.pixels,
+                                               calib.labels, options.report_images)
+    return convert_bundle(
+        src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
+        val_labels=val_labels, val_pixels=pixels, data_note=note, io=options.io,
+        force=options.force, gate=options.gate, gates=options.gates,
+        include_keras=options.include_keras, include_calibration=options.include_calibration,
+        include_validation=options.include_validation, lowering=options.lowering, log=log)
+
+
+def _calibration(calibration: str, src: SourceModel, options: ConvertOptions):
+    """The calibration set, refused when its classes are not the model's."""
+    calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
+                                preprocessing=src.preprocessing)
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
-    pixels, val_labels, note = validation_data(src, val_data, calib.pixels, calib.labels,
-                                               report_images)
-    return convert_bundle(
-        src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
-        val_labels=val_labels, val_pixels=pixels, data_note=note, io=io, force=force,
-        gate=gate, gates=gates, include_keras=include_keras,
-        include_calibration=include_calibration, include_validation=include_validation,
-        lowering=lowering, log=log)
+    return calib

@@ -69,7 +69,7 @@ def check_core_free(core: int | None) -> int:
 
 def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict:
     """Step 1: convert the model with its calibration set (audit and report card)."""
-    from henet_edge.convert.pipeline import convert
+    from henet_edge.convert.pipeline import ConvertOptions, convert
 
     model = options.model or _default_model()
     calibration = options.calibration or str(DEFAULT_CALIBRATION)
@@ -79,8 +79,9 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
         if val_data is None and DEFAULT_VALIDATION.is_file():
             val_data = str(DEFAULT_VALIDATION)
     log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
-    return convert(model, calibration, out, val_data=val_data, gate=options.gate,
-                   labels=labels, log=lambda m: log(f"    {m}"))
+    return convert(model, calibration, out,
+                   ConvertOptions(val_data=val_data, gate=options.gate, labels=labels),
+                   log=lambda m: log(f"    {m}"))
 
 
 @contextmanager
@@ -143,6 +144,35 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     }
 
 
+def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path | None = None,
+             keep: bool = False, on_hosts: Callable | None = None) -> dict:
+    """Convert, then deploy, bench and classify: on a local target, or through ``on_hosts``.
+
+    ``on_hosts(work)`` runs ``work(installer)`` on the ``--host`` devices and returns
+    the first one's summary. Locally, the target is ``target``, else a temporary
+    folder: removed at the end unless ``keep``; the summary says which.
+    """
+    if on_hosts is None:
+        options.core = preflight_local(target, options.core)
+    with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
+        work = Path(tmp)
+        manifest = convert_default(options, work / "bundle", log)
+        if on_hosts is not None:
+            return on_hosts(lambda inst: demo_on(inst, work / "bundle", manifest, options,
+                                                 work, log))
+        device = target
+        if device is None:
+            device = (Path(tempfile.mkdtemp(prefix="henet-demo-device-")) if keep
+                      else work / "device")
+        with local_installer(device, log) as installer:
+            summary = demo_on(installer, work / "bundle", manifest, options, work, log)
+    summary["target_kept"] = target is not None or keep
+    if not summary["target_kept"]:
+        summary["target_note"] = ("a temporary folder, deleted when the demo ended (--keep, "
+                                  "or --target DIR, keeps it)")
+    return summary
+
+
 def _check_writable(target: Path) -> None:
     """Create (and remove) a folder where the target will be: the only honest check."""
     probe = target.expanduser()
@@ -200,7 +230,9 @@ def format_summary(s: dict) -> str:
         f"accuracy on: {r['data']} ({r['images']} images)",
         f"Time (s): total of {s['runs']} passes, mean of {s['repeats']} repeats "
         f"({s['protocol']}), one core of {s['environment'].get('cpu', 'unknown CPU')}",
-        f"self-test on {s['target']}: {s['selftest'].get('text', '?')}",
+        f"self-test on {s['target']}"
+        + (f" ({s['target_note']})" if s.get("target_note") else "")
+        + f": {s['selftest'].get('text', '?')}",
     ]
     ok = [c for c in s["classified"] if c.get("ok")]
     lines.append(f"classified {len(ok)}/{len(s['classified'])} sample images; e.g. " + ", ".join(

@@ -352,6 +352,16 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         log_file.close()
 
 
+DEFAULT_MODEL, DEFAULT_REPEAT = "henet", 3  # what a new run trains when not told
+
+
+def default_run_dir(model: str | None, repeat: int | None) -> Path:
+    """``runs/<model>-r<repeat>-<time>``: where a new run goes without ``--out``."""
+    model = DEFAULT_MODEL if model is None else model
+    repeat = DEFAULT_REPEAT if repeat is None else repeat
+    return Path("runs") / f"{model}-r{repeat}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
     """The config to train with, checked before any folder or TensorFlow work."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -367,12 +377,16 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
                                f"{run.saved_train.get(key)!r}, not {mine!r}")
         config = run.train_config
     else:
+        if config.data is None:
+            raise RunError("--data is required (or --resume RUN_DIR)")
         if run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
             raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to "
                            "continue it, or pick a new --out)")
         # Absolute, so evaluate and convert find the data from any folder.
         config = replace(config, data=absolute_source(config.data),
-                         init_from=absolute_source(config.init_from))
+                         init_from=absolute_source(config.init_from),
+                         model=DEFAULT_MODEL if config.model is None else config.model,
+                         repeat=DEFAULT_REPEAT if config.repeat is None else config.repeat)
     if config.model not in model_names():
         raise RunError(f"unknown model {config.model!r}; choose one of: "
                        f"{', '.join(model_names())}")
