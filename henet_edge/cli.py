@@ -42,6 +42,29 @@ def user_errors(fn):
     return wrapper
 
 
+def quiet_logs(fn=None, *, add_option: bool = True):
+    """Hide TensorFlow's, the converter's and XNNPACK's own logs unless ``--verbose``.
+
+    With ``add_option=False`` the command's existing ``--verbose`` decides.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from henet_edge.henet_keras.tf_env import quiet_native_logs
+
+            verbose = kwargs.pop("verbose") if add_option else kwargs.get("verbose", False)
+            with quiet_native_logs(verbose):
+                return fn(*args, **kwargs)
+
+        if add_option:
+            wrapper = click.option(
+                "--verbose", is_flag=True,
+                help="Show TensorFlow's, the converter's and XNNPACK's own logs.")(wrapper)
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
@@ -71,6 +94,7 @@ def main() -> None:
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@quiet_logs
 @user_errors
 def profile(model_name, repeat, classes, input_size, width_multiplier, show_layers, as_json):
     """Params and MACs per layer, real and in the paper's counting convention.
@@ -722,6 +746,7 @@ def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
                    "split, so validation stays held out) or a .keras file; the schedule "
                    "starts afresh (a warm restart).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, seed, val_split, formulation, limit, init_from,
@@ -766,6 +791,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a confusion-matrix PNG here.")
 @click.option("--json", "as_json", is_flag=True)
+@quiet_logs
 @user_errors
 def evaluate(model_path, data, precision, plot_path, as_json):
     """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
@@ -789,6 +815,7 @@ def evaluate(model_path, data, precision, plot_path, as_json):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @click.option("--json", "as_json", is_flag=True)
+@quiet_logs
 @user_errors
 def calibrate(data, num, seed, out, force, as_json):
     """Make a class-stratified, deterministic int8 calibration set.
@@ -845,6 +872,7 @@ def calibrate(data, num, seed, out, force, as_json):
                    "(`henet-edge compare --lowering grouped,folded` times them).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@quiet_logs
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
             min_agreement, max_drop, no_gate, include_keras, include_calibration,
@@ -899,6 +927,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
               help="Comma-separated lowerings to time side by side (grouped, folded, "
                    "folded-all); speed-ups are against the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
+@quiet_logs
 @user_errors
 def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerings, as_json):
     """HENet r2-r4 vs ShuffleNet r2-r5: sizes and single-core latency, paper's protocol.
@@ -964,6 +993,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--core", type=int, default=None, help="Core to time on [the last one].")
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@quiet_logs(add_option=False)
 @user_errors
 def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_json, **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.

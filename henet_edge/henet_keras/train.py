@@ -34,7 +34,7 @@ from henet_edge import __version__
 from henet_edge.device.preprocess import Preprocessing
 
 from .data import DataError, ImageSet
-from .recipes import RECIPES, RecipeSchedule
+from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
     CONFIG,
@@ -494,6 +494,8 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
            log: Callable[[str], None]):
     """A new model (or ``--init-from``'s weights), compiled with the run's schedule."""
     import keras
+
+    from .schedule import RecipeSchedule
 
     model = build_for(config, classes, fast_groups=formulation == "masked",
                       weight_decay=plan["weight_decay"])
