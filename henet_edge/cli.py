@@ -69,14 +69,40 @@ def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+COMMAND_GROUPS = (
+    ("Start here", ("demo",)),
+    ("Desktop (train and convert)", ("profile", "train", "evaluate", "calibrate", "convert",
+                                     "compare")),
+    ("Deploy (to devices over SSH)", ("deploy", "status", "rollback", "remote")),
+    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "doctor")),
+)
+
+
+class GroupedCommands(click.Group):
+    """``--help`` lists every command under its group, with its whole summary line."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = {name for _, names in COMMAND_GROUPS for name in names}
+        groups = [(title, list(names)) for title, names in COMMAND_GROUPS]
+        others = [n for n in self.list_commands(ctx) if n not in listed]
+        if others:
+            groups.append(("Other", others))
+        for title, names in groups:
+            rows = []
+            for name in names:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit=1000)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(cls=GroupedCommands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="henet-edge")
 def main() -> None:
     """Train HENet, convert it to TFLite, and run it on a Raspberry Pi.
-
-    \b
-    Desktop:  profile, train, evaluate, calibrate, convert, deploy, compare
-    Device:   classify, camera, bench, doctor
 
     Run `henet-edge COMMAND --help` for each command's options.
     """
@@ -166,8 +192,10 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
     from henet_edge.device.classify import classify_paths, format_result
 
     classifier = _make_classifier(model, labels, precision, top_k, threads)
+    info = classifier.describe()
+    # Each JSON line says what made it, so streams from several models can be told apart.
+    made_by = {"model": info.get("bundle") or info["model"], "precision": info["precision"]}
     if not as_json:
-        info = classifier.describe()
         click.echo(f"model: {info.get('bundle_name') or info['model']} ({info['precision']}, "
                    f"{info['runtime']} {info['runtime_version']}, {info['delegate']})", err=True)
     total = failed = 0
@@ -175,7 +203,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
         total += 1
         failed += not result.ok
         if as_json:
-            click.echo(json.dumps(result.to_dict()))
+            click.echo(json.dumps({**result.to_dict(), **made_by}))
         else:
             click.echo(format_result(result), err=not result.ok)
     if failed:
