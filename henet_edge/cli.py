@@ -192,10 +192,9 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
     from henet_edge.device.classify import classify_paths, format_result
 
     classifier = _make_classifier(model, labels, precision, top_k, threads)
-    info = classifier.describe()
-    # Each JSON line says what made it, so streams from several models can be told apart.
-    made_by = {"model": info.get("bundle") or info["model"], "precision": info["precision"]}
+    made_by = classifier.made_by()  # on every JSON line: streams of several models differ
     if not as_json:
+        info = classifier.describe()
         click.echo(f"model: {info.get('bundle_name') or info['model']} ({info['precision']}, "
                    f"{info['runtime']} {info['runtime_version']}, {info['delegate']})", err=True)
     total = failed = 0
@@ -311,8 +310,11 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     MODELS are bundle folders or .tflite files (default: the installed
     bundle); several run interleaved (A B A B) and get a ratio table. The
     paper's "Time (s)" is the mean over repeats of the total time of the
-    passes. A run is marked suspect when the CPU was throttled or the
-    governor was not `performance`.
+    passes. A run is marked suspect when the CPU was throttled, the governor
+    was not `performance`, or the latencies spread too widely for a quiet
+    core (p90 over twice the median, or a standard deviation over half the
+    mean). The CPU's int8 instructions (AVX-512 VNNI, Arm dot-product) are
+    printed with the result: int8's speed-up depends on them.
 
     \b
     Example:

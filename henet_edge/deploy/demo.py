@@ -137,7 +137,8 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
         "speedup_int8": timing["float32"]["time_s"] / timing["int8"]["time_s"],
         "selftest": deployed.selftest, "runtime": deployed.runtime,
         "classified": classified, "environment": bench.get("environment", {}),
-        "protocol": bench.get("protocol"), "runs": bench.get("runs"),
+        "protocol": bench.get("protocol"), "paper_protocol": bench.get("paper_protocol"),
+        "runs": bench.get("runs"),
         "repeats": bench.get("repeats"), "suspect": bench.get("suspect"),
         "suspect_reasons": bench.get("reasons", []),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -168,8 +169,8 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
             summary = demo_on(installer, work / "bundle", manifest, options, work, log)
     summary["target_kept"] = target is not None or keep
     if not summary["target_kept"]:
-        summary["target_note"] = ("a temporary folder, deleted when the demo ended (--keep, "
-                                  "or --target DIR, keeps it)")
+        summary["target_note"] = ("a temporary folder, deleted when the demo ended; --keep "
+                                  "or --target DIR keeps it")
     return summary
 
 
@@ -213,6 +214,23 @@ def preflight_local(target: Path | None, core: int | None) -> int:
     return chosen
 
 
+def protocol_line(s: dict) -> str:
+    """Which timing protocol ran, in words, and how it differs from the paper's."""
+    from henet_edge.device.bench import PROTOCOLS
+    from henet_edge.device.environment import UNKNOWN, describe_int8_features
+
+    env = s["environment"]
+    paper = PROTOCOLS["paper"]
+    line = (f"Time (s): the total time of {s['runs']} passes of one image, averaged over "
+            f"{s['repeats']} repeats, one thread on one core of "
+            f"{env.get('cpu', 'an unknown CPU')} "
+            f"({describe_int8_features(env.get('int8_features', UNKNOWN))}); ")
+    if s.get("paper_protocol"):
+        return line + "the paper's protocol"
+    return line + (f"the paper's protocol is {paper['runs']} passes x {paper['repeats']} "
+                   "repeats (`demo --full` runs it)")
+
+
 def format_summary(s: dict) -> str:
     r = s["report"]
     lines = [
@@ -228,8 +246,7 @@ def format_summary(s: dict) -> str:
         f"int8 speed-up over float32: {s['speedup_int8']:.2f}x   "
         f"(int8 top-1 agreement with Keras {100 * r['int8_agreement']:.2f}%)",
         f"accuracy on: {r['data']} ({r['images']} images)",
-        f"Time (s): total of {s['runs']} passes, mean of {s['repeats']} repeats "
-        f"({s['protocol']}), one core of {s['environment'].get('cpu', 'unknown CPU')}",
+        protocol_line(s),
         f"self-test on {s['target']}"
         + (f" ({s['target_note']})" if s.get("target_note") else "")
         + f": {s['selftest'].get('text', '?')}",
