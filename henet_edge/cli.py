@@ -804,7 +804,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None)
-    target = resume_dir or run_dir or default_run_dir(model_name, repeat)
+    target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
+              else default_run_dir(model_name, repeat))
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
     if as_json:
@@ -972,12 +973,16 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     lowering's speed-up.
     """
     from henet_edge.convert.compare import parse_lowerings, parse_models
+    from henet_edge.device.bench import BenchOptions
 
-    wanted, chosen = parse_models(models), parse_lowerings(lowerings)  # before TensorFlow
+    # Every check before TensorFlow and the slow builds.
+    wanted, chosen = parse_models(models), parse_lowerings(lowerings)
+    options = BenchOptions(runs=runs, repeats=repeats, warmup=warmup, core=core,
+                           precision="all")
+    options.validate()
     _quiet_tensorflow()
     from henet_edge.convert.compare import compare as run_compare
     from henet_edge.convert.compare import format_table, plot
-    from henet_edge.device.bench import BenchOptions
 
     calib = None
     if calibration:
@@ -987,8 +992,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
         calib = resolve_calibration(calibration, num=200, seed=0, preprocessing=DEFAULT).inputs()
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     result = run_compare(wanted, calibration=calib, log=echo, lowerings=chosen,
-                         options=BenchOptions(runs=runs, repeats=repeats, warmup=warmup,
-                                              core=core, precision="all"))
+                         options=options)
     if plot_path:
         plot(result, plot_path)
     if as_json:

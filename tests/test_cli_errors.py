@@ -60,6 +60,7 @@ def test_profile_names_the_layers_it_cannot_count():
     (["--models", "henet:0"], "--models repeat must be at least 1, got 0"),
     (["--models", "resnet:2"], "unknown model"),
     (["--models", "henet:1", "--lowering", "grouped,grouped"], "give distinct names"),
+    (["--models", "henet:1", "--runs", "0"], "--runs and --repeats must be at least 1"),
 ])
 def test_compare_bad_arguments_are_one_line_before_tensorflow(args, message):
     code = ("import sys\nfrom henet_edge.cli import main\n"
@@ -81,3 +82,16 @@ def test_convert_labels_file_keeps_labels_with_spaces(tiny_run, tmp_path):
     assert result.exit_code == 1
     assert "labels for a model" not in result.output  # 3 labels, not 5 words
     assert "missing" in result.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--report-images", "0", "--report-images must be at least 1, got 0"),
+    ("--num", "0", "--num must be at least 1, got 0"),
+])
+def test_convert_refuses_counts_that_would_mean_something_else(tiny_run, tmp_path, option,
+                                                                value, message):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["convert", str(tiny_run), "--calibration", "cifar10",
+                                       "--out", str(out), option, value])
+    assert result.exit_code == 1 and message in result.output
+    assert isinstance(result.exception, SystemExit) and not out.exists()

@@ -44,7 +44,7 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
         pixels, labels = fallback_pixels, fallback_labels
         note = ("the calibration images (training data: pass --val-data for an honest "
                 "accuracy figure)")
-    if limit and len(labels) > limit:
+    if limit is not None and len(labels) > limit:
         idx = np.random.default_rng(0).permutation(len(labels))[:limit]
         pixels, labels = pixels[np.sort(idx)], labels[np.sort(idx)]
         note += f", {limit} sampled"
@@ -68,6 +68,17 @@ class ConvertOptions:
     include_calibration: bool = False
     include_validation: int = 0
     lowering: str = DEFAULT_LOWERING
+
+    def __post_init__(self) -> None:
+        """Refuse counts that would silently mean something else (0 is not "all")."""
+        if self.num < 1:
+            raise ConvertError(f"--num must be at least 1, got {self.num}")
+        if self.report_images is not None and self.report_images < 1:
+            raise ConvertError(f"--report-images must be at least 1, got {self.report_images}"
+                               " (leave it out to use every validation image)")
+        if self.include_validation < 0:
+            raise ConvertError(f"--include-validation must be 0 or more, got "
+                               f"{self.include_validation}")
 
 
 def convert(source: str | Path, calibration: str, out: str | Path,

@@ -71,8 +71,8 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
     """Step 1: convert the model with its calibration set (audit and report card)."""
     from henet_edge.convert.pipeline import ConvertOptions, convert
 
-    model = options.model or _default_model()
-    calibration = options.calibration or str(DEFAULT_CALIBRATION)
+    model = _default_model() if options.model is None else options.model
+    calibration = str(DEFAULT_CALIBRATION) if options.calibration is None else options.calibration
     val_data, labels = options.val_data, None
     if options.model is None:  # the shipped .keras: its labels are the default bundle's
         labels = load_bundle(DEFAULT_BUNDLE).labels
