@@ -1047,7 +1047,7 @@ def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_js
 
     runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
     options = DemoOptions(model=model, calibration=calibration, val_data=val_data, runs=runs,
-                          repeats=repeats, core=core, gate=not no_gate)
+                          repeats=repeats, core=core, gate=not no_gate, verbose=conn["verbose"])
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     on_hosts = None
     if conn["hosts"] or conn["hosts_file"]:

@@ -79,6 +79,19 @@ def test_the_demo_says_its_temporary_target_is_gone():
     assert "temporary" not in kept
 
 
+def test_the_device_runtimes_info_lines_are_hidden_unless_verbose():
+    from henet_edge.deploy.demo import device_errors
+
+    said: list[str] = []
+    for verbose in (False, True):
+        relay = device_errors(said.append, verbose)
+        relay("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+        relay("nope.jpg: no such file")
+    assert said == ["nope.jpg: no such file",
+                    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+                    "nope.jpg: no such file"]
+
+
 def test_demo_keep_keeps_the_temporary_device_folder(monkeypatch):
     import contextlib
     import shutil

@@ -43,6 +43,12 @@ class DemoOptions:
     core: int | None = None
     images: list[Path] | None = None  # default: the bundle's golden images
     gate: bool = True
+    verbose: bool = False  # show the device runtime's own log lines too
+
+
+def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
+    """The device's stderr, without the runtime's ``INFO:`` lines (XNNPACK) unless verbose."""
+    return log if verbose else (lambda line: None if line.startswith("INFO: ") else log(line))
 
 
 def _default_model() -> Path:
@@ -122,7 +128,7 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     for precision in ("int8", "float32"):
         lines: list[str] = []
         remote_classify(installer, images, precision=precision, top_k=1, as_json=True,
-                        out=lines.append, err=log)
+                        out=lines.append, err=device_errors(log, options.verbose))
         classified += [{"precision": precision, **json.loads(x)} for x in lines
                        if x.strip().startswith("{")]
     timing = {row["name"].split("/")[-1]: row for row in bench["models"]}
