@@ -42,18 +42,67 @@ def user_errors(fn):
     return wrapper
 
 
+def quiet_logs(fn=None, *, add_option: bool = True):
+    """Hide TensorFlow's, the converter's and XNNPACK's own logs unless ``--verbose``.
+
+    With ``add_option=False`` the command's existing ``--verbose`` decides.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from henet_edge.henet_keras.tf_env import quiet_native_logs
+
+            verbose = kwargs.pop("verbose") if add_option else kwargs.get("verbose", False)
+            with quiet_native_logs(verbose):
+                return fn(*args, **kwargs)
+
+        if add_option:
+            wrapper = click.option(
+                "--verbose", is_flag=True,
+                help="Show TensorFlow's, the converter's and XNNPACK's own logs.")(wrapper)
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+COMMAND_GROUPS = (
+    ("Start here", ("demo",)),
+    ("Desktop (train and convert)", ("profile", "train", "evaluate", "calibrate", "convert",
+                                     "compare")),
+    ("Deploy (to devices over SSH)", ("deploy", "status", "rollback", "remote")),
+    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "doctor")),
+)
+
+
+class GroupedCommands(click.Group):
+    """``--help`` lists every command under its group, with its whole summary line."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = {name for _, names in COMMAND_GROUPS for name in names}
+        groups = [(title, list(names)) for title, names in COMMAND_GROUPS]
+        others = [n for n in self.list_commands(ctx) if n not in listed]
+        if others:
+            groups.append(("Other", others))
+        for title, names in groups:
+            rows = []
+            for name in names:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit=1000)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(cls=GroupedCommands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="henet-edge")
 def main() -> None:
     """Train HENet, convert it to TFLite, and run it on a Raspberry Pi.
-
-    \b
-    Desktop:  profile, train, evaluate, calibrate, convert, deploy, compare
-    Device:   classify, camera, bench, doctor
 
     Run `henet-edge COMMAND --help` for each command's options.
     """
@@ -73,48 +122,29 @@ def main() -> None:
 @click.option("--layers/--no-layers", "show_layers", default=True, show_default=True,
               help="Print the per-layer table.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@quiet_logs
 @user_errors
 def profile(model_name, repeat, classes, input_size, width_multiplier, show_layers, as_json):
     """Params and MACs per layer, real and in the paper's counting convention.
 
     \b
     Real: trainable params as built (grouped kernels, no conv bias, BN gamma
-    and beta, FC) and multiply-accumulates of every conv and FC layer.
+    and beta, FC; not BN's moving mean and variance, which `train`'s weight
+    count includes) and multiply-accumulates of every conv and FC layer.
     Paper: convs counted as dense (groups ignored) + conv bias + 2 BN values
     per channel + FC; MACs with the first block of each stage counted with 2C
     inputs. This convention reproduces the paper's Table 3 to the unit.
     """
-    _check_model_args(model_name, repeat, classes)
-    spec = model_spec(model_name)
+    _check_model_args(model_name, repeat, classes)  # cheap, before TensorFlow
     _quiet_tensorflow()
-    from henet_edge.henet_keras.profile import summarize
+    from henet_edge.henet_keras.profile import format_profile, profile_family
 
-    kwargs = {"repeat": repeat, "classes": classes, "input_size": input_size}
-    if spec.accepts_width:
-        kwargs["width_multiplier"] = width_multiplier
-    try:
-        model = spec.build(**kwargs)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    summary = summarize(model, conv_bias=spec.conv_bias)
+    summary = profile_family(model_name, repeat=repeat, classes=classes, input_size=input_size,
+                             width_multiplier=width_multiplier)
     if as_json:
         emit_json(summary)
-        return
-    if show_layers:
-        click.echo(f"{'layer':<18}{'kind':<16}{'output':>12}{'g':>4}{'params':>9}"
-                   f"{'MACs':>11}{'paper params':>14}{'paper MACs':>12}")
-        for row in summary["layers"]:
-            shape = "x".join(str(d) for d in row["output_shape"])
-            click.echo(f"{row['name']:<18}{row['kind']:<16}{shape:>12}{row['groups']:>4}"
-                       f"{row['params']:>9,}{row['macs']:>11,}{row['paper_params']:>14,}"
-                       f"{row['paper_macs']:>12,}")
-        click.echo()
-    click.echo(f"{summary['model']}: {summary['params']:,} params, "
-               f"{summary['macs'] / 1e6:.3f} M MACs (real)")
-    click.echo(f"{'':{len(summary['model'])}}  {summary['paper_params']:,} params, "
-               f"{summary['paper_macs'] / 1e6:.3f} M MACs (paper convention)")
-    click.echo("The paper's columns count convs as dense with a bias, so they overstate "
-               "what a grouped model stores.")
+    else:
+        click.echo(format_profile(summary, show_layers=show_layers))
 
 
 # ---- device commands (begin)
@@ -171,6 +201,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 
     refuse_empty(inputs, "INPUTS")
     classifier = _make_classifier(model, labels, precision, top_k, threads)
+    made_by = classifier.made_by()  # on every JSON line: streams of several models differ
     if not as_json:
         info = classifier.describe()
         click.echo(f"model: {info.get('bundle_name') or info['model']} ({info['precision']}, "
@@ -180,7 +211,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
         total += 1
         failed += not result.ok
         if as_json:
-            click.echo(json.dumps(result.to_dict()))
+            click.echo(json.dumps({**result.to_dict(), **made_by}))
         else:
             click.echo(format_result(result), err=not result.ok)
     if failed:
@@ -317,8 +348,11 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     MODELS are bundle folders or .tflite files (default: the installed
     bundle); several run interleaved (A B A B) and get a ratio table. The
     paper's "Time (s)" is the mean over repeats of the total time of the
-    passes. A run is marked suspect when the CPU was throttled or the
-    governor was not `performance`.
+    passes. A run is marked suspect when the CPU was throttled, the governor
+    was not `performance`, or the latencies spread too widely for a quiet
+    core (p90 over twice the median, or a standard deviation over half the
+    mean). The CPU's int8 instructions (AVX-512 VNNI, Arm dot-product) are
+    printed with the result: int8's speed-up depends on them.
 
     \b
     Example:
@@ -915,6 +949,7 @@ def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
                    "split, so validation stays held out) or a .keras file; the schedule "
                    "starts afresh (a warm restart).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, seed, val_split, formulation, limit, init_from,
@@ -933,27 +968,17 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-more \\
           --init-from runs/henet-r3 --epochs 15 --lr 0.04
     """
-    import time
-
     _quiet_tensorflow()
-    from henet_edge.henet_keras.train import TrainConfig
+    from henet_edge.henet_keras.train import TrainConfig, default_run_dir
     from henet_edge.henet_keras.train import train as run_training
 
-    if resume_dir is None:
-        if data is None:
-            raise click.ClickException("--data is required (or --resume RUN_DIR)")
-        model_name = "henet" if model_name is None else model_name
-        repeat = 3 if repeat is None else repeat
     config = TrainConfig(data=data, model=model_name, repeat=repeat,
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None)
-    if resume_dir is not None:
-        target = resume_dir
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = run_dir or Path("runs") / f"{model_name}-r{repeat}-{stamp}"
+    target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
+              else default_run_dir(model_name, repeat))
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
     if as_json:
@@ -973,6 +998,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
 @click.option("--preprocessing", default=None, metavar="default|FILE.json",
               help="For a bare .keras with no run beside it, as in convert.")
 @click.option("--json", "as_json", is_flag=True)
+@quiet_logs
 @user_errors
 def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
@@ -980,24 +1006,14 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     .keras models and run folders run in Keras; .tflite files and bundles
     run in the device runtime (LiteRT), never in TensorFlow.
     """
-    from henet_edge.convert.evaluate import evaluate_model
+    from henet_edge.convert.evaluate import evaluate_model, format_evaluation
 
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
                              preprocessing=preprocessing)
     if as_json:
         emit_json(results)
-        _report_evaluation_data(results)
-        return
-    for name, r in results["models"].items():
-        click.echo(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
-                   f"on {r['images']} images ({results['data']})")
-        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
-        click.echo("  weakest classes: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst))
-    if "mean_last5_val_accuracy" in results:
-        click.echo(f"run history: mean of the last 5 validation evaluations "
-                   f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
-    for written in results.get("plots", []):
-        click.echo(f"confusion matrix: {written}")
+    else:
+        click.echo(format_evaluation(results))
     _report_evaluation_data(results)
 
 
@@ -1021,6 +1037,7 @@ def _report_evaluation_data(results: dict) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @click.option("--json", "as_json", is_flag=True)
+@quiet_logs
 @user_errors
 def calibrate(data, num, seed, out, force, as_json):
     """Make a class-stratified, deterministic int8 calibration set.
@@ -1080,6 +1097,7 @@ def calibrate(data, num, seed, out, force, as_json):
                    "run's config.json, a bundle's manifest.json) [the run's].")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@quiet_logs
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
             min_agreement, max_drop, no_gate, include_keras, include_calibration,
@@ -1097,18 +1115,19 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
       henet-edge convert runs/henet-r3 --calibration calib.npz --out bundles/henet-r3
     """
     _quiet_tensorflow()
+    from henet_edge.convert.pipeline import ConvertOptions
     from henet_edge.convert.pipeline import convert as run_convert
     from henet_edge.convert.report import Gates
+    from henet_edge.device.inputs import read_labels
 
-    labels = labels_file.read_text().split() if labels_file else None
+    options = ConvertOptions(
+        num=num, seed=seed, val_data=val_data, report_images=report_images, io=io,
+        force=force, gate=not no_gate, gates=Gates(min_agreement, max_drop),
+        labels=read_labels(labels_file) if labels_file else None, include_keras=include_keras,
+        include_calibration=include_calibration, include_validation=include_validation,
+        lowering=lowering, preprocessing=preprocessing)
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    manifest = run_convert(source, calibration, out, num=num, seed=seed, val_data=val_data,
-                           report_images=report_images, io=io, force=force, gate=not no_gate,
-                           gates=Gates(min_agreement, max_drop), labels=labels,
-                           include_keras=include_keras,
-                           include_calibration=include_calibration,
-                           include_validation=include_validation, lowering=lowering,
-                           preprocessing=preprocessing, log=echo)
+    manifest = run_convert(source, calibration, out, options, log=echo)
     if as_json:
         emit_json(manifest)
         return
@@ -1133,6 +1152,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
               help="Comma-separated lowerings to time side by side (grouped, folded, "
                    "folded-all); speed-ups are against the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
+@quiet_logs
 @user_errors
 def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerings, as_json):
     """HENet r2-r4 vs ShuffleNet r2-r5: sizes and single-core latency, paper's protocol.
@@ -1146,25 +1166,18 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     the measured ones, the HENet/ShuffleNet latency ratios, and each
     lowering's speed-up.
     """
+    from henet_edge.convert.compare import parse_lowerings, parse_models
+    from henet_edge.device.bench import BenchOptions
+
+    # Every check before TensorFlow and the slow builds.
+    wanted, chosen = parse_models(models), parse_lowerings(lowerings)
+    options = BenchOptions(runs=runs, repeats=repeats, warmup=warmup, core=core,
+                           precision="all")
+    options.validate()
     _quiet_tensorflow()
     from henet_edge.convert.compare import compare as run_compare
     from henet_edge.convert.compare import format_table, plot
-    from henet_edge.device.bench import BenchOptions
 
-    wanted = []
-    try:
-        for part in models.split(";"):
-            family, repeats_text = part.split(":")
-            wanted += [(family.strip(), int(r)) for r in repeats_text.split(",")]
-    except ValueError:
-        raise click.ClickException(f"--models {models!r}: expected FAMILY:R,R;FAMILY:R") from None
-    for family, repeat in wanted:
-        _check_model_args(family, repeat, 10)
-    chosen = tuple(part.strip() for part in lowerings.split(",") if part.strip())
-    unknown = [name for name in chosen if name not in LOWERINGS]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise click.BadParameter(f"{lowerings!r}: give distinct names from "
-                                 f"{', '.join(LOWERINGS)}", param_hint="--lowering")
     calib = None
     if calibration:
         from henet_edge.calibration.calibration_set import resolve_calibration
@@ -1173,8 +1186,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
         calib = resolve_calibration(calibration, num=200, seed=0, preprocessing=DEFAULT).inputs()
     echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     result = run_compare(wanted, calibration=calib, log=echo, lowerings=chosen,
-                         options=BenchOptions(runs=runs, repeats=repeats, warmup=warmup,
-                                              core=core, precision="all"))
+                         options=options)
     if plot_path:
         plot(result, plot_path)
     if as_json:
@@ -1198,7 +1210,10 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
               help="Held-out images for the accuracy figure (data source or .npz) [the "
                    "default model's shipped held-out sample].")
 @click.option("--target", type=click.Path(path_type=Path), default=None,
-              help="Local folder laid out like a device [a temporary folder].")
+              help="Local folder laid out like a device [a temporary folder, deleted at "
+                   "the end].")
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary device folder (and say where it is).")
 @_ssh_options
 @click.option("--quick", "speed", flag_value="quick", help="100 x 2 passes per precision.")
 @click.option("--full", "speed", flag_value="full",
@@ -1206,8 +1221,9 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--core", type=int, default=None, help="Core to time on [the last one].")
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@quiet_logs(add_option=False)
 @user_errors
-def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **conn):
+def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_json, **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.
 
     \b
@@ -1220,42 +1236,27 @@ def demo(model, calibration, val_data, target, speed, core, no_gate, as_json, **
     4. classifies the bundle's sample images with the installed bundle;
     then prints one summary table.
     """
-    import tempfile
-
     _quiet_tensorflow()
-    from henet_edge.deploy.demo import (
-        DemoOptions,
-        convert_default,
-        demo_on,
-        format_summary,
-        local_installer,
-        preflight_local,
-    )
+    from henet_edge.deploy.demo import DemoOptions, format_summary, run_demo
 
     runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
     options = DemoOptions(model=model, calibration=calibration, val_data=val_data, runs=runs,
-                          repeats=repeats, core=core, gate=not no_gate)
+                          repeats=repeats, core=core, gate=not no_gate, verbose=conn["verbose"])
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    remote = bool(conn["hosts"] or conn["hosts_file"])
-    if not remote:
-        options.core = preflight_local(target, core)
-    with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
-        work = Path(tmp)
-        manifest = convert_default(options, work / "bundle", log)
-        if remote:
+    on_hosts = None
+    if conn["hosts"] or conn["hosts_file"]:
+        def on_hosts(work):
             from henet_edge.deploy.installer import InstallOptions
             from henet_edge.deploy.wheel import project_wheel
 
-            outcomes = _fleet(conn, lambda inst: demo_on(inst, work / "bundle", manifest,
-                                                         options, work, log),
+            outcomes = _fleet(conn, work,
                               install_options=InstallOptions(wheel=project_wheel(log=log)))
             failed = [o for o in outcomes if not o.ok]
             if failed:
                 raise click.ClickException("; ".join(f"{o.host}: {o.error}" for o in failed))
-            summary = outcomes[0].result
-        else:
-            with local_installer(target or work / "device", log) as installer:
-                summary = demo_on(installer, work / "bundle", manifest, options, work, log)
+            return outcomes[0].result
+
+    summary = run_demo(options, log, target=target, keep=keep, on_hosts=on_hosts)
     if as_json:
         emit_json(summary)
     else:

@@ -54,8 +54,9 @@ def tiny_run(image_folder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run, image_folder, tmp_path_factory) -> Path:
     """A real converted bundle (float32 + int8 TFLite, golden images, manifest)."""
-    from henet_edge.convert.pipeline import convert
+    from henet_edge.convert.pipeline import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    convert(tiny_run, str(image_folder), out, num=12, gate=False, log=lambda _msg: None)
+    convert(tiny_run, str(image_folder), out, ConvertOptions(num=12, gate=False),
+            log=lambda _msg: None)
     return out

@@ -101,15 +101,33 @@ def test_audit_passes_and_grouped_convs_stay_native(tiny_bundle):
     assert grouped, "a 24-filter 3x3 conv with 6 input channels per group (groups=4) is expected"
 
 
-def test_report_card(tiny_bundle):
+def test_report_card(tiny_bundle, tiny_run):
+    import keras
+
+    from henet_edge.device.preprocess import preprocess_pixels
+    from henet_edge.device.runtime import TFLiteModel
+    from henet_edge.henet_keras.run import Run
+
     report = json.loads((tiny_bundle / "report.json").read_text())
     assert report["float32"]["top1_agreement"] == 1.0
     assert report["float32"]["max_abs_logit_diff"] < 1e-3
-    assert 0 <= report["int8"]["top1_agreement"] <= 1
+    # int8 agreement, recomputed here: the run's validation split through Keras and int8
+    run = Run.load(tiny_run)
+    val, _ = run.validation()
+    inputs = preprocess_pixels(val.images, run.preprocessing)
+    keras_top1 = keras.models.load_model(run.model_path(), compile=False).predict(
+        inputs, verbose=0).argmax(1)
+    int8 = TFLiteModel(tiny_bundle / "model_int8.tflite")
+    int8_top1 = np.array([int8(x).argmax() for x in inputs])
+    assert report["images"] == len(val) == 12
+    assert report["int8"]["top1_agreement"] == pytest.approx(np.mean(keras_top1 == int8_top1))
     assert set(report["int8"]["per_class_drop_points"]) == {"blue", "green", "red"}
-    assert report["concatenations"], "HENet has one concat per stride-1 block"
+    # HENet repeat 1: one concat per stage; the int8 converter gives a concat's inputs
+    # and output one scale, so no branch loses resolution
+    assert len(report["concatenations"]) == 3
     for concat in report["concatenations"]:
-        assert concat["shared_scale"] in (True, False)
+        assert concat["shared_scale"] is True and concat["branches_losing_resolution"] == []
+        assert len({t["scale"] for t in concat["tensors"]}) == 1
         assert concat["tensors"][-1]["role"] == "out"
     assert "Quantization report card" in (tiny_bundle / "report.md").read_text()
 
@@ -257,10 +275,8 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
 def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp_path):
     from henet_edge.convert.bundle_writer import held_out_sample, load_source_model
     from henet_edge.convert.pipeline import validation_data
-    from henet_edge.henet_keras.train import run_validation
-
     src = load_source_model(tiny_run)
-    val, note = run_validation(src.run_config)
+    val, note = src.run.validation()
     sample = held_out_sample(val.images, val.labels, src, note, 6)
     assert sorted(sample.provenance["histogram"].values()) == [2, 2, 2]
     sample.save(tmp_path / "validation.npz")
@@ -329,3 +345,37 @@ def test_existing_output_is_refused_by_the_one_check(tmp_path, image_folder):
     result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--out",
                                        str(tmp_path / "c.npz")])
     assert result.exit_code == 1 and "already exists (use --force" in result.output
+def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_path):
+    import shutil
+
+    from henet_edge.convert.output import OutputError, check_output
+    from henet_edge.convert.pipeline import ConvertOptions, convert
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "manifest.json").write_text('{"name": "my web app"}')  # not a bundle's
+    with pytest.raises(OutputError, match=r"not a bundle.*--force replaces only a bundle"):
+        convert(tiny_run, str(image_folder), mine, ConvertOptions(force=True),
+                log=lambda _m: None)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output(a_file, force=True)
+    old = tmp_path / "old-bundle"
+    shutil.copytree(tiny_bundle, old)
+    with pytest.raises(OutputError, match="already exists"):
+        check_output(old, force=False)
+    check_output(old, force=True)  # a bundle may be replaced
+
+
+def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tmp_path):
+    from henet_edge.convert.pipeline import ConvertOptions, convert
+    from henet_edge.device.bundle import load_bundle
+
+    out = tmp_path / "empty"
+    out.mkdir()
+    convert(tiny_run, str(image_folder), out, ConvertOptions(num=6, gate=False),
+            log=lambda _m: None)
+    assert load_bundle(out).labels == ["blue", "green", "red"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from henet_edge import HenetEdgeError
 from henet_edge.cli import main
 from henet_edge.henet_keras.recipes import RecipeSchedule
 from henet_edge.henet_keras.train import RunError, TrainConfig, train
@@ -116,9 +117,12 @@ def test_evaluate_run_and_keras_file(tiny_run, image_folder, tmp_path):
     data = json.loads(result.output)
     keras_result = data["models"]["keras"]
     assert keras_result["images"] == 12  # the run's own 25 % validation split
-    assert 0.0 <= keras_result["top1"] <= keras_result["top5"] <= 1.0
+    # the best model on the run's own validation split: what training measured as the best
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert keras_result["top1"] == pytest.approx(summary["best_val_accuracy"])
+    assert keras_result["top5"] == 1.0  # 3 classes: every label is in the top 5
     assert set(keras_result["per_class"]) == {"blue", "green", "red"}
-    assert "mean_last5_val_accuracy" in data
+    assert data["mean_last5_val_accuracy"] == pytest.approx(summary["mean_last5_val_accuracy"])
     assert plot.stat().st_size > 1000
     result = CliRunner().invoke(main, ["evaluate", str(tiny_run / "model.keras"), "--data",
                                        str(image_folder), "--json"])
@@ -204,3 +208,41 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tiny_run, tmp_p
     assert summary["finished"] and summary["epochs"] == 2
     assert (run / "model.keras").is_file() and (run / "best.keras").is_file()
     assert json.loads((run / "state.json").read_text())["finished"] is True
+
+
+def _one_class_folder(root):
+    from tests.conftest import write_image_folder
+
+    write_image_folder(root, per_class=4)
+    for name in ("green", "blue"):
+        for f in (root / name).iterdir():
+            f.unlink()
+        (root / name).rmdir()
+    return root
+
+
+@pytest.mark.parametrize("bad", ["missing", "one class", "empty"])
+def test_a_start_that_fails_before_its_first_epoch_leaves_nothing(tmp_path, bad):
+    data = {"missing": tmp_path / "nope", "empty": tmp_path / "empty",
+            "one class": _one_class_folder(tmp_path / "one")}[bad]
+    if bad == "empty":
+        data.mkdir()
+    run = tmp_path / "runs" / "r"
+    config = TrainConfig(data=str(data), repeat=1, epochs=1, batch_size=2)
+    with pytest.raises(HenetEdgeError):
+        train(config, run, show_bar=False, echo=lambda _m: None)
+    assert not (tmp_path / "runs").exists()  # the folders it made are gone too
+    run.mkdir(parents=True)  # an empty folder the user made stays, and stays empty
+    with pytest.raises(HenetEdgeError):
+        train(config, run, show_bar=False, echo=lambda _m: None)
+    assert run.is_dir() and list(run.iterdir()) == []
+
+
+def test_a_run_records_absolute_paths(image_folder, tmp_path, monkeypatch):
+    from henet_edge.henet_keras.train import _checked_config
+
+    monkeypatch.chdir(image_folder.parent)
+    config = _checked_config(TrainConfig(data=image_folder.name), tmp_path / "r", False)
+    assert config.data == str(image_folder)
+    named = _checked_config(TrainConfig(data="cifar10"), tmp_path / "r", False)
+    assert named.data == "cifar10"

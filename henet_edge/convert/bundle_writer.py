@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from henet_edge import HenetEdgeError, refuse_existing
+from henet_edge import HenetEdgeError
 from henet_edge.calibration.calibration_set import CalibrationSet
 from henet_edge.device.manifest import (
     MANIFEST,
@@ -33,11 +33,13 @@ from henet_edge.device.manifest import (
 )
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
 from henet_edge.device.runtime import TFLiteModel
+from henet_edge.henet_keras.run import Run
 from henet_edge.henet_keras.tf_env import library_versions
 from henet_edge.storage import utc_timestamp
 
 from .audit import audit_model
 from .lowering import DEFAULT_LOWERING
+from .output import check_output
 from .report import DEFAULT_GATES, Gates, report_card, report_markdown, tflite_logits
 
 
@@ -55,6 +57,7 @@ class SourceModel:
     preprocessing: Preprocessing
     run_config: dict | None
     preprocessing_source: str = "the run's config.json"
+    run: Run | None = None
 
 
 def read_preprocessing(value: str) -> tuple[Preprocessing, str]:
@@ -104,17 +107,12 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
     from henet_edge.henet_keras import layers as _layers  # noqa: F401 - custom layers
 
     path = Path(path)
-    config = None
+    config = run = None
     if path.is_dir():
-        config = _run_config(path)
-        if config is None:
+        if not Run.is_run(path):
             raise ConvertError(f"{path}: not a run folder (no config.json) and not a .keras file")
-        for name in ("best.keras", "model.keras"):
-            if (path / name).exists():
-                model_path = path / name
-                break
-        else:
-            raise ConvertError(f"{path}: the run has no model.keras yet (still training?)")
+        run = Run.load(path)
+        config, model_path = run.config, run.model_path()
     else:
         model_path = path
         if not path.exists():
@@ -146,7 +144,8 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
     if size != spec.input_size:
         raise ConvertError(f"model input is {size}x{size} but preprocessing gives "
                            f"{spec.input_size}x{spec.input_size} (from {source})")
-    return SourceModel(model_path, model, list(labels), spec, config, source)
+    return SourceModel(model_path, model, list(labels), spec, config,
+                       preprocessing_source=source, run=run)
 
 
 def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], count: int):
@@ -206,7 +205,7 @@ def convert_bundle(
     from .tflite import to_float32, to_int8
 
     out = Path(out)
-    refuse_existing(out, force)
+    check_output(out, force)
     calibration.check_matches(src.preprocessing)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -19,6 +19,7 @@ import numpy as np
 from henet_edge.device.bench import BenchOptions, run_bench
 from henet_edge.henet_keras.campaign import Campaign, run_state
 from henet_edge.henet_keras.registry import model_names, model_spec, paper_row
+from henet_edge.henet_keras.run import Run
 
 PRECISIONS = ("float32", "int8")
 
@@ -27,7 +28,7 @@ def campaign_calibration(campaign: Campaign, path: Path, num: int = 500):
     """The campaign's one calibration set: a stratified sample of its training split."""
     from henet_edge.calibration.calibration_set import load_calibration, sample
     from henet_edge.device.preprocess import Preprocessing
-    from henet_edge.henet_keras.train import load_training_data
+    from henet_edge.henet_keras.run import load_training_data
 
     if path.is_file():
         return load_calibration(path)
@@ -44,7 +45,7 @@ def campaign_calibration(campaign: Campaign, path: Path, num: int = 500):
 def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
                log: Callable[[str], None] = print) -> list[str]:
     """Convert every finished, not yet converted run to ``out/bundles/<run>``."""
-    from .pipeline import convert
+    from .pipeline import ConvertOptions, convert
 
     calib_path = out / "calibration.npz"
     campaign_calibration(campaign, calib_path, calibration_images)
@@ -55,7 +56,7 @@ def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
         if run_state(run_dir) != "finished" or (bundle / "manifest.json").is_file():
             continue
         log(f"{run_dir.name}: converting and scoring on its validation split")
-        convert(run_dir, str(calib_path), bundle, gate=False, log=log)
+        convert(run_dir, str(calib_path), bundle, ConvertOptions(gate=False), log=log)
         done.append(run_dir.name)
     return done
 
@@ -64,9 +65,8 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
     from henet_edge.henet_keras import build_model
     from henet_edge.henet_keras.profile import summarize
 
-    run_dir = campaign.run_dir(family, repeat)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    run = Run.load(campaign.run_dir(family, repeat))
+    history = run.history
     report = json.loads((bundle / "report.json").read_text())
     profile = summarize(build_model(family, repeat=repeat, batch_size=1),
                         conv_bias=model_spec(family).conv_bias)
@@ -75,7 +75,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
         "params": profile["params"], "macs": profile["macs"],
         "accuracy": {"keras": report["keras"]["top1"], "float32": report["float32"]["top1"],
                      "int8": report["int8"]["top1"],
-                     "mean_last5_keras": summary["mean_last5_val_accuracy"]},
+                     "mean_last5_keras": run.mean_last5()},
         "validation_images": report["images"],
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
         "train_hours": sum(h["seconds"] for h in history) / 3600,

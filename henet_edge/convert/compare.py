@@ -16,10 +16,49 @@ from pathlib import Path
 
 import numpy as np
 
+from henet_edge import HenetEdgeError
 from henet_edge.device.bench import BenchOptions, run_bench
-from henet_edge.henet_keras.registry import model_names, model_spec, paper_row, paper_table
+from henet_edge.henet_keras.registry import (
+    check_model_args,
+    model_names,
+    model_spec,
+    paper_row,
+    paper_table,
+)
+
+from .lowering import LOWERINGS
 
 DEFAULT_MODELS = tuple(paper_table())  # every model of the paper's Table 3
+
+
+class CompareError(HenetEdgeError, RuntimeError):
+    """A comparison that cannot be made as asked, with the fix in its message."""
+
+
+def parse_models(text: str) -> list[tuple[str, int]]:
+    """``henet:2,3;shufflenet:2`` as ``[("henet", 2), ("henet", 3), ("shufflenet", 2)]``."""
+    wanted = []
+    try:
+        for part in text.split(";"):
+            family, repeats_text = part.split(":")
+            wanted += [(family.strip(), int(r)) for r in repeats_text.split(",")]
+    except ValueError:
+        raise CompareError(f"--models {text!r}: expected FAMILY:R,R;FAMILY:R, e.g. "
+                           "henet:2,3;shufflenet:3") from None
+    for family, repeat in wanted:
+        model_spec(family)
+        check_model_args(repeat, 10, option_prefix="--models ")
+    return wanted
+
+
+def parse_lowerings(text: str) -> tuple[str, ...]:
+    """``grouped,folded`` as a tuple of distinct, known lowering names."""
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in LOWERINGS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise CompareError(f"--lowering {text!r}: give distinct names from "
+                           f"{', '.join(LOWERINGS)}")
+    return chosen
 
 
 @dataclass
@@ -38,7 +77,7 @@ class Candidate:
 def convert_audited(model, calibration: np.ndarray, stem: Path) -> dict[str, Path]:
     """``model`` as ``{stem}_float32.tflite`` and ``{stem}_int8.tflite``, each op-audited.
 
-    Raises RuntimeError naming the file when a model fails the audit.
+    Raises :class:`CompareError` naming the file when a model fails the audit.
     """
     from .audit import audit_model
     from .tflite import to_float32, to_int8
@@ -50,7 +89,8 @@ def convert_audited(model, calibration: np.ndarray, stem: Path) -> dict[str, Pat
                          else to_int8(model, calibration))
         audit = audit_model(path)
         if not audit.ok:
-            raise RuntimeError(f"{path.name}: op audit failed: {'; '.join(audit.problems)}")
+            raise CompareError(f"{path.name}: op audit failed: {'; '.join(audit.problems)}; "
+                               "time another --lowering (grouped converts the graph as is)")
         files[precision] = path
     return files
 

@@ -13,13 +13,13 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.evaluate import bundle_validation
 from henet_edge.device.manifest import MANIFEST, ManifestError, read_manifest
+from henet_edge.henet_keras.run import Run
 
 
 class EvaluationDataError(HenetEdgeError, ValueError):
@@ -45,10 +45,10 @@ def _same_source(a: str, b: str) -> bool:
         return False
 
 
-def _training_source(model: Path, run_config: dict[str, Any] | None) -> str | None:
+def _training_source(model: Path, run: Run | None) -> str | None:
     """The data a run trained on (or a bundle's calibration sample came from)."""
-    if run_config is not None:
-        return run_config.get("train", {}).get("data") or None
+    if run is not None:
+        return run.data_path
     manifest = model / MANIFEST
     if manifest.is_file():
         try:
@@ -59,24 +59,21 @@ def _training_source(model: Path, run_config: dict[str, Any] | None) -> str | No
     return None
 
 
-def _overlap(data: str, model: Path, run_config: dict[str, Any] | None) -> str | None:
-    source = _training_source(model, run_config)
+def _overlap(data: str, model: Path, run: Run | None) -> str | None:
+    source = _training_source(model, run)
     if source is None or not _same_source(data, str(source)):
         return None
     return (f"--data {data} is the data the model was trained on, so this accuracy is not "
             "held out (omit --data to use the held-out images)")
 
 
-def load_evaluation_data(model: Path, data: str | None,
-                         run_config: dict[str, Any] | None) -> EvaluationData:
+def load_evaluation_data(model: Path, data: str | None, run: Run | None) -> EvaluationData:
     """The images to evaluate ``model`` (a run folder, model file or bundle) on."""
     from henet_edge.calibration.calibration_set import load_calibration
 
     model = Path(model)
-    if data is None and run_config is not None:
-        from henet_edge.henet_keras.train import run_validation
-
-        val, note = run_validation(run_config)
+    if data is None and run is not None:
+        val, note = run.validation()
         return EvaluationData(val.images, val.labels, val.class_names, note)
     if data is None:
         shipped = bundle_validation(model)
@@ -97,4 +94,4 @@ def load_evaluation_data(model: Path, data: str | None,
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
         images = load_source(data).train
     return EvaluationData(images.images, images.labels, images.class_names, str(data),
-                          list(images.skipped), _overlap(data, model, run_config))
+                          list(images.skipped), _overlap(data, model, run))

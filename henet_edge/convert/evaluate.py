@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.bundle import is_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
+from henet_edge.device.runtime import open_model
+from henet_edge.henet_keras.run import Run
 
 from .eval_data import load_evaluation_data
 
@@ -25,41 +26,64 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
-    run_config = None
-    if path.is_dir() and (path / "config.json").exists():
-        run_config = json.loads((path / "config.json").read_text())
-    chosen = load_evaluation_data(path, data, run_config)
+    run = Run.load(path) if Run.is_run(path) else None
+    chosen = load_evaluation_data(path, data, run)
     pixels, labels, class_names, note = (chosen.pixels, chosen.labels, chosen.class_names,
                                          chosen.note)
 
-    if path.suffix == ".tflite" or (run_config is None and is_bundle(path)):
+    if path.suffix == ".tflite" or (run is None and is_bundle(path)):
         models, model_labels, spec = tflite_models(path, precision, class_names)
+        for model_path in models.values():
+            _check_classes(model_path, open_model(model_path).output_size, class_names, note)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
-                                f"{class_names}")
+                                f"{class_names}; pass --data with the model's classes")
         results = evaluate_tflite(models, pixels, labels, class_names, spec)
     else:
-        results = _evaluate_keras(path, pixels, labels, class_names, preprocessing)
+        results = _evaluate_keras(path, pixels, labels, class_names, note, preprocessing)
     out = {"model": str(path), "data": note, "models": results, "skipped": chosen.skipped}
     if chosen.overlap:
         out["overlap"] = chosen.overlap
-    if run_config and (path / "history.json").exists():
-        history = json.loads((path / "history.json").read_text())
-        last5 = [h["val_accuracy"] for h in history[-5:]]
-        out["mean_last5_val_accuracy"] = sum(last5) / len(last5)
+    if run is not None and run.history:
+        out["mean_last5_val_accuracy"] = run.mean_last5()
     if plot:
         out["plots"] = [str(p) for p in plot_all(results, class_names, plot)]
     return out
 
 
-def _evaluate_keras(path: Path, pixels, labels, class_names, preprocessing=None) -> dict:
+def _check_classes(path: Path, outputs: int, class_names: list[str], note: str) -> None:
+    if outputs != len(class_names):
+        shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+        raise EvaluateError(f"{path}: the model has {outputs} classes but the data ({note}) "
+                            f"has {len(class_names)} ({shown}); pass --data with images of "
+                            "the model's classes")
+
+
+def _evaluate_keras(path: Path, pixels, labels, class_names, note: str,
+                    preprocessing: str | None = None) -> dict:
     import numpy as np
 
     from henet_edge.convert.bundle_writer import load_source_model
     from henet_edge.device.metrics import classification_metrics
     from henet_edge.device.preprocess import preprocess_pixels
 
-    src = load_source_model(path, labels=class_names, preprocessing=preprocessing)
+    src = load_source_model(path, preprocessing=preprocessing)
+    _check_classes(src.path, int(src.model.outputs[0].shape[-1]), class_names, note)
     logits = np.asarray(src.model.predict(preprocess_pixels(pixels, src.preprocessing),
                                           batch_size=256, verbose=0))
     return {"keras": classification_metrics(logits, labels, class_names)}
+
+
+def format_evaluation(results: dict) -> str:
+    """What ``henet-edge evaluate`` prints: accuracy, weakest classes, the run's statistic."""
+    lines = []
+    for name, r in results["models"].items():
+        lines.append(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
+                     f"on {r['images']} images ({results['data']})")
+        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
+        lines.append("  weakest classes: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst))
+    if "mean_last5_val_accuracy" in results:
+        lines.append(f"run history: mean of the last 5 validation evaluations "
+                     f"{100 * results['mean_last5_val_accuracy']:.2f}% (the paper's statistic)")
+    lines += [f"confusion matrix: {written}" for written in results.get("plots", [])]
+    return "\n".join(lines)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from henet_edge import refuse_existing
 from henet_edge.calibration.calibration_set import load_calibration, resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
 from .lowering import DEFAULT_LOWERING
+from .output import check_output
 from .report import DEFAULT_GATES, Gates
 
 
@@ -36,49 +37,82 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
             raise ConvertError(f"{val_data}: classes {data.class_names} do not match the "
                                f"model's labels {src.labels}")
         pixels, labels, note = data.images, data.labels, f"all of {val_data}"
-    elif src.run_config:
-        from henet_edge.henet_keras.train import run_validation
-
-        val, note = run_validation(src.run_config)
+    elif src.run is not None:
+        val, note = src.run.validation()
         pixels, labels = val.images, val.labels
     else:
         pixels, labels = fallback_pixels, fallback_labels
         note = ("the calibration images (training data: pass --val-data for an honest "
                 "accuracy figure)")
-    if limit and len(labels) > limit:
+    if limit is not None and len(labels) > limit:
         idx = np.random.default_rng(0).permutation(len(labels))[:limit]
         pixels, labels = pixels[np.sort(idx)], labels[np.sort(idx)]
         note += f", {limit} sampled"
     return pixels, labels, note
 
 
-def convert(source: str | Path, calibration: str, out: str | Path, *, num: int = 500,
-            seed: int = 0, val_data: str | None = None, report_images: int | None = None,
-            io: str = "int8", force: bool = False, gate: bool = True,
-            gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
-            include_keras: bool = False, include_calibration: bool = False,
-            include_validation: int = 0, lowering: str = DEFAULT_LOWERING,
-            preprocessing: str | None = None, log: Callable[[str], None] = print) -> dict:
+@dataclass
+class ConvertOptions:
+    """How ``convert`` samples, scores, gates and packs a bundle (the CLI's options)."""
+
+    num: int = 500  # calibration images when sampling a data source
+    seed: int = 0
+    val_data: str | None = None  # report-card images [the run's validation split]
+    report_images: int | None = None  # at most this many of them
+    io: str = "int8"  # input/output type of the int8 model
+    force: bool = False  # replace an existing bundle (never anything else)
+    gate: bool = True
+    gates: Gates = DEFAULT_GATES
+    labels: list[str] | None = None  # for a bare .keras
+    include_keras: bool = False
+    include_calibration: bool = False
+    include_validation: int = 0
+    lowering: str = DEFAULT_LOWERING
+    preprocessing: str | None = None  # for a bare .keras: "default" or a JSON file
+
+    def __post_init__(self) -> None:
+        """Refuse counts that would silently mean something else (0 is not "all")."""
+        if self.num < 1:
+            raise ConvertError(f"--num must be at least 1, got {self.num}")
+        if self.report_images is not None and self.report_images < 1:
+            raise ConvertError(f"--report-images must be at least 1, got {self.report_images}"
+                               " (leave it out to use every validation image)")
+        if self.include_validation < 0:
+            raise ConvertError(f"--include-validation must be 0 or more, got "
+                               f"{self.include_validation}")
+
+
+def convert(source: str | Path, calibration: str, out: str | Path,
+            options: ConvertOptions | None = None, *,
+            log: Callable[[str], None] = print) -> dict:
     """Convert a run folder or ``.keras`` file into a bundle folder ``out``.
 
-    ``preprocessing`` is ``--preprocessing`` (see ``read_preprocessing``); a bare
-    ``.keras`` without a run config beside it needs it.
+    Steps: check ``out``, load the model, draw the calibration set, pick the
+    report card's images, then convert, audit, score and write the bundle.
     """
+    options = options or ConvertOptions()
     out = Path(out)
-    refuse_existing(out, force)  # fail before any slow work
-    src = load_source_model(source, labels, preprocessing)
+    check_output(out, options.force)  # before any slow work
+    src = load_source_model(source, options.labels, options.preprocessing)
     spec = src.preprocessing
     log(f"preprocessing {spec.name} ({spec.canonical_size} -> {spec.input_size} centre crop) "
         f"from {src.preprocessing_source}")
-    calib = resolve_calibration(calibration, num=num, seed=seed, preprocessing=src.preprocessing)
+    calib = _calibration(calibration, src, options)
+    pixels, val_labels, note = validation_data(src, options.val_data, calib.pixels,
+                                               calib.labels, options.report_images)
+    return convert_bundle(
+        src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
+        val_labels=val_labels, val_pixels=pixels, data_note=note, io=options.io,
+        force=options.force, gate=options.gate, gates=options.gates,
+        include_keras=options.include_keras, include_calibration=options.include_calibration,
+        include_validation=options.include_validation, lowering=options.lowering, log=log)
+
+
+def _calibration(calibration: str, src: SourceModel, options: ConvertOptions):
+    """The calibration set, refused when its classes are not the model's."""
+    calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
+                                preprocessing=src.preprocessing)
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
-    pixels, val_labels, note = validation_data(src, val_data, calib.pixels, calib.labels,
-                                               report_images)
-    return convert_bundle(
-        src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
-        val_labels=val_labels, val_pixels=pixels, data_note=note, io=io, force=force,
-        gate=gate, gates=gates, include_keras=include_keras,
-        include_calibration=include_calibration, include_validation=include_validation,
-        lowering=lowering, log=log)
+    return calib

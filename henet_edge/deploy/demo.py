@@ -43,6 +43,12 @@ class DemoOptions:
     core: int | None = None
     images: list[Path] | None = None  # default: the bundle's golden images
     gate: bool = True
+    verbose: bool = False  # show the device runtime's own log lines too
+
+
+def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
+    """The device's stderr, without the runtime's ``INFO:`` lines (XNNPACK) unless verbose."""
+    return log if verbose else (lambda line: None if line.startswith("INFO: ") else log(line))
 
 
 def _default_model() -> Path:
@@ -69,10 +75,10 @@ def check_core_free(core: int | None) -> int:
 
 def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict:
     """Step 1: convert the model with its calibration set (audit and report card)."""
-    from henet_edge.convert.pipeline import convert
+    from henet_edge.convert.pipeline import ConvertOptions, convert
 
-    model = options.model or _default_model()
-    calibration = options.calibration or str(DEFAULT_CALIBRATION)
+    model = _default_model() if options.model is None else options.model
+    calibration = str(DEFAULT_CALIBRATION) if options.calibration is None else options.calibration
     val_data, labels, preprocessing = options.val_data, None, None
     if options.model is None:  # the shipped .keras: labels, preprocessing and held-out
         bundle = load_bundle(DEFAULT_BUNDLE)  # images are the default bundle's (verified)
@@ -80,8 +86,10 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
         if val_data is None and DEFAULT_VALIDATION.name in bundle.manifest.files:
             val_data = str(bundle.file(DEFAULT_VALIDATION.name))
     log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
-    return convert(model, calibration, out, val_data=val_data, gate=options.gate,
-                   labels=labels, preprocessing=preprocessing, log=lambda m: log(f"    {m}"))
+    return convert(model, calibration, out,
+                   ConvertOptions(val_data=val_data, gate=options.gate, labels=labels,
+                                  preprocessing=preprocessing),
+                   log=lambda m: log(f"    {m}"))
 
 
 @contextmanager
@@ -122,7 +130,7 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     for precision in ("int8", "float32"):
         lines: list[str] = []
         remote_classify(installer, images, precision=precision, top_k=1, as_json=True,
-                        out=lines.append, err=log)
+                        out=lines.append, err=device_errors(log, options.verbose))
         classified += [{"precision": precision, **json.loads(x)} for x in lines
                        if x.strip().startswith("{")]
     timing = {row["name"].split("/")[-1]: row for row in bench["models"]}
@@ -137,11 +145,41 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
         "speedup_int8": timing["float32"]["time_s"] / timing["int8"]["time_s"],
         "selftest": deployed.selftest, "runtime": deployed.runtime,
         "classified": classified, "environment": bench.get("environment", {}),
-        "protocol": bench.get("protocol"), "runs": bench.get("runs"),
+        "protocol": bench.get("protocol"), "paper_protocol": bench.get("paper_protocol"),
+        "runs": bench.get("runs"),
         "repeats": bench.get("repeats"), "suspect": bench.get("suspect"),
         "suspect_reasons": bench.get("reasons", []),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path | None = None,
+             keep: bool = False, on_hosts: Callable | None = None) -> dict:
+    """Convert, then deploy, bench and classify: on a local target, or through ``on_hosts``.
+
+    ``on_hosts(work)`` runs ``work(installer)`` on the ``--host`` devices and returns
+    the first one's summary. Locally, the target is ``target``, else a temporary
+    folder: removed at the end unless ``keep``; the summary says which.
+    """
+    if on_hosts is None:
+        options.core = preflight_local(target, options.core)
+    with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
+        work = Path(tmp)
+        manifest = convert_default(options, work / "bundle", log)
+        if on_hosts is not None:
+            return on_hosts(lambda inst: demo_on(inst, work / "bundle", manifest, options,
+                                                 work, log))
+        device = target
+        if device is None:
+            device = (Path(tempfile.mkdtemp(prefix="henet-demo-device-")) if keep
+                      else work / "device")
+        with local_installer(device, log) as installer:
+            summary = demo_on(installer, work / "bundle", manifest, options, work, log)
+    summary["target_kept"] = target is not None or keep
+    if not summary["target_kept"]:
+        summary["target_note"] = ("a temporary folder, deleted when the demo ended; --keep "
+                                  "or --target DIR keeps it")
+    return summary
 
 
 def _check_writable(target: Path) -> None:
@@ -184,6 +222,23 @@ def preflight_local(target: Path | None, core: int | None) -> int:
     return chosen
 
 
+def protocol_line(s: dict) -> str:
+    """Which timing protocol ran, in words, and how it differs from the paper's."""
+    from henet_edge.device.bench import PROTOCOLS
+    from henet_edge.device.environment import UNKNOWN, describe_int8_features
+
+    env = s["environment"]
+    paper = PROTOCOLS["paper"]
+    line = (f"Time (s): the total time of {s['runs']} passes of one image, averaged over "
+            f"{s['repeats']} repeats, one thread on one core of "
+            f"{env.get('cpu', 'an unknown CPU')} "
+            f"({describe_int8_features(env.get('int8_features', UNKNOWN))}); ")
+    if s.get("paper_protocol"):
+        return line + "the paper's protocol"
+    return line + (f"the paper's protocol is {paper['runs']} passes x {paper['repeats']} "
+                   "repeats (`demo --full` runs it)")
+
+
 def format_summary(s: dict) -> str:
     r = s["report"]
     lines = [
@@ -199,9 +254,10 @@ def format_summary(s: dict) -> str:
         f"int8 speed-up over float32: {s['speedup_int8']:.2f}x   "
         f"(int8 top-1 agreement with Keras {100 * r['int8_agreement']:.2f}%)",
         f"accuracy on: {r['data']} ({r['images']} images)",
-        f"Time (s): total of {s['runs']} passes, mean of {s['repeats']} repeats "
-        f"({s['protocol']}), one core of {s['environment'].get('cpu', 'unknown CPU')}",
-        f"self-test on {s['target']}: {s['selftest'].get('text', '?')}",
+        protocol_line(s),
+        f"self-test on {s['target']}"
+        + (f" ({s['target_note']})" if s.get("target_note") else "")
+        + f": {s['selftest'].get('text', '?')}",
     ]
     ok = [c for c in s["classified"] if c.get("ok")]
     lines.append(f"classified {len(ok)}/{len(s['classified'])} sample images; e.g. " + ", ".join(

@@ -28,7 +28,7 @@ import numpy as np
 from henet_edge import HenetEdgeError
 
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
-from .environment import Probe, assess
+from .environment import UNKNOWN, Probe, assess, describe_int8_features
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
 from .runtime import (
     MAX_THREADS,
@@ -151,6 +151,28 @@ def _time_block(invoke: Callable[[], None], runs: int) -> tuple[float, list[int]
         invoke()
         times[i] = clock() - t0
     return (clock() - start) / 1e9, times
+
+
+NOISY_P90_OVER_MEDIAN = 2.0  # a p90 above twice the median: the core was shared
+NOISY_CV = 0.5  # or a standard deviation above half the mean
+
+
+def noise_reasons(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Why the spread of a model's latencies says the core was not quiet, one per model."""
+    reasons = []
+    for row in rows:
+        s = row["per_inference_ms"]
+        if s["median"] > 0 and s["p90"] > NOISY_P90_OVER_MEDIAN * s["median"]:
+            why = (f"p90 {s['p90']:.3f} ms is {s['p90'] / s['median']:.1f}x the median "
+                   f"{s['median']:.3f} ms")
+        elif s["mean"] > 0 and s["std"] > NOISY_CV * s["mean"]:
+            why = (f"standard deviation {s['std']:.3f} ms is {s['std'] / s['mean']:.0%} of "
+                   f"the mean {s['mean']:.3f} ms")
+        else:
+            continue
+        reasons.append(f"noisy timing of {row['name']}: {why}; another process probably "
+                       "used the core (re-run on a quiet machine, or pick another --core)")
+    return reasons
 
 
 def latency_stats(latencies_ns: Sequence[int]) -> dict[str, float]:
@@ -280,6 +302,8 @@ def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions, 
     ratios = [[a / b for b in times] for a in times]
     check = _xnnpack_check(rows, warnings) if options.xnnpack_check else None
     status = assess(before, after)
+    status["reasons"] += noise_reasons(rows)
+    status["suspect"] = bool(status["reasons"])
     changes = [f"{key} {value}" for key, value, want in (
         ("runs", options.runs, PROTOCOLS["paper"]["runs"]),
         ("repeats", options.repeats, PROTOCOLS["paper"]["repeats"]),
@@ -328,7 +352,8 @@ def format_result(result: dict[str, Any]) -> str:
              f"repeats (+{result['warmup']} warm-up) on core {result['core']}, "
              f"{result['threads']} thread(s)",
              f"runtime: {runtime.get('name')} {runtime.get('version')}; board: {env['board']}; "
-             f"cpu: {env['cpu']}",
+             f"cpu: {env['cpu']} "
+             f"({describe_int8_features(env.get('int8_features', UNKNOWN))})",
              "",
              f"{'model':<{w}}{'time (s)':>10}{'mean':>8}{'median':>8}{'p90':>8}{'p99':>8}"
              f"{'std':>8}{'min':>8}{'first':>8}{'load':>8}  delegate"]

@@ -212,6 +212,11 @@ class Classifier:
             info["bundle_id"] = self.bundle.id
         return info
 
+    def made_by(self) -> dict[str, str]:
+        """Which model and precision made a result (added to every JSON result line)."""
+        return {"model": str(self.bundle.root) if self.bundle is not None
+                else str(self.model.path), "precision": self.precision}
+
     # -- stages ---------------------------------------------------------------
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Model input (float32, ``(S, S, 3)``) for any PIL image."""

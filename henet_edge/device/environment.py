@@ -50,6 +50,20 @@ def decode_throttled(value: int) -> dict[str, Any]:
             "other_bits": hex(value & ~sum(1 << b for b in THROTTLE_BITS))}
 
 
+# CPU instructions that make int8 inference fast, as /proc/cpuinfo names them.
+INT8_FEATURES = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                 ("asimddp", "Arm dot-product"), ("i8mm", "Arm i8mm"))
+
+
+def describe_int8_features(features: list[str] | str) -> str:
+    """``AVX-512 VNNI``, or a plain statement that there are none (or that it is unknown)."""
+    if features == UNKNOWN or not isinstance(features, list):
+        return "int8 instructions unknown"
+    if not features:
+        return "no int8 dot-product instructions: no VNNI, no Arm dot-product"
+    return "int8 instructions: " + ", ".join(features)
+
+
 @dataclass
 class Probe:
     """Reads the machine's state under ``root`` and through ``vcgencmd``."""
@@ -101,6 +115,18 @@ class Probe:
         if part:
             return ARM_PARTS.get(part, f"ARM CPU part {part}")
         return fields.get("Hardware") or UNKNOWN
+
+    def int8_features(self) -> list[str] | str:
+        """The int8 dot-product instructions the CPU has (``[]``: none), by their usual names."""
+        text = self.read("/proc/cpuinfo")
+        if not text:
+            return UNKNOWN
+        flags: set[str] = set()
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in ("flags", "features"):
+                flags.update(value.split())
+        return [label for flag, label in INT8_FEATURES if flag in flags]
 
     def governor(self, core: int) -> str:
         return self.read(f"/sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor") \
@@ -173,6 +199,7 @@ class Probe:
         return {
             "board": self.board(),
             "cpu": self.cpu(),
+            "int8_features": self.int8_features(),
             "machine": platform.machine() or UNKNOWN,
             "cpu_count": os.cpu_count() or UNKNOWN,
             "core": core if known else UNKNOWN,

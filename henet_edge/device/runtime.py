@@ -113,12 +113,13 @@ class TFLiteModel:
             self.interpreter = self.runtime.module.Interpreter(**kwargs)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"{self.path}: not a loadable TFLite model ({exc})") from exc
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({exc}); make one "
+                             "with `henet-edge convert`") from exc
         self.load_seconds = time.perf_counter() - t0
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path}: expected one input and one output tensor")
+            raise ModelError(f"{self.path}: expected one input and one output tensor")
         self._in, self._out = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self._in["shape"])
         self.output_size = int(np.prod(self._out["shape"]))

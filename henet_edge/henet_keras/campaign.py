@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .train import RunError, TrainConfig, _same_file, train
+from .run import Run, RunError, TrainConfig
+from .train import _same_file, train
 
 # In the issue's order of priority: if time forces a cut, the first four are the minimum.
 CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
@@ -49,16 +50,15 @@ class Campaign:
 
 def run_state(run_dir: Path) -> str:
     """``new``, ``finished`` or ``partial`` (started: a config exists)."""
-    if not (run_dir / "config.json").is_file():
+    if not Run.is_run(run_dir):
         return "new"
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    return "finished" if state.get("finished") else "partial"
+    return "finished" if Run.load(run_dir).finished else "partial"
 
 
 def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
     """Each shared setting where ``run_dir``'s saved config differs from ``wanted``."""
-    saved = json.loads((run_dir / "config.json").read_text())["train"]
+    run = Run.load(run_dir)
+    saved = {**run.saved_train, "data": run.data_path}
     mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
     return [f"{key}: run has {saved.get(key)!r}, campaign wants {mine[key]!r}"
             for key in SHARED_KEYS if saved.get(key) != mine[key]
@@ -93,7 +93,7 @@ def run_campaign(campaign: Campaign, *, echo: Callable[[str], None] = print,
         run_dir = Path(row["run_dir"])
         if row["state"] == "finished":
             echo(f"{row['run']}: finished, skipped")
-            summaries.append(json.loads((run_dir / "summary.json").read_text()))
+            summaries.append(Run.load(run_dir).summary)
             continue
         echo(f"{row['run']}: {'resuming' if row['state'] == 'partial' else 'starting'}")
         summaries.append(train(campaign.config(family, int(repeat)), run_dir,

@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from . import schedule as _schedule  # noqa: F401 - registered, so checkpoints load
+
 
 @keras.saving.register_keras_serializable(package="henet_edge")
 class ChannelShuffle(layers.Layer):

@@ -18,6 +18,12 @@ from dataclasses import asdict, dataclass
 
 import keras
 
+from henet_edge import HenetEdgeError
+
+
+class ProfileError(HenetEdgeError):
+    """A model with weights the profile does not know how to count."""
+
 
 @dataclass
 class LayerProfile:
@@ -81,5 +87,53 @@ def summarize(model: keras.Model, *, conv_bias: bool = True) -> dict:
     totals = {k: sum(getattr(r, k) for r in rows)
               for k in ("params", "macs", "paper_params", "paper_macs")}
     if totals["params"] != trainable:  # every trainable weight must be accounted for
-        raise AssertionError(f"profile counted {totals['params']} params, model has {trainable}")
+        counted = {r.name for r in rows}
+        other = sorted({type(layer).__name__ for layer in model.layers
+                        if layer.trainable_weights and layer.name not in counted})
+        raise ProfileError(f"{model.name}: profile counted {totals['params']:,} of its "
+                           f"{trainable:,} trainable params; layers it cannot count: "
+                           f"{', '.join(other) or 'none found'}. Profile counts Conv2D, "
+                           "DepthwiseConv2D, BatchNormalization and Dense only")
     return {"model": model.name, **totals, "layers": [asdict(r) for r in rows]}
+
+
+def profile_family(name: str, *, repeat: int, classes: int, input_size: int,
+                   width_multiplier: float = 1.0) -> dict:
+    """Build a registered model and :func:`summarize` it with its family's counting rule."""
+    from .registry import model_spec
+
+    spec = model_spec(name)
+    kwargs = {"repeat": repeat, "classes": classes, "input_size": input_size}
+    if spec.accepts_width:
+        kwargs["width_multiplier"] = width_multiplier
+    try:
+        model = spec.build(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, HenetEdgeError):
+            raise
+        raise ProfileError(str(exc)) from None
+    return summarize(model, conv_bias=spec.conv_bias)
+
+
+def format_profile(summary: dict, *, show_layers: bool = True) -> str:
+    """The per-layer table (optional) and both totals, each saying what it counts."""
+    lines = []
+    if show_layers:
+        lines.append(f"{'layer':<18}{'kind':<16}{'output':>12}{'g':>4}{'params':>9}"
+                     f"{'MACs':>11}{'paper params':>14}{'paper MACs':>12}")
+        for row in summary["layers"]:
+            shape = "x".join(str(d) for d in row["output_shape"])
+            lines.append(f"{row['name']:<18}{row['kind']:<16}{shape:>12}{row['groups']:>4}"
+                         f"{row['params']:>9,}{row['macs']:>11,}{row['paper_params']:>14,}"
+                         f"{row['paper_macs']:>12,}")
+        lines.append("")
+    pad = " " * len(summary["model"])
+    lines += [
+        f"{summary['model']}: {summary['params']:,} trainable params, "
+        f"{summary['macs'] / 1e6:.3f} M MACs (real; batch-norm moving statistics, which "
+        "`train` adds to its weight count, are not params)",
+        f"{pad}  {summary['paper_params']:,} params, {summary['paper_macs'] / 1e6:.3f} M MACs "
+        "(paper convention)",
+        "The paper's columns count convs as dense with a bias, so they overstate what a "
+        "grouped model stores."]
+    return "\n".join(lines)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 
@@ -44,3 +49,49 @@ def library_versions() -> dict[str, str]:
     with contextlib.suppress(metadata.PackageNotFoundError):
         versions["ai_edge_litert"] = metadata.version("ai-edge-litert")
     return versions
+# Python-side noise of TensorFlow and its converter (C++ noise goes by file descriptor).
+_QUIET_LOGGERS = ("absl", "tensorflow", "h5py")
+
+
+@contextmanager
+def quiet_native_logs(verbose: bool = False) -> Iterator[None]:
+    """Hide what TensorFlow, its converter and XNNPACK print, unless ``verbose``.
+
+    Their C++ code writes straight to file descriptor 2, so that descriptor is
+    pointed at ``/dev/null`` for the duration, while Python's ``sys.stderr`` (our
+    own messages, progress bars, tracebacks) keeps writing to the real stderr.
+    Their Python warnings and loggers are silenced too.
+    """
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    old_stderr, real = sys.stderr, None
+    try:
+        is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # captured (tests): leave it as it is
+        is_fd2 = False
+    if is_fd2:
+        real = open(saved, "w", buffering=1, closefd=False,  # noqa: SIM115 - restored below
+                    encoding=getattr(old_stderr, "encoding", None) or "utf-8",
+                    errors="backslashreplace")
+        sys.stderr = real
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(tensorflow|keras|absl)(\.|$)")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if real is not None:
+            real.flush()
+            sys.stderr = old_stderr
+        os.dup2(saved, 2)
+        os.close(saved)

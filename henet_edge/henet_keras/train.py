@@ -16,61 +16,35 @@ last checkpoint with the same schedule as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from henet_edge import HenetEdgeError
-from henet_edge.device.preprocess import DEFAULT, Preprocessing
+from henet_edge.device.preprocess import Preprocessing
 from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 
-from .data import DataError, DataSource, ImageSet, load_source, split_validation
-from .recipes import RECIPES, RecipeSchedule
+from .data import DataError, ImageSet
+from .recipes import RECIPES
 from .registry import model_names, model_spec
+from .run import (
+    CONFIG,
+    Run,
+    RunError,
+    TrainConfig,
+    absolute_source,
+    load_training_data,
+    mean_of_last,
+)
 from .tf_env import library_versions, prepare_tensorflow
-
-
-class RunError(HenetEdgeError, ValueError):
-    """A run folder that cannot be used as asked, with a message for the user."""
-
-
-@dataclass
-class TrainConfig:
-    data: str | None
-    model: str | None = "henet"
-    repeat: int | None = 3
-    width_multiplier: float = 1.0
-    recipe: str = "fast"
-    epochs: int | None = None
-    iterations: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    val_split: float = 0.1
-    formulation: str = "auto"  # auto | masked | native
-    jit_compile: bool = False
-    limit: int | None = None  # use only the first N training images (quick checks)
-    preprocessing: dict = field(default_factory=DEFAULT.to_dict)
-    init_from: str | None = None  # start from this run's (or .keras file's) weights
-
-    def __post_init__(self) -> None:
-        """Refuse zero or negative sizes (``None`` means the recipe's value)."""
-        for name in ("repeat", "epochs", "iterations", "batch_size", "limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name, option in (("width_multiplier", "--width"), ("lr", "--lr")):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise RunError(f"{option} must be above 0, got {value}")
-        if not 0 <= self.val_split < 1:
-            raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 
 
 def plural(count: int, noun: str) -> str:
@@ -175,6 +149,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     with replacing(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -207,128 +182,138 @@ def _plan(config: TrainConfig, n_train: int) -> dict:
             "schedule": recipe.schedule}
 
 
-def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
-    spec = Preprocessing.from_dict(config.preprocessing)
-    source = load_source(config.data, spec.canonical_size, progress=progress)
-    train = source.train
-    if config.limit is not None:
-        rng = np.random.default_rng(config.seed)
-        train = train.subset(np.sort(rng.permutation(len(train))[: config.limit]))
-    if source.test is not None:
-        return source, train, source.test
-    train, val = split_validation(train, config.val_split, config.seed)
-    return source, train, val
+def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) -> dict:
+    """One history row from Keras' epoch logs."""
+    return {
+        "epoch": epoch + 1,
+        "step": int(optimizer.iterations.numpy()),
+        "lr": float(optimizer.learning_rate.numpy()),
+        "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
+        "val_loss": float(logs["val_loss"]),
+        "val_accuracy": float(logs["val_accuracy"]),
+        "val_top5": float(logs["val_top5"]),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(plan["steps_per_epoch"] * plan["batch_size"] / seconds, 1),
+    }
 
 
-def run_validation(run_config: dict) -> tuple[ImageSet, str]:
-    """A run's own validation (or test) set, rebuilt from its config, and a description."""
-    _, _, val = load_training_data(TrainConfig(**run_config["train"]))
-    return val, f"{run_config['train']['data']}, {run_config['data']['validation_kind']}"
+def _epoch_line(row: dict, plan: dict, improved: bool) -> str:
+    """The train.log line of one finished epoch."""
+    eta = row["seconds"] * (plan["epochs"] - row["epoch"])
+    return (f"epoch {row['epoch']}/{plan['epochs']}  loss {row['loss']:.4f}  "
+            f"acc {100 * row['accuracy']:.2f}%  val_acc {100 * row['val_accuracy']:.2f}%  "
+            f"top5 {100 * row['val_top5']:.2f}%  lr {row['lr']:.5f}  "
+            f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f}s  eta {eta / 60:.1f} min"
+            + ("  *best" if improved else ""))
 
 
-class _EpochLogger:
-    """Keras callback: progress bar, per-epoch history, checkpoints, best weights."""
+class _ProgressBar:
+    """The per-epoch step bar on a terminal (nothing elsewhere)."""
 
-    def __new__(cls, *args, **kwargs):  # built lazily so importing this module stays light
-        import keras
+    def __init__(self, plan: dict, show: bool):
+        self.plan, self.show, self.bar, self.t0 = plan, show, None, time.perf_counter()
 
-        class Impl(keras.callbacks.Callback):
-            def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
-                         log: Callable, show_bar: bool):
-                super().__init__()
-                self.run_dir, self.plan, self.history = run_dir, plan, history
-                self.best, self.log, self.show_bar = best, log, show_bar
+    def start(self, epoch: int) -> None:
+        self.t0 = time.perf_counter()
+        if self.show:
+            from tqdm import tqdm
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t0 = time.perf_counter()
-                self.bar = None
-                if self.show_bar:
-                    from tqdm import tqdm
+            self.bar = tqdm(total=self.plan["steps_per_epoch"], leave=False,
+                            desc=f"epoch {epoch + 1}/{self.plan['epochs']}", unit="step",
+                            dynamic_ncols=True)
 
-                    self.bar = tqdm(total=self.plan["steps_per_epoch"], leave=False,
-                                    desc=f"epoch {epoch + 1}/{self.plan['epochs']}",
-                                    unit="step", dynamic_ncols=True)
+    def step(self, batch: int, logs: dict) -> None:
+        if self.bar is not None:
+            rate = (batch + 1) * self.plan["batch_size"] / max(time.perf_counter() - self.t0,
+                                                               1e-9)
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.3f}",
+                                 img_s=f"{rate:.0f}")
+            self.bar.update(1)
 
-            def on_train_batch_end(self, batch, logs=None):
-                if self.bar is not None:
-                    elapsed = time.perf_counter() - self.t0
-                    rate = (batch + 1) * self.plan["batch_size"] / max(elapsed, 1e-9)
-                    self.bar.set_postfix(loss=f"{logs['loss']:.3f}",
-                                         acc=f"{logs['accuracy']:.3f}", img_s=f"{rate:.0f}")
-                    self.bar.update(1)
+    def close(self) -> float:
+        """Close the bar; the seconds since :meth:`start`."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return time.perf_counter() - self.t0
 
-            def on_epoch_end(self, epoch, logs=None):
-                if self.bar is not None:
-                    self.bar.close()
-                seconds = time.perf_counter() - self.t0
-                opt = self.model.optimizer
-                row = {
-                    "epoch": epoch + 1,
-                    "step": int(opt.iterations.numpy()),
-                    "lr": float(opt.learning_rate.numpy()),
-                    "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
-                    "val_loss": float(logs["val_loss"]),
-                    "val_accuracy": float(logs["val_accuracy"]),
-                    "val_top5": float(logs["val_top5"]),
-                    "seconds": round(seconds, 2),
-                    "images_per_s": round(self.plan["steps_per_epoch"]
-                                          * self.plan["batch_size"] / seconds, 1),
-                }
-                self.history.append(row)
-                improved = row["val_accuracy"] > self.best
-                # History first, then the checkpoint: a resume trusts the checkpoint's step
-                # count and drops any history row beyond it, so a kill anywhere in between
-                # loses at most this epoch.
-                _write_history(self.run_dir, self.history)
-                save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
-                if improved:
-                    self.best = row["val_accuracy"]
-                    save_weights_atomic(self.model, self.run_dir / "best.weights.npz")
-                write_text_atomic(self.run_dir / "state.json", json.dumps(
-                    {"epochs_done": epoch + 1, "best_val_accuracy": self.best,
-                     "finished": False}, indent=1))
-                plot_curves(self.history, self.run_dir / "curves.png")
-                eta = seconds * (self.plan["epochs"] - epoch - 1)
-                self.log(f"epoch {epoch + 1}/{self.plan['epochs']}  loss {row['loss']:.4f}  "
-                         f"acc {100 * row['accuracy']:.2f}%  val_acc "
-                         f"{100 * row['val_accuracy']:.2f}%  top5 {100 * row['val_top5']:.2f}%  "
-                         f"lr {row['lr']:.5f}  {row['images_per_s']:.0f} img/s  "
-                         f"{seconds:.0f}s  eta {eta / 60:.1f} min" + ("  *best" if improved
-                                                                     else ""))
 
-        return Impl(*args, **kwargs)
+class _Checkpointer:
+    """After each epoch: history, then the checkpoint, best weights and state, in that order.
+
+    A resume trusts the checkpoint's step count and drops any history row beyond
+    it, so a kill anywhere in between loses at most this epoch.
+    """
+
+    def __init__(self, run_dir: Path, history: list[dict], best: float):
+        self.run_dir, self.history, self.best = run_dir, history, best
+
+    def save(self, model, row: dict) -> bool:
+        """Record ``row`` and save ``model``; whether it is the best so far."""
+        self.history.append(row)
+        improved = row["val_accuracy"] > self.best
+        _write_history(self.run_dir, self.history)
+        save_model_atomic(model, self.run_dir / "checkpoint.keras")
+        if improved:
+            self.best = row["val_accuracy"]
+            save_weights_atomic(model, self.run_dir / "best.weights.npz")
+        write_text_atomic(self.run_dir / "state.json", json.dumps(
+            {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
+            indent=1))
+        return improved
+
+
+@functools.cache
+def _epoch_callback_class():
+    """The Keras callback class, made once (Keras is imported only when training)."""
+    import keras
+
+    class EpochCallback(keras.callbacks.Callback):
+        """Progress bar, checkpoint, curves and log line at each epoch."""
+
+        def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
+                     log: Callable[[str], None], show_bar: bool):
+            super().__init__()
+            self.run_dir, self.plan, self.log = run_dir, plan, log
+            self.progress = _ProgressBar(plan, show_bar)
+            self.checkpoints = _Checkpointer(run_dir, history, best)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.progress.start(epoch)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.progress.step(batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = self.progress.close()
+            row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds)
+            improved = self.checkpoints.save(self.model, row)
+            plot_curves(self.checkpoints.history, self.run_dir / "curves.png")
+            self.log(_epoch_line(row, self.plan, improved))
+
+    return EpochCallback
+
+
+def epoch_callback(run_dir: Path, plan: dict, history: list[dict], best: float,
+                   log: Callable[[str], None], show_bar: bool):
+    """A Keras callback that checkpoints, plots and logs every epoch of a run."""
+    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar: bool = True,
           echo: Callable[[str], None] = print) -> dict:
-    """Train (or resume) a run in ``run_dir``; returns the run summary."""
+    """Train (or resume) a run in ``run_dir``; returns the run summary.
+
+    A start that fails before the run's config is written (bad data, one class,
+    Ctrl-C while loading) removes what it created, so the same ``--out`` can be
+    used again.
+    """
     run_dir = Path(run_dir)
-    state_path = run_dir / "state.json"
-    if resume:
-        if not (run_dir / "config.json").exists():
-            raise RunError(f"{run_dir}: not a run folder (no config.json)")
-        saved = json.loads((run_dir / "config.json").read_text())
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
-        if state.get("finished"):
-            raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat"):
-            mine = getattr(config, key)
-            if mine is not None and saved["train"].get(key) != mine:
-                raise RunError(f"{run_dir}: run was made with {key}={saved['train'][key]!r}, "
-                               f"not {mine!r}")
-        config = TrainConfig(**saved["train"])
-    elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
-        raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to continue "
-                       "it, or pick a new --out)")
-    if config.model not in model_names():
-        raise RunError(f"unknown model {config.model!r}; choose one of: "
-                       f"{', '.join(model_names())}")
-    if config.recipe not in RECIPES:
-        raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
-    if config.init_from and not resume:
-        init_source(config)  # refuse a bad donor before the run folder exists
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(run_dir / "train.log", "a")  # noqa: SIM115 - lives for the run
+    config = _checked_config(config, run_dir, resume)
+    created = _make_folder(run_dir)
+    log_path = run_dir / "train.log"
+    log_existed = log_path.exists()
+    log_file = open(log_path, "a")  # noqa: SIM115 - lives for the run
 
     def log(msg: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -338,91 +323,201 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
 
     try:
         return _train(config, run_dir, resume, show_bar, log)
+    except BaseException:
+        log_file.close()
+        if not resume and not (run_dir / CONFIG).exists():
+            _remove_failed_start(run_dir, created, log_existed)
+        raise
     finally:
         log_file.close()
+
+
+DEFAULT_MODEL, DEFAULT_REPEAT = "henet", 3  # what a new run trains when not told
+
+
+def default_run_dir(model: str | None, repeat: int | None) -> Path:
+    """``runs/<model>-r<repeat>-<time>``: where a new run goes without ``--out``."""
+    model = DEFAULT_MODEL if model is None else model
+    repeat = DEFAULT_REPEAT if repeat is None else repeat
+    return Path("runs") / f"{model}-r{repeat}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
+    """The config to train with, checked before any folder or TensorFlow work."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a folder")
+    if resume:
+        run = Run.load(run_dir)
+        if run.finished:
+            raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
+        for key in ("model", "repeat"):
+            mine = getattr(config, key)
+            if mine is not None and run.saved_train.get(key) != mine:
+                raise RunError(f"{run_dir}: run was made with {key}="
+                               f"{run.saved_train.get(key)!r}, not {mine!r}")
+        config = run.train_config
+    else:
+        if config.data is None:
+            raise RunError("--data is required (or --resume RUN_DIR)")
+        if run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
+            raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to "
+                           "continue it, or pick a new --out)")
+        # Absolute, so evaluate and convert find the data from any folder.
+        config = replace(config, data=absolute_source(config.data),
+                         init_from=absolute_source(config.init_from),
+                         model=DEFAULT_MODEL if config.model is None else config.model,
+                         repeat=DEFAULT_REPEAT if config.repeat is None else config.repeat)
+    if config.model not in model_names():
+        raise RunError(f"unknown model {config.model!r}; choose one of: "
+                       f"{', '.join(model_names())}")
+    if config.recipe not in RECIPES:
+        raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
+    if config.init_from and not resume:
+        init_source(config)  # refuse a bad donor before the run folder exists
+    return config
+
+
+def _make_folder(path: Path) -> Path | None:
+    """``mkdir -p path``; the topmost folder it created (None if ``path`` existed)."""
+    topmost = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        topmost = folder
+    path.mkdir(parents=True, exist_ok=True)
+    return topmost
+
+
+def _remove_failed_start(run_dir: Path, created: Path | None, log_existed: bool) -> None:
+    """Undo a start that failed before writing its config: the folders or log it made."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+    elif not log_existed:
+        (run_dir / "train.log").unlink(missing_ok=True)
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
            log: Callable[[str], None]) -> dict:
     prepare_tensorflow()  # before TensorFlow is first imported
-    import keras
-    import tensorflow as tf
-
-    from . import layers as _layers  # noqa: F401 - registers custom layers for loading
-
-    spec = Preprocessing.from_dict(config.preprocessing)
-    t_load = time.perf_counter()
-    source, train_set, val_set = load_training_data(config)
+    source, train_set, val_set = _load_data(config, log)
     classes = len(train_set.class_names)
     plan = _plan(config, len(train_set))
     formulation = pick_formulation(config.formulation)
-    log(f"data: {source.name} ({source.kind}): {len(train_set)} train, {len(val_set)} "
-        f"{'test' if source.test is not None else 'validation'}, {classes} classes, "
-        f"{len(source.train.skipped)} skipped, loaded in {time.perf_counter() - t_load:.1f}s")
-
-    history: list[dict] = []
-    best = -1.0
-    first_epoch = 0
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    with strategy.scope():
+    with _strategy().scope():
         if resume and (run_dir / "checkpoint.keras").exists():
-            _remove_partial_writes(run_dir)
-            model = keras.models.load_model(run_dir / "checkpoint.keras")
-            # The checkpoint's own step count is the truth: state.json may lag it by one
-            # epoch when a kill came between the two writes.
-            first_epoch = int(model.optimizer.iterations.numpy()) // plan["steps_per_epoch"]
-            history = json.loads((run_dir / "history.json").read_text())[:first_epoch]
-            if len(history) < first_epoch:
-                raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
-                               f"history.json has {plural(len(history), 'epoch')}")
-            best = max((h["val_accuracy"] for h in history), default=-1.0)
-            log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
+            model, history = _restore(run_dir, plan, log)
         else:
-            model = build_for(config, classes, fast_groups=formulation == "masked",
-                              weight_decay=plan["weight_decay"])
-            if config.init_from:
-                init_weights(model, config)
-                log(f"weights initialised from {config.init_from}")
-            schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
-                                      plan["schedule"], tuple(plan["milestones"]))
-            model.compile(
-                optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=plan["label_smoothing"]),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                         keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
-                jit_compile=config.jit_compile,
-            )
-            full = {"train": asdict(config), "plan": plan, "formulation": formulation,
-                    "recipe": RECIPES[config.recipe].to_dict(), "labels": train_set.class_names,
-                    "classes": classes, "preprocessing": spec.to_dict(),
-                    "augment": source.augment, "data": {
-                        "source": source.name, "kind": source.kind, "train": len(train_set),
-                        "validation": len(val_set),
-                        "validation_kind": "test" if source.test is not None else
-                        f"seeded {config.val_split:.0%} split (seed {config.seed})",
-                        "skipped": len(source.train.skipped)},
-                    "versions": library_versions(),
-                    "created": utc_timestamp()}
-            write_text_atomic(run_dir / "config.json", json.dumps(full, indent=1))
-            log(f"model {model.name}: {model.count_params():,} weights, {formulation} "
+            model, history = _start(config, classes, formulation, plan, log), []
+            _write_config(run_dir, config, plan, formulation, source, train_set, val_set)
+            log(f"model {model.name}: {_weights_phrase(model)}, {formulation} "
                 f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
                 f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}")
+    first_epoch = len(history)
+    best = max((h["val_accuracy"] for h in history), default=-1.0)
     if first_epoch >= plan["epochs"]:
         # Killed after its last epoch but before the final models were written.
         log(f"all {plural(plan['epochs'], 'epoch')} are done; writing the final models")
         return finish_run(config, run_dir, model, classes, history, best, log)
     train_ds, val_ds = make_datasets(
-        train_set, val_set, spec=spec, augment=source.augment, batch_size=plan["batch_size"],
+        train_set, val_set, spec=Preprocessing.from_dict(config.preprocessing),
+        augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes)
-    logger = _EpochLogger(run_dir, plan, history, best, log, show_bar and sys.stderr.isatty())
+    callback = epoch_callback(run_dir, plan, history, best, log,
+                              show_bar and sys.stderr.isatty())
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
-              callbacks=[logger], verbose=0, shuffle=False)
-    return finish_run(config, run_dir, model, classes, logger.history, logger.best, log)
+              callbacks=[callback], verbose=0, shuffle=False)
+    return finish_run(config, run_dir, model, classes, callback.checkpoints.history,
+                      callback.checkpoints.best, log)
+
+
+def _load_data(config: TrainConfig, log: Callable[[str], None]):
+    t_load = time.perf_counter()
+    source, train_set, val_set = load_training_data(config)
+    log(f"data: {source.name} ({source.kind}): {len(train_set)} train, {len(val_set)} "
+        f"{'test' if source.test is not None else 'validation'}, "
+        f"{len(train_set.class_names)} classes, {len(source.train.skipped)} skipped, "
+        f"loaded in {time.perf_counter() - t_load:.1f}s")
+    return source, train_set, val_set
+
+
+def _strategy():
+    """All local GPUs mirrored, else the default (one device)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[object, list]:
+    """The checkpointed model and the history up to it."""
+    import keras
+
+    from . import layers as _layers  # noqa: F401 - registers custom layers for loading
+
+    _remove_partial_writes(run_dir)
+    model = keras.models.load_model(run_dir / "checkpoint.keras")
+    # The checkpoint's own step count is the truth: state.json may lag it by one
+    # epoch when a kill came between the two writes.
+    first_epoch = int(model.optimizer.iterations.numpy()) // plan["steps_per_epoch"]
+    history = Run.load(run_dir).history[:first_epoch]
+    if len(history) < first_epoch:
+        raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
+                       f"history.json has {plural(len(history), 'epoch')}")
+    log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
+    return model, history
+
+
+def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
+           log: Callable[[str], None]):
+    """A new model (or ``--init-from``'s weights), compiled with the run's schedule."""
+    import keras
+
+    from .schedule import RecipeSchedule
+
+    model = build_for(config, classes, fast_groups=formulation == "masked",
+                      weight_decay=plan["weight_decay"])
+    if config.init_from:
+        init_weights(model, config)
+        log(f"weights initialised from {config.init_from}")
+    schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
+                              plan["schedule"], tuple(plan["milestones"]))
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=plan["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def _write_config(run_dir: Path, config: TrainConfig, plan: dict, formulation: str,
+                  source, train_set: ImageSet, val_set: ImageSet) -> None:
+    """config.json: everything needed to rebuild the run's data, model and schedule."""
+    full = {"train": asdict(config), "plan": plan, "formulation": formulation,
+            "recipe": RECIPES[config.recipe].to_dict(), "labels": train_set.class_names,
+            "classes": len(train_set.class_names),
+            "preprocessing": Preprocessing.from_dict(config.preprocessing).to_dict(),
+            "augment": source.augment, "data": {
+                "source": source.name, "kind": source.kind, "train": len(train_set),
+                "validation": len(val_set),
+                "validation_kind": "test" if source.test is not None else
+                f"seeded {config.val_split:.0%} split (seed {config.seed})",
+                "skipped": len(source.train.skipped)},
+            "versions": library_versions(),
+            "created": utc_timestamp()}
+    write_text_atomic(run_dir / CONFIG, json.dumps(full, indent=1))
+
+
+def _weights_phrase(model) -> str:
+    """What the model stores, said so that it matches ``henet-edge profile``."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return (f"{trainable:,} trainable params ({model.count_params():,} weights with the "
+            "batch-norm moving statistics)")
 
 
 def _remove_partial_writes(run_dir: Path) -> None:
@@ -443,10 +538,11 @@ def init_source(config: TrainConfig) -> Path:
     if not path.is_file() and not source.is_dir():
         raise RunError(f"--init-from {source}: no such run folder or .keras file")
     if source.is_dir():
-        if not (source / "config.json").is_file() or not path.is_file():
-            raise RunError(f"--init-from {source}: not a finished run folder (no config.json "
+        if not Run.is_run(source) or not path.is_file():
+            raise RunError(f"--init-from {source}: not a finished run folder (no {CONFIG} "
                            "and model.keras)")
-        theirs = json.loads((source / "config.json").read_text())["train"]
+        donor = Run.load(source)
+        theirs = {**donor.saved_train, "data": donor.data_path}
         keys = ("data", "seed", "val_split", "limit", "model", "repeat", "width_multiplier")
         differ = [k for k in keys if theirs.get(k) != getattr(config, k)
                   and not (k == "data" and _same_file(theirs.get(k), config.data))]
@@ -495,11 +591,10 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
         with np.load(run_dir / "best.weights.npz") as z:
             best_model.set_weights([z[f"w{i}"] for i in range(len(z.files))])
         save_model_atomic(best_model, run_dir / "best.keras")
-    last5 = [h["val_accuracy"] for h in history[-5:]]
     summary = {"run_dir": str(run_dir), "epochs": len(history),
                "final_val_accuracy": history[-1]["val_accuracy"],
                "best_val_accuracy": best,
-               "mean_last5_val_accuracy": float(np.mean(last5)),
+               "mean_last5_val_accuracy": mean_of_last(history),
                "finished": True}
     write_text_atomic(run_dir / "state.json", json.dumps(
         {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))

@@ -172,7 +172,8 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
         finally:
             waiting -= 1
         metrics.invoke(prediction.timings_ms.get("invoke", 0.0))
-        result: dict[str, Any] = {"path": "upload", "ok": True, **prediction.to_dict()}
+        result: dict[str, Any] = {"path": "upload", "ok": True, **prediction.to_dict(),
+                                  **pool.first.made_by()}
         return JSONResponse(result)
 
     async def api_info(request: Request) -> Response:

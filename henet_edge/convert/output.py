@@ -1,0 +1,43 @@
+"""Where ``convert`` may write: a new path, an empty folder, or (with ``--force``) a bundle.
+
+``--force`` replaces only a folder that is a bundle (it holds a manifest of the
+bundle format); anything else of the user's is refused, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.bundle import FORMAT, MANIFEST
+
+
+class OutputError(HenetEdgeError, ValueError):
+    """An ``--out`` that convert must not write to."""
+
+
+def is_bundle_folder(path: Path) -> bool:
+    """A folder whose ``manifest.json`` says it is a bundle (damaged or not)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that would lose something: before any slow work."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; pick another --out")
+    if not any(out.iterdir()):
+        return  # an empty folder is written into
+    if not is_bundle_folder(out):
+        raise OutputError(f"{out}: exists, is not empty and is not a bundle (no bundle "
+                          f"{MANIFEST}); --force replaces only a bundle, so pick another "
+                          "--out or empty it yourself")
+    if not force:
+        raise OutputError(f"{out}: already exists (use --force to replace it)")

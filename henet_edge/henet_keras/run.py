@@ -1,0 +1,206 @@
+"""A run folder as a type: its config, history, models and validation split.
+
+Everything that reads a run folder (train's resume and ``--init-from``,
+evaluate, convert, the campaign and its report) goes through :class:`Run`, so
+the layout is known in one place. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from henet_edge import HenetEdgeError
+from henet_edge.device.preprocess import DEFAULT, Preprocessing
+
+from .data import NAMED_SETS, DataSource, ImageSet, load_source, split_validation
+
+CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "summary.json"
+FINAL_MODEL, BEST_MODEL, CHECKPOINT = "model.keras", "best.keras", "checkpoint.keras"
+LAST_N = 5  # the paper's statistic: the mean of the last five validation evaluations
+
+
+class RunError(HenetEdgeError, ValueError):
+    """A run folder that cannot be used as asked, with a message for the user."""
+
+
+@dataclass
+class TrainConfig:
+    data: str | None
+    model: str | None = "henet"
+    repeat: int | None = 3
+    width_multiplier: float = 1.0
+    recipe: str = "fast"
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    val_split: float = 0.1
+    formulation: str = "auto"  # auto | masked | native
+    jit_compile: bool = False
+    limit: int | None = None  # use only the first N training images (quick checks)
+    preprocessing: dict = field(default_factory=DEFAULT.to_dict)
+    init_from: str | None = None  # start from this run's (or .keras file's) weights
+
+    def __post_init__(self) -> None:
+        """Refuse zero or negative sizes (``None`` means the recipe's value)."""
+        for name in ("repeat", "epochs", "iterations", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name, option in (("width_multiplier", "--width"), ("lr", "--lr")):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise RunError(f"{option} must be above 0, got {value}")
+        if not 0 <= self.val_split < 1:
+            raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
+
+
+def absolute_source(spec: str | None) -> str | None:
+    """A data path (or ``--init-from``) as an absolute path; named sets stay names."""
+    if spec is None or spec in NAMED_SETS:
+        return spec
+    return str(Path(spec).expanduser().absolute())
+
+
+def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
+    """The mean validation accuracy of the last ``n`` epochs (None without history)."""
+    last = [h["val_accuracy"] for h in history[-n:]]
+    return float(np.mean(last)) if last else None
+
+
+def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
+    """(source, training set, validation set) exactly as the run with ``config`` sees them."""
+    spec = Preprocessing.from_dict(config.preprocessing)
+    source = load_source(config.data, spec.canonical_size, progress=progress)
+    train = source.train
+    if config.limit is not None:
+        rng = np.random.default_rng(config.seed)
+        train = train.subset(np.sort(rng.permutation(len(train))[: config.limit]))
+    if source.test is not None:
+        return source, train, source.test
+    train, val = split_validation(train, config.val_split, config.seed)
+    return source, train, val
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read as JSON ({exc})") from None
+
+
+@dataclass
+class Run:
+    """A run folder made by ``henet-edge train``."""
+
+    root: Path
+    config: dict
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        return (Path(path) / CONFIG).is_file()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        root = Path(path)
+        if not cls.is_run(root):
+            raise RunError(f"{root}: not a run folder (no {CONFIG})")
+        return cls(root, _read_json(root / CONFIG))
+
+    # -- what it was made with
+    @property
+    def saved_train(self) -> dict:
+        """The ``train`` settings exactly as saved."""
+        return self.config["train"]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The saved settings, with the data path resolved (see :meth:`data_path`)."""
+        return TrainConfig(**{**self.saved_train, "data": self.data_path})
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config["labels"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.config["preprocessing"])
+
+    @property
+    def data_path(self) -> str | None:
+        """The training data; an old run's relative path is found where it was made.
+
+        Runs record absolute paths. Older ones recorded the path as given: it is
+        tried against the folder ``train`` ran in (known from the summary's
+        ``run_dir`` when that was relative), then each folder above the run,
+        then the current folder.
+        """
+        data = self.saved_train.get("data")
+        if data is None or data in NAMED_SETS or Path(data).expanduser().is_absolute():
+            return data
+        for base in self._bases():
+            if (base / data).exists():
+                return str(base / data)
+        return data
+
+    def _bases(self) -> list[Path]:
+        here = self.root.absolute()
+        bases = []
+        given = (self.summary or {}).get("run_dir")
+        if given and not Path(given).is_absolute() and ".." not in Path(given).parts:
+            parts = Path(given).parts
+            if here.parts[-len(parts):] == parts:
+                bases.append(Path(*here.parts[:-len(parts)]))
+        return bases + list(here.parents) + [Path.cwd()]
+
+    # -- what it holds
+    @property
+    def history(self) -> list[dict]:
+        path = self.root / HISTORY
+        return _read_json(path) if path.is_file() else []
+
+    @property
+    def state(self) -> dict:
+        path = self.root / STATE
+        return _read_json(path) if path.is_file() else {}
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.state.get("finished"))
+
+    @property
+    def summary(self) -> dict | None:
+        path = self.root / SUMMARY
+        return _read_json(path) if path.is_file() else None
+
+    @property
+    def final_model(self) -> Path:
+        return self.root / FINAL_MODEL
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / BEST_MODEL
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT
+
+    def model_path(self) -> Path:
+        """best.keras, else model.keras; a run with neither is still training."""
+        for path in (self.best_model, self.final_model):
+            if path.is_file():
+                return path
+        raise RunError(f"{self.root}: the run has no {FINAL_MODEL} yet (still training?)")
+
+    def mean_last5(self) -> float | None:
+        return mean_of_last(self.history)
+
+    def validation(self) -> tuple[ImageSet, str]:
+        """The run's own validation (or test) set, rebuilt from its config, and a description."""
+        _, _, val = load_training_data(self.train_config)
+        return val, f"{self.saved_train['data']}, {self.config['data']['validation_kind']}"

@@ -1,0 +1,97 @@
+"""Every user error of the desktop commands is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+
+
+def _two_class_folder(image_folder, tmp_path):
+    data = tmp_path / "two"
+    for name in ("red", "green"):
+        shutil.copytree(image_folder / name, data / name)
+    return data
+
+
+def test_evaluate_with_data_of_another_class_count_is_one_line(tiny_run, tiny_bundle,
+                                                                image_folder, tmp_path):
+    data = _two_class_folder(image_folder, tmp_path)
+    for model in (tiny_run, tiny_run / "model.keras", tiny_bundle):
+        result = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(data)])
+        assert result.exit_code == 1, result.output
+        assert "the model has 3 classes but the data" in result.output
+        assert "has 2 (green, red)" in result.output and "pass --data" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_evaluate_a_corrupt_tflite_is_one_line(image_folder, tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"TFL3 but not really a flatbuffer" * 10)
+    result = CliRunner().invoke(main, ["evaluate", str(bad), "--data", str(image_folder)])
+    assert result.exit_code == 1, result.output
+    assert "not a loadable TFLite model" in result.output and "henet-edge convert" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_profile_names_the_layers_it_cannot_count():
+    import keras
+
+    from henet_edge.henet_keras.profile import ProfileError, summarize
+
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, use_bias=False)(x)
+    y = keras.layers.LayerNormalization()(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    model = keras.Model(x, keras.layers.Dense(2)(y), name="odd")
+    with pytest.raises(ProfileError, match="odd: profile counted 118 of its 126 trainable "
+                                           "params; layers it cannot count: "
+                                           "LayerNormalization"):
+        summarize(model)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", "henet"], "expected FAMILY:R,R;FAMILY:R"),
+    (["--models", "henet:0"], "--models repeat must be at least 1, got 0"),
+    (["--models", "resnet:2"], "unknown model"),
+    (["--models", "henet:1", "--lowering", "grouped,grouped"], "give distinct names"),
+    (["--models", "henet:1", "--runs", "0"], "--runs and --repeats must be at least 1"),
+])
+def test_compare_bad_arguments_are_one_line_before_tensorflow(args, message):
+    code = ("import sys\nfrom henet_edge.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('tensorflow' in sys.modules, file=sys.stderr)\n    raise\n")
+    proc = subprocess.run([sys.executable, "-c", code, "compare", *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("False")  # refused before TensorFlow was imported
+
+
+def test_convert_labels_file_keeps_labels_with_spaces(tiny_run, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("hot dog\nice cream\ncake\n")
+    result = CliRunner().invoke(main, ["convert", str(tiny_run / "model.keras"),
+                                       "--calibration", str(tmp_path / "missing"),
+                                       "--labels", str(labels), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "labels for a model" not in result.output  # 3 labels, not 5 words
+    assert "missing" in result.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--report-images", "0", "--report-images must be at least 1, got 0"),
+    ("--num", "0", "--num must be at least 1, got 0"),
+])
+def test_convert_refuses_counts_that_would_mean_something_else(tiny_run, tmp_path, option,
+                                                                value, message):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["convert", str(tiny_run), "--calibration", "cifar10",
+                                       "--out", str(out), option, value])
+    assert result.exit_code == 1 and message in result.output
+    assert isinstance(result.exception, SystemExit) and not out.exists()

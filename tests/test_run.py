@@ -1,0 +1,67 @@
+"""The Run type: one reader of run folders, old relative data paths included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from henet_edge.henet_keras.run import Run, RunError, mean_of_last
+
+
+def _history(*accuracies):
+    return [{"epoch": i + 1, "val_accuracy": a} for i, a in enumerate(accuracies)]
+
+
+def test_mean_of_the_last_five():
+    assert mean_of_last(_history(0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 1.0)) == pytest.approx(0.6)
+    assert mean_of_last(_history(0.2, 0.4)) == pytest.approx(0.3)
+    assert mean_of_last([]) is None
+
+
+def test_a_run_folder_is_read_in_one_place(tiny_run, image_folder):
+    run = Run.load(tiny_run)
+    assert run.labels == ["blue", "green", "red"]
+    assert run.model_path() == tiny_run / "best.keras" and run.finished
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert run.mean_last5() == pytest.approx(summary["mean_last5_val_accuracy"])
+    assert run.data_path == str(image_folder)
+    val, note = run.validation()
+    assert len(val) == 12 and "25% split (seed 0)" in note
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(RunError, match="not a run folder"):
+        Run.load(tmp_path)
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(RunError, match="cannot be read as JSON"):
+        Run.load(tmp_path)
+
+
+def _old_style_run(tiny_run, image_folder, project, run_dir_as_given):
+    """A copy of ``tiny_run`` as older versions wrote it: the data path as given."""
+    run = project / "runs" / "tiny"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(image_folder, project / "tiny")
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["data"] = "tiny"
+    (run / "config.json").write_text(json.dumps(config))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "run_dir": run_dir_as_given}))
+    return run
+
+
+def test_an_old_relative_data_path_is_found_where_the_run_was_made(tiny_run, image_folder,
+                                                                   tmp_path, monkeypatch):
+    from henet_edge.convert.evaluate import evaluate_model
+
+    project = tmp_path / "project"
+    run = _old_style_run(tiny_run, image_folder, project, "runs/tiny")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "tiny").mkdir(parents=True)  # a decoy of the same name where we stand
+    monkeypatch.chdir(elsewhere)
+    assert Run.load(run).data_path == str(project / "tiny")
+    result = evaluate_model(run)  # from another folder: the run's own validation split
+    assert result["models"]["keras"]["images"] == 12
