@@ -19,7 +19,6 @@ import csv
 import functools
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -149,7 +148,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
     with replacing(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
