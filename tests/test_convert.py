@@ -222,7 +222,12 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
     import keras
 
     from henet_edge.calibration.calibration_set import make_calibration
-    from henet_edge.convert.bundle_writer import ConvertError, SourceModel, convert_bundle
+    from henet_edge.convert.bundle_writer import (
+        ConvertError,
+        ReportImages,
+        SourceModel,
+        convert_bundle,
+    )
     from henet_edge.convert.tflite import to_int8
 
     inputs = keras.Input((31, 31, 3))
@@ -242,8 +247,9 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
     src = SourceModel(tmp_path / "pooled.keras", model, ["blue", "green", "red"], DEFAULT, None)
     out = tmp_path / "bundle"
     with pytest.raises(ConvertError, match=r"op audit failed: int8: .*AVERAGE_POOL_2D"):
-        convert_bundle(src, calib, out, val_inputs=calib.inputs(), val_labels=calib.labels,
-                       val_pixels=calib.pixels, data_note="test", log=lambda _m: None)
+        convert_bundle(src, calib, out,
+                       ReportImages(calib.pixels, calib.labels, "test", calib.inputs()),
+                       log=lambda _m: None)
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
 
 
@@ -379,3 +385,9 @@ def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tm
     convert(tiny_run, str(image_folder), out, ConvertOptions(num=6, gate=False),
             log=lambda _m: None)
     assert load_bundle(out).labels == ["blue", "green", "red"]
+
+
+def test_the_report_names_the_bundle_files_not_the_temporary_folder(tiny_bundle):
+    report = json.loads((tiny_bundle / "report.json").read_text())
+    assert {p: a["path"] for p, a in report["audit"].items()} == {
+        "float32": "model_float32.tflite", "int8": "model_int8.tflite"}

@@ -42,6 +42,8 @@ from .lowering import DEFAULT_LOWERING
 from .output import check_output
 from .report import DEFAULT_GATES, Gates, report_card, report_markdown, tflite_logits
 
+BUILT = ("float32", "int8")  # the models a bundle holds, in the order they are made
+
 
 class ConvertError(HenetEdgeError):
     """A conversion that cannot go on (bad input, failed audit or gate)."""
@@ -180,109 +182,72 @@ def _quant(quant) -> dict:
     return {"dtype": str(quant.dtype), "scale": quant.scale, "zero_point": quant.zero_point}
 
 
-def convert_bundle(
-    src: SourceModel,
-    calibration: CalibrationSet,
-    out: Path,
-    *,
-    val_inputs: np.ndarray,
-    val_labels: np.ndarray,
-    val_pixels: np.ndarray,
-    data_note: str,
-    io: str = "int8",
-    force: bool = False,
-    gate: bool = True,
-    gates: Gates = DEFAULT_GATES,
-    golden_count: int = 8,
-    include_keras: bool = False,
-    include_calibration: bool = False,
-    include_validation: int = 0,
-    lowering: str = DEFAULT_LOWERING,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Convert, audit, report and write the bundle; returns the manifest."""
-    from .lowering import lower
-    from .tflite import to_float32, to_int8
+@dataclass
+class ConvertOptions:
+    """How ``convert`` samples, scores, gates and packs a bundle (the CLI's options)."""
 
+    num: int = 500  # calibration images when sampling a data source
+    seed: int = 0
+    val_data: str | None = None  # report-card images [the run's validation split]
+    report_images: int | None = None  # at most this many of them
+    io: str = "int8"  # input/output type of the int8 model
+    force: bool = False  # replace an existing bundle (never anything else)
+    gate: bool = True
+    gates: Gates = DEFAULT_GATES
+    labels: list[str] | None = None  # for a bare .keras
+    include_keras: bool = False
+    include_calibration: bool = False
+    include_validation: int = 0
+    lowering: str = DEFAULT_LOWERING
+    preprocessing: str | None = None  # for a bare .keras: "default" or a JSON file
+
+    def __post_init__(self) -> None:
+        """Refuse counts that would silently mean something else (0 is not "all")."""
+        if self.num < 1:
+            raise ConvertError(f"--num must be at least 1, got {self.num}")
+        if self.report_images is not None and self.report_images < 1:
+            raise ConvertError(f"--report-images must be at least 1, got {self.report_images}"
+                               " (leave it out to use every validation image)")
+        if self.include_validation < 0:
+            raise ConvertError(f"--include-validation must be 0 or more, got "
+                               f"{self.include_validation}")
+
+
+
+@dataclass
+class ReportImages:
+    """The labelled images the report card scores on (canonical pixels and model inputs)."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    note: str  # where they came from, for the report and manifest
+    inputs: np.ndarray  # ``pixels`` preprocessed for the model
+
+
+def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
+                   images: ReportImages, options: ConvertOptions | None = None, *,
+                   golden_count: int = 8, log: Callable[[str], None] = print) -> dict:
+    """Convert, audit, score and write the bundle ``out``; returns the manifest.
+
+    Everything is written into a temporary folder beside ``out`` and moved into
+    place only when every step passed, so a failure leaves nothing behind.
+    """
+    options = options or ConvertOptions()
     out = Path(out)
-    check_output(out, force)
+    check_output(out, options.force)
     calibration.check_matches(src.preprocessing)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        t0 = time.perf_counter()
-        graph = lower(src.model, lowering)  # the same function; the report card checks it
-        (tmp / "model_float32.tflite").write_bytes(to_float32(graph))
-        log(f"float32 converted, {lowering} lowering ({time.perf_counter() - t0:.1f}s)")
-        t0 = time.perf_counter()
-        (tmp / "model_int8.tflite").write_bytes(to_int8(graph, calibration.inputs(), io=io))
-        log(f"int8 converted with {len(calibration.pixels)} calibration images "
-            f"({time.perf_counter() - t0:.1f}s)")
-        audits = {p: audit_model(tmp / f"model_{p}.tflite") for p in ("float32", "int8")}
-        problems = [f"{p}: {msg}" for p, a in audits.items() for msg in a.problems]
-        if problems:
-            raise ConvertError("op audit failed: " + "; ".join(problems))
-        log("op audit passed: builtins only, static shapes, fully delegated to XNNPACK")
-
-        float_model = TFLiteModel(tmp / "model_float32.tflite")
-        int8_model = TFLiteModel(tmp / "model_int8.tflite")
-        keras_logits = np.asarray(src.model.predict(val_inputs, batch_size=256, verbose=0))
-        report = report_card(keras_logits, tflite_logits(float_model, val_inputs),
-                             tflite_logits(int8_model, val_inputs), val_labels, src.labels,
-                             tmp / "model_int8.tflite", gates, data_note)
-        sizes = {p: (tmp / f"model_{p}.tflite").stat().st_size for p in ("float32", "int8")}
-        (tmp / "report.json").write_text(json.dumps(
-            {**report, "audit": {p: a.to_dict() for p, a in audits.items()}, "sizes": sizes},
-            indent=1))
-        (tmp / "report.md").write_text(report_markdown(
-            report, {p: a.to_dict() for p, a in audits.items()}, sizes))
-        if gate and not report["gates"]["passed"]:
-            raise ConvertError("quantization gates failed: " + "; ".join(
-                report["gates"]["failures"]) + ". Try a larger or more representative "
-                "--calibration set, or pass --no-gate to write the bundle anyway")
-
-        golden = _write_golden(tmp, val_pixels, val_labels, src, float_model, int8_model,
-                               keras_logits, golden_count)
-        (tmp / "labels.txt").write_text("\n".join(src.labels) + "\n")
-        source_hash = sha256_file(src.path)
-        if include_keras:
-            (tmp / "source").mkdir()
-            shutil.copy2(src.path, tmp / "source" / "model.keras")
-        if include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
-            calibration.save(tmp / "calibration.npz")
-        if include_validation:  # ... and measure accuracy on held-out images
-            held_out_sample(val_pixels, val_labels, src, data_note,
-                            include_validation).save(tmp / "validation.npz")
-        models = {precision: ModelEntry(f"model_{precision}.tflite", _quant(model.input_quant),
-                                        _quant(model.output_quant))
-                  for precision, model in (("float32", float_model), ("int8", int8_model))}
-        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
-                 if p.is_file()}
-        manifest = Manifest(
-            name=src.model.name,
-            created=utc_timestamp(),
-            model=_model_meta(src),
-            labels=src.labels,
-            input_shape=list(float_model.input_shape),
-            preprocessing=src.preprocessing.to_dict(),
-            models=models,
-            golden="golden.json",
-            extra={
-                "lowering": lowering,
-                "golden_count": len(golden),
-                "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}
-                | {"ids_count": len(calibration.provenance["ids"])},
-                "report": {"keras_top1": report["keras"]["top1"],
-                           "float32_top1": report["float32"]["top1"],
-                           "int8_top1": report["int8"]["top1"],
-                           "int8_agreement": report["int8"]["top1_agreement"],
-                           "data": data_note, "images": report["images"]},
-                "source_model": {"file": src.path.name, "sha256": source_hash,
-                                 "included": include_keras},
-                "versions": library_versions(),
-            },
-            files=files,
-        )
+        audits = _convert_models(src, calibration, tmp, options, log)
+        models = {p: TFLiteModel(tmp / f"model_{p}.tflite") for p in BUILT}
+        keras_logits = np.asarray(src.model.predict(images.inputs, batch_size=256, verbose=0))
+        report = _write_report(src, models, keras_logits, images, audits, tmp, options)
+        golden = _write_golden(tmp, images.pixels, images.labels, src, models["float32"],
+                               models["int8"], keras_logits, golden_count)
+        _write_extras(src, calibration, images, tmp, options)
+        manifest = _manifest(src, calibration, models, report, len(golden), images.note, tmp,
+                             options)
         text = manifest.to_json()
         parse_manifest(json.loads(text))  # the writer never writes what the device refuses
         (tmp / MANIFEST).write_text(text)
@@ -292,6 +257,99 @@ def convert_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _convert_models(src: SourceModel, calibration: CalibrationSet, tmp: Path,
+                    options: ConvertOptions, log: Callable[[str], None]) -> dict:
+    """Step 1: float32 and int8 TFLite into ``tmp``, each passing the op audit."""
+    from .lowering import lower
+    from .tflite import to_float32, to_int8
+
+    t0 = time.perf_counter()
+    graph = lower(src.model, options.lowering)  # the same function; the report card checks it
+    (tmp / "model_float32.tflite").write_bytes(to_float32(graph))
+    log(f"float32 converted, {options.lowering} lowering ({time.perf_counter() - t0:.1f}s)")
+    t0 = time.perf_counter()
+    (tmp / "model_int8.tflite").write_bytes(to_int8(graph, calibration.inputs(), io=options.io))
+    log(f"int8 converted with {len(calibration.pixels)} calibration images "
+        f"({time.perf_counter() - t0:.1f}s)")
+    audits = {p: audit_model(tmp / f"model_{p}.tflite") for p in BUILT}
+    problems = [f"{p}: {msg}" for p, a in audits.items() for msg in a.problems]
+    if problems:
+        raise ConvertError("op audit failed: " + "; ".join(problems))
+    log("op audit passed: builtins only, static shapes, fully delegated to XNNPACK")
+    return audits
+
+
+def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits: np.ndarray,
+                  images: ReportImages, audits: dict, tmp: Path,
+                  options: ConvertOptions) -> dict:
+    """Step 2: the report card (Keras vs float32 vs int8), refused if a gate fails."""
+    report = report_card(keras_logits, tflite_logits(models["float32"], images.inputs),
+                         tflite_logits(models["int8"], images.inputs), images.labels,
+                         src.labels, tmp / "model_int8.tflite", options.gates, images.note)
+    audit_dicts = {p: a.to_dict() for p, a in audits.items()}
+    for entry in audit_dicts.values():  # name the bundle's file, not the temporary folder
+        if "path" in entry:
+            entry["path"] = Path(entry["path"]).name
+    sizes = {p: (tmp / f"model_{p}.tflite").stat().st_size for p in BUILT}
+    (tmp / "report.json").write_text(json.dumps(
+        {**report, "audit": audit_dicts, "sizes": sizes}, indent=1))
+    (tmp / "report.md").write_text(report_markdown(report, audit_dicts, sizes))
+    if options.gate and not report["gates"]["passed"]:
+        raise ConvertError("quantization gates failed: " + "; ".join(
+            report["gates"]["failures"]) + ". Try a larger or more representative "
+            "--calibration set, or pass --no-gate to write the bundle anyway")
+    return report
+
+
+def _write_extras(src: SourceModel, calibration: CalibrationSet, images: ReportImages,
+                  tmp: Path, options: ConvertOptions) -> None:
+    """Step 3: labels, and what was asked to travel with the bundle."""
+    (tmp / "labels.txt").write_text("\n".join(src.labels) + "\n")
+    if options.include_keras:
+        (tmp / "source").mkdir()
+        shutil.copy2(src.path, tmp / "source" / "model.keras")
+    if options.include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
+        calibration.save(tmp / "calibration.npz")
+    if options.include_validation:  # ... and measure accuracy on held-out images
+        held_out_sample(images.pixels, images.labels, src, images.note,
+                        options.include_validation).save(tmp / "validation.npz")
+
+
+def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, TFLiteModel],
+              report: dict, golden_count: int, note: str, tmp: Path,
+              options: ConvertOptions) -> Manifest:
+    """Step 4: the manifest of everything in ``tmp``, each file with its sha256."""
+    entries = {p: ModelEntry(f"model_{p}.tflite", _quant(m.input_quant), _quant(m.output_quant))
+               for p, m in models.items()}
+    files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
+             if p.is_file()}
+    return Manifest(
+        name=src.model.name,
+        created=utc_timestamp(),
+        model=_model_meta(src),
+        labels=src.labels,
+        input_shape=list(models["float32"].input_shape),
+        preprocessing=src.preprocessing.to_dict(),
+        models=entries,
+        golden="golden.json",
+        extra={
+            "lowering": options.lowering,
+            "golden_count": golden_count,
+            "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}
+            | {"ids_count": len(calibration.provenance["ids"])},
+            "report": {"keras_top1": report["keras"]["top1"],
+                       "float32_top1": report["float32"]["top1"],
+                       "int8_top1": report["int8"]["top1"],
+                       "int8_agreement": report["int8"]["top1_agreement"],
+                       "data": note, "images": report["images"]},
+            "source_model": {"file": src.path.name, "sha256": sha256_file(src.path),
+                             "included": options.include_keras},
+            "versions": library_versions(),
+        },
+        files=files,
+    )
 
 
 def held_out_sample(pixels: np.ndarray, labels: np.ndarray, src: SourceModel, note: str,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,15 @@ import numpy as np
 from henet_edge.calibration.calibration_set import load_calibration, resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
-from .bundle_writer import ConvertError, SourceModel, convert_bundle, load_source_model
-from .lowering import DEFAULT_LOWERING
+from .bundle_writer import (
+    ConvertError,
+    ConvertOptions,
+    ReportImages,
+    SourceModel,
+    convert_bundle,
+    load_source_model,
+)
 from .output import check_output
-from .report import DEFAULT_GATES, Gates
 
 
 def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.ndarray,
@@ -51,37 +55,6 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
     return pixels, labels, note
 
 
-@dataclass
-class ConvertOptions:
-    """How ``convert`` samples, scores, gates and packs a bundle (the CLI's options)."""
-
-    num: int = 500  # calibration images when sampling a data source
-    seed: int = 0
-    val_data: str | None = None  # report-card images [the run's validation split]
-    report_images: int | None = None  # at most this many of them
-    io: str = "int8"  # input/output type of the int8 model
-    force: bool = False  # replace an existing bundle (never anything else)
-    gate: bool = True
-    gates: Gates = DEFAULT_GATES
-    labels: list[str] | None = None  # for a bare .keras
-    include_keras: bool = False
-    include_calibration: bool = False
-    include_validation: int = 0
-    lowering: str = DEFAULT_LOWERING
-    preprocessing: str | None = None  # for a bare .keras: "default" or a JSON file
-
-    def __post_init__(self) -> None:
-        """Refuse counts that would silently mean something else (0 is not "all")."""
-        if self.num < 1:
-            raise ConvertError(f"--num must be at least 1, got {self.num}")
-        if self.report_images is not None and self.report_images < 1:
-            raise ConvertError(f"--report-images must be at least 1, got {self.report_images}"
-                               " (leave it out to use every validation image)")
-        if self.include_validation < 0:
-            raise ConvertError(f"--include-validation must be 0 or more, got "
-                               f"{self.include_validation}")
-
-
 def convert(source: str | Path, calibration: str, out: str | Path,
             options: ConvertOptions | None = None, *,
             log: Callable[[str], None] = print) -> dict:
@@ -100,12 +73,8 @@ def convert(source: str | Path, calibration: str, out: str | Path,
     calib = _calibration(calibration, src, options)
     pixels, val_labels, note = validation_data(src, options.val_data, calib.pixels,
                                                calib.labels, options.report_images)
-    return convert_bundle(
-        src, calib, out, val_inputs=preprocess_pixels(pixels, src.preprocessing),
-        val_labels=val_labels, val_pixels=pixels, data_note=note, io=options.io,
-        force=options.force, gate=options.gate, gates=options.gates,
-        include_keras=options.include_keras, include_calibration=options.include_calibration,
-        include_validation=options.include_validation, lowering=options.lowering, log=log)
+    images = ReportImages(pixels, val_labels, note, preprocess_pixels(pixels, src.preprocessing))
+    return convert_bundle(src, calib, out, images, options, log=log)
 
 
 def _calibration(calibration: str, src: SourceModel, options: ConvertOptions):
