@@ -1,10 +1,15 @@
 """Load test for `henet-edge serve`: N concurrent loopback clients, bounded requests.
 
-Starts the real server (uvicorn) on a free 127.0.0.1 port in this process,
-then prints throughput, p50/p99 latency, error counts and the server's RSS
-at start and end.
+Starts the real server (uvicorn + the service's Starlette app) in its own
+process on a free 127.0.0.1 port, drives it from N client threads in this
+process (one keep-alive connection each, the same JPEG every time), and prints
+throughput, p50/p99 latency, error counts and the server process's RSS at start
+(after a warm-up) and end. ``--workers`` interpreters serve side by side;
+``--http`` picks uvicorn's HTTP parser (h11 is pure Python; httptools is
+compiled, used by "auto" when installed).
 
     python benchmarks/serve_load.py --model BUNDLE [--clients 8] [--requests 10000]
+        [--workers 1] [--http auto|h11|httptools]
 """
 
 from __future__ import annotations
@@ -12,26 +17,56 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import os
 import resource
 import socket
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import uvicorn
 from PIL import Image
 
+SERVER = """
+import sys, uvicorn
 from henet_edge.device.classify import Classifier
 from henet_edge.device.serve.app import create_app
+model, port, workers, http = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+members = Classifier(model) if workers == 1 else [Classifier(model) for _ in range(workers)]
+app = create_app(members, queue_size=64)
+uvicorn.run(app, host="127.0.0.1", port=port, http=http, log_level="warning")
+"""
 
 
-def rss_mb() -> float:
-    """Current resident set size in MB (Linux /proc)."""
-    with open("/proc/self/statm") as f:
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (Linux /proc)."""
+    with open(f"/proc/{pid}/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize() / 1e6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode})")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
 
 
 def main() -> None:
@@ -39,53 +74,61 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="bundle folder")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=1, help="interpreters in the server")
+    ap.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     ap.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long")
     args = ap.parse_args()
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Classifier(args.model), queue_size=64),
-                                           log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    buf = io.BytesIO()
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
-    body = buf.getvalue()
-    deadline = time.monotonic() + args.max_seconds
-    per_client = args.requests // args.clients
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, args.model, str(port),
+                             str(args.workers), args.http], env={**os.environ,
+                                                                 "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, proc)
+        buf = io.BytesIO()
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
+        body = buf.getvalue()
+        per_client = args.requests // args.clients
 
-    def client(_: int) -> tuple[list[float], dict[int, int]]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        lat, errors = [], {}
-        for _ in range(per_client):
-            if time.monotonic() > deadline:
-                break
-            t0 = time.perf_counter()
-            conn.request("POST", "/api/classify", body, {"Content-Type": "image/jpeg"})
-            resp = conn.getresponse()
-            resp.read()
-            lat.append((time.perf_counter() - t0) * 1000)
-            if resp.status != 200:
-                errors[resp.status] = errors.get(resp.status, 0) + 1
-        conn.close()
-        return lat, errors
+        def client(count: int) -> tuple[list[float], dict[int, int]]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            lat: list[float] = []
+            errors: dict[int, int] = {}
+            for _ in range(count):
+                if time.monotonic() > deadline:
+                    break
+                t0 = time.perf_counter()
+                conn.request("POST", "/api/classify", body, {"Content-Type": "image/jpeg"})
+                resp = conn.getresponse()
+                resp.read()
+                lat.append((time.perf_counter() - t0) * 1000)
+                if resp.status != 200:
+                    errors[resp.status] = errors.get(resp.status, 0) + 1
+            conn.close()
+            return lat, errors
 
-    rss0 = rss_mb()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        results = list(pool.map(client, range(args.clients)))
-    wall = time.perf_counter() - t0
-    rss1 = rss_mb()
-    server.should_exit = True
+        deadline = time.monotonic() + args.max_seconds
+        with ThreadPoolExecutor(args.clients) as pool:  # warm-up: every thread, 20 each
+            list(pool.map(client, [20] * args.clients))
+        rss0 = rss_mb(proc.pid)
+        deadline = time.monotonic() + args.max_seconds
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(client, [per_client] * args.clients))
+        wall = time.perf_counter() - t0
+        rss1 = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
     lat = sorted(x for r in results for x in r[0])
     errors: dict[int, int] = {}
     for _, e in results:
         for k, v in e.items():
             errors[k] = errors.get(k, 0) + v
-    print(f"requests {len(lat)} clients {args.clients} wall {wall:.1f} s")
+    print(f"requests {len(lat)} clients {args.clients} workers {args.workers} "
+          f"http {args.http} wall {wall:.1f} s")
     print(f"throughput {len(lat) / wall:.1f} classifications/s")
     p99 = lat[int(0.99 * (len(lat) - 1))]
     print(f"latency p50 {statistics.median(lat):.2f} ms p99 {p99:.2f} ms")

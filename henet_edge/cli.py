@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, __version__
+from henet_edge import HenetEdgeError, __version__, refuse_existing
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 
@@ -198,20 +198,31 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
               help="Token every request must carry (Authorization: Bearer T or ?token=T); "
                    "generated and printed once when binding beyond loopback.")
 @click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--workers", default=1, show_default=True,
+              help="Interpreters serving requests side by side (one model load each).")
+@click.option("--camera", default=None, metavar="SOURCE",
+              help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
+                   "or a folder of images (as `henet-edge camera --source`).")
+@click.option("--every", default=0.1, show_default=True,
+              help="Seconds between camera frame starts.")
 @user_errors
-def serve(model, precision, bind, token, threads):
-    """Serve the classifier over HTTP: an upload page, JSON API, metrics.
+def serve(model, precision, bind, token, threads, workers, camera, every):
+    """Serve the classifier over HTTP: a live page, JSON API, streams, metrics.
 
     \b
-    Endpoints: GET / (page), POST /api/classify (image bytes -> the same JSON
-    as one line of `classify --json`), GET /api/info, GET /metrics
-    (Prometheus), GET /healthz. Bad requests get a 4xx JSON error.
+    Endpoints: GET / (page: live camera frames with their top labels, stage
+    times and FPS; an upload form), POST /api/classify (image bytes or a
+    multipart file field -> the same JSON as one line of `classify --json`),
+    GET /api/info, GET /metrics (Prometheus), GET /healthz (says when the
+    camera failed), and with --camera GET /stream.mjpg (frames) and
+    GET /api/stream (results as Server-Sent Events). Bad requests get a 4xx
+    JSON error.
 
     \b
     Example:
-      henet-edge serve --bind 127.0.0.1:8080
-      curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' \\
-           http://127.0.0.1:8080/api/classify
+      henet-edge serve --camera auto --bind 127.0.0.1:8080
+      curl -F file=@photo.jpg http://127.0.0.1:8080/api/classify
+      curl -N http://127.0.0.1:8080/api/stream
     """
     from henet_edge.device.serve.app import parse_bind
     from henet_edge.device.serve.app import serve as run_server
@@ -220,8 +231,16 @@ def serve(model, precision, bind, token, threads):
         parse_bind(bind)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    classifier = _make_classifier(model, None, precision, 3, threads)
-    run_server(classifier, bind, token)
+    if workers < 1:
+        raise click.UsageError(f"--workers must be at least 1, got {workers}")
+    if every < 0:
+        raise click.UsageError(f"--every must be 0 or more seconds, got {every}")
+    if camera is not None:
+        from henet_edge.device.camera import open_source
+
+        open_source(camera).close()  # a source that cannot open stops here, in one line
+    classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
+    run_server(classifiers, bind, token, camera=camera, every=every)
 
 
 @main.command()
@@ -387,13 +406,23 @@ def _ssh_options(fn):
     return fn
 
 
+def _connect_options(conn: dict):
+    """The SSH options of the shared connection flags."""
+    from henet_edge.deploy.ssh import ConnectOptions
+
+    return ConnectOptions(
+        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
+        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
+        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
+
+
 def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = None):
     """Run ``work(installer)`` on every --host; one outcome per host, in order."""
     from henet_edge.deploy.fleet import SameDevice, run_fleet
     from henet_edge.deploy.hosts import read_hosts_file
     from henet_edge.deploy.installer import Installer, InstallOptions
     from henet_edge.deploy.probe import check_remote_dir
-    from henet_edge.deploy.ssh import ConnectOptions, connect
+    from henet_edge.deploy.ssh import connect
 
     check_remote_dir(conn["remote_dir"])
     hosts = list(conn["hosts"])
@@ -404,10 +433,7 @@ def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = No
     hosts = list(dict.fromkeys(hosts))  # the same device twice would race with itself
     if conn["jobs"] < 1:
         raise click.UsageError("--jobs must be at least 1")
-    connect_options = ConnectOptions(
-        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
-        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
-        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
+    connect_options = _connect_options(conn)
     options = install_options or InstallOptions()
     options.remote_dir, options.remote_python = conn["remote_dir"], conn["remote_python"]
     several = len(hosts) > 1
@@ -466,9 +492,15 @@ def _finish_fleet(outcomes, as_json: bool, headers, row) -> None:
               help="Free space (MB) the deploy must leave on the device.")
 @click.option("--no-selftest", is_flag=True,
               help="Switch without checking the golden images on the device (not advised).")
+@click.option("--service", is_flag=True,
+              help="Also run `henet-edge serve` on boot (a systemd unit on the device, "
+                   "started after the self-test passed); a redeploy restarts it.")
+@click.option("--service-camera", default=None, metavar="SOURCE",
+              help="The service's --camera source (with --service).")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
 @user_errors
-def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **conn):
+def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, service, service_camera,
+           as_json, **conn):
     """Install the device side and a bundle on a device over SSH, verified and atomic.
 
     \b
@@ -484,6 +516,7 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
       henet-edge deploy bundles/henet_r3 --host pi@pi.local
       henet-edge deploy bundles/henet_r3 --host pi1 --host pi2 --jobs 2
       henet-edge deploy bundles/henet_r3 --host pi.local --accept-new-host-key
+      henet-edge deploy bundles/henet_r3 --host pi.local --service --service-camera auto
     """
     from henet_edge.deploy.hosts import load_ssh_config
     from henet_edge.deploy.installer import MB, InstallOptions
@@ -505,8 +538,12 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, as_json, **
     load_ssh_config(conn["ssh_config"])  # so a typo there stops before the wheel build
     wheel_path = check_wheel(wheel) if wheel else project_wheel(
         log=lambda m: click.echo(m, err=True))
+    if service_camera and not service:
+        raise click.UsageError("--service-camera goes with --service")
     options = InstallOptions(wheel=wheel_path, wheelhouse=wheelhouse, keep=keep,
-                             reserve_bytes=reserve_mb * MB, selftest=not no_selftest)
+                             reserve_bytes=reserve_mb * MB, selftest=not no_selftest,
+                             service=(["--camera", service_camera] if service_camera else [])
+                             if service else None)
     outcomes = _fleet(conn, lambda inst: inst.deploy(bundle).to_dict(),
                       install_options=options)
 
@@ -599,13 +636,17 @@ def status(verify, as_json, **conn):
                            + (" (SUSPECT)" if bench_result.get("suspect") else ""))
         else:
             click.echo("  last bench: none (run `henet-edge remote bench`)")
+        from henet_edge.deploy.installer import service_summary
+
+        click.echo("  service: " + (service_summary(s["service"]) if s.get("service")
+                                    else "unknown (no device side installed)"))
     if unhealthy or any(not o.ok for o in outcomes):
         sys.exit(1)
 
 
 @main.group()
 def remote() -> None:
-    """Run device commands on a deployed device: bench, classify."""
+    """Run device commands on a deployed device: bench, classify, serve (a tunnel)."""
 
 
 @remote.command("classify")
@@ -637,6 +678,44 @@ def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
                        err=True)
     if any(not o.ok or o.result.get("exit") for o in outcomes):
         sys.exit(1)
+
+
+@remote.command("serve")
+@_ssh_options
+@click.option("--port", default=8080, show_default=True,
+              help="The device's loopback port that `henet-edge serve` listens on.")
+@click.option("--local-port", default=0,
+              help="Port on this machine's 127.0.0.1 [--port if free, else any].")
+@user_errors
+def remote_serve_command(port, local_port, **conn):
+    """Open the device's serve page here, through an SSH tunnel (like `ssh -L`).
+
+    \b
+    127.0.0.1:LOCAL on this machine is forwarded over the verified SSH
+    connection to 127.0.0.1:PORT on the device, so the device's port never has
+    to be reachable from the network. Prints the URL to open; Ctrl-C closes.
+
+    \b
+    Example:
+      henet-edge remote serve --host pi.local
+    """
+    import time
+
+    from henet_edge.deploy.ssh import connect
+    from henet_edge.deploy.tunnel import Tunnel
+
+    if len(conn["hosts"]) != 1 or conn["hosts_file"] is not None:
+        raise click.UsageError("remote serve takes exactly one --host")
+    if not 0 < port < 65536 or not 0 <= local_port < 65536:
+        raise click.UsageError("--port and --local-port must be TCP ports (1-65535)")
+    host = conn["hosts"][0]
+    with connect(host, _connect_options(conn), log=lambda m: click.echo(m, err=True)) as c, \
+            Tunnel(c, port, local_port=local_port,
+                   log=lambda m: click.echo(m, err=True)) as tunnel:
+        click.echo(f"open {tunnel.url}  (tunnel to {host}'s 127.0.0.1:{port}; Ctrl-C closes)")
+        while c.transport.is_active():
+            time.sleep(0.5)
+        raise click.ClickException(f"{host}: the SSH connection closed")
 
 
 @remote.command("bench", context_settings={"ignore_unknown_options": True,
@@ -689,6 +768,81 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
             click.echo(f"{o.host}: FAILED: {o.error}", err=True)
     if any(not o.ok for o in outcomes):
         sys.exit(1)
+
+
+@main.group()
+def service() -> None:
+    """On the device: run `henet-edge serve` on boot with systemd.
+
+    \b
+    A system unit when run as root, a user unit otherwise (it starts at boot
+    only with `sudo loginctl enable-linger USER`); Restart=on-failure. From the
+    desktop, `henet-edge deploy --service --host H` does the install.
+    """
+
+
+def _service_report(state, as_json: bool) -> None:
+    if as_json:
+        emit_json(state.to_dict())
+        return
+    click.echo(state.summary())
+    for note in state.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@service.command("install")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+              help="HOST:PORT the service listens on (beyond loopback needs --token).")
+@click.option("--camera", default=None, metavar="SOURCE", help="As `serve --camera`.")
+@click.option("--workers", default=1, show_default=True, help="As `serve --workers`.")
+@click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
+              help="Token the service requires (kept in the unit, mode 0600).")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_install(bind, camera, workers, token, as_json):
+    """Write, enable and start the unit (where systemd runs; else only write it)."""
+    from henet_edge.device import service as svc
+    from henet_edge.device.serve.app import is_loopback, parse_bind
+
+    try:
+        host, _ = parse_bind(bind)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not is_loopback(host) and not token:
+        raise click.UsageError(f"--bind {bind} is beyond loopback: give --token (a service "
+                               "cannot show a generated one)")
+    args = ["--bind", bind, "--workers", str(workers)] + (["--camera", camera] if camera else [])
+    _service_report(svc.install(args, token=token), as_json)
+
+
+@service.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_status(as_json):
+    """Whether the unit is installed, enabled and running."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.status(), as_json)
+
+
+@service.command("restart")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_restart(as_json):
+    """Restart the installed unit (a redeploy does this after its self-test)."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.restart(), as_json)
+
+
+@service.command("uninstall")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def service_uninstall(as_json):
+    """Stop, disable and remove the unit."""
+    from henet_edge.device import service as svc
+
+    _service_report(svc.uninstall(), as_json)
 
 
 @main.command(hidden=True)
@@ -816,9 +970,11 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a confusion-matrix PNG here.")
+@click.option("--preprocessing", default=None, metavar="default|FILE.json",
+              help="For a bare .keras with no run beside it, as in convert.")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def evaluate(model_path, data, precision, plot_path, as_json):
+def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     """Top-1, top-5 and per-class accuracy of a .keras model, run, .tflite or bundle.
 
     .keras models and run folders run in Keras; .tflite files and bundles
@@ -826,7 +982,8 @@ def evaluate(model_path, data, precision, plot_path, as_json):
     """
     from henet_edge.convert.evaluate import evaluate_model
 
-    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path)
+    results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
+                             preprocessing=preprocessing)
     if as_json:
         emit_json(results)
         _report_evaluation_data(results)
@@ -875,8 +1032,7 @@ def calibrate(data, num, seed, out, force, as_json):
 
     if out.suffix != ".npz":
         raise click.ClickException(f"--out must end in .npz, got {out}")
-    if out.exists() and not force:
-        raise click.ClickException(f"{out}: already exists (use --force to replace it)")
+    refuse_existing(out, force)
     calib = make_calibration(data, num=num, seed=seed)
     calib.save(out)
     prov = {k: v for k, v in calib.provenance.items() if k != "ids"}
@@ -918,12 +1074,16 @@ def calibrate(data, num, seed, out, force, as_json):
               show_default=True,
               help="How grouped convs and shuffles become TFLite ops; the same function "
                    "(`henet-edge compare --lowering grouped,folded` times them).")
+@click.option("--preprocessing", default=None, metavar="default|FILE.json",
+              help="For a bare .keras with no run config.json beside it: 'default' "
+                   "(henet-edge/v1, CIFAR mean/std, 32 -> 31 crop) or a JSON file with it (a "
+                   "run's config.json, a bundle's manifest.json) [the run's].")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @user_errors
 def convert(source, calibration, out, num, seed, io, val_data, report_images, labels_file,
             min_agreement, max_drop, no_gate, include_keras, include_calibration,
-            include_validation, lowering, force, as_json):
+            include_validation, lowering, preprocessing, force, as_json):
     """Convert a run folder or .keras model to a float32 + int8 TFLite bundle.
 
     \b
@@ -947,7 +1107,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
                            gates=Gates(min_agreement, max_drop), labels=labels,
                            include_keras=include_keras,
                            include_calibration=include_calibration,
-                           include_validation=include_validation, lowering=lowering, log=echo)
+                           include_validation=include_validation, lowering=lowering,
+                           preprocessing=preprocessing, log=echo)
     if as_json:
         emit_json(manifest)
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -63,7 +64,7 @@ def test_bundle_files_and_manifest(tiny_bundle):
     names = {p.name for p in tiny_bundle.iterdir()}
     assert {"model_float32.tflite", "model_int8.tflite", "labels.txt", "manifest.json",
             "report.json", "report.md", "golden.json", "golden"} <= names
-    m = bundle.manifest
+    m = bundle.manifest.to_dict()
     assert m["input_shape"] == [1, 31, 31, 3]
     assert m["labels"] == ["blue", "green", "red"]
     assert (tiny_bundle / "labels.txt").read_text().split() == m["labels"]
@@ -235,10 +236,10 @@ def test_folded_lowering_is_the_same_function_with_fewer_transposes(tiny_bundle,
                     "--no-gate", "--lowering", "grouped", "--include-validation", "6",
                     "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    manifest = load_bundle(out).manifest
+    manifest = load_bundle(out).manifest.to_dict()
     assert "validation.npz" in manifest["files"]  # hashed like every file
     assert manifest["lowering"] == "grouped"
-    assert load_bundle(tiny_bundle).manifest["lowering"] == "folded"  # the default
+    assert load_bundle(tiny_bundle).manifest.extra["lowering"] == "folded"  # the default
     for bundle in (out, tiny_bundle):  # both compute what Keras computes
         report = json.loads((bundle / "report.json").read_text())
         assert report["float32"]["top1_agreement"] == 1.0
@@ -273,3 +274,58 @@ def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp
     other.save(tmp_path / "other.npz")
     with pytest.raises(ConvertError, match="do not match"):
         validation_data(src, str(tmp_path / "other.npz"), pixels, labels, None)
+
+
+# ------------------------------------------------------------------ bare .keras preprocessing
+def test_bare_keras_needs_its_run_config_or_preprocessing(tiny_run, tmp_path):
+    """A .keras with no run beside it is not silently given the default preprocessing."""
+    from henet_edge.convert.bundle_writer import load_source_model
+
+    beside = load_source_model(tiny_run / "model.keras")  # in its run folder
+    assert beside.preprocessing_source == str(tiny_run / "config.json")
+    assert beside.labels == ["blue", "green", "red"]  # the run's, not class_0 ...
+    lonely = tmp_path / "lonely.keras"
+    shutil.copy(tiny_run / "model.keras", lonely)
+    with pytest.raises(ConvertError, match="--preprocessing default"):
+        load_source_model(lonely)
+    src = load_source_model(lonely, preprocessing="default")
+    assert src.preprocessing == DEFAULT and src.preprocessing_source == "--preprocessing default"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"preprocessing": {**DEFAULT.to_dict(), "mean": [0.5] * 3}}))
+    assert load_source_model(lonely, preprocessing=str(other)).preprocessing.mean == (0.5,) * 3
+    other.write_text(json.dumps({**DEFAULT.to_dict(), "canonical_size": 40, "input_size": 39}))
+    with pytest.raises(ConvertError, match="39x39"):
+        load_source_model(lonely, preprocessing=str(other))
+    other.write_text(json.dumps({**DEFAULT.to_dict(), "std": [0, 1, 1]}))
+    with pytest.raises(ConvertError, match=r"'preprocessing\.std'"):
+        load_source_model(lonely, preprocessing=str(other))
+
+
+def test_convert_cli_says_where_the_preprocessing_came_from(tiny_run, image_folder, tmp_path):
+    lonely = tmp_path / "lonely.keras"
+    shutil.copy(tiny_run / "model.keras", lonely)
+    args = ["convert", str(lonely), "--calibration", str(image_folder), "--num", "6",
+            "--no-gate", "--out", str(tmp_path / "b")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "--preprocessing" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+    result = CliRunner().invoke(main, [*args, "--preprocessing", "default"])
+    assert result.exit_code == 0, result.output
+    assert "from --preprocessing default" in result.output
+    assert load_bundle(tmp_path / "b").preprocessing == DEFAULT
+
+
+def test_existing_output_is_refused_by_the_one_check(tmp_path, image_folder):
+    """calibrate, convert and the bundle writer share refuse_existing (a dangling link too)."""
+    from henet_edge import OutputExistsError, refuse_existing
+
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        refuse_existing(link)
+    refuse_existing(link, force=True)
+    refuse_existing(tmp_path / "new")
+    (tmp_path / "c.npz").write_bytes(b"")
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--out",
+                                       str(tmp_path / "c.npz")])
+    assert result.exit_code == 1 and "already exists (use --force" in result.output

@@ -666,3 +666,32 @@ def test_known_hosts_with_odd_lines_still_works_and_revoked_is_refused(kit, tmp_
     known.write_text(f"@revoked * {pub[0]} {pub[1]}\n" + kit.server.known_hosts_line)
     result = cli(kit, "status", "--host", kit.spec, "--accept-new-host-key", known_hosts=known)
     assert result.exit_code == 1 and "REVOKED" in result.output
+
+
+@pytest.mark.skipif(__import__("henet_edge.device.service").device.service.systemd_running(),
+                    reason="this machine runs systemd; the test would start a real unit")
+def test_deploy_service_writes_the_unit_and_says_it_cannot_start_without_systemd(kit):
+    import shutil
+
+    result = deploy(kit, kit.bundle, "--service", "--service-camera", "auto", "--json")
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.stdout)["hosts"][0]["result"]["service"]
+    unit = kit.edge / "henet-edge.service"
+    assert state["installed"] and not state["systemd"] and state["unit"] == str(unit)
+    assert "cannot be started here" in state["notes"][0]
+    text = unit.read_text()
+    assert f"ExecStart={kit.edge}/venv/bin/python -m henet_edge.cli serve" in text
+    assert "--camera auto" in text and f"HENET_EDGE_HOME={kit.edge}" in text
+    if shutil.which("systemd-analyze"):
+        done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0 and "henet-edge.service" not in done.stderr, done.stderr
+
+    result = deploy(kit, kit.bundle, "--service")  # the human output says it too
+    assert result.exit_code == 0, result.output
+    assert "systemd is not running there" in result.output
+    shown = cli(kit, "status", "--host", kit.spec)
+    assert shown.exit_code == 0 and "service: unit written to" in shown.output
+    unit.unlink()
+    shown = cli(kit, "status", "--host", kit.spec)
+    assert "service: not installed" in shown.output

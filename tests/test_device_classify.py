@@ -15,7 +15,7 @@ from PIL import Image
 
 from henet_edge.cli import main
 from henet_edge.device import classify as classify_mod
-from henet_edge.device.bundle import BundleError
+from henet_edge.device.bundle import BundleError, sha256_file
 from henet_edge.device.classify import Classifier, ClassifyError, classify_paths
 from henet_edge.device.inputs import LabelsError, iter_inputs, read_labels
 from henet_edge.device.preprocess import open_image
@@ -268,7 +268,13 @@ def test_labels_must_match_the_output_size(tmp_path, tiny_bundle):
                                             f"{len(labels) - 1} labels"):
         Classifier(tiny_bundle / "model_int8.tflite", labels=tmp_path / "short.txt")
     more = copy_bundle(tiny_bundle, tmp_path / "b")
-    rewrite_manifest(more, labels=[*labels, "extra"])
+    # A consistent bundle (manifest, labels.txt and model.classes agree; no golden results
+    # to disagree) whose model has fewer outputs: only the model itself can tell.
+    (more / "labels.txt").write_text("\n".join([*labels, "extra"]) + "\n")
+    manifest = json.loads((more / "manifest.json").read_text())
+    rewrite_manifest(more, labels=[*labels, "extra"],
+                     model={**manifest["model"], "classes": len(labels) + 1}, golden=None,
+                     files={**manifest["files"], "labels.txt": sha256_file(more / "labels.txt")})
     with pytest.raises(ClassifyError, match="labels"):
         Classifier(more)
     (tmp_path / "empty.txt").write_text("\n\n")

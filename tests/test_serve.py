@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import socket
-import threading
 import time
 
 import pytest
@@ -19,41 +17,12 @@ uvicorn = pytest.importorskip("uvicorn")
 from henet_edge.cli import main  # noqa: E402
 from henet_edge.device.classify import Classifier  # noqa: E402
 from henet_edge.device.serve.app import create_app, parse_bind  # noqa: E402
+from henet_edge.device.serve.live import LiveCamera  # noqa: E402
+from henet_edge.device.serve.metrics import Metrics  # noqa: E402
+from henet_edge.device.serve.pool import ClassifierPool  # noqa: E402
 
 from .device_helpers import colour_image  # noqa: E402
-
-
-class Server:
-    """A uvicorn server in a thread on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        return resp.status, dict(resp.getheaders()), data
+from .serve_helpers import Server  # noqa: E402
 
 
 def jpeg(channel: int) -> bytes:
@@ -162,6 +131,134 @@ def test_token_is_checked_on_every_request(classifier):
         assert s.request("GET", "/healthz?token=s3cret")[0] == 200
 
 
+def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body of (field, filename or None, data) and its Content-Type."""
+    boundary = "henetboundary42"
+    out = b""
+    for field, filename, data in parts:
+        disposition = f'form-data; name="{field}"' + (f'; filename="{filename}"' if filename
+                                                      else "")
+        out += (f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                + ("Content-Type: image/jpeg\r\n" if filename else "") + "\r\n").encode()
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_upload_gives_the_same_result_as_a_raw_body(server):
+    data = jpeg(1)
+    raw = json.loads(server.request("POST", "/api/classify", data,
+                                    {"Content-Type": "image/jpeg"})[2])
+    body, ctype = multipart([("note", None, b"hello"), ("file", "green.jpg", data)])
+    status, _, reply = server.request("POST", "/api/classify", body, {"Content-Type": ctype})
+    assert status == 200, reply
+    served = json.loads(reply)
+    assert served["top"] == raw["top"] and served["logits"] == raw["logits"]
+
+
+@pytest.mark.parametrize("parts,boundary_ok,status,kind", [
+    ([("note", None, b"no file here")], True, 400, "no_file"),
+    ([("file", "junk.jpg", b"not an image")], True, 400, "bad_image"),
+    ([("file", "big.jpg", b"x" * 300_000)], True, 413, "too_large"),
+    ([("file", "a.jpg", b"abc")], False, 400, "bad_multipart"),
+])
+def test_bad_multipart_uploads_get_4xx_json(server, parts, boundary_ok, status, kind):
+    body, ctype = multipart(parts)
+    if not boundary_ok:
+        ctype = "multipart/form-data"  # no boundary: the body cannot be split
+    got, _, data = server.request("POST", "/api/classify", body, {"Content-Type": ctype})
+    assert got == status, data
+    reply = json.loads(data)
+    assert reply["ok"] is False and reply["kind"] == kind
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_streams_without_a_camera_are_a_json_404(server):
+    for path in ("/stream.mjpg", "/api/stream"):
+        status, _, data = server.request("GET", path)
+        assert status == 404 and json.loads(data)["kind"] == "no_camera"
+    assert json.loads(server.request("GET", "/healthz")[2]) == {"ok": True, "classify": True,
+                                                                "camera": None}
+
+
+@pytest.fixture
+def frames_folder(tmp_path):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for i in range(3):
+        colour_image(i, size=(64, 48)).save(folder / f"frame{i}.jpg", "JPEG", quality=90)
+    return folder
+
+
+def wait_for(check, what: str, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_camera_frames_results_and_a_camera_that_disappears(classifier, frames_folder):
+    metrics = Metrics()
+    pool = ClassifierPool(classifier)
+    camera = LiveCamera(str(frames_folder), pool.classify_rgb, every=0.05,
+                        on_frame=metrics.frame)
+    with Server(create_app(pool, camera=camera, metrics=metrics)) as s:
+        camera.start()
+        try:
+            health = wait_for(lambda: (h := json.loads(s.request("GET", "/healthz")[2]))
+                              ["camera"]["frames"] >= 4 and h, "camera frames")
+            assert health["ok"] is True and health["camera"]["state"] == "running"
+            assert json.loads(s.request("GET", "/api/info")[2])["camera"] == str(frames_folder)
+
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+            conn.request("GET", "/api/stream")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.getheader("content-type").startswith(
+                "text/event-stream")
+            event = None
+            while event is None:
+                line = resp.readline().decode()
+                if line.startswith("data: ") and '"frame"' in line:
+                    event = json.loads(line[6:])
+            conn.close()
+            assert event["label"] in classifier.labels
+            assert {"capture", "preprocess", "invoke"} <= set(event["timings_ms"])
+            assert event["fps"] > 0 and event["source"] == str(frames_folder)
+
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+            conn.request("GET", "/stream.mjpg")
+            resp = conn.getresponse()
+            assert resp.getheader("content-type").startswith("multipart/x-mixed-replace")
+            assert resp.readline() == b"--frame\r\n"
+            headers = {}
+            while (line := resp.readline().strip()):
+                key, _, value = line.decode().partition(": ")
+                headers[key.lower()] = value
+            frame = resp.read(int(headers["content-length"]))
+            conn.close()
+            assert Image.open(io.BytesIO(frame)).size == (64, 48)
+
+            text = s.request("GET", "/metrics")[2].decode()
+            frames = [r for r in text.splitlines() if r.startswith("henet_frames_total")]
+            assert float(frames[0].split()[-1]) >= 4
+
+            for image in frames_folder.iterdir():  # the camera goes away mid-stream
+                image.unlink()
+            health = wait_for(lambda: (h := json.loads(s.request("GET", "/healthz")[2]))
+                              ["camera"]["state"] == "failed" and h, "the camera failure")
+            assert health["ok"] is False and health["classify"] is True
+            error = health["camera"]["error"].lower()  # a frame vanished, or all of them
+            assert "no such file" in error or "no jpeg" in error, error
+            status, _, data = s.request("POST", "/api/classify", jpeg(0),
+                                        {"Content-Type": "image/jpeg"})
+            assert status == 200 and json.loads(data)["ok"] is True
+        finally:
+            camera.stop()
+
+
 def test_parse_bind():
     assert parse_bind("0.0.0.0:9000") == ("0.0.0.0", 9000)
     with pytest.raises(ValueError):
@@ -174,3 +271,55 @@ def test_cli_serve_rejects_a_bad_bind_in_one_line(tiny_bundle):
     result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--bind", "oops"])
     assert result.exit_code != 0 and "HOST:PORT" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_serve_rejects_a_camera_source_that_cannot_open(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--camera",
+                                       str(tmp_path / "missing.mp4")])
+    assert result.exit_code != 0 and "no such file" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_serve_with_a_camera_stops_cleanly_on_a_signal(frames_folder, signame):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from henet_edge.device.classify import DEFAULT_BUNDLE
+
+    from .deploy_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "henet_edge.cli", "serve", "--model",
+                             str(DEFAULT_BUNDLE), "--bind", f"127.0.0.1:{port}", "--camera",
+                             str(frames_folder), "--every", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        def running():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                return json.loads(conn.getresponse().read())["camera"]["frames"] > 0
+            except OSError:
+                return False
+
+        wait_for(running, "serve to start and classify frames", 60)
+        stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        stream.request("GET", "/api/stream")  # an open stream must not hold up the exit
+        assert stream.getresponse().status == 200
+        sig = getattr(signal, signame)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=15)
+        # uvicorn re-raises the signal once it has shut down: SIGTERM ends the process as
+        # SIGTERM (a clean stop for systemd), Ctrl-C is "interrupted", exit 130
+        assert proc.returncode == (-sig if sig == signal.SIGTERM else 130), out
+        assert time.monotonic() - t0 < 1.5, "an open stream held up the stop"
+        assert b"Traceback" not in out and b"graceful shutdown exceeded" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

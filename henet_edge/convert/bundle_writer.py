@@ -20,11 +20,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from henet_edge import HenetEdgeError, __version__
+from henet_edge import HenetEdgeError, refuse_existing
 from henet_edge.calibration.calibration_set import CalibrationSet
-from henet_edge.device.bundle import FORMAT, MANIFEST, sha256_file
+from henet_edge.device.manifest import (
+    MANIFEST,
+    Manifest,
+    ManifestError,
+    ModelEntry,
+    check_preprocessing,
+    parse_manifest,
+    sha256_file,
+)
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
 from henet_edge.device.runtime import TFLiteModel
+from henet_edge.henet_keras.tf_env import library_versions
+from henet_edge.storage import utc_timestamp
 
 from .audit import audit_model
 from .lowering import DEFAULT_LOWERING
@@ -44,10 +54,51 @@ class SourceModel:
     labels: list[str]
     preprocessing: Preprocessing
     run_config: dict | None
+    preprocessing_source: str = "the run's config.json"
 
 
-def load_source_model(path: str | Path, labels: list[str] | None = None) -> SourceModel:
-    """Load ``RUN_DIR`` (its best.keras, else model.keras) or a ``.keras`` file."""
+def read_preprocessing(value: str) -> tuple[Preprocessing, str]:
+    """``--preprocessing``: ``default`` (henet-edge/v1, CIFAR statistics, 32 -> 31 crop) or a
+    JSON file holding it (a run's config.json, a bundle's manifest.json, or the object)."""
+    if value == "default":
+        return DEFAULT, "--preprocessing default"
+    path = Path(value)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConvertError(f"--preprocessing {value}: cannot be read "
+                           f"({exc.strerror or exc}); pass 'default' or a JSON file") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConvertError(f"--preprocessing {value}: not valid JSON") from exc
+    if isinstance(data, dict) and isinstance(data.get("preprocessing"), dict):
+        data = data["preprocessing"]
+    try:
+        check_preprocessing(data)
+    except ManifestError as exc:
+        raise ConvertError(f"--preprocessing {value}: {exc}") from None
+    return Preprocessing.from_dict(data), f"--preprocessing {value}"
+
+
+def _run_config(folder: Path) -> dict | None:
+    """The run's ``config.json`` in ``folder``, if there is one."""
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        config = json.loads(cfg.read_text())
+    except (ValueError, RecursionError) as exc:
+        raise ConvertError(f"{cfg}: not valid JSON") from exc
+    return config if isinstance(config, dict) and "preprocessing" in config else None
+
+
+def load_source_model(path: str | Path, labels: list[str] | None = None,
+                      preprocessing: str | None = None) -> SourceModel:
+    """Load ``RUN_DIR`` (its best.keras, else model.keras) or a ``.keras`` file.
+
+    The preprocessing is ``--preprocessing`` when given, else the run's: its
+    config.json, also beside a bare ``.keras`` taken from a run folder. A bare
+    ``.keras`` with neither is refused rather than given the default silently.
+    """
     import keras
 
     from henet_edge.henet_keras import layers as _layers  # noqa: F401 - custom layers
@@ -55,10 +106,9 @@ def load_source_model(path: str | Path, labels: list[str] | None = None) -> Sour
     path = Path(path)
     config = None
     if path.is_dir():
-        cfg = path / "config.json"
-        if not cfg.exists():
+        config = _run_config(path)
+        if config is None:
             raise ConvertError(f"{path}: not a run folder (no config.json) and not a .keras file")
-        config = json.loads(cfg.read_text())
         for name in ("best.keras", "model.keras"):
             if (path / name).exists():
                 model_path = path / name
@@ -74,17 +124,29 @@ def load_source_model(path: str | Path, labels: list[str] | None = None) -> Sour
     except Exception as exc:
         raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]})") from exc
+    if config is None:
+        config = _run_config(model_path.parent)
     classes = int(model.outputs[0].shape[-1])
     if labels is None:
         labels = config["labels"] if config else [f"class_{i}" for i in range(classes)]
     if len(labels) != classes:
         raise ConvertError(f"{len(labels)} labels for a model with {classes} outputs")
-    spec = Preprocessing.from_dict(config["preprocessing"]) if config else DEFAULT
+    if preprocessing is not None:
+        spec, source = read_preprocessing(preprocessing)
+    elif config is not None:
+        spec, source = (Preprocessing.from_dict(config["preprocessing"]),
+                        str(model_path.parent / "config.json"))
+    else:
+        raise ConvertError(f"{model_path}: a bare .keras file has no run config.json beside "
+                           "it to take the preprocessing from; pass --preprocessing default "
+                           "(henet-edge/v1: CIFAR mean/std, 32 -> 31 centre crop) or "
+                           "--preprocessing FILE.json (a run's config.json or a bundle's "
+                           "manifest.json)")
     size = model.inputs[0].shape[1]
     if size != spec.input_size:
         raise ConvertError(f"model input is {size}x{size} but preprocessing gives "
-                           f"{spec.input_size}x{spec.input_size}")
-    return SourceModel(model_path, model, list(labels), spec, config)
+                           f"{spec.input_size}x{spec.input_size} (from {source})")
+    return SourceModel(model_path, model, list(labels), spec, config, source)
 
 
 def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], count: int):
@@ -115,19 +177,8 @@ def _model_meta(src: SourceModel) -> dict:
     return meta
 
 
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    versions = {"henet_edge": __version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__, "numpy": np.__version__}
-    try:
-        import ai_edge_litert
-
-        versions["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "?")
-    except ImportError:  # pragma: no cover
-        pass
-    return versions
+def _quant(quant) -> dict:
+    return {"dtype": str(quant.dtype), "scale": quant.scale, "zero_point": quant.zero_point}
 
 
 def convert_bundle(
@@ -155,8 +206,7 @@ def convert_bundle(
     from .tflite import to_float32, to_int8
 
     out = Path(out)
-    if out.exists() and not force:
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+    refuse_existing(out, force)
     calibration.check_matches(src.preprocessing)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -204,46 +254,42 @@ def convert_bundle(
         if include_validation:  # ... and measure accuracy on held-out images
             held_out_sample(val_pixels, val_labels, src, data_note,
                             include_validation).save(tmp / "validation.npz")
-        models = {}
-        for precision, model in (("float32", float_model), ("int8", int8_model)):
-            models[precision] = {
-                "file": f"model_{precision}.tflite",
-                "input": {"dtype": str(model.input_quant.dtype), "scale": model.input_quant.scale,
-                          "zero_point": model.input_quant.zero_point},
-                "output": {"dtype": str(model.output_quant.dtype),
-                           "scale": model.output_quant.scale,
-                           "zero_point": model.output_quant.zero_point},
-            }
+        models = {precision: ModelEntry(f"model_{precision}.tflite", _quant(model.input_quant),
+                                        _quant(model.output_quant))
+                  for precision, model in (("float32", float_model), ("int8", int8_model))}
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
                  if p.is_file()}
-        manifest = {
-            "format": FORMAT,
-            "name": src.model.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": _model_meta(src),
-            "labels": src.labels,
-            "input_shape": list(float_model.input_shape),
-            "preprocessing": src.preprocessing.to_dict(),
-            "models": models,
-            "lowering": lowering,
-            "golden": "golden.json",
-            "golden_count": len(golden),
-            "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}
-            | {"ids_count": len(calibration.provenance["ids"])},
-            "report": {"keras_top1": report["keras"]["top1"],
-                       "float32_top1": report["float32"]["top1"],
-                       "int8_top1": report["int8"]["top1"],
-                       "int8_agreement": report["int8"]["top1_agreement"],
-                       "data": data_note, "images": report["images"]},
-            "source_model": {"file": src.path.name, "sha256": source_hash,
-                             "included": include_keras},
-            "versions": _versions(),
-            "files": files,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        manifest = Manifest(
+            name=src.model.name,
+            created=utc_timestamp(),
+            model=_model_meta(src),
+            labels=src.labels,
+            input_shape=list(float_model.input_shape),
+            preprocessing=src.preprocessing.to_dict(),
+            models=models,
+            golden="golden.json",
+            extra={
+                "lowering": lowering,
+                "golden_count": len(golden),
+                "calibration": {k: v for k, v in calibration.provenance.items() if k != "ids"}
+                | {"ids_count": len(calibration.provenance["ids"])},
+                "report": {"keras_top1": report["keras"]["top1"],
+                           "float32_top1": report["float32"]["top1"],
+                           "int8_top1": report["int8"]["top1"],
+                           "int8_agreement": report["int8"]["top1_agreement"],
+                           "data": data_note, "images": report["images"]},
+                "source_model": {"file": src.path.name, "sha256": source_hash,
+                                 "included": include_keras},
+                "versions": library_versions(),
+            },
+            files=files,
+        )
+        text = manifest.to_json()
+        parse_manifest(json.loads(text))  # the writer never writes what the device refuses
+        (tmp / MANIFEST).write_text(text)
         _swap_into_place(tmp, out)
         log(f"bundle written to {out}")
-        return manifest
+        return manifest.to_dict()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

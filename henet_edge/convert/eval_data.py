@@ -19,6 +19,7 @@ import numpy as np
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.evaluate import bundle_validation
+from henet_edge.device.manifest import MANIFEST, ManifestError, read_manifest
 
 
 class EvaluationDataError(HenetEdgeError, ValueError):
@@ -48,15 +49,13 @@ def _training_source(model: Path, run_config: dict[str, Any] | None) -> str | No
     """The data a run trained on (or a bundle's calibration sample came from)."""
     if run_config is not None:
         return run_config.get("train", {}).get("data") or None
-    manifest = model / "manifest.json"
+    manifest = model / MANIFEST
     if manifest.is_file():
-        import json
-
         try:
-            calibration = json.loads(manifest.read_text()).get("calibration") or {}
-            return calibration.get("source") or None
-        except (OSError, ValueError, AttributeError):
+            calibration = read_manifest(manifest).extra.get("calibration") or {}
+        except ManifestError:  # load_bundle says what is wrong with it
             return None
+        return calibration.get("source") if isinstance(calibration, dict) else None
     return None
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from henet_edge import refuse_existing
 from henet_edge.calibration.calibration_set import load_calibration, resolve_calibration
 from henet_edge.device.preprocess import preprocess_pixels
 
@@ -57,12 +58,18 @@ def convert(source: str | Path, calibration: str, out: str | Path, *, num: int =
             gates: Gates = DEFAULT_GATES, labels: list[str] | None = None,
             include_keras: bool = False, include_calibration: bool = False,
             include_validation: int = 0, lowering: str = DEFAULT_LOWERING,
-            log: Callable[[str], None] = print) -> dict:
-    """Convert a run folder or ``.keras`` file into a bundle folder ``out``."""
+            preprocessing: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Convert a run folder or ``.keras`` file into a bundle folder ``out``.
+
+    ``preprocessing`` is ``--preprocessing`` (see ``read_preprocessing``); a bare
+    ``.keras`` without a run config beside it needs it.
+    """
     out = Path(out)
-    if out.exists() and not force:  # fail before any slow work
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
-    src = load_source_model(source, labels)
+    refuse_existing(out, force)  # fail before any slow work
+    src = load_source_model(source, labels, preprocessing)
+    spec = src.preprocessing
+    log(f"preprocessing {spec.name} ({spec.canonical_size} -> {spec.input_size} centre crop) "
+        f"from {src.preprocessing_source}")
     calib = resolve_calibration(calibration, num=num, seed=seed, preprocessing=src.preprocessing)
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "

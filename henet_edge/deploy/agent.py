@@ -13,8 +13,9 @@ Operations:
     existing parent), whether ``venv``/``ensurepip`` work, which TFLite
     runtimes the system Python already has, and what is installed in ``BASE``.
 ``verify DIR BUNDLE_ID``
-    Check that ``DIR/manifest.json`` hashes to ``BUNDLE_ID`` and that every
-    file the manifest lists is present with its sha256.
+    Check that ``DIR/manifest.json`` hashes to ``BUNDLE_ID``, follows the
+    schema, and that its files pass the device's own checks (inside the
+    bundle, listed, present with their sha256, labels.txt agreeing).
 ``sha256 FILE...``
     The sha256 of each file.
 ``status BASE [--verify]``
@@ -26,18 +27,24 @@ Operations:
     (waiting up to ``TIMEOUT`` seconds), answer, then hold the lock until
     stdin closes: run with ``python3 -c``, so the lock dies with the
     connection that holds it.
+
+The manifest schema and the check of a bundle's files are not written here a
+second time: they are :mod:`henet_edge.device.manifest` (standard library
+only), which deploy ships inside this program as ``MANIFEST_SOURCE`` (see
+``probe.agent_source``); imported from the package, the agent reads the same
+file from beside it. It is loaded only by the operations that need it, so an
+old Python can still run ``probe`` and be told it is too old.
 """
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import platform
 import sys
 import time
+import types
 
-FORMAT = "henet-edge-bundle/1"
 MANIFEST = "manifest.json"
 INSTALL_RECORD = "henet-edge-install.json"
 HISTORY = "history.jsonl"
@@ -46,17 +53,6 @@ STATE_MARKER = ".henet-edge-state"
 LOCK_FILE = ".deploy.lock"
 # What an unmarked folder made by an earlier henet-edge may hold, and nothing else.
 LEGACY_NAMES = {"bundles", "venvs", "venv", "current", "tmp", HISTORY, LAST_BENCH}
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_text(path, limit=4096):
@@ -170,29 +166,46 @@ def probe(base):
     }
 
 
+def _manifest_module():
+    """:mod:`henet_edge.device.manifest`, run from its shipped or neighbouring source."""
+    module = sys.modules.get("henet_edge_manifest")
+    if module is not None:
+        return module
+    source = globals().get("MANIFEST_SOURCE")
+    if source is None:  # imported from the package rather than shipped to the device
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, os.pardir, "device", "manifest.py")) as f:
+            source = f.read()
+    module = types.ModuleType("henet_edge_manifest")
+    sys.modules[module.__name__] = module  # dataclasses look their module up here
+    exec(compile(source, "henet_edge/device/manifest.py", "exec"), module.__dict__)
+    return module
+
+
 def verify(folder, bundle_id):
+    """The manifest's hash, schema and every file check (as the device does at load)."""
+    manifest_module = _manifest_module()
     problems = []
     manifest_path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(manifest_path):
+    try:
+        os.listdir(folder)
+        actual = manifest_module.sha256_file(manifest_path)
+    except (FileNotFoundError, IsADirectoryError):
         return {"ok": False, "problems": ["manifest.json: missing"]}
-    actual = sha256_file(manifest_path)
+    except OSError as exc:
+        what = MANIFEST if exc.filename == manifest_path else folder
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+        return {"ok": False, "problems": [f"{what}: cannot be read ({reason})"]}
     if bundle_id and actual != bundle_id:
         problems.append("manifest.json: sha256 mismatch (file changed or corrupt)")
-    manifest = _load_json(manifest_path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        problems.append(f"manifest.json: not a {FORMAT} manifest")
+    try:
+        manifest = manifest_module.read_manifest(manifest_path)
+    except manifest_module.ManifestError as exc:
+        problems.append(f"manifest.json: {exc}")
         return {"ok": False, "problems": problems, "id": actual}
-    files = manifest.get("files") or {}
-    root = os.path.realpath(folder)
-    for name in sorted(files):
-        path = os.path.realpath(os.path.join(folder, name))
-        if os.path.isabs(name) or not path.startswith(root + os.sep):
-            problems.append(f"{name}: path escapes the bundle")
-        elif not os.path.isfile(path):
-            problems.append(f"{name}: missing")
-        elif sha256_file(path) != files[name]:
-            problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
-    return {"ok": not problems, "problems": problems, "id": actual, "files": len(files) + 1}
+    problems += manifest_module.verify_bundle(folder, manifest)
+    return {"ok": not problems, "problems": problems, "id": actual,
+            "files": len(manifest.files) + 1}
 
 
 def _history(base):
@@ -320,7 +333,7 @@ def main(argv):
     elif op == "verify":
         result = verify(args[0], args[1] if len(args) > 1 else None)
     elif op == "sha256":
-        result = {path: sha256_file(path) for path in args}
+        result = {path: _manifest_module().sha256_file(path) for path in args}
     elif op == "status":
         result = status(args[0], check="--verify" in args[1:])
     elif op == "lock":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
-from henet_edge.device.bundle import load_bundle
+from henet_edge.device.bundle import MANIFEST, load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
 
 DEFAULT_CALIBRATION = DEFAULT_BUNDLE / "calibration.npz"
@@ -73,14 +73,15 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
 
     model = options.model or _default_model()
     calibration = options.calibration or str(DEFAULT_CALIBRATION)
-    val_data, labels = options.val_data, None
-    if options.model is None:  # the shipped .keras: its labels are the default bundle's
-        labels = load_bundle(DEFAULT_BUNDLE).labels
-        if val_data is None and DEFAULT_VALIDATION.is_file():
-            val_data = str(DEFAULT_VALIDATION)
+    val_data, labels, preprocessing = options.val_data, None, None
+    if options.model is None:  # the shipped .keras: labels, preprocessing and held-out
+        bundle = load_bundle(DEFAULT_BUNDLE)  # images are the default bundle's (verified)
+        labels, preprocessing = bundle.labels, str(bundle.root / MANIFEST)
+        if val_data is None and DEFAULT_VALIDATION.name in bundle.manifest.files:
+            val_data = str(bundle.file(DEFAULT_VALIDATION.name))
     log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
     return convert(model, calibration, out, val_data=val_data, gate=options.gate,
-                   labels=labels, log=lambda m: log(f"    {m}"))
+                   labels=labels, preprocessing=preprocessing, log=lambda m: log(f"    {m}"))
 
 
 @contextmanager

@@ -71,6 +71,7 @@ Log = Callable[[str], None]
 BUNDLES, VENVS, VENV_LINK, CURRENT = "bundles", "venvs", "venv", "current"
 HISTORY, LAST_BENCH, INSTALL_RECORD = agent.HISTORY, agent.LAST_BENCH, agent.INSTALL_RECORD
 MB = 1_000_000
+SERVICE_UNIT = "henet-edge.service"
 
 
 @dataclass
@@ -88,6 +89,7 @@ class InstallOptions:
     selftest: bool = True
     lock_timeout: float = 600.0        # wait this long for another deploy to the device
     command_timeout: float = 1800.0    # pip on a Pi Zero 2 can be slow
+    service: list[str] | None = None   # `service install` arguments: install the unit
 
 
 @dataclass
@@ -105,6 +107,7 @@ class DeployResult:
     device: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    service: dict[str, Any] | None = None  # the unit's state after install or restart
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,9 +318,9 @@ class Installer:
         t0 = time.monotonic()
         bundle = load_bundle(bundle_path)  # verifies every hash locally first
         bundle_id = bundle.id
-        files = [MANIFEST, *sorted(bundle.manifest["files"])]
+        files = [MANIFEST, *sorted(bundle.manifest.files)]
         bundle_bytes = sum((bundle.root / f).stat().st_size for f in files)
-        name = bundle.manifest.get("name")
+        name = bundle.manifest.name
         self.log(f"bundle {name} {_short(bundle_id)} ({len(files)} files, "
                  f"{human_bytes(bundle_bytes)})")
 
@@ -386,12 +389,46 @@ class Installer:
         else:
             self.log(f"current is already {_short(bundle_id)} ({name})")
         removed = self._prune(bundle_id, key)
+        service = self._service_after_switch(warnings)
         return DeployResult(
             host=self.name, bundle=bundle_id, name=name, previous=previous,
             version=__version__ if not self.options.device_python else "external",
             venv=key, installed=need_venv, uploaded=uploaded, runtime=runtime,
             selftest=_selftest_summary(selftest), device=info.to_dict(), warnings=warnings,
-            removed=removed, seconds=round(time.monotonic() - t0, 2))
+            removed=removed, service=service, seconds=round(time.monotonic() - t0, 2))
+
+    # -- the service (systemd unit running `henet-edge serve` on the device)
+    def service(self, *args: str) -> dict[str, Any]:
+        """``henet-edge service ARGS --json`` on the device, its JSON answer."""
+        result = self.session.run(self.henet_command(["service", *args, "--json"]),
+                                  f"henet-edge service {args[0]}")
+        try:
+            return json.loads(result.out)
+        except ValueError:
+            raise RemoteCommandError(f"{self.name}: henet-edge service {args[0]} gave no "
+                                     f"JSON ({result.last_line() or 'no output'})") from None
+
+    def _service_after_switch(self, warnings: list[str]) -> dict[str, Any] | None:
+        """Install the unit (``--service``), or restart one already installed, so it
+        serves the new ``current``: only ever after the self-test passed and the switch."""
+        if self.options.service is not None:
+            state = self.service("install", *self.options.service)
+        else:
+            probe = self.connection.run(
+                f"[ -f /etc/systemd/system/{SERVICE_UNIT} ] || "
+                f"[ -f \"$HOME\"/.config/systemd/user/{SERVICE_UNIT} ]")
+            if not probe.ok:
+                return None
+            try:
+                state = self.service("restart")
+            except DeployError as exc:  # the deploy itself is done; say so, do not fail it
+                warnings.append(f"the service did not restart: {exc}")
+                self.log(f"warning: {warnings[-1]}")
+                return None
+        self.log(f"service: {service_summary(state)}")
+        for note in state.get("notes") or []:
+            self.log(f"note: {note}")
+        return state
 
     def _drop_failed(self, bundle_id: str, previous: str | None) -> None:
         """Remove a bundle that failed its self-test unless it was ever deployed here."""
@@ -595,7 +632,15 @@ class Installer:
         state["version"] = record.get("version")
         state["problems"] = current_problems(state)
         state.pop("history", None)
+        state["service"] = self._service_state() if state.get("venv") else None
         return state
+
+    def _service_state(self) -> dict[str, Any] | None:
+        """The unit's state for ``status`` (None when the device side cannot tell)."""
+        try:
+            return self.service("status")
+        except DeployError:
+            return None
 
     def rollback(self, to: str | None = None) -> dict[str, Any]:
         """Switch ``current`` back, under the device's deploy lock."""
@@ -651,6 +696,14 @@ def current_problems(state: dict[str, Any]) -> list[str]:
         return [f"current {_short(current)} is damaged ({'; '.join(check['problems'][:2])}): "
                 f"deploy it again"]
     return []
+
+
+def service_summary(state: dict[str, Any]) -> str:
+    if not state.get("installed"):
+        return "not installed"
+    if not state.get("systemd"):
+        return f"unit written to {state['unit']}; systemd is not running there, not started"
+    return f"{state['scope']} unit {state['active']}, {state['enabled']}"
 
 
 def _selftest_summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,12 @@ DEFAULT_REMOTE_PYTHON = "python3"
 
 
 def agent_source() -> bytes:
-    return (Path(__file__).with_name("agent.py")).read_bytes()
+    """The one program deploy runs on the device: the agent, with the manifest module's
+    source ahead of it as ``MANIFEST_SOURCE`` (the agent loads it when it needs it)."""
+    package = Path(__file__).resolve().parents[1]
+    manifest = (package / "device" / "manifest.py").read_text()
+    agent = (package / "deploy" / "agent.py").read_bytes()
+    return f"MANIFEST_SOURCE = {manifest!r}\n".encode() + agent
 
 
 def run_agent(connection: Connection, python: str, op: str, *args: str,

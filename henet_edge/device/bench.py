@@ -27,7 +27,7 @@ import numpy as np
 
 from henet_edge import HenetEdgeError
 
-from .bundle import MANIFEST, PRECISIONS, load_bundle, sha256_file
+from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import Probe, assess
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
 from .runtime import (
@@ -105,10 +105,10 @@ def resolve_models(specs: Sequence[str | Path],
     resolved: list[tuple[str, Path, Preprocessing]] = []
     for spec in specs:
         path = Path(spec).expanduser()
-        if path.is_dir() or path.name == MANIFEST:
+        if is_bundle(path):
             bundle = load_bundle(path)
             wanted = bundle.precisions if precision == "all" else [precision]
-            name = bundle.manifest.get("name") or bundle.root.name
+            name = bundle.manifest.name or bundle.root.name
             for p in wanted:
                 resolved.append((f"{name}/{p}", bundle.model_path(p), bundle.preprocessing))
         elif path.is_file():

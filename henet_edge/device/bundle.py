@@ -28,197 +28,134 @@ device::
     }
 
 The bundle's identity (its version) is the sha256 of ``manifest.json``, which
-covers every file through ``files``.
+covers every file through ``files``. The type, its reader, writer and the one
+verifier of a bundle's files are in :mod:`henet_edge.device.manifest`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from henet_edge import HenetEdgeError
 
+from .manifest import (
+    FORMAT,
+    MANIFEST,
+    PRECISIONS,
+    Manifest,
+    ManifestError,
+    content_problems,
+    named_file_problems,
+    read_golden,
+    read_manifest,
+    sha256_file,
+    verify_files,
+)
 from .preprocess import Preprocessing
 
-FORMAT = "henet-edge-bundle/1"
-MANIFEST = "manifest.json"
-PRECISIONS = ("int8", "float32")
+__all__ = ["FORMAT", "MANIFEST", "PRECISIONS", "Bundle", "BundleError", "Manifest",
+           "is_bundle", "load_bundle", "sha256_file", "verify_files"]
 
 
 class BundleError(HenetEdgeError, ValueError):
     """A bundle that cannot be used (missing, malformed, or failing its hashes)."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def is_bundle(path: str | Path) -> bool:
+    """Whether a model argument is taken as a bundle rather than a bare ``.tflite``: a
+    folder (:func:`load_bundle` says if it has no manifest) or a ``manifest.json``."""
+    path = Path(path)
+    return path.name == MANIFEST or path.is_dir()
 
 
 @dataclass
 class Bundle:
-    """A loaded, verified bundle folder."""
+    """A loaded bundle folder whose files all passed their hashes and the schema."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
+    _golden: dict[str, Any] | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def id(self) -> str:
         return sha256_file(self.root / MANIFEST)
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.manifest["preprocessing"])
+        return Preprocessing.from_dict(self.manifest.preprocessing)
 
     @property
     def precisions(self) -> list[str]:
-        return [p for p in PRECISIONS if p in self.manifest["models"]]
+        return self.manifest.precisions
 
     def model_path(self, precision: str) -> Path:
-        models = self.manifest["models"]
+        models = self.manifest.models
         if precision not in models:
             raise BundleError(f"{self.root}: no {precision} model in this bundle "
                               f"(has: {', '.join(models)})")
-        return self.root / models[precision]["file"]
+        return self.root / models[precision].file
 
     def model_info(self, precision: str) -> dict[str, Any]:
         self.model_path(precision)
-        return self.manifest["models"][precision]
+        return self.manifest.models[precision].to_dict()
+
+    def file(self, name: str) -> Path:
+        """A listed (so verified) file of the bundle; :class:`BundleError` for any other."""
+        if name not in self.manifest.files:
+            raise BundleError(f"{self.root}: {name!r} is not listed in the manifest's 'files'")
+        return self.root / name
 
     def golden(self) -> dict[str, Any] | None:
-        name = self.manifest.get("golden")
-        if not name:
-            return None
-        return json.loads((self.root / name).read_text())
+        """``golden.json``, checked at load: every image a listed file inside the bundle."""
+        return self._golden
 
 
-def _inside(root: Path, name: str) -> bool:
-    """Whether ``name`` is a relative path that stays inside ``root`` once resolved."""
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        return False
-    real_root = Path(os.path.realpath(root))
-    real = Path(os.path.realpath(root / name))
-    return real != real_root and real_root in real.parents
-
-
-def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the files listed in the manifest (escaping, missing or hash mismatch).
-
-    A name escapes the bundle if it is absolute, uses ``..``, or resolves (through a
-    symlink) to a path outside the bundle folder.
-    """
-    problems = []
-    for name, expected in sorted(manifest.get("files", {}).items()):
-        path = root / name
-        if not _inside(root, name):
-            problems.append(f"{name}: path escapes the bundle")
-        elif not path.is_file():
-            problems.append(f"{name}: missing")
+def _readable(path: Path, what: str) -> None:
+    """Raise :class:`BundleError` naming ``path`` when it cannot be read."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        elif path.exists():
+            with open(path, "rb"):
+                pass
         else:
-            try:
-                actual = sha256_file(path)
-            except PermissionError:
-                problems.append(f"{name}: permission denied")
-                continue
-            if actual != expected:
-                problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
-    return problems
+            raise BundleError(f"{path}: no such {what}")
+    except PermissionError as exc:
+        raise BundleError(f"{path}: cannot be read (permission denied)") from exc
 
 
-def named_files(manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every file the manifest names for use, as (field, relative path)."""
-    named = [(f"models.{p}.file", info["file"]) for p, info in manifest["models"].items()]
-    if manifest.get("golden"):
-        named.append(("golden", manifest["golden"]))
-    return named
-
-
-def check_structure(manifest: Any) -> None:
-    """Raise ``ValueError`` naming the field when the manifest's structure is wrong."""
-    if not isinstance(manifest, dict):
-        raise ValueError(f"the manifest is a JSON {type(manifest).__name__}, not an object")
-    for key in ("labels", "input_shape", "preprocessing", "models", "files"):
-        if key not in manifest:
-            raise ValueError(f"missing {key!r}")
-    labels = manifest["labels"]
-    if not isinstance(labels, list) or not labels or not all(
-            isinstance(x, str) and x for x in labels):
-        raise ValueError("'labels' must be a non-empty list of non-empty strings")
-    shape = manifest["input_shape"]
-    if not isinstance(shape, list) or len(shape) != 4 or not all(
-            type(x) is int and x > 0 for x in shape):
-        raise ValueError("'input_shape' must be a list of four positive integers")
-    if not isinstance(manifest["preprocessing"], dict):
-        raise ValueError("'preprocessing' must be an object")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise ValueError("'files' must be an object mapping file names to sha256 strings")
-    models = manifest["models"]
-    if not isinstance(models, dict) or not models:
-        raise ValueError("'models' must be a non-empty object")
-    for precision, info in models.items():
-        if precision not in PRECISIONS:
-            raise ValueError(f"'models.{precision}': unknown precision "
-                             f"(expected one of {', '.join(PRECISIONS)})")
-        if not isinstance(info, dict) or not isinstance(info.get("file"), str):
-            raise ValueError(f"'models.{precision}' must be an object with a 'file' string")
-    golden = manifest.get("golden")
-    if golden is not None and not isinstance(golden, str):
-        raise ValueError("'golden' must be a string")
-
-
-def check_named_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with files the manifest uses: each must be inside the bundle and hashed."""
-    problems = []
-    for field, name in named_files(manifest):
-        if not _inside(root, name):
-            problems.append(f"{field}: {name!r} is not a path inside the bundle")
-        elif name not in manifest["files"]:
-            problems.append(f"{field}: {name!r} is not listed in 'files' (not hashed)")
-    return problems
-
-
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
-    """Load a bundle folder (or its manifest.json), checking every file's hash."""
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle folder (or its manifest.json), checking its schema and every hash."""
     root = Path(path).expanduser()
     if root.name == MANIFEST:
         root = root.parent
     manifest_path = root / MANIFEST
-    if not root.exists():
-        raise BundleError(f"{root}: no such bundle folder")
-    if not manifest_path.is_file():
+    _readable(root, "bundle folder")
+    try:
+        found = manifest_path.is_file()
+    except PermissionError as exc:
+        raise BundleError(f"{root}: cannot be read (permission denied)") from exc
+    if not found:
         raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except PermissionError as exc:
-        raise BundleError(f"{manifest_path}: cannot be read (permission denied)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON (nested too deeply)") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise BundleError(f"{manifest_path}: unknown format {found!r} (expected {FORMAT})")
-    try:
-        check_structure(manifest)
-    except ValueError as exc:
+        manifest = read_manifest(manifest_path)
+    except ManifestError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from exc
-    problems = check_named_files(root, manifest)
+    problems = named_file_problems(root, manifest)
     if problems:
         raise BundleError(f"{manifest_path}: " + "; ".join(problems))
-    if verify:
-        problems = verify_files(root, manifest)
-        if problems:
-            raise BundleError(f"{root}: bundle fails its manifest hashes: " + "; ".join(problems))
-    return Bundle(root, manifest)
+    problems = verify_files(root, manifest.files)
+    if problems:
+        raise BundleError(f"{root}: bundle fails its manifest hashes: " + "; ".join(problems))
+    problems = content_problems(root, manifest)
+    if problems:
+        raise BundleError(f"{root}: " + "; ".join(problems))
+    return Bundle(root, manifest, read_golden(root, manifest))

@@ -25,7 +25,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 
-from .bundle import MANIFEST, PRECISIONS, Bundle, load_bundle
+from .bundle import MANIFEST, PRECISIONS, Bundle, is_bundle, load_bundle
 from .inputs import iter_inputs, json_path, printable, read_labels
 from .preprocess import DEFAULT, open_image, preprocess_image
 from .runtime import MAX_THREADS, RuntimeInfo, TFLiteModel, open_model, softmax
@@ -150,7 +150,7 @@ class Classifier:
                                     "link; re-deploy it or pass --model")
             raise ClassifyError(f"{path}: no such model (pass --model with a bundle folder "
                                 "or a .tflite file)")
-        if path.is_dir() or path.name == MANIFEST:
+        if is_bundle(path):
             if labels is not None:
                 raise ClassifyError("--labels is for a bare .tflite; a bundle has its own labels")
             self.bundle = load_bundle(path)
@@ -186,7 +186,7 @@ class Classifier:
                                     f"is a {actual} model ({m.input_quant.dtype} input)")
             self.precision = actual
         else:
-            declared = list(self.bundle.manifest["input_shape"])
+            declared = list(self.bundle.manifest.input_shape)
             if declared != list(m.input_shape):
                 raise ClassifyError(f"{m.path}: wrong input shape {list(m.input_shape)}; "
                                     f"the manifest declares {declared}")
@@ -208,7 +208,7 @@ class Classifier:
                 "classes": len(self.labels), **self.model.describe()}
         if self.bundle is not None:
             info["bundle"] = str(self.bundle.root)
-            info["bundle_name"] = self.bundle.manifest.get("name", "")
+            info["bundle_name"] = self.bundle.manifest.name
             info["bundle_id"] = self.bundle.id
         return info
 

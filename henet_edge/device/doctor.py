@@ -213,8 +213,8 @@ def check_bundle(model: str | Path | None) -> tuple[Check, Path | None]:
     except HenetEdgeError as exc:
         return Check("bundle", "fail", str(exc),
                      "re-deploy the bundle (henet-edge deploy) or pass a good --model"), None
-    files = len(bundle.manifest.get("files", {}))
-    name = bundle.manifest.get("name", bundle.root.name)
+    files = len(bundle.manifest.files)
+    name = bundle.manifest.name or bundle.root.name
     return Check("bundle", "ok", f"{name} at {bundle.root.resolve()}: {files} files match "
                  f"their sha256; id {bundle.id[:16]}; models {', '.join(bundle.precisions)}"), path
 

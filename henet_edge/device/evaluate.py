@@ -12,16 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import MANIFEST, load_bundle
+from .bundle import MANIFEST, is_bundle, load_bundle
 from .classify import Classifier
 from .metrics import classification_metrics, plot_confusion
 from .preprocess import Preprocessing, preprocess_pixels
 
 VALIDATION = "validation.npz"  # the held-out sample `convert --include-validation` ships
-
-
-def _is_bundle(path: Path) -> bool:
-    return (path / MANIFEST).exists() or path.name == MANIFEST
 
 
 def load_models(path: Path, precision: str = "all",
@@ -31,7 +27,7 @@ def load_models(path: Path, precision: str = "all",
     A bare ``.tflite`` takes ``labels.txt`` beside it, else ``labels`` (the data's).
     """
     path = Path(path)
-    if _is_bundle(path):
+    if is_bundle(path):
         bundle = load_bundle(path)
         wanted = bundle.precisions if precision == "all" else [precision]
         return {p: Classifier(path, precision=p) for p in wanted}
@@ -67,12 +63,10 @@ def evaluate_tflite(models: Mapping[str, Path | Classifier], pixels: np.ndarray,
 def bundle_validation(path: Path) -> Path | None:
     """The bundle's shipped held-out sample, verified with the bundle, if it has one."""
     path = Path(path)
-    if not _is_bundle(path):
+    if not is_bundle(path) or (path.is_dir() and not (path / MANIFEST).is_file()):
         return None
     bundle = load_bundle(path)
-    manifest = bundle.manifest  # a dict here; a Manifest with .files once that type lands
-    listed = manifest.files if hasattr(manifest, "files") else manifest.get("files", {})
-    return bundle.root / VALIDATION if VALIDATION in listed else None
+    return bundle.root / VALIDATION if VALIDATION in bundle.manifest.files else None
 
 
 def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> list[Path]:

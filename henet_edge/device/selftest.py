@@ -98,7 +98,7 @@ def run_selftest(bundle_path: str | Path, *, precisions: list[str] | None = None
         image = open_image(str(bundle.root / entry["file"]))
         inputs[entry["file"]] = preprocess_image(image, spec)
     report: dict[str, Any] = {"bundle": str(bundle.root), "id": bundle.id,
-                              "name": bundle.manifest.get("name"),
+                              "name": bundle.manifest.name,
                               "runtime": runtime.describe(), "precisions": {}}
     passed = True
     for precision in wanted:

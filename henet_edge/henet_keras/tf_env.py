@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
@@ -25,9 +26,11 @@ def onednn_setting() -> str:
     return os.environ.get(ONEDNN, "unset")
 
 
-def versions() -> dict:
-    """The library versions a run or a bundle records (TensorFlow is imported here)."""
+def library_versions() -> dict[str, str]:
+    """The versions a run or a bundle records: henet-edge, TensorFlow, Keras, numpy,
+    Python, the oneDNN setting and, where installed, ai-edge-litert."""
     import platform
+    from importlib import metadata
 
     import keras
     import numpy as np
@@ -35,13 +38,9 @@ def versions() -> dict:
 
     from henet_edge import __version__
 
-    found = {"henet_edge": __version__, "tensorflow": tf.__version__,
-             "keras": keras.__version__, "numpy": np.__version__,
-             "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
-    try:
-        import ai_edge_litert
-
-        found["ai_edge_litert"] = getattr(ai_edge_litert, "__version__", "?")
-    except ImportError:  # pragma: no cover - the desktop extra installs it
-        pass
-    return found
+    versions = {"henet_edge": __version__, "tensorflow": tf.__version__,
+                "keras": keras.__version__, "numpy": np.__version__,
+                "python": platform.python_version(), "tf_enable_onednn_opts": onednn_setting()}
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["ai_edge_litert"] = metadata.version("ai-edge-litert")
+    return versions

@@ -33,7 +33,7 @@ from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 from .data import DataError, DataSource, ImageSet, load_source, split_validation
 from .recipes import RECIPES, RecipeSchedule
 from .registry import model_names, model_spec
-from .tf_env import prepare_tensorflow, versions
+from .tf_env import library_versions, prepare_tensorflow
 
 
 class RunError(HenetEdgeError, ValueError):
@@ -403,7 +403,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                         "validation_kind": "test" if source.test is not None else
                         f"seeded {config.val_split:.0%} split (seed {config.seed})",
                         "skipped": len(source.train.skipped)},
-                    "versions": versions(),
+                    "versions": library_versions(),
                     "created": utc_timestamp()}
             write_text_atomic(run_dir / "config.json", json.dumps(full, indent=1))
             log(f"model {model.name}: {model.count_params():,} weights, {formulation} "

@@ -1,7 +1,9 @@
-"""The Starlette application: classify, info, metrics, health, an upload page.
+"""The Starlette application: classify, info, metrics, health, the page and live streams.
 
 Every request passes the token check (when a token is set) with a
 constant-time comparison; user mistakes get a 4xx JSON error, never a 500.
+With a camera, ``GET /stream.mjpg`` streams its frames (MJPEG) and
+``GET /api/stream`` its results (Server-Sent Events).
 """
 
 from __future__ import annotations
@@ -9,22 +11,39 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
+import json
 import secrets
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
+import uvicorn
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from henet_edge import __version__
 
 from ..classify import Classifier
-from ..preprocess import open_image
+from .live import LiveCamera
 from .metrics import Metrics
+from .page import PAGE
+from .pool import ClassifierPool
 
 MAX_UPLOAD = 4 << 20
 IMAGE_TYPES = ("image/", "application/octet-stream")
+MULTIPART = "multipart/form-data"
+STREAM_POLL_S = 0.03
 
 
 def error(status: int, kind: str, message: str, metrics: Metrics,
@@ -40,44 +59,57 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>henet-edge serve</title>
-</head><body><h1>henet-edge serve</h1><p id="model"></p>
-<form id="f"><input type="file" id="file" accept="image/*"><button>Classify</button></form>
-<pre id="result"></pre>
-<script>
-const q = location.search;
-fetch('/api/info' + q).then(r => r.json()).then(i => {
-  document.getElementById('model').textContent =
-    `${i.bundle_name || i.model} · ${i.precision} · ${i.runtime || ''} · ${i.delegate || ''}`;
-});
-document.getElementById('f').onsubmit = async e => {
-  e.preventDefault();
-  const file = document.getElementById('file').files[0];
-  const r = await fetch('/api/classify' + q, {method: 'POST', body: file,
-    headers: {'Content-Type': file.type || 'application/octet-stream'}});
-  const j = await r.json();
-  document.getElementById('result').textContent = j.ok
-    ? j.top.map(t => `${t.label} ${(100 * t.probability).toFixed(1)} %`).join('\\n')
-    : 'error: ' + j.error;
-};
-</script></body></html>
-"""
+class Guard:
+    """ASGI middleware: the token on every request, and request counts per known path."""
 
+    def __init__(self, app: ASGIApp, *, token: str | None, metrics: Metrics,
+                 paths: set[str]):
+        self.app, self.token, self.metrics, self.paths = app, token, metrics, paths
 
-def create_app(classifier: Classifier, *, token: str | None = None,
-               max_upload: int = MAX_UPLOAD, queue_size: int = 16) -> Starlette:
-    """The service around one loaded classifier (a single interpreter)."""
-    metrics = Metrics()
-    lock = asyncio.Lock()
-    waiting = 0
-    info = classifier.describe()
-
-    def authorised(request: Request) -> bool:
-        if token is None:
+    def authorised(self, scope: Scope) -> bool:
+        if self.token is None:
             return True
-        given = request.headers.get("authorization", "")
-        given = given[7:] if given.startswith("Bearer ") else request.query_params.get("token", "")
-        return hmac.compare_digest(given.encode(), token.encode())
+        given = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value.startswith(b"Bearer "):
+                given = value[7:].decode("latin-1")
+                break
+        else:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = query.get("token", [""])[0]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if not self.authorised(scope):
+                response = error(401, "unauthorised", "missing or wrong token", self.metrics)
+                await response(scope, receive, send)
+                return
+            if scope["path"] in self.paths:
+                self.metrics.request(scope["path"])
+        await self.app(scope, receive, send)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, *,
+               token: str | None = None, max_upload: int = MAX_UPLOAD, queue_size: int = 16,
+               camera: LiveCamera | None = None, metrics: Metrics | None = None) -> Starlette:
+    """The service around loaded classifiers (one interpreter each) and an optional camera.
+
+    ``camera`` is started and stopped by the caller; pass the same ``metrics``
+    to it (``on_frame``) for the frame counter.
+    """
+    pool = classifiers if isinstance(classifiers, ClassifierPool) else ClassifierPool(classifiers)
+    metrics = metrics or Metrics()
+    waiting = 0
+    info = {**pool.first.describe(), "henet_edge": __version__, "workers": pool.size,
+            "camera": camera.spec if camera else None}
+
+    def too_large() -> JSONResponse:
+        return error(413, "too_large", f"upload over the {max_upload} byte limit", metrics)
 
     async def read_body(request: Request) -> bytes | JSONResponse:
         length = request.headers.get("content-length")
@@ -85,40 +117,58 @@ def create_app(classifier: Classifier, *, token: str | None = None,
             if not length.isdigit():
                 return error(400, "bad_request", "invalid Content-Length", metrics)
             if int(length) > max_upload:
-                return error(413, "too_large", f"upload over the {max_upload} byte limit",
-                             metrics)
+                return too_large()
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_upload:
-                return error(413, "too_large", f"upload over the {max_upload} byte limit",
-                             metrics)
+                return too_large()
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def multipart_file(request: Request, body: bytes) -> bytes | JSONResponse:
+        """The first file part of a multipart/form-data body."""
+        parser = MultiPartParser(request.headers, _single(body), max_files=1, max_fields=10,
+                                 max_part_size=max_upload)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            return error(400, "bad_multipart", f"malformed multipart body: {exc.message}",
+                         metrics)
+        try:
+            for _, value in form.multi_items():
+                if not isinstance(value, str):
+                    return await value.read()
+        finally:
+            await form.close()
+        return error(400, "no_file", "the multipart body has no file part; send the image "
+                     "as a file field (e.g. curl -F file=@photo.jpg)", metrics)
 
     async def classify(request: Request) -> Response:
         nonlocal waiting
         ctype = request.headers.get("content-type", "application/octet-stream")
-        if not ctype.startswith(IMAGE_TYPES):
+        is_multipart = ctype.startswith(MULTIPART)
+        if not (is_multipart or ctype.startswith(IMAGE_TYPES)):
             return error(415, "content_type",
                          f"unsupported Content-Type {ctype!r}; send the image bytes as "
-                         "image/* or application/octet-stream", metrics)
+                         "image/* or application/octet-stream, or a multipart/form-data "
+                         "file field", metrics)
         if waiting >= queue_size:
             return error(503, "busy", "the classifier queue is full; retry shortly", metrics,
                          headers={"Retry-After": "1"})
-        body = await read_body(request)
-        if isinstance(body, Response):
-            return body
-        if not body:
-            return error(400, "empty", "empty body; send one image", metrics)
-        try:
-            image = open_image(io.BytesIO(body))
-        except (ValueError, OSError) as exc:
-            return error(400, "bad_image", str(exc), metrics)
         waiting += 1
         try:
-            async with lock:
-                prediction = await asyncio.to_thread(classifier.classify_image, image)
+            body = await read_body(request)
+            if not isinstance(body, Response) and is_multipart:
+                body = await multipart_file(request, body)
+            if isinstance(body, Response):
+                return body
+            if not body:
+                return error(400, "empty", "empty body; send one image", metrics)
+            try:
+                prediction = await asyncio.to_thread(pool.classify_upload, io.BytesIO(body))
+            except (ValueError, OSError) as exc:
+                return error(400, "bad_image", str(exc), metrics)
         finally:
             waiting -= 1
         metrics.invoke(prediction.timings_ms.get("invoke", 0.0))
@@ -129,7 +179,9 @@ def create_app(classifier: Classifier, *, token: str | None = None,
         return JSONResponse(info)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "camera": None})
+        status = camera.status() if camera else None
+        return JSONResponse({"ok": status is None or status["ok"], "classify": True,
+                             "camera": status})
 
     async def metrics_page(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
@@ -137,26 +189,66 @@ def create_app(classifier: Classifier, *, token: str | None = None,
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE)
 
+    def no_camera() -> JSONResponse:
+        return error(404, "no_camera", "this server has no camera; start it with "
+                     "henet-edge serve --camera SOURCE", metrics)
+
+    async def frames(request: Request) -> Response:
+        if camera is None:
+            return no_camera()
+
+        async def parts() -> AsyncIterator[bytes]:
+            seq = -1
+            while not camera.stopped:
+                shot = camera.snapshot()
+                if shot.seq != seq and shot.jpeg is not None:
+                    seq = shot.seq
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                           + str(len(shot.jpeg)).encode() + b"\r\n\r\n" + shot.jpeg + b"\r\n")
+                await asyncio.sleep(STREAM_POLL_S)
+
+        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def events(request: Request) -> Response:
+        if camera is None:
+            return no_camera()
+
+        async def lines() -> AsyncIterator[str]:
+            seq, state = -1, None
+            while not camera.stopped:
+                shot = camera.snapshot()
+                if shot.status["state"] != state:
+                    state = shot.status["state"]
+                    yield f"event: camera\ndata: {json.dumps(shot.status)}\n\n"
+                if shot.seq != seq and shot.result is not None:
+                    seq = shot.seq
+                    yield f"data: {json.dumps(shot.result)}\n\n"
+                await asyncio.sleep(STREAM_POLL_S)
+
+        return StreamingResponse(lines(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return error(404, "not_found", f"no such path {request.url.path}", metrics)
+        if exc.status_code == 405:
+            return error(405, "method", f"method {request.method} not allowed here", metrics)
+        return error(exc.status_code, "bad_request", str(exc.detail), metrics)
+
+    async def internal(request: Request, exc: Exception) -> Response:  # never a traceback
+        return error(500, "internal", f"{type(exc).__name__}", metrics)
+
     routes = [Route("/", page), Route("/api/classify", classify, methods=["POST"]),
               Route("/api/info", api_info), Route("/healthz", healthz),
-              Route("/metrics", metrics_page)]
-    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if not authorised(request):
-            return error(401, "unauthorised", "missing or wrong token", metrics)
-        paths = {r.path for r in routes}
-        if request.url.path not in paths:
-            return error(404, "not_found", f"no such path {request.url.path}", metrics)
-        metrics.request(request.url.path)
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # never a traceback to the client
-            return error(500, "internal", f"{type(exc).__name__}", metrics)
-        if response.status_code == 405:
-            return error(405, "method", f"method {request.method} not allowed here", metrics)
-        return response
-
-    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+              Route("/metrics", metrics_page), Route("/stream.mjpg", frames),
+              Route("/api/stream", events)]
+    app = Starlette(routes=routes,
+                    exception_handlers={HTTPException: http_error, Exception: internal})
+    app.add_middleware(Guard, token=token, metrics=metrics, paths={r.path for r in routes})
     app.state.metrics = metrics
+    app.state.pool = pool
     return app
 
 
@@ -172,17 +264,46 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def serve(classifier: Classifier, bind: str = "127.0.0.1:8080",
-          token: str | None = None) -> None:
-    """Run the service with uvicorn until Ctrl-C or SIGTERM."""
-    import uvicorn
-
+def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1:8080",
+          token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
+    """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)
-    if not is_loopback(host) and token is None:
+    if token is None and not is_loopback(host):
         token = new_token()
         print(f"token (shown once): {token}\nopen http://{host}:{port}/?token={token}",
               flush=True)
     else:
         print(f"serving on http://{host}:{port}/", flush=True)
-    uvicorn.run(create_app(classifier, token=token), host=host, port=port,
-                log_level="warning")
+    metrics = Metrics()
+    pool = ClassifierPool(classifiers)
+    live = (LiveCamera(camera, pool.classify_rgb, every=every, on_frame=metrics.frame)
+            if camera else None)
+    app = create_app(pool, token=token, camera=live, metrics=metrics)
+    if live is not None:
+        live.start()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=2)
+    try:
+        _Server(config, live).run()
+    finally:
+        if live is not None:
+            live.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that ends the camera's streams as soon as a stop is asked (so
+    open pages do not hold up Ctrl-C or SIGTERM) and releases the camera at shutdown."""
+
+    def __init__(self, config: uvicorn.Config, live: LiveCamera | None):
+        super().__init__(config)
+        self.live = live
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.live is not None:
+            self.live.halt()
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        if self.live is not None:
+            await asyncio.to_thread(self.live.stop)

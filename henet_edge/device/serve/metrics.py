@@ -38,6 +38,10 @@ class Metrics:
                 if ms <= le:
                     self.buckets[i] += 1
 
+    def frame(self) -> None:
+        with self.lock:
+            self.frames += 1
+
     def render(self) -> str:
         """The metrics in Prometheus' text exposition format."""
         with self.lock:

@@ -1,0 +1,198 @@
+"""``henet-edge service install|status|uninstall``: run ``serve`` on boot with systemd.
+
+A system unit (``/etc/systemd/system``) when run as root, a user unit
+(``~/.config/systemd/user``) otherwise; a user unit starts at boot without a
+login only with lingering enabled, which :func:`install` says when it is off.
+The unit runs the state folder's ``venv`` (so a redeploy's new venv is used)
+on the ``current`` bundle, with ``Restart=on-failure``. Where systemd is not
+running (a container, a chroot), the unit is written into the state folder
+and the result says it cannot be started there.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from henet_edge import HenetEdgeError
+
+from .classify import edge_home
+
+UNIT = "henet-edge.service"
+SYSTEM_DIR = Path("/etc/systemd/system")
+USER_DIR = Path("~/.config/systemd/user")
+SYSTEMD_RUNNING = Path("/run/systemd/system")  # sd_booted(): the boot's init is systemd
+
+
+class ServiceError(HenetEdgeError, RuntimeError):
+    """The service cannot be installed, inspected or removed."""
+
+
+@dataclass
+class ServiceState:
+    """Where the unit is, whether systemd runs here, and what it says about the unit."""
+
+    unit: str
+    scope: str                      # "system", "user" or "none" (no systemd here)
+    installed: bool
+    systemd: bool
+    enabled: str | None = None      # systemctl is-enabled
+    active: str | None = None       # systemctl is-active
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if not self.installed:
+            return f"not installed ({self.unit} absent)"
+        if not self.systemd:
+            return f"unit written to {self.unit}; systemd is not running here, so not started"
+        return f"{self.scope} unit {self.unit}: {self.active}, {self.enabled}"
+
+
+def systemd_running() -> bool:
+    return SYSTEMD_RUNNING.is_dir() and shutil.which("systemctl") is not None
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def unit_path(home: Path | None = None) -> tuple[Path, str]:
+    """The unit file and its scope (system, user, or none: in the state folder)."""
+    if not systemd_running():
+        return (home or edge_home()) / UNIT, "none"
+    if _as_root():
+        return SYSTEM_DIR / UNIT, "system"
+    return USER_DIR.expanduser() / UNIT, "user"
+
+
+def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
+              token: str | None = None) -> str:
+    """The systemd unit that runs ``henet-edge serve SERVE_ARGS`` with ``python``."""
+    command = " ".join(shlex.quote(a) for a in [python, "-m", "henet_edge.cli", "serve",
+                                                 *serve_args])
+    target = "default.target" if scope == "user" else "multi-user.target"
+    return "\n".join([
+        "[Unit]",
+        "Description=henet-edge serve: the image classifier's HTTP service",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"Environment={shlex.quote('HENET_EDGE_HOME=' + str(home))}",
+        "Environment=PYTHONUNBUFFERED=1",
+        *([f"Environment={shlex.quote('HENET_EDGE_TOKEN=' + token)}"] if token else []),
+        f"ExecStart={command}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=10",
+        "",
+        "[Install]",
+        f"WantedBy={target}",
+        "",
+    ])
+
+
+def _device_python(home: Path) -> str:
+    """The state folder's venv python when there is one (a redeploy switches it)."""
+    venv = home / "venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _systemctl(scope: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    argv = ["systemctl", *(["--user"] if scope == "user" else []), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["failed"]
+        raise ServiceError(f"`{' '.join(argv)}` failed: {reason[0]}")
+    return done
+
+
+def _linger_note() -> str | None:
+    user = getpass.getuser()
+    try:
+        done = subprocess.run(["loginctl", "show-user", user, "--property=Linger"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.stdout.strip() == "Linger=yes":
+        return None
+    return (f"a user unit starts at boot only with lingering: run "
+            f"`sudo loginctl enable-linger {user}` once")
+
+
+def status(home: Path | None = None) -> ServiceState:
+    """The unit's location and, where systemd runs, whether it is enabled and active."""
+    path, scope = unit_path(home)
+    state = ServiceState(str(path), scope, path.is_file(), scope != "none")
+    if state.installed and state.systemd:
+        state.enabled = _systemctl(scope, "is-enabled", UNIT, check=False).stdout.strip()
+        state.active = _systemctl(scope, "is-active", UNIT, check=False).stdout.strip()
+    return state
+
+
+def install(serve_args: list[str], home: Path | None = None,
+            token: str | None = None) -> ServiceState:
+    """Write the unit (atomically, readable only by its owner: it may hold the token);
+    where systemd runs, enable it and (re)start it."""
+    home = (home or edge_home()).expanduser().absolute()
+    path, scope = unit_path(home)
+    text = unit_text(_device_python(home), home, serve_args,
+                     scope="user" if scope == "user" else "system", token=token)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{UNIT}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
+    notes = []
+    if scope == "none":
+        notes.append(f"systemd is not running on this machine, so the service cannot be "
+                     f"started here; the unit is written to {path} (copy it into "
+                     f"{SYSTEM_DIR} on a systemd machine, or run `henet-edge serve`)")
+        return ServiceState(str(path), scope, True, False, notes=notes)
+    _systemctl(scope, "daemon-reload")
+    _systemctl(scope, "enable", UNIT)
+    _systemctl(scope, "restart", UNIT)
+    if scope == "user" and (note := _linger_note()):
+        notes.append(note)
+    state = status(home)
+    state.notes = notes
+    return state
+
+
+def restart(home: Path | None = None) -> ServiceState:
+    """Restart an installed unit (after a redeploy); nothing when none is installed."""
+    state = status(home)
+    if state.installed and state.systemd:
+        _systemctl(state.scope, "restart", UNIT)
+        return status(home)
+    return state
+
+
+def uninstall(home: Path | None = None) -> ServiceState:
+    """Stop, disable and remove the unit."""
+    path, scope = unit_path(home)
+    if scope != "none" and path.is_file():
+        _systemctl(scope, "disable", "--now", UNIT, check=False)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ServiceError(f"cannot remove {path}: {exc.strerror or exc}") from None
+    if scope != "none":
+        _systemctl(scope, "daemon-reload", check=False)
+    return status(home)

@@ -1,0 +1,82 @@
+"""``henet-edge service``: the systemd unit that runs ``serve`` on boot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+from henet_edge.device import service
+
+NO_SYSTEMD = "this machine runs systemd; the test would install and start a real unit"
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is missing (apt install systemd)")
+    for scope in ("system", "user"):
+        text = service.unit_text(sys.executable, tmp_path / "edge home",
+                                 ["--bind", "127.0.0.1:8080", "--camera", "opencv:0"],
+                                 scope=scope, token="t0k")
+        unit = tmp_path / scope / service.UNIT
+        unit.parent.mkdir()
+        unit.write_text(text)
+        runtime = tmp_path / f"run-{scope}"  # --user needs a runtime folder
+        runtime.mkdir(mode=0o700)
+        done = subprocess.run([analyze, "verify", *(["--user"] if scope == "user" else []),
+                               str(unit)], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+        # verify prints a line per problem but exits 0 for most; both must be clean
+        problems = [line for line in done.stderr.splitlines() if service.UNIT in line]
+        assert done.returncode == 0 and not problems, done.stderr
+        assert "Restart=on-failure" in text
+        assert ("WantedBy=default.target" in text) == (scope == "user")
+
+
+def test_a_broken_unit_is_caught_by_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is missing (apt install systemd)")
+    unit = tmp_path / service.UNIT
+    unit.write_text(service.unit_text(str(tmp_path / "no-python"), tmp_path, [],
+                                      scope="system"))
+    done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 or "no-python" in done.stderr
+
+
+@pytest.mark.skipif(service.systemd_running(), reason=NO_SYSTEMD)
+def test_without_systemd_the_unit_is_written_and_said_not_started(tmp_path, monkeypatch):
+    home = tmp_path / "edge"
+    monkeypatch.setenv("HENET_EDGE_HOME", str(home))
+    result = CliRunner().invoke(main, ["service", "install", "--camera", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    state = json.loads(result.stdout)
+    unit = home / service.UNIT
+    assert state["installed"] and not state["systemd"] and state["unit"] == str(unit)
+    assert "cannot be started here" in state["notes"][0]
+    text = unit.read_text()
+    assert f"HENET_EDGE_HOME={home}" in text and "--camera auto" in text
+    assert stat.S_IMODE(os.stat(unit).st_mode) == 0o600
+
+    shown = CliRunner().invoke(main, ["service", "status"])
+    assert shown.exit_code == 0 and "systemd is not running here" in shown.output
+    gone = CliRunner().invoke(main, ["service", "uninstall", "--json"])
+    assert gone.exit_code == 0 and json.loads(gone.stdout)["installed"] is False
+    assert not unit.exists()
+
+
+def test_service_beyond_loopback_needs_a_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("HENET_EDGE_HOME", str(tmp_path))
+    monkeypatch.delenv("HENET_EDGE_TOKEN", raising=False)
+    result = CliRunner().invoke(main, ["service", "install", "--bind", "0.0.0.0:8080"])
+    assert result.exit_code != 0 and "--token" in result.output
+    assert not (tmp_path / service.UNIT).exists()
