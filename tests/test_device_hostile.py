@@ -89,9 +89,12 @@ def test_very_thin_images_decode_with_little_memory(tmp_path):
     """200000x1 was scaled up to 6.4 M x 32 (1 GB); 2000000x1 ended in MemoryError."""
     for width in (200_000, 2_000_000):
         path = thin_png(tmp_path / f"thin{width}.png", width)
-        script = ("import resource, sys; from henet_edge.device.preprocess import canonical, "
+        # VmHWM: this process's own peak since exec (ru_maxrss would count the parent's
+        # memory at fork time, which Linux carries across exec)
+        script = ("import sys; from henet_edge.device.preprocess import canonical, "
                   "open_image; a = canonical(open_image(sys.argv[1], draft_size=32), 32); "
-                  "print(a.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+                  "hwm = [x.split()[1] for x in open('/proc/self/status') "
+                  "if x.startswith('VmHWM:')][0]; print(a.shape, hwm)")
         done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
                               text=True, timeout=120, env={**os.environ, "PYTHONPATH":
                                                            str(Path(__file__).parents[1])})

@@ -29,7 +29,7 @@ OPENCV_FIX = "`pip install opencv-python-headless`"
 PICAMERA2_FIX = ("on Raspberry Pi OS: `sudo apt install python3-picamera2`, and make the "
                  "virtualenv with `python3 -m venv --system-site-packages` so it can see it")
 PICAMERA2_SIZE = (320, 240)
-FRAME_DRAFT = 240  # a folder's JPEG frames decode at about a camera's size
+FRAME_DRAFT = 240  # a folder's frames are reduced to about a camera's size
 
 
 class CameraError(HenetEdgeError, RuntimeError):
@@ -95,7 +95,7 @@ class FolderSource(FrameSource):
             if problem is not None:
                 raise ValueError(problem)
             image = open_image(str(path), draft_size=FRAME_DRAFT)
-            return np.asarray(to_rgb(image), dtype=np.uint8)
+            return np.asarray(to_rgb(image, min_side=FRAME_DRAFT), dtype=np.uint8)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise BadFrame(f"skipped {printable(path)}: {printable(str(reason))}") from None

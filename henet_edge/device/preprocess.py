@@ -132,9 +132,14 @@ def reduced_rgb(image: Image.Image, box: tuple[int, int, int, int] | None = None
     return out
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Orientation-corrected 8-bit RGB version of any PIL image."""
-    return _orient(reduced_rgb(image), _orientation(image))
+def to_rgb(image: Image.Image, min_side: int | None = None) -> Image.Image:
+    """Orientation-corrected 8-bit RGB version of any PIL image.
+
+    With ``min_side``, reduced by the largest whole factor that keeps the
+    shorter side at least that long (a camera-sized frame of a huge image).
+    """
+    factor = max(1, min(image.size) // min_side) if min_side else 1
+    return _orient(reduced_rgb(image, None, factor), _orientation(image))
 
 
 def canonical(image: Image.Image, size: int = DEFAULT.canonical_size) -> np.ndarray:
