@@ -61,10 +61,10 @@ def is_inside(root: str | os.PathLike, name: str) -> bool:
     return real != real_root and real.startswith(real_root + os.sep)
 
 
-def _cannot_read(name: str, exc: OSError) -> str:
+def _cannot_read(exc: OSError) -> str:
     reason = "permission denied" if isinstance(exc, PermissionError) else (
         exc.strerror or type(exc).__name__).lower()
-    return f"{name}: cannot be read ({reason})"
+    return f"cannot be read ({reason})"
 
 
 # ------------------------------------------------------------------ the type
@@ -130,7 +130,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         with open(path, "rb") as f:
             data = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        raise ManifestError(_cannot_read(os.path.basename(path), exc).split(": ", 1)[1]) from exc
+        raise ManifestError(_cannot_read(exc)) from exc
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"larger than {MAX_MANIFEST_BYTES >> 20} MB; not a manifest")
     try:
@@ -280,7 +280,7 @@ def verify_files(root: str | os.PathLike, files: dict[str, str]) -> list[str]:
         except (FileNotFoundError, NotADirectoryError):
             problems.append(f"{name}: missing")
         except OSError as exc:
-            problems.append(_cannot_read(name, exc))
+            problems.append(f"{name}: {_cannot_read(exc)}")
     return problems
 
 
@@ -319,7 +319,7 @@ def content_problems(root: str | os.PathLike, manifest: Manifest) -> list[str]:
         with open(os.path.join(root, LABELS_FILE), "rb") as f:
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError as exc:
-        return [_cannot_read(LABELS_FILE, exc)]
+        return [f"{LABELS_FILE}: {_cannot_read(exc)}"]
     problems = []
     if lines != manifest.labels:
         problems.append(f"{LABELS_FILE}: its {len(lines)} labels do not agree with the "
@@ -329,7 +329,7 @@ def content_problems(root: str | os.PathLike, manifest: Manifest) -> list[str]:
     except ManifestError as exc:
         problems.append(str(exc))
     except OSError as exc:
-        problems.append(_cannot_read(manifest.golden or "golden", exc))
+        problems.append(f"{manifest.golden}: {_cannot_read(exc)}")
     return problems
 
 
