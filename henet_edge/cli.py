@@ -74,7 +74,7 @@ COMMAND_GROUPS = (
     ("Desktop (train and convert)", ("profile", "train", "evaluate", "calibrate", "convert",
                                      "compare")),
     ("Deploy (to devices over SSH)", ("deploy", "status", "rollback", "remote")),
-    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "doctor")),
+    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "service", "doctor")),
 )
 
 

@@ -190,13 +190,18 @@ def test_fifos_are_errors_not_hangs(int8, tmp_path, tiny_bundle):
 
 def test_deep_folders_and_folder_loops(tmp_path):
     deep = tmp_path / "deep"
-    path = deep
+    levels = [deep]
     deep.mkdir()
     for _ in range(1000):  # one level at a time: mkdir(parents=True) itself recurses
-        path = path / "d"
-        path.mkdir()
-    colour_image(1).save(path / "bottom.png")
-    found = list(walk_images(deep))
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    colour_image(1).save(levels[-1] / "bottom.png")
+    try:
+        found = list(walk_images(deep))
+    finally:  # bottom-up: pytest's own clean-up of old temporary folders recurses
+        (levels[-1] / "bottom.png").unlink()
+        for level in reversed(levels):
+            level.rmdir()
     assert [(p.name, e) for p, e in found] == [("bottom.png", None)]
 
     loop = tmp_path / "loop"
