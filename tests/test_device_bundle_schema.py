@@ -51,12 +51,7 @@ def test_classify_refuses_unhashed_model(tmp_path, tiny_bundle, image_folder):
 
 def test_symlink_to_outside_is_an_escape(tmp_path, tiny_bundle):
     """The stricter rule (the agent's): a listed file that resolves outside is refused."""
-    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
-    outside = tmp_path / "outside.tflite"
-    model = bundle / "model_int8.tflite"
-    outside.write_bytes(model.read_bytes())
-    model.unlink()
-    os.symlink(outside, model)
+    bundle = _symlinked_model(tiny_bundle, tmp_path)
     problems = verify_files(bundle, _manifest(bundle)["files"])
     assert problems == ["model_int8.tflite: path escapes the bundle"]
     with pytest.raises(BundleError, match="not a path inside the bundle"):
