@@ -7,6 +7,7 @@ import json
 from click.testing import CliRunner
 
 from henet_edge.cli import main
+from henet_edge.device.manifest import sha256_file
 
 
 def test_top_level_help_lists_every_command_in_groups_without_truncation():
@@ -30,5 +31,8 @@ def test_classify_json_lines_say_which_model_and_precision(tiny_bundle):
                                            precision, "--json"])
         lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
         assert len(lines) == 2 and [x["ok"] for x in lines] == [True, False]
+        bundle_id = sha256_file(tiny_bundle / "manifest.json")[:12]
+        name = json.loads((tiny_bundle / "manifest.json").read_text())["name"]
         for line in lines:  # errors too
-            assert (line["model"], line["precision"]) == (str(tiny_bundle), precision)
+            assert (line["model"], line["bundle"], line["precision"]) == (name, bundle_id,
+                                                                          precision)

@@ -213,9 +213,16 @@ class Classifier:
         return info
 
     def made_by(self) -> dict[str, str]:
-        """Which model and precision made a result (added to every JSON result line)."""
-        return {"model": str(self.bundle.root) if self.bundle is not None
-                else str(self.model.path), "precision": self.precision}
+        """Which model and precision made a result (added to every JSON result line).
+
+        A bundle is named by its name and id (the sha256 of its manifest, shortened as
+        ``status`` shows it), not its path: ``current`` names another bundle after a
+        redeploy, and a device's folders mean nothing on the desktop.
+        """
+        if self.bundle is None:
+            return {"model": self.model.path.name, "precision": self.precision}
+        return {"model": self.bundle.manifest.name, "bundle": self.bundle.id[:12],
+                "precision": self.precision}
 
     # -- stages ---------------------------------------------------------------
     def prepare(self, image: Image.Image) -> np.ndarray:
