@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,20 +32,14 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.device_helpers import png_header  # noqa: E402
+
 DEFAULT_BUNDLE = ROOT / "henet_edge" / "device" / "assets" / "default_bundle"
 
 
 # ------------------------------------------------------------------ the corpus
-def _png_header(path: Path, width: int, height: int, depth: int = 8, colour: int = 2) -> None:
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[24], data[25] = depth, colour
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-
-
 def _photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     w, h = size
@@ -91,9 +84,9 @@ def build_images(folder: Path) -> dict[str, int]:
     sof = jpeg.find(b"\xff\xc0")
     jpeg[sof + 5:sof + 9] = struct.pack(">HH", 8000, 7999)
     bad("forged_7999x8000.jpg").write_bytes(bytes(jpeg))
-    _png_header(bad("bomb_9000x9000.png"), 9000, 9000)
-    _png_header(bad("bomb_20000x20000.png"), 20000, 20000)
-    _png_header(bad("zero_width.png"), 0, 10)
+    png_header(bad("bomb_9000x9000.png"), 9000, 9000)
+    png_header(bad("bomb_20000x20000.png"), 20000, 20000)
+    png_header(bad("zero_width.png"), 0, 10)
     whole = _bytes_of(_photo((300, 200), 4), "PNG")
     bad("truncated.png").write_bytes(whole[: len(whole) // 2])
     whole = _bytes_of(_photo((300, 200), 5), "JPEG")

@@ -8,9 +8,12 @@ logits in ``golden.json``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +128,15 @@ def fake_pi(root: Path, *, governor: str = "performance", throttled: tuple[str, 
     (tools / "temp.txt").write_text(temp + "\n")
     (tools / "throttled.txt").write_text("\n".join(throttled) + "\n")
     return root, [str(script)]
+
+
+def png_header(path: Path, width: int, height: int, depth: int = 8, colour: int = 2) -> Path:
+    """A tiny PNG whose IHDR declares this size, bit depth and colour type (no real data)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[24], data[25] = depth, colour
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from henet_edge.device.inputs import (
 )
 from henet_edge.device.preprocess import canonical, open_image
 
-from .device_helpers import colour_image
+from .device_helpers import colour_image, png_header
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +42,6 @@ def _invoke(args):
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
-
-
-def png_header(path: Path, width: int, height: int, depth: int = 8, colour: int = 2) -> Path:
-    """A tiny PNG whose IHDR declares this size, bit depth and colour type (no real data)."""
-    buf = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[24], data[25] = depth, colour
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    return path
 
 
 def thin_png(path: Path, width: int) -> Path:
