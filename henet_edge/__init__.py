@@ -7,6 +7,10 @@ class HenetEdgeError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits 1."""
 
 
+class UsageError(HenetEdgeError):
+    """A command line that cannot work as given: the CLI shows it with the usage, exit 2."""
+
+
 class OutputExistsError(HenetEdgeError):
     """An output path that exists and would be replaced without ``--force``."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, __version__, refuse_existing
+from henet_edge import HenetEdgeError, UsageError, __version__, refuse_existing
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 
@@ -27,12 +27,20 @@ def _quiet_tensorflow() -> None:
 
 
 def user_errors(fn):
-    """Turn the project's user-facing errors into one line on stderr and exit 1."""
+    """The one way a command fails: a project error becomes one line on stderr.
+
+    A :class:`~henet_edge.UsageError` (a command line that cannot work) exits 2
+    with the usage, like click's own; every other
+    :class:`~henet_edge.HenetEdgeError` exits 1; Ctrl-C exits 130. Command
+    bodies raise these instead of calling ``sys.exit``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
         except HenetEdgeError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -135,7 +143,8 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
     per channel + FC; MACs with the first block of each stage counted with 2C
     inputs. This convention reproduces the paper's Table 3 to the unit.
     """
-    _check_model_args(model_name, repeat, classes)  # cheap, before TensorFlow
+    model_spec(model_name)  # cheap checks, before TensorFlow
+    check_model_args(repeat, classes, option_prefix="--")
     _quiet_tensorflow()
     from henet_edge.henet_keras.profile import format_profile, profile_family
 
@@ -215,8 +224,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
         else:
             click.echo(format_result(result), err=not result.ok)
     if failed:
-        click.echo(f"{failed} of {total} inputs failed", err=True)
-        click.get_current_context().exit(1)
+        raise HenetEdgeError(f"{failed} of {total} inputs failed")
 
 
 @main.command()
@@ -261,11 +269,11 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
     try:
         parse_bind(bind)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if workers < 1:
-        raise click.UsageError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if every < 0:
-        raise click.UsageError(f"--every must be 0 or more seconds, got {every}")
+        raise UsageError(f"--every must be 0 or more seconds, got {every}")
     if camera is not None:
         from henet_edge.device.camera import open_source
 
@@ -312,10 +320,10 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
                           on_bad_frame=bad_frame):
             count, last_fps = result.frame, result.fps
             click.echo(json.dumps(result.to_dict()) if as_json else result.format())
-    click.echo(f"{count} frames, {last_fps:.1f} fps"
-               + (f", {len(bad)} bad frames skipped" if bad else ""), err=True)
+    summary = f"{count} frames, {last_fps:.1f} fps"
     if bad:
-        click.get_current_context().exit(1)
+        raise HenetEdgeError(f"{summary}, {len(bad)} bad frames skipped")
+    _err(summary)
 
 
 @main.command()
@@ -358,17 +366,13 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     Example:
       henet-edge bench --core 3 r2/ r3/ --precision all --plot latency.png
     """
-    from henet_edge.device.bench import PROTOCOLS, BenchOptions, format_result, run_bench
+    from henet_edge.device.bench import BenchOptions, format_result, run_bench
     from henet_edge.device.bench import plot_histogram as plot
     from henet_edge.device.classify import default_model
 
-    defaults = PROTOCOLS[protocol]
-    options = BenchOptions(
-        runs=defaults["runs"] if runs is None else runs,
-        repeats=defaults["repeats"] if repeats is None else repeats,
-        warmup=defaults["warmup"] if warmup is None else warmup,
-        core=core, threads=threads, precision=precision, image=image, seed=seed,
-        xnnpack_check=xnnpack_check, protocol=protocol)
+    options = BenchOptions.for_protocol(
+        protocol, runs=runs, repeats=repeats, warmup=warmup, core=core, threads=threads,
+        precision=precision, image=image, seed=seed, xnnpack_check=xnnpack_check)
     specs = list(models) or [default_model()]
     run = run_bench(specs, options, progress=lambda msg: click.echo(msg, err=True))
     result = run.result
@@ -404,7 +408,8 @@ def doctor(model, as_json):
     else:
         click.echo(format_checks(checks))
     if not healthy(checks):
-        click.get_current_context().exit(1)
+        raise HenetEdgeError("classification cannot work here: see the FAIL checks and "
+                             "their fixes")
 # ---- device commands (end)
 
 
@@ -440,77 +445,41 @@ def _ssh_options(fn):
     return fn
 
 
-def _connect_options(conn: dict):
-    """The SSH options of the shared connection flags."""
+def _fleet_options(conn: dict):
+    """The devices and connection of the shared --host/--identity/... flags."""
+    from henet_edge.deploy.fleet import FleetOptions
     from henet_edge.deploy.ssh import ConnectOptions
 
-    return ConnectOptions(
-        ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
-        known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
-        connect_timeout=conn["connect_timeout"], verbose=conn["verbose"])
+    return FleetOptions(
+        hosts=list(conn["hosts"]), hosts_file=conn["hosts_file"],
+        connect=ConnectOptions(
+            ssh_config=conn["ssh_config"], identities=list(conn["identities"]),
+            known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
+            connect_timeout=conn["connect_timeout"], verbose=conn["verbose"]),
+        remote_dir=conn["remote_dir"], remote_python=conn["remote_python"], jobs=conn["jobs"])
 
 
-def _fleet(conn: dict, work, *, install_options=None, progress: bool | None = None):
-    """Run ``work(installer)`` on every --host; one outcome per host, in order."""
-    from henet_edge.deploy.fleet import SameDevice, run_fleet
-    from henet_edge.deploy.hosts import read_hosts_file
-    from henet_edge.deploy.installer import Installer, InstallOptions
-    from henet_edge.deploy.probe import check_remote_dir
-    from henet_edge.deploy.ssh import connect
-
-    check_remote_dir(conn["remote_dir"])
-    hosts = list(conn["hosts"])
-    if conn["hosts_file"] is not None:
-        hosts += read_hosts_file(conn["hosts_file"])
-    if not hosts:
-        raise click.UsageError("give the device with --host HOST (or --hosts-file FILE)")
-    hosts = list(dict.fromkeys(hosts))  # the same device twice would race with itself
-    if conn["jobs"] < 1:
-        raise click.UsageError("--jobs must be at least 1")
-    connect_options = _connect_options(conn)
-    options = install_options or InstallOptions()
-    options.remote_dir, options.remote_python = conn["remote_dir"], conn["remote_python"]
-    several = len(hosts) > 1
-    same_device = SameDevice()
-
-    def one(host: str, index: int) -> dict:
-        def log(message: str) -> None:
-            click.echo(f"[{host}] {message}", err=True)
-
-        with connect(host, connect_options, log=log) as connection:
-            first = same_device.claim(host, connection.host_key_fingerprint())
-            if first is not None:
-                log(f"same device as {first} (the same host key): done once, as {first}")
-                return {"host": host, "same_device_as": first}
-            installer = Installer(connection, options, log=log, progress=progress,
-                                  progress_position=index if several else None)
-            return work(installer)
-
-    return run_fleet(hosts, one, jobs=conn["jobs"])
+def _err(message: str) -> None:
+    click.echo(message, err=True)
 
 
-def _finish_fleet(outcomes, as_json: bool, headers, row) -> None:
-    """Print JSON or a per-host table; exit 1 (one line per failure) if any host failed."""
-    from henet_edge.deploy.fleet import format_table
+def _host_err(host: str, message: str) -> None:
+    click.echo(f"[{host}] {message}", err=True)
 
-    failed = [o for o in outcomes if not o.ok]
+
+def _finish_fleet(outcomes, as_json: bool, table=None) -> None:
+    """Print the outcomes as JSON or ``table()``; then fail the one way fleets fail.
+
+    A single failed host shows only its error; with several, each failure is a
+    ``HOST: FAILED: error`` line and the command ends with how many failed.
+    """
+    from henet_edge.deploy.fleet import failed, fleet_json, raise_for_failures
+
     if as_json:
-        emit_json({"ok": not failed, "hosts": [o.to_dict() for o in outcomes]})
-    elif len(outcomes) == 1 and failed:
-        raise click.ClickException(failed[0].error)
-    else:
-        rows = [[o.host, f"same device as {o.result['same_device_as']}"]
-                + [""] * (len(headers) - 2) if o.ok and "same_device_as" in o.result else
-                [*row(o.result), f"{o.seconds:.1f}s"] if o.ok else
-                [o.host, "FAILED (below)"] + [""] * (len(headers) - 2)
-                for o in outcomes]
-        click.echo(format_table(headers, rows))
-        for o in failed:
-            click.echo(f"{o.host}: {o.error}", err=True)
-    if failed:
-        if not as_json and len(outcomes) > 1:
-            click.echo(f"{len(failed)} of {len(outcomes)} hosts failed", err=True)
-        sys.exit(1)
+        emit_json(fleet_json(outcomes))
+    elif table is not None and not (len(outcomes) == 1 and failed(outcomes)):
+        click.echo(table())
+    raise_for_failures(outcomes, _err)
 
 
 @main.command()
@@ -552,44 +521,20 @@ def deploy(bundle, wheel, wheelhouse, keep, reserve_mb, no_selftest, service, se
       henet-edge deploy bundles/henet_r3 --host pi.local --accept-new-host-key
       henet-edge deploy bundles/henet_r3 --host pi.local --service --service-camera auto
     """
-    from henet_edge.deploy.hosts import load_ssh_config
+    from henet_edge.deploy import commands
+    from henet_edge.deploy.fleet import outcome_table
     from henet_edge.deploy.installer import MB, InstallOptions
-    from henet_edge.deploy.wheel import check_wheel, project_wheel
-    from henet_edge.device.bundle import load_bundle
+    from henet_edge.deploy.report import DEPLOY_HEADERS, deploy_row
 
-    if bundle is None:
-        from henet_edge.device.classify import DEFAULT_BUNDLE
-
-        bundle = DEFAULT_BUNDLE
-        if not (bundle / "manifest.json").is_file():
-            raise click.UsageError("give the BUNDLE folder to deploy (made by "
-                                   "`henet-edge convert`); no default bundle is shipped")
-    if keep < 1:
-        raise click.UsageError("--keep must be at least 1")
-    if not conn["hosts"] and conn["hosts_file"] is None:
-        raise click.UsageError("give the device with --host HOST (or --hosts-file FILE)")
-    load_bundle(bundle)  # a bundle failing its own hashes stops here, before any host
-    load_ssh_config(conn["ssh_config"])  # so a typo there stops before the wheel build
-    wheel_path = check_wheel(wheel) if wheel else project_wheel(
-        log=lambda m: click.echo(m, err=True))
     if service_camera and not service:
-        raise click.UsageError("--service-camera goes with --service")
-    options = InstallOptions(wheel=wheel_path, wheelhouse=wheelhouse, keep=keep,
+        raise UsageError("--service-camera goes with --service")
+    options = InstallOptions(wheel=wheel, wheelhouse=wheelhouse, keep=keep,
                              reserve_bytes=reserve_mb * MB, selftest=not no_selftest,
                              service=(["--camera", service_camera] if service_camera else [])
                              if service else None)
-    outcomes = _fleet(conn, lambda inst: inst.deploy(bundle).to_dict(),
-                      install_options=options)
-
-    def row(r):
-        return [r["host"], f"{r['name']} {r['bundle'][:12]}", f"henet-edge {r['version']}",
-                f"{r['runtime'].get('name', '?')} {r['runtime'].get('version', '')}",
-                ("passed" if r["selftest"]["passed"] else "skipped"
-                 if r["selftest"]["passed"] is None else "FAILED")
-                + f" ({r['selftest']['text']})"]
-
-    _finish_fleet(outcomes, as_json,
-                  ["host", "bundle", "device side", "runtime", "self-test", "time"], row)
+    outcomes = commands.deploy(bundle, _fleet_options(conn), options, log=_err,
+                               host_log=_host_err)
+    _finish_fleet(outcomes, as_json, lambda: outcome_table(outcomes, DEPLOY_HEADERS, deploy_row))
 
 
 @main.command()
@@ -604,10 +549,13 @@ def rollback(to, as_json, **conn):
     The target is verified against its hashes and self-tested on the device
     before the atomic switch.
     """
-    outcomes = _fleet(conn, lambda inst: inst.rollback(to))
-    _finish_fleet(outcomes, as_json, ["host", "current", "was", "self-test", "time"],
-                  lambda r: [r["host"], f"{r['name']} {r['bundle'][:12]}",
-                             (r["previous"] or "none")[:12], r["selftest"]["text"]])
+    from henet_edge.deploy import commands
+    from henet_edge.deploy.fleet import outcome_table
+    from henet_edge.deploy.report import ROLLBACK_HEADERS, rollback_row
+
+    outcomes = commands.rollback(_fleet_options(conn), to, host_log=_host_err)
+    _finish_fleet(outcomes, as_json,
+                  lambda: outcome_table(outcomes, ROLLBACK_HEADERS, rollback_row))
 
 
 @main.command()
@@ -616,66 +564,18 @@ def rollback(to, as_json, **conn):
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
 def status(verify, as_json, **conn):
-    """Installed versions, the current one, the runtime and the last bench result."""
-    from henet_edge.deploy.fleet import format_table
-    from henet_edge.deploy.probe import human_bytes
+    """Installed versions, the current one, the runtime and the last bench result.
 
-    outcomes = _fleet(conn, lambda inst: inst.status(verify=verify))
-    unhealthy = verify and any(o.ok and o.result.get("problems") for o in outcomes)
-    if as_json or (any(not o.ok for o in outcomes) and len(outcomes) == 1):
-        _finish_fleet(outcomes, as_json, [], lambda r: [])
-        if unhealthy:
-            sys.exit(1)
-        return
-    for o in outcomes:
-        if not o.ok:
-            click.echo(f"{o.host}: FAILED: {o.error}")
-            continue
-        if "same_device_as" in o.result:
-            click.echo(f"{o.host}: the same device as {o.result['same_device_as']} (same host "
-                       f"key), shown there")
-            continue
-        s = o.result
-        runtime = s.get("runtime") or {}
-        device = s.get("device") or {}
-        click.echo(f"{o.host}: {device.get('arch', '?')}, Python {device.get('python', '?')}, "
-                   f"{device.get('os', '?')}; {human_bytes(s.get('free_bytes'))} free")
-        click.echo(f"  device side: henet-edge {s.get('version') or 'not installed'}"
-                   + (f" (venv {s['venv']}, {runtime.get('name')} {runtime.get('version')})"
-                      if s.get("venv") else ""))
-        rows = []
-        for b in s["bundles"]:
-            state = "current" if b["current"] else ("previous" if b["id"] == s["previous"]
-                                                    else "")
-            if "verify" in b:
-                state += (" ok" if b["verify"]["ok"] else
-                          " DAMAGED: " + "; ".join(b["verify"]["problems"][:2]))
-            rows.append([b["id"][:12], b.get("name") or "?", b.get("deployed") or "?",
-                         ",".join(b["precisions"]), human_bytes(b["size_bytes"]),
-                         state.strip()])
-        if rows:
-            click.echo("  " + format_table(["version", "name", "deployed", "precisions",
-                                            "size", "state"], rows).replace("\n", "\n  "))
-        else:
-            click.echo("  no bundles installed")
-        for problem in s.get("problems") or []:
-            click.echo(f"  WARNING: {problem}")
-        bench_result = s.get("last_bench")
-        if bench_result:
-            when = (bench_result.get("remote") or {}).get("time", "?")
-            for m in bench_result.get("models", []):
-                click.echo(f"  last bench ({when}): {m.get('name')}: {m.get('time_s', 0):.4f} s "
-                           f"per {bench_result.get('runs')} passes, "
-                           f"{(m.get('per_inference_ms') or {}).get('mean', 0):.3f} ms mean"
-                           + (" (SUSPECT)" if bench_result.get("suspect") else ""))
-        else:
-            click.echo("  last bench: none (run `henet-edge remote bench`)")
-        from henet_edge.deploy.installer import service_summary
+    With --verify, exits 1 when a device's current version is damaged or dangling.
+    """
+    from henet_edge.deploy import commands
+    from henet_edge.deploy.report import format_status, unhealthy
 
-        click.echo("  service: " + (service_summary(s["service"]) if s.get("service")
-                                    else "unknown (no device side installed)"))
-    if unhealthy or any(not o.ok for o in outcomes):
-        sys.exit(1)
+    outcomes = commands.status(_fleet_options(conn), verify=verify, host_log=_host_err)
+    _finish_fleet(outcomes, as_json, lambda: "\n".join(
+        format_status(o.result) for o in outcomes if o.ok))
+    if verify and unhealthy(outcomes):
+        raise HenetEdgeError("the current version is damaged or dangling (WARNING above)")
 
 
 @main.group()
@@ -694,24 +594,18 @@ def remote() -> None:
 @user_errors
 def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
     """Upload images, classify them on the device, print results as `classify` does."""
-    from henet_edge.deploy.remote import remote_classify
+    from henet_edge.deploy import commands
 
-    def work(installer):
-        prefix = f"[{installer.name}] " if several else ""
-        code = remote_classify(
-            installer, list(inputs), precision=precision, top_k=top_k, threads=threads,
-            as_json=as_json, out=lambda line: click.echo(prefix + line),
-            err=lambda line: click.echo(prefix + line, err=True))
-        return {"host": installer.name, "exit": code}
+    fleet = _fleet_options(conn)
 
-    several = len(conn["hosts"]) > 1 or conn["hosts_file"] is not None
-    outcomes = _fleet(conn, work)
-    for o in outcomes:
-        if not o.ok:
-            click.echo(f"error: {o.error}" if not several else f"{o.host}: error: {o.error}",
-                       err=True)
-    if any(not o.ok or o.result.get("exit") for o in outcomes):
-        sys.exit(1)
+    def line(host: str, text: str, err: bool = False) -> None:
+        click.echo(f"[{host}] {text}" if fleet.several else text, err=err)
+
+    outcomes = commands.classify(fleet, list(inputs), precision=precision, top_k=top_k,
+                                 threads=threads, as_json=as_json, out=line,
+                                 err=lambda host, text: line(host, text, err=True),
+                                 host_log=_host_err)
+    _finish_fleet(outcomes, False)
 
 
 @remote.command("serve")
@@ -733,23 +627,10 @@ def remote_serve_command(port, local_port, **conn):
     Example:
       henet-edge remote serve --host pi.local
     """
-    import time
+    from henet_edge.deploy import commands
 
-    from henet_edge.deploy.ssh import connect
-    from henet_edge.deploy.tunnel import Tunnel
-
-    if len(conn["hosts"]) != 1 or conn["hosts_file"] is not None:
-        raise click.UsageError("remote serve takes exactly one --host")
-    if not 0 < port < 65536 or not 0 <= local_port < 65536:
-        raise click.UsageError("--port and --local-port must be TCP ports (1-65535)")
-    host = conn["hosts"][0]
-    with connect(host, _connect_options(conn), log=lambda m: click.echo(m, err=True)) as c, \
-            Tunnel(c, port, local_port=local_port,
-                   log=lambda m: click.echo(m, err=True)) as tunnel:
-        click.echo(f"open {tunnel.url}  (tunnel to {host}'s 127.0.0.1:{port}; Ctrl-C closes)")
-        while c.transport.is_active():
-            time.sleep(0.5)
-        raise click.ClickException(f"{host}: the SSH connection closed")
+    commands.serve_tunnel(_fleet_options(conn), port, local_port=local_port, on_open=click.echo,
+                          log=_err)
 
 
 @remote.command("bench", context_settings={"ignore_unknown_options": True,
@@ -772,36 +653,15 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
     Example:
       henet-edge remote bench --host pi.local --precision all --core 3
     """
-    from henet_edge.deploy.remote import remote_bench
+    from henet_edge.deploy import commands
     from henet_edge.device.bench import format_result
 
-    several = len(conn["hosts"]) > 1 or conn["hosts_file"] is not None
-    if several and out_path is not None:
-        raise click.UsageError("--out names one file; with several hosts each result is "
-                               "saved as bench-HOST-TIME.json")
-
-    def work(installer):
-        result, path = remote_bench(installer, list(bench_args), out_path=out_path,
-                                    err=lambda line: click.echo(line, err=True))
-        click.echo(f"[{installer.name}] saved {path}", err=True)
-        return {"host": installer.name, "path": str(path), "result": result}
-
-    outcomes = _fleet(conn, work)
-    if as_json:
-        _finish_fleet(outcomes, True, [], lambda r: [])
-        return
-    for o in outcomes:
-        if o.ok and "result" in o.result:
-            if several:
-                click.echo(f"== {o.host}")
-            click.echo(format_result(o.result["result"]))
-    if len(outcomes) == 1 and not outcomes[0].ok:
-        raise click.ClickException(outcomes[0].error)
-    for o in outcomes:
-        if not o.ok:
-            click.echo(f"{o.host}: FAILED: {o.error}", err=True)
-    if any(not o.ok for o in outcomes):
-        sys.exit(1)
+    fleet = _fleet_options(conn)
+    outcomes = commands.bench(fleet, list(bench_args), out_path=out_path,
+                              err=lambda _host, text: _err(text), host_log=_host_err)
+    _finish_fleet(outcomes, as_json, lambda: "\n".join(
+        (f"== {o.host}\n" if fleet.several else "") + format_result(o.result["result"])
+        for o in outcomes if o.ok and "result" in o.result))
 
 
 @main.group()
@@ -841,9 +701,9 @@ def service_install(bind, camera, workers, token, as_json):
     try:
         host, _ = parse_bind(bind)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if not is_loopback(host) and not token:
-        raise click.UsageError(f"--bind {bind} is beyond loopback: give --token (a service "
+        raise UsageError(f"--bind {bind} is beyond loopback: give --token (a service "
                                "cannot show a generated one)")
     args = ["--bind", bind, "--workers", str(workers)] + (["--camera", camera] if camera else [])
     _service_report(svc.install(args, token=token), as_json)
@@ -903,16 +763,8 @@ def selftest(bundle, precisions, as_json):
         for line in format_report(report):
             click.echo("  " + line)
     if not report["passed"]:
-        sys.exit(1)
+        raise HenetEdgeError("self-test failed: the golden images do not reproduce here")
 # ---- deploy commands (end)
-
-
-def _check_model_args(model_name: str, repeat: int, classes: int) -> None:
-    try:
-        model_spec(model_name)
-        check_model_args(repeat, classes, option_prefix="--")
-    except HenetEdgeError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 # ---- desktop commands (begin)
@@ -1025,9 +877,8 @@ def _report_evaluation_data(results: dict) -> None:
     for problem in skipped:
         click.echo(f"skipped: {problem}", err=True)
     if skipped:
-        click.echo(f"{len(skipped)} images could not be read (the figures above leave them "
-                   "out)", err=True)
-        sys.exit(1)
+        raise HenetEdgeError(f"{len(skipped)} images could not be read (the figures above "
+                             "leave them out)")
 
 
 @main.command()
@@ -1048,7 +899,7 @@ def calibrate(data, num, seed, out, force, as_json):
     from henet_edge.calibration.calibration_set import make_calibration
 
     if out.suffix != ".npz":
-        raise click.ClickException(f"--out must end in .npz, got {out}")
+        raise UsageError(f"--out must end in .npz, got {out}")
     refuse_existing(out, force)
     calib = make_calibration(data, num=num, seed=seed)
     calib.save(out)
@@ -1239,24 +1090,12 @@ def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_js
     _quiet_tensorflow()
     from henet_edge.deploy.demo import DemoOptions, format_summary, run_demo
 
-    runs, repeats = {"quick": (100, 2), "full": (1000, 5)}.get(speed, (300, 3))
-    options = DemoOptions(model=model, calibration=calibration, val_data=val_data, runs=runs,
-                          repeats=repeats, core=core, gate=not no_gate, verbose=conn["verbose"])
-    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    on_hosts = None
+    options = DemoOptions(model=model, calibration=calibration, val_data=val_data, core=core,
+                          gate=not no_gate, verbose=conn["verbose"]).at_speed(speed)
     if conn["hosts"] or conn["hosts_file"]:
-        def on_hosts(work):
-            from henet_edge.deploy.installer import InstallOptions
-            from henet_edge.deploy.wheel import project_wheel
-
-            outcomes = _fleet(conn, work,
-                              install_options=InstallOptions(wheel=project_wheel(log=log)))
-            failed = [o for o in outcomes if not o.ok]
-            if failed:
-                raise click.ClickException("; ".join(f"{o.host}: {o.error}" for o in failed))
-            return outcomes[0].result
-
-    summary = run_demo(options, log, target=target, keep=keep, on_hosts=on_hosts)
+        options.fleet = _fleet_options(conn)
+    log = _err if as_json else click.echo
+    summary = run_demo(options, log, target=target, keep=keep)
     if as_json:
         emit_json(summary)
     else:

@@ -25,6 +25,8 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.bundle import MANIFEST, load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
 
+from .fleet import FleetOptions
+
 DEFAULT_CALIBRATION = DEFAULT_BUNDLE / "calibration.npz"
 DEFAULT_VALIDATION = DEFAULT_BUNDLE / "validation.npz"  # held-out images of the default run
 
@@ -33,17 +35,26 @@ class DemoError(HenetEdgeError):
     pass
 
 
+SPEEDS = {"quick": (100, 2), "default": (300, 3), "full": (1000, 5)}  # (runs, repeats)
+
+
 @dataclass
 class DemoOptions:
     model: Path | None = None  # run folder or .keras; default: the shipped default model
     calibration: str | None = None  # .npz or data source; default: the shipped set
     val_data: str | None = None  # accuracy on: default the shipped held-out sample
-    runs: int = 200
-    repeats: int = 3
+    runs: int = SPEEDS["default"][0]
+    repeats: int = SPEEDS["default"][1]
     core: int | None = None
     images: list[Path] | None = None  # default: the bundle's golden images
     gate: bool = True
     verbose: bool = False  # show the device runtime's own log lines too
+    fleet: FleetOptions | None = None  # --host: demo on these devices (the first's summary)
+
+    def at_speed(self, speed: str | None) -> DemoOptions:
+        """Set the bench length from ``quick``, ``full`` or None (the default)."""
+        self.runs, self.repeats = SPEEDS[speed or "default"]
+        return self
 
 
 def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
@@ -154,21 +165,20 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
 
 
 def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path | None = None,
-             keep: bool = False, on_hosts: Callable | None = None) -> dict:
-    """Convert, then deploy, bench and classify: on a local target, or through ``on_hosts``.
+             keep: bool = False) -> dict:
+    """Convert, then deploy, bench and classify: on a local target, or ``options.fleet``.
 
-    ``on_hosts(work)`` runs ``work(installer)`` on the ``--host`` devices and returns
-    the first one's summary. Locally, the target is ``target``, else a temporary
-    folder: removed at the end unless ``keep``; the summary says which.
+    On devices, the summary is the first one's. Locally, the target is
+    ``target``, else a temporary folder: removed at the end unless ``keep``;
+    the summary says which.
     """
-    if on_hosts is None:
+    if options.fleet is None:
         options.core = preflight_local(target, options.core)
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)
-        if on_hosts is not None:
-            return on_hosts(lambda inst: demo_on(inst, work / "bundle", manifest, options,
-                                                 work, log))
+        if options.fleet is not None:
+            return _demo_on_fleet(options.fleet, work, manifest, options, log)
         device = target
         if device is None:
             device = (Path(tempfile.mkdtemp(prefix="henet-demo-device-")) if keep
@@ -180,6 +190,20 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
         summary["target_note"] = ("a temporary folder, deleted when the demo ended; --keep "
                                   "or --target DIR keeps it")
     return summary
+
+
+def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: DemoOptions,
+                   log: Callable[[str], None]) -> dict:
+    from .fleet import on_fleet, raise_for_failures
+    from .installer import InstallOptions
+    from .wheel import project_wheel
+
+    outcomes = on_fleet(fleet, lambda inst: demo_on(inst, work / "bundle", manifest, options,
+                                                    work, log),
+                        install_options=InstallOptions(wheel=project_wheel(log=log)),
+                        log=lambda host, message: log(f"[{host}] {message}"))
+    raise_for_failures(outcomes, log)
+    return outcomes[0].result or {}
 
 
 def _check_writable(target: Path) -> None:

@@ -1,10 +1,13 @@
 """Several hosts at once: bounded parallelism, one failure never stops the others.
 
-:func:`run_fleet` calls ``work(host, index)`` for every host on a thread pool
-of ``jobs`` workers and returns one :class:`HostOutcome` per host, in the
-order given. A user error (:class:`~henet_edge.HenetEdgeError`) becomes that
-host's one-line error; anything unexpected is reported the same way with its
-type, so a crash on one device still lets the rest finish.
+:func:`on_fleet` connects to every host of a :class:`FleetOptions` (verified
+host keys; two names for one device are worked on once) and calls
+``work(installer)`` for each. Underneath, :func:`run_fleet` runs
+``work(host, index)`` on a thread pool of ``jobs`` workers and returns one
+:class:`HostOutcome` per host, in the order given. A user error
+(:class:`~henet_edge.HenetEdgeError`) becomes that host's one-line error;
+anything unexpected is reported the same way with its type, so a crash on one
+device still lets the rest finish.
 """
 
 from __future__ import annotations
@@ -12,10 +15,52 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from henet_edge import HenetEdgeError
+from henet_edge import HenetEdgeError, UsageError
+
+from .errors import DeployError
+from .probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
+from .ssh import ConnectOptions
+
+if TYPE_CHECKING:
+    from .installer import Installer, InstallOptions
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class FleetOptions:
+    """Which devices, how to reach them, and where the device side lives there."""
+
+    hosts: list[str] = field(default_factory=list)
+    hosts_file: Path | None = None
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    remote_dir: str = DEFAULT_REMOTE_DIR
+    remote_python: str = DEFAULT_REMOTE_PYTHON
+    jobs: int = 4
+
+    @property
+    def several(self) -> bool:
+        """More than one device may answer (the output then names each host)."""
+        return len(self.hosts) > 1 or self.hosts_file is not None
+
+    def resolve(self) -> list[str]:
+        """The hosts, ``--hosts-file``'s included and duplicates dropped; checked."""
+        from .hosts import read_hosts_file
+        from .probe import check_remote_dir
+
+        check_remote_dir(self.remote_dir)
+        hosts = list(self.hosts)
+        if self.hosts_file is not None:
+            hosts += read_hosts_file(self.hosts_file)
+        if not hosts:
+            raise UsageError("give the device with --host HOST (or --hosts-file FILE)")
+        if self.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        return list(dict.fromkeys(hosts))  # the same device twice would race with itself
 
 
 @dataclass
@@ -68,6 +113,89 @@ def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], 
         while thread.is_alive():
             thread.join(0.2)
     return [o for o in outcomes if o is not None]
+
+
+def on_fleet(fleet: FleetOptions, work: Callable[[Installer], dict[str, Any]], *,
+             install_options: InstallOptions | None = None,
+             log: Callable[[str, str], None] = lambda _host, _msg: None,
+             progress: bool | None = None) -> list[HostOutcome]:
+    """Run ``work(installer)`` on every device of ``fleet``; one outcome per host, in order.
+
+    ``log(host, message)`` gets each host's progress lines. A host reaching a
+    device already worked on (the same host key) gets ``{"same_device_as": FIRST}``.
+    """
+    from .installer import Installer, InstallOptions
+    from .ssh import connect
+
+    hosts = fleet.resolve()
+    options = install_options or InstallOptions()
+    options.remote_dir, options.remote_python = fleet.remote_dir, fleet.remote_python
+    several = len(hosts) > 1
+    same_device = SameDevice()
+
+    def one(host: str, index: int) -> dict[str, Any]:
+        def host_log(message: str) -> None:
+            log(host, message)
+
+        with connect(host, fleet.connect, log=host_log) as connection:
+            first = same_device.claim(host, connection.host_key_fingerprint())
+            if first is not None:
+                host_log(f"same device as {first} (the same host key): done once, as {first}")
+                return {"host": host, "same_device_as": first}
+            installer = Installer(connection, options, log=host_log, progress=progress,
+                                  progress_position=index if several else None)
+            return work(installer)
+
+    return run_fleet(hosts, one, jobs=fleet.jobs)
+
+
+def failed(outcomes: Sequence[HostOutcome]) -> list[HostOutcome]:
+    return [o for o in outcomes if not o.ok]
+
+
+def failure_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
+    """The one way a failed host is shown: ``HOST: FAILED: error``, one line each."""
+    return [f"{o.host}: FAILED: {o.error}" for o in failed(outcomes)]
+
+
+def fleet_error(outcomes: Sequence[HostOutcome]) -> HenetEdgeError | None:
+    """The command's closing error: one host's own error, or how many of several failed."""
+    bad = failed(outcomes)
+    if not bad:
+        return None
+    if len(outcomes) == 1:
+        return DeployError(bad[0].error or "failed")
+    return DeployError(f"{len(bad)} of {len(outcomes)} hosts failed")
+
+
+def raise_for_failures(outcomes: Sequence[HostOutcome], echo: Log) -> None:
+    """Raise the closing error if a host failed; with several hosts, ``echo`` each failure first."""
+    error = fleet_error(outcomes)
+    if error is None:
+        return
+    if len(outcomes) > 1:
+        for line in failure_lines(outcomes):
+            echo(line)
+    raise error
+
+
+def fleet_json(outcomes: Sequence[HostOutcome]) -> dict[str, Any]:
+    return {"ok": not failed(outcomes), "hosts": [o.to_dict() for o in outcomes]}
+
+
+def outcome_table(outcomes: Sequence[HostOutcome], headers: Sequence[str],
+                  row: Callable[[dict[str, Any]], list[Any]]) -> str:
+    """One row per host: ``row(result)`` plus the time; a failed host says so (details below)."""
+    blank = [""] * (len(headers) - 2)
+    rows = []
+    for o in outcomes:
+        if not o.ok:
+            rows.append([o.host, "FAILED (below)", *blank])
+        elif "same_device_as" in (o.result or {}):
+            rows.append([o.host, f"same device as {o.result['same_device_as']}", *blank])
+        else:
+            rows.append([*row(o.result or {}), f"{o.seconds:.1f}s"])
+    return format_table(headers, rows)
 
 
 class SameDevice:

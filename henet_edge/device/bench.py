@@ -186,9 +186,9 @@ def latency_stats(latencies_ns: Sequence[int]) -> dict[str, float]:
 # ------------------------------------------------------------------ the protocol
 @dataclass
 class BenchOptions:
-    runs: int = 1000
-    repeats: int = 5
-    warmup: int = 50
+    runs: int = PROTOCOLS["paper"]["runs"]
+    repeats: int = PROTOCOLS["paper"]["repeats"]
+    warmup: int = PROTOCOLS["paper"]["warmup"]
     core: int | None = None
     threads: int = 1
     precision: str = "int8"
@@ -196,6 +196,19 @@ class BenchOptions:
     seed: int = 0
     xnnpack_check: bool = False
     protocol: str = "paper"
+
+    @classmethod
+    def for_protocol(cls, protocol: str = "paper", *, runs: int | None = None,
+                     repeats: int | None = None, warmup: int | None = None,
+                     **others: Any) -> BenchOptions:
+        """The options of ``protocol``, with any of its counts given here instead."""
+        if protocol not in PROTOCOLS:
+            raise BenchError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+        counts = PROTOCOLS[protocol]
+        return cls(runs=counts["runs"] if runs is None else runs,
+                   repeats=counts["repeats"] if repeats is None else repeats,
+                   warmup=counts["warmup"] if warmup is None else warmup,
+                   protocol=protocol, **others)
 
     def validate(self) -> None:
         if self.runs < 1 or self.repeats < 1:

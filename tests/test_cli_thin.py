@@ -1,0 +1,151 @@
+"""The CLI only parses and prints: one way to fail, one way to show a failed host,
+and the facts it used to hold (protocol counts, demo speeds, the bundle deploy
+uses) answered by the library."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import henet_edge.cli as cli_module
+from henet_edge import UsageError
+from henet_edge.cli import main
+from henet_edge.deploy import commands
+from henet_edge.deploy.demo import SPEEDS, DemoOptions
+from henet_edge.deploy.errors import DeployError
+from henet_edge.deploy.fleet import (
+    FleetOptions,
+    HostOutcome,
+    failure_lines,
+    fleet_error,
+    fleet_json,
+    outcome_table,
+    raise_for_failures,
+)
+from henet_edge.deploy.report import deploy_row, format_status
+from henet_edge.device.bench import PROTOCOLS, BenchError, BenchOptions
+
+
+def _exits_in(tree: ast.AST) -> list[str]:
+    """``sys.exit(...)``, ``ctx.exit(...)`` and ``click.ClickException(...)`` calls."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            if name == "exit" or name == "ClickException":
+                found.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+def test_no_command_body_exits_by_itself():
+    tree = ast.parse(Path(cli_module.__file__).read_text())
+    bodies = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+              and n.name not in ("user_errors",)]
+    assert [e for body in bodies for e in _exits_in(body)] == []
+    # ... and the check sees one where there is one: user_errors is the one way out.
+    wrapper = next(n for n in tree.body if isinstance(n, ast.FunctionDef)
+                   and n.name == "user_errors")
+    assert len(_exits_in(wrapper)) == 2  # ClickException and sys.exit(130)
+
+
+def test_a_library_usage_error_exits_2_with_the_usage(tmp_path):
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(tmp_path), "--out",
+                                       str(tmp_path / "calib.txt")])
+    assert result.exit_code == 2
+    assert "Usage:" in result.output and "--out must end in .npz" in result.output
+
+
+def _outcomes() -> list[HostOutcome]:
+    ok = {"host": "a", "name": "henet", "bundle": "0123456789abcdef", "version": "0.1.0",
+          "runtime": {"name": "ai-edge-litert", "version": "2.0"},
+          "selftest": {"passed": True, "text": "int8 8/8"}}
+    return [HostOutcome("a", True, result=ok, seconds=1.25),
+            HostOutcome("b", False, error="connection refused", seconds=0.5),
+            HostOutcome("c", True, result={"host": "c", "same_device_as": "a"})]
+
+
+def test_one_way_to_show_failed_hosts():
+    outcomes = _outcomes()
+    assert failure_lines(outcomes) == ["b: FAILED: connection refused"]
+    assert str(fleet_error(outcomes)) == "1 of 3 hosts failed"
+    assert str(fleet_error(outcomes[1:2])) == "connection refused"
+    assert fleet_error(outcomes[:1]) is None
+    echoed: list[str] = []
+    with pytest.raises(DeployError, match="1 of 3 hosts failed"):
+        raise_for_failures(outcomes, echoed.append)
+    assert echoed == ["b: FAILED: connection refused"]
+    echoed.clear()
+    with pytest.raises(DeployError, match="^connection refused$"):
+        raise_for_failures(outcomes[1:2], echoed.append)
+    assert echoed == []  # one host: its error is the whole message
+    assert fleet_json(outcomes)["ok"] is False
+    assert [h["host"] for h in fleet_json(outcomes)["hosts"]] == ["a", "b", "c"]
+
+
+def test_outcome_table_rows():
+    table = outcome_table(_outcomes(), ["host", "bundle", "device side", "runtime",
+                                        "self-test", "time"], deploy_row)
+    lines = table.splitlines()
+    assert lines[2].split() == ["a", "henet", "0123456789ab", "henet-edge", "0.1.0",
+                                "ai-edge-litert", "2.0", "passed", "(int8", "8/8)", "1.2s"]
+    assert lines[3].split() == ["b", "FAILED", "(below)"]
+    assert lines[4].split() == ["c", "same", "device", "as", "a"]
+
+
+def test_format_status_of_one_device():
+    state = {"host": "pi", "device": {"arch": "aarch64", "python": "3.11.2", "os": "Debian"},
+             "free_bytes": 2_000_000_000, "version": "0.1.0", "venv": "v1",
+             "runtime": {"name": "ai-edge-litert", "version": "2.0"}, "previous": "b" * 64,
+             "bundles": [{"id": "a" * 64, "name": "henet-r3", "deployed": "2026-12-01",
+                          "precisions": ["float32", "int8"], "size_bytes": 900_000,
+                          "current": True},
+                         {"id": "b" * 64, "name": "henet-r2", "deployed": None,
+                          "precisions": ["int8"], "size_bytes": 500_000, "current": False,
+                          "verify": {"ok": False, "problems": ["labels.txt: sha256"]}}],
+             "problems": [], "last_bench": None, "service": None}
+    text = format_status(state)
+    assert text.splitlines()[0].startswith("pi: aarch64, Python 3.11.2, Debian; 2.0 GB")
+    assert "aaaaaaaaaaaa  henet-r3" in text and "current" in text
+    assert "previous DAMAGED: labels.txt: sha256" in text
+    assert "last bench: none" in text and "service: unknown" in text
+    assert format_status({"host": "x", "same_device_as": "pi"}).startswith(
+        "x: the same device as pi")
+
+
+def test_bench_options_take_the_protocols_counts():
+    options = BenchOptions.for_protocol("paper", repeats=2, core=1)
+    assert (options.runs, options.repeats, options.warmup, options.core) == (
+        PROTOCOLS["paper"]["runs"], 2, PROTOCOLS["paper"]["warmup"], 1)
+    assert BenchOptions().runs == PROTOCOLS["paper"]["runs"]
+    with pytest.raises(BenchError, match="unknown protocol 'fast'"):
+        BenchOptions.for_protocol("fast")
+
+
+def test_demo_speeds():
+    assert (DemoOptions().runs, DemoOptions().repeats) == SPEEDS["default"]
+    full = DemoOptions().at_speed("full")
+    assert (full.runs, full.repeats) == (PROTOCOLS["paper"]["runs"],
+                                         PROTOCOLS["paper"]["repeats"])
+    assert (DemoOptions().at_speed("quick").runs, DemoOptions().at_speed(None).runs) == (
+        SPEEDS["quick"][0], SPEEDS["default"][0])
+
+
+def test_fleet_options_checks_before_any_connection(tmp_path):
+    with pytest.raises(UsageError, match="give the device"):
+        FleetOptions().resolve()
+    with pytest.raises(UsageError, match="--jobs"):
+        FleetOptions(hosts=["pi"], jobs=0).resolve()
+    hosts_file = tmp_path / "hosts"
+    hosts_file.write_text("# lab\npi2\npi1\n")
+    fleet = FleetOptions(hosts=["pi1"], hosts_file=hosts_file)
+    assert fleet.resolve() == ["pi1", "pi2"] and fleet.several
+
+
+def test_deploy_checks_the_bundle_before_any_host(tmp_path):
+    with pytest.raises(Exception, match="manifest"):
+        commands.bundle_to_deploy(tmp_path)
+    with pytest.raises(UsageError, match="give the device"):
+        commands.deploy(None, FleetOptions(), commands.InstallOptions(), log=lambda _m: None)
