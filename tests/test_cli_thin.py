@@ -78,7 +78,7 @@ def test_one_way_to_show_failed_hosts():
         raise_for_failures(outcomes, echoed.append)
     assert echoed == ["b: FAILED: connection refused"]
     echoed.clear()
-    with pytest.raises(DeployError, match="^connection refused$"):
+    with pytest.raises(DeployError, match=r"^connection refused$"):
         raise_for_failures(outcomes[1:2], echoed.append)
     assert echoed == []  # one host: its error is the whole message
     assert fleet_json(outcomes)["ok"] is False

@@ -214,3 +214,20 @@ def test_unreachable_named_set_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(data.OFFICIAL_URLS, "cifar10", f"http://127.0.0.1:{port}/c.tar.gz")
     with pytest.raises(data.DataError, match=r"cannot download .*refused"):
         data.load_source("cifar10")
+
+
+def test_same_source_is_one_rule_for_resume_campaign_and_overlap(tmp_path, monkeypatch):
+    from henet_edge.henet_keras.data import same_source
+
+    archive = tmp_path / "set.tar"
+    archive.write_bytes(b"x")
+    (tmp_path / "link.tar").symlink_to(archive)
+    (tmp_path / "other.tar").write_bytes(b"x")  # equal bytes, another file
+    monkeypatch.chdir(tmp_path)
+    assert same_source("set.tar", str(archive))
+    assert same_source(str(tmp_path / "link.tar"), "set.tar")
+    assert same_source("cifar10", "cifar10")
+    assert same_source("gone/set.tar", str(tmp_path / "gone" / "set.tar"))  # missing: by path
+    assert not same_source("other.tar", "set.tar")
+    assert not same_source("cifar10", "cifar100")
+    assert not same_source(None, "set.tar") and not same_source("", "")

@@ -9,7 +9,6 @@ images the model was trained on is said when it can be known.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from henet_edge import HenetEdgeError
 from henet_edge.device.evaluate import bundle_validation
 from henet_edge.device.manifest import MANIFEST, ManifestError, read_manifest
+from henet_edge.henet_keras.data import same_source
 from henet_edge.henet_keras.run import Run
 
 
@@ -34,15 +34,6 @@ class EvaluationData:
     note: str
     skipped: list[str] = field(default_factory=list)  # "file: reason" for each bad image
     overlap: str | None = None  # why the data is not held out, when it can be known
-
-
-def _same_source(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _training_source(model: Path, run: Run | None) -> str | None:
@@ -61,7 +52,7 @@ def _training_source(model: Path, run: Run | None) -> str | None:
 
 def _overlap(data: str, model: Path, run: Run | None) -> str | None:
     source = _training_source(model, run)
-    if source is None or not _same_source(data, str(source)):
+    if source is None or not same_source(data, str(source)):
         return None
     return (f"--data {data} is the data the model was trained on, so this accuracy is not "
             "held out (omit --data to use the held-out images)")

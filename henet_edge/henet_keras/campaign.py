@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .data import same_source
 from .run import Run, RunError, TrainConfig
-from .train import _same_file, train
+from .train import train
 
 # In the order of priority: if time forces a cut, the first four are the minimum.
 CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
@@ -62,7 +63,7 @@ def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
     mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
     return [f"{key}: run has {saved.get(key)!r}, campaign wants {mine[key]!r}"
             for key in SHARED_KEYS if saved.get(key) != mine[key]
-            and not (key == "data" and _same_file(saved.get(key), mine[key]))]
+            and not (key == "data" and same_source(saved.get(key), mine[key]))]
 
 
 def check_campaign(campaign: Campaign) -> list[dict]:

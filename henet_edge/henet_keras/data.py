@@ -282,6 +282,24 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
     return DataSource(str(path), "tar" if is_tar else "folder", train)
 
 
+def same_source(a: str | None, b: str | None) -> bool:
+    """Whether two data values name the same data.
+
+    Equal text (a named set such as ``cifar10``), or one file or folder reached
+    through different relative paths, links or ``~``. A missing path compares by
+    its resolved form.
+    """
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    left, right = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return left.samefile(right)
+    except OSError:
+        return left.resolve() == right.resolve()
+
+
 def split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """A deterministic, class-stratified (train, validation) split."""
     if not 0 < fraction < 1:

@@ -31,7 +31,7 @@ import numpy as np
 from henet_edge.device.preprocess import Preprocessing
 from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 
-from .data import DataError, ImageSet
+from .data import DataError, ImageSet, same_source
 from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
@@ -543,7 +543,7 @@ def init_source(config: TrainConfig) -> Path:
         theirs = {**donor.saved_train, "data": donor.data_path}
         keys = ("data", "seed", "val_split", "limit", "model", "repeat", "width_multiplier")
         differ = [k for k in keys if theirs.get(k) != getattr(config, k)
-                  and not (k == "data" and _same_file(theirs.get(k), config.data))]
+                  and not (k == "data" and same_source(theirs.get(k), config.data))]
         if differ:
             raise RunError(f"--init-from {source}: that run used a different "
                            + ", ".join(f"{k} ({theirs.get(k)!r})" for k in differ)
@@ -567,10 +567,6 @@ def init_weights(model, config: TrainConfig) -> None:
         raise RunError(f"--init-from {path}: its architecture does not match "
                        f"{config.model} repeat {config.repeat}")
     model.set_weights(given)
-
-
-def _same_file(a: str | None, b: str | None) -> bool:
-    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
 
 
 def to_native(model, config: TrainConfig, classes: int):
