@@ -60,3 +60,11 @@ def tiny_bundle(tiny_run, image_folder, tmp_path_factory) -> Path:
     convert(tiny_run, str(image_folder), out, ConvertOptions(num=12, gate=False),
             log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def int8(tiny_bundle):
+    """The tiny bundle's int8 model as a classifier (top 3)."""
+    from henet_edge.device.classify import Classifier
+
+    return Classifier(tiny_bundle, precision="int8", top_k=3)

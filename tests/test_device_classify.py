@@ -32,11 +32,6 @@ from .device_helpers import (
 
 
 @pytest.fixture(scope="module")
-def int8(tiny_bundle) -> Classifier:
-    return Classifier(tiny_bundle, precision="int8", top_k=3)
-
-
-@pytest.fixture(scope="module")
 def float32(tiny_bundle) -> Classifier:
     return Classifier(tiny_bundle, precision="float32", top_k=3)
 

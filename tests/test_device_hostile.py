@@ -32,11 +32,6 @@ from henet_edge.device.preprocess import canonical, open_image
 from .device_helpers import colour_image, png_header
 
 
-@pytest.fixture(scope="module")
-def int8(tiny_bundle) -> Classifier:
-    return Classifier(tiny_bundle, precision="int8", top_k=3)
-
-
 def _invoke(args):
     result = CliRunner().invoke(main, args)
     assert "Traceback" not in result.output
