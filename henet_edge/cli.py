@@ -73,6 +73,11 @@ def quiet_logs(fn=None, *, add_option: bool = True):
     return decorate(fn) if fn is not None else decorate
 
 
+def _err(message: str) -> None:
+    """One line on stderr (progress, notes): stdout stays the result."""
+    click.echo(message, err=True)
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
@@ -374,7 +379,7 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
         protocol, runs=runs, repeats=repeats, warmup=warmup, core=core, threads=threads,
         precision=precision, image=image, seed=seed, xnnpack_check=xnnpack_check)
     specs = list(models) or [default_model()]
-    run = run_bench(specs, options, progress=lambda msg: click.echo(msg, err=True))
+    run = run_bench(specs, options, progress=_err)
     result = run.result
     if plot_path is not None:
         written = plot(run, plot_path)
@@ -457,10 +462,6 @@ def _fleet_options(conn: dict):
             known_hosts=conn["known_hosts"], accept_new_host_key=conn["accept_new_host_key"],
             connect_timeout=conn["connect_timeout"], verbose=conn["verbose"]),
         remote_dir=conn["remote_dir"], remote_python=conn["remote_python"], jobs=conn["jobs"])
-
-
-def _err(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def _host_err(host: str, message: str) -> None:
@@ -831,7 +832,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          init_from=str(init_from) if init_from else None)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
-    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    echo = _err if as_json else click.echo
     summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
     if as_json:
         emit_json(summary)
@@ -977,7 +978,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
         labels=read_labels(labels_file) if labels_file else None, include_keras=include_keras,
         include_calibration=include_calibration, include_validation=include_validation,
         lowering=lowering, preprocessing=preprocessing)
-    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    echo = _err if as_json else click.echo
     manifest = run_convert(source, calibration, out, options, log=echo)
     if as_json:
         emit_json(manifest)
@@ -1026,28 +1027,19 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
                            precision="all")
     options.validate()
     _quiet_tensorflow()
+    from henet_edge.convert.compare import calibration_inputs, format_machine, format_table, plot
     from henet_edge.convert.compare import compare as run_compare
-    from henet_edge.convert.compare import format_table, plot
 
-    calib = None
-    if calibration:
-        from henet_edge.calibration.calibration_set import resolve_calibration
-        from henet_edge.device.preprocess import DEFAULT
-
-        calib = resolve_calibration(calibration, num=200, seed=0, preprocessing=DEFAULT).inputs()
-    echo = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    result = run_compare(wanted, calibration=calib, log=echo, lowerings=chosen,
-                         options=options)
+    echo = _err if as_json else click.echo
+    result = run_compare(wanted, calibration=calibration_inputs(calibration), log=echo,
+                         lowerings=chosen, options=options)
     if plot_path:
         plot(result, plot_path)
     if as_json:
         emit_json(result)
         return
     click.echo(format_table(result))
-    env = result["bench"]["environment"]
-    click.echo(f"\n{result['bench']['protocol']} protocol, core {result['bench']['core']}, "
-               f"{env.get('cpu', 'unknown CPU')} ({env.get('machine', '?')}, "
-               f"board: {env.get('board', 'unknown')})")
+    click.echo("\n" + format_machine(result))
     if plot_path:
         click.echo(f"plot: {plot_path}")
 

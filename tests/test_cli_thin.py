@@ -149,3 +149,15 @@ def test_deploy_checks_the_bundle_before_any_host(tmp_path):
         commands.bundle_to_deploy(tmp_path)
     with pytest.raises(UsageError, match="give the device"):
         commands.deploy(None, FleetOptions(), commands.InstallOptions(), log=lambda _m: None)
+
+
+def test_compare_footer_and_calibration_come_from_the_library(image_folder):
+    from henet_edge.convert.compare import calibration_inputs, format_machine
+
+    result = {"bench": {"protocol": "paper", "core": 1,
+                        "environment": {"cpu": "AMD EPYC", "machine": "x86_64"}}}
+    assert format_machine(result) == ("paper protocol, core 1, AMD EPYC (x86_64, board: "
+                                      "unknown)")
+    assert calibration_inputs(None) is None
+    inputs = calibration_inputs(str(image_folder), num=6)
+    assert inputs.shape[1:] == (31, 31, 3) and len(inputs) == 6

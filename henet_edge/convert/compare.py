@@ -115,6 +115,16 @@ def build_candidates(models, calibration: np.ndarray, workdir: Path,
     return out
 
 
+def calibration_inputs(spec: str | None, num: int = 200) -> np.ndarray | None:
+    """Calibration images of a data source or .npz (``None``: random inputs)."""
+    if not spec:
+        return None
+    from henet_edge.calibration.calibration_set import resolve_calibration
+    from henet_edge.device.preprocess import DEFAULT
+
+    return resolve_calibration(spec, num=num, seed=0, preprocessing=DEFAULT).inputs()
+
+
 def compare(models=DEFAULT_MODELS, *, calibration: np.ndarray | None = None,
             options: BenchOptions | None = None, workdir: Path | None = None,
             lowerings: tuple[str, ...] = ("grouped",),
@@ -183,6 +193,15 @@ def _lowering_speedups(rows: list[dict], reference: str) -> list[dict]:
                     **{p: base[p]["median_ms"] / r[p]["median_ms"]
                        for p in ("float32", "int8")}})
     return out
+
+
+def format_machine(result: dict) -> str:
+    """The protocol, core and CPU the figures were measured with."""
+    bench = result["bench"]
+    env = bench["environment"]
+    return (f"{bench['protocol']} protocol, core {bench['core']}, "
+            f"{env.get('cpu', 'unknown CPU')} ({env.get('machine', '?')}, "
+            f"board: {env.get('board', 'unknown')})")
 
 
 def format_table(result: dict) -> str:
