@@ -114,6 +114,35 @@ class DeployResult:
         return asdict(self)
 
 
+@dataclass
+class _DeployPlan:
+    """What one deploy installs, decided from the probe and again under the lock."""
+
+    bundle: Bundle
+    files: list[str]                   # manifest.json first, then the manifest's files
+    bundle_bytes: int
+    info: DeviceInfo
+    installed: dict[str, Any]          # the device's installed state, as last read
+    wheel: Path | None = None
+    wheel_sha: str | None = None
+    key: str | None = None             # the venv's key (None with --device-python)
+    wheelhouse: list[Path] = field(default_factory=list)
+    need_venv: bool = False
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.id
+
+    @property
+    def name(self) -> str | None:
+        return self.bundle.manifest.name
+
+    @property
+    def has_bundle(self) -> bool:
+        """Whether the bundle is installed on the device (maybe damaged)."""
+        return self.bundle_id in (self.installed.get("bundles") or [])
+
+
 # ----------------------------------------------------------------- pure helpers
 def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
     """Installed bundle ids, oldest deploy first (``installed`` maps id -> folder mtime).
@@ -316,68 +345,94 @@ class Installer:
 
     def _deploy(self, bundle_path: str | Path) -> DeployResult:
         t0 = time.monotonic()
-        bundle = load_bundle(bundle_path)  # verifies every hash locally first
-        bundle_id = bundle.id
+        plan = self._plan(load_bundle(bundle_path))  # verifies every hash locally first
+        warnings = self._check_space(plan)
+        self._lock_and_replan(plan)
+        self._prepare()
+        runtime = self._ensure_venv(plan)
+        uploaded = self._ensure_bundle(plan.bundle, plan.bundle_id, plan.files, plan.has_bundle)
+        previous = plan.installed.get("current")
+        selftest = self._selftest_candidate(plan, previous)
+        runtime = selftest.get("runtime") or runtime
+        self._switch(plan, previous)
+        removed = self._prune(plan.bundle_id, plan.key)
+        service = self._service_after_switch(warnings)
+        return DeployResult(
+            host=self.name, bundle=plan.bundle_id, name=plan.name, previous=previous,
+            version=__version__ if not self.options.device_python else "external",
+            venv=plan.key, installed=plan.need_venv, uploaded=uploaded, runtime=runtime,
+            selftest=_selftest_summary(selftest), device=plan.info.to_dict(),
+            warnings=warnings, removed=removed, service=service,
+            seconds=round(time.monotonic() - t0, 2))
+
+    # -- the deploy's steps, in the order _deploy takes them
+    def _plan(self, bundle: Bundle) -> _DeployPlan:
+        """Probe the device and decide what this deploy installs: a venv, the bundle."""
         files = [MANIFEST, *sorted(bundle.manifest.files)]
         bundle_bytes = sum((bundle.root / f).stat().st_size for f in files)
-        name = bundle.manifest.name
-        self.log(f"bundle {name} {_short(bundle_id)} ({len(files)} files, "
+        self.log(f"bundle {bundle.manifest.name} {_short(bundle.id)} ({len(files)} files, "
                  f"{human_bytes(bundle_bytes)})")
-
         info = self.probe()
         self.log(f"device: {info.summary()}")
         check_device(info, needs_venv=False)  # Python, system, architecture: before any work
-        installed = info.installed or {}
-        wheel = wheel_sha = key = None
-        wheelhouse: list[Path] = []
-        need_venv = False
+        plan = _DeployPlan(bundle, files, bundle_bytes, info, info.installed or {})
         if not self.options.device_python:
-            wheel, wheel_sha = self._wheel()
-            key = venv_key(wheel_sha, info.python_path)
-            need_venv = not self._venv_complete(key, installed)
-            if need_venv and self.options.wheelhouse:
+            plan.wheel, plan.wheel_sha = self._wheel()
+            plan.key = venv_key(plan.wheel_sha, info.python_path)
+            plan.need_venv = not self._venv_complete(plan.key, plan.installed)
+            if plan.need_venv and self.options.wheelhouse:
                 from .wheel import wheelhouse_files
 
-                wheelhouse = wheelhouse_files(self.options.wheelhouse)
-        has_bundle = bundle_id in (installed.get("bundles") or [])
-        space = SpaceNeeded(bundle=0 if has_bundle else bundle_bytes,
+                plan.wheelhouse = wheelhouse_files(self.options.wheelhouse)
+        return plan
+
+    def _check_space(self, plan: _DeployPlan) -> list[str]:
+        """Refuse a device without room for the plan; the warnings, logged."""
+        space = SpaceNeeded(bundle=0 if plan.has_bundle else plan.bundle_bytes,
                             reserve=self.options.reserve_bytes)
-        if need_venv:
-            space.wheels = wheel.stat().st_size + sum(p.stat().st_size for p in wheelhouse)
-            space.venv = (3 * sum(p.stat().st_size for p in wheelhouse) if wheelhouse
-                          else self.options.venv_bytes)
-        warnings = check_device(info, space=space, needs_venv=need_venv)
+        if plan.need_venv:
+            wheelhouse_bytes = sum(p.stat().st_size for p in plan.wheelhouse)
+            space.wheels = plan.wheel.stat().st_size + wheelhouse_bytes
+            space.venv = 3 * wheelhouse_bytes if plan.wheelhouse else self.options.venv_bytes
+        warnings = check_device(plan.info, space=space, needs_venv=plan.need_venv)
         for w in warnings:
             self.log(f"warning: {w}")
+        return warnings
 
+    def _lock_and_replan(self, plan: _DeployPlan) -> None:
+        """Take the deploy lock; if another deploy finished meanwhile, plan from what is there."""
         locked = self._lock()
-        if locked != installed:  # another deploy finished meanwhile: plan from what is there
-            installed = locked
-            if key:
-                need_venv = need_venv and not self._venv_complete(key, installed)
-            has_bundle = bundle_id in (installed.get("bundles") or [])
-        self._prepare()
-        runtime: dict[str, Any] = {}
-        if need_venv:
-            runtime = self._install_venv(key, wheel, wheel_sha, wheelhouse, info)
-        elif key:
-            record = self._venv_record(key, installed)
-            runtime = (record or {}).get("runtime", {})
-            self.log(f"device side henet-edge {(record or {}).get('version', '?')} already "
-                     f"installed (venv {key}); nothing to install")
-        uploaded = self._ensure_bundle(bundle, bundle_id, files, has_bundle)
+        if locked != plan.installed:
+            plan.installed = locked
+            if plan.key:
+                plan.need_venv = plan.need_venv and not self._venv_complete(plan.key, locked)
 
-        previous = installed.get("current")
-        selftest: dict[str, Any] = {}
-        if self.options.selftest:
-            try:
-                selftest = self.selftest(self.path(BUNDLES, bundle_id), venv=key)
-            except SelftestFailed:
-                self._drop_failed(bundle_id, previous)
-                raise
-            runtime = selftest.get("runtime") or runtime
+    def _ensure_venv(self, plan: _DeployPlan) -> dict[str, Any]:
+        """Install the planned venv, or reuse the complete one; its TFLite runtime."""
+        if plan.need_venv:
+            return self._install_venv(plan.key, plan.wheel, plan.wheel_sha, plan.wheelhouse,
+                                      plan.info)
+        if not plan.key:
+            return {}
+        record = self._venv_record(plan.key, plan.installed) or {}
+        self.log(f"device side henet-edge {record.get('version', '?')} already "
+                 f"installed (venv {plan.key}); nothing to install")
+        return record.get("runtime", {})
 
-        if key and installed.get("venv") != key:
+    def _selftest_candidate(self, plan: _DeployPlan, previous: str | None) -> dict[str, Any]:
+        """Self-test the new bundle before any switch; a failed one is removed again."""
+        if not self.options.selftest:
+            return {}
+        try:
+            return self.selftest(self.path(BUNDLES, plan.bundle_id), venv=plan.key)
+        except SelftestFailed:
+            self._drop_failed(plan.bundle_id, previous)
+            raise
+
+    def _switch(self, plan: _DeployPlan, previous: str | None) -> None:
+        """Point ``venv`` and ``current`` at the new versions, the history written first."""
+        bundle_id, key, name = plan.bundle_id, plan.key, plan.name
+        if key and plan.installed.get("venv") != key:
             self._switch_link(VENV_LINK, f"{VENVS}/{key}")
         # History first, then the switch: an entry whose switch never happened is
         # recognised from `current` on disk (see realised_history).
@@ -388,14 +443,6 @@ class Installer:
             self.log(f"current -> {_short(bundle_id)} ({name}), was {_short(previous)}")
         else:
             self.log(f"current is already {_short(bundle_id)} ({name})")
-        removed = self._prune(bundle_id, key)
-        service = self._service_after_switch(warnings)
-        return DeployResult(
-            host=self.name, bundle=bundle_id, name=name, previous=previous,
-            version=__version__ if not self.options.device_python else "external",
-            venv=key, installed=need_venv, uploaded=uploaded, runtime=runtime,
-            selftest=_selftest_summary(selftest), device=info.to_dict(), warnings=warnings,
-            removed=removed, service=service, seconds=round(time.monotonic() - t0, 2))
 
     # -- the service (systemd unit running `henet-edge serve` on the device)
     def service(self, *args: str) -> dict[str, Any]:
@@ -482,6 +529,7 @@ class Installer:
 
     def _install_venv(self, key: str, wheel: Path, wheel_sha: str, wheelhouse: list[Path],
                       info: DeviceInfo) -> dict[str, Any]:
+        """Make ``venvs/<key>`` with the wheel installed and recorded; its TFLite runtime."""
         stage = self.path(TMP, self.session.unique("install"))
         venv = self.path(VENVS, key)
         pairs = [(wheel, f"{stage}/{wheel.name}")]
@@ -494,23 +542,8 @@ class Installer:
             self._verify_uploads(pairs)
             self.session.run(f"rm -rf {quote(venv)} && {quote(info.python_path)} -m venv "
                              f"--system-site-packages {quote(venv)}", "creating the venv")
-            pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
-                   "--no-input"]
-            if wheelhouse:
-                pip += ["--no-index", "--find-links", f"{stage}/wheelhouse"]
-            pip_line = " ".join(quote(a) for a in pip)
-            result = self.connection.run(f"{pip_line} {quote(pairs[0][1] + '[device]')}",
-                                timeout=self.options.command_timeout)
-            if not result.ok:
-                raise RemoteCommandError(f"{self.name}: pip install failed: "
-                                         f"{result.last_line()}")
-            check = ("import json; from henet_edge.device.runtime import find_runtime; "
-                     "print(json.dumps(find_runtime().describe()))")
-            result = self.connection.run(f"{quote(venv + '/bin/python')} -c {quote(check)}")
-            if not result.ok:
-                raise RemoteCommandError(f"{self.name}: the installed device side cannot "
-                                         f"load a TFLite runtime: {result.last_line()}")
-            runtime = json.loads(result.out.strip().splitlines()[-1])
+            self._pip_install(venv, pairs[0][1], f"{stage}/wheelhouse" if wheelhouse else None)
+            runtime = self._venv_runtime(venv)
             record = {"version": __version__, "wheel": wheel.name, "wheel_sha256": wheel_sha,
                       "python": info.python_path, "python_version": info.python_text,
                       "dependencies": "wheelhouse" if wheelhouse else "index",
@@ -524,6 +557,28 @@ class Installer:
         self.session.run_quietly(f"rm -rf {quote(stage)}")
         self.log(f"installed; runtime {runtime.get('name')} {runtime.get('version')}")
         return runtime
+
+    def _pip_install(self, venv: str, wheel: str, wheelhouse: str | None) -> None:
+        """pip-install ``wheel[device]`` into ``venv`` (offline: from ``wheelhouse``)."""
+        pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
+               "--no-input"]
+        if wheelhouse:
+            pip += ["--no-index", "--find-links", wheelhouse]
+        pip_line = " ".join(quote(a) for a in pip)
+        result = self.connection.run(f"{pip_line} {quote(wheel + '[device]')}",
+                                     timeout=self.options.command_timeout)
+        if not result.ok:
+            raise RemoteCommandError(f"{self.name}: pip install failed: {result.last_line()}")
+
+    def _venv_runtime(self, venv: str) -> dict[str, Any]:
+        """The TFLite runtime the device side in ``venv`` finds (it must find one)."""
+        check = ("import json; from henet_edge.device.runtime import find_runtime; "
+                 "print(json.dumps(find_runtime().describe()))")
+        result = self.connection.run(f"{quote(venv + '/bin/python')} -c {quote(check)}")
+        if not result.ok:
+            raise RemoteCommandError(f"{self.name}: the installed device side cannot "
+                                     f"load a TFLite runtime: {result.last_line()}")
+        return json.loads(result.out.strip().splitlines()[-1])
 
     def _ensure_bundle(self, bundle: Bundle, bundle_id: str, files: list[str],
                        has_bundle: bool) -> bool:

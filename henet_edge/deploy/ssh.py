@@ -250,6 +250,18 @@ def connect(spec: str, options: ConnectOptions | None = None, *,
     return SSHConnection(transports[-1], name=spec, jumps=transports[:-1], target=target)
 
 
+def _take_block(ready: Callable[[], bool], recv: Callable[[int], bytes],
+                blocks: list[bytes], sink: Sink | None) -> bool:
+    """Read one waiting block of a channel's stream into ``blocks`` and ``sink``; False if none."""
+    if not ready():
+        return False
+    block = recv(65536)
+    blocks.append(block)
+    if sink is not None:
+        sink(block)
+    return True
+
+
 class SSHConnection(Connection):
     """Commands over SSH exec channels, files over SFTP."""
 
@@ -295,20 +307,10 @@ class SSHConnection(Connection):
                     chan.sendall(input)
                 chan.shutdown_write()
                 while True:
-                    busy = False
-                    if chan.recv_ready():
-                        block = chan.recv(65536)
-                        out.append(block)
-                        if stdout_sink is not None:
-                            stdout_sink(block)
-                        busy = True
-                    if chan.recv_stderr_ready():
-                        block = chan.recv_stderr(65536)
-                        err.append(block)
-                        if stderr_sink is not None:
-                            stderr_sink(block)
-                        busy = True
-                    if busy:
+                    got_out = _take_block(chan.recv_ready, chan.recv, out, stdout_sink)
+                    got_err = _take_block(chan.recv_stderr_ready, chan.recv_stderr, err,
+                                          stderr_sink)
+                    if got_out or got_err:
                         continue
                     # Read to EOF, not to the exit status: sshd may send the status
                     # before the last of the output.
