@@ -34,10 +34,21 @@ def replacing(path: Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) in one step."""
+def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one step.
+
+    ``mode`` (such as ``0o600`` for a file holding a secret) applies from the moment the
+    file is created, so the text is never readable by others, not even briefly.
+    """
     with replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        if mode is None:
+            tmp.write_text(text, encoding="utf-8")
+            return
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a stale temporary file would keep its own mode
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 def utc_timestamp(seconds: float | None = None) -> str:

@@ -41,3 +41,16 @@ def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("HENET_EDGE_CACHE")
     assert cache_dir() == Path.home() / ".cache" / "henet-edge"
+
+
+def test_a_secret_is_written_owner_only_from_the_start(tmp_path):
+    path = tmp_path / "unit.service"
+    path.write_text("old")
+    path.chmod(0o644)
+    stale = tmp_path / ".unit.tmp.service"  # a killed earlier write, readable by all
+    stale.write_text("stale")
+    stale.chmod(0o644)
+    write_text_atomic(path, "token=s3cret\n", mode=0o600)
+    assert path.read_text() == "token=s3cret\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not stale.exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from henet_edge import HenetEdgeError
+from henet_edge.storage import write_text_atomic
 
 from .classify import edge_home
 
@@ -152,11 +153,7 @@ def install(serve_args: list[str], home: Path | None = None,
                      scope="user" if scope == "user" else "system", token=token)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{UNIT}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text, mode=0o600)
     except OSError as exc:
         raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
     notes = []
