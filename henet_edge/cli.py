@@ -268,21 +268,10 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
       curl -F file=@photo.jpg http://127.0.0.1:8080/api/classify
       curl -N http://127.0.0.1:8080/api/stream
     """
-    from henet_edge.device.serve.app import parse_bind
     from henet_edge.device.serve.app import serve as run_server
+    from henet_edge.device.serve.options import check_serve_options
 
-    try:
-        parse_bind(bind)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if every < 0:
-        raise UsageError(f"--every must be 0 or more seconds, got {every}")
-    if camera is not None:
-        from henet_edge.device.camera import open_source
-
-        open_source(camera).close()  # a source that cannot open stops here, in one line
+    check_serve_options(bind, workers=workers, every=every, camera=camera)
     classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
     run_server(classifiers, bind, token, camera=camera, every=every)
 
@@ -697,16 +686,9 @@ def _service_report(state, as_json: bool) -> None:
 def service_install(bind, camera, workers, token, as_json):
     """Write, enable and start the unit (where systemd runs; else only write it)."""
     from henet_edge.device import service as svc
-    from henet_edge.device.serve.app import is_loopback, parse_bind
+    from henet_edge.device.serve.options import service_arguments
 
-    try:
-        host, _ = parse_bind(bind)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if not is_loopback(host) and not token:
-        raise UsageError(f"--bind {bind} is beyond loopback: give --token (a service "
-                               "cannot show a generated one)")
-    args = ["--bind", bind, "--workers", str(workers)] + (["--camera", camera] if camera else [])
+    args = service_arguments(bind, workers=workers, camera=camera, token=token)
     _service_report(svc.install(args, token=token), as_json)
 
 

@@ -323,3 +323,22 @@ def test_serve_with_a_camera_stops_cleanly_on_a_signal(frames_folder, signame):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_and_service_check_their_options_one_way(tmp_path):
+    from henet_edge import UsageError
+    from henet_edge.device.serve.options import check_serve_options, service_arguments
+
+    assert check_serve_options("[::1]:8080", workers=2) == ("::1", 8080)
+    for bind in ("127.0.0.1:0", "127.0.0.1:70000", ":8080"):
+        with pytest.raises(UsageError, match="expected HOST:PORT"):
+            check_serve_options(bind)
+    with pytest.raises(UsageError, match="--workers must be at least 1"):
+        check_serve_options("127.0.0.1:8080", workers=0)
+    with pytest.raises(UsageError, match="--every"):
+        check_serve_options("127.0.0.1:8080", every=-1)
+    assert service_arguments("127.0.0.1:9000", camera="auto") == [
+        "--bind", "127.0.0.1:9000", "--workers", "1", "--camera", "auto"]
+    with pytest.raises(UsageError, match="beyond loopback: give --token"):
+        service_arguments("0.0.0.0:9000")
+    assert service_arguments("0.0.0.0:9000", token="t")[:2] == ["--bind", "0.0.0.0:9000"]

@@ -37,6 +37,7 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
+from .options import is_loopback, parse_bind
 from .page import PAGE
 from .pool import ClassifierPool
 
@@ -251,18 +252,6 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
     app.state.metrics = metrics
     app.state.pool = pool
     return app
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); ValueError with a one-line reason."""
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1:8080",

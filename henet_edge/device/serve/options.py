@@ -1,0 +1,55 @@
+"""What a ``serve`` command line may ask for, checked before any model is loaded.
+
+Standard library only, so ``henet-edge service install`` checks its options with the
+same rules as ``serve`` without importing the web stack.
+"""
+
+from __future__ import annotations
+
+from henet_edge import UsageError
+
+
+class BindError(UsageError, ValueError):
+    """A ``--bind`` that is not HOST:PORT."""
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); :class:`BindError` with a one-line reason."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
+        raise BindError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def check_serve_options(bind: str, *, workers: int = 1, every: float = 0.1,
+                        camera: str | None = None) -> tuple[str, int]:
+    """Refuse what cannot work (a bad bind, no workers, a camera that will not open)."""
+    address = parse_bind(bind)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if every < 0:
+        raise UsageError(f"--every must be 0 or more seconds, got {every}")
+    if camera is not None:
+        from henet_edge.device.camera import open_source
+
+        open_source(camera).close()  # a source that cannot open stops here, in one line
+    return address
+
+
+def service_arguments(bind: str, *, workers: int = 1, camera: str | None = None,
+                      token: str | None = None) -> list[str]:
+    """The ``serve`` arguments of a service unit; beyond loopback it needs a token.
+
+    (``serve`` itself prints a generated token; a service has nowhere to show one.)
+    The camera is not opened here: the service may be installed before it is plugged in.
+    """
+    host, _ = check_serve_options(bind, workers=workers)
+    if not is_loopback(host) and not token:
+        raise UsageError(f"--bind {bind} is beyond loopback: give --token (a service cannot "
+                         "show a generated one)")
+    return ["--bind", bind, "--workers", str(workers)] + (["--camera", camera] if camera
+                                                          else [])
