@@ -734,17 +734,10 @@ def selftest(bundle, precisions, as_json):
     Deploy runs this on the device before switching to a bundle. Exits 1 if
     any golden image's top-1 or logits differ beyond tolerance.
     """
-    from henet_edge.device.selftest import format_report, run_selftest
+    from henet_edge.device.selftest import format_selftest, run_selftest
 
     report = run_selftest(bundle, precisions=list(precisions) or None)
-    if as_json:
-        click.echo(json.dumps(report))
-    else:
-        runtime = report["runtime"]
-        click.echo(f"self-test of {report['name']} {report['id'][:12]} with "
-                   f"{runtime['name']} {runtime['version']}:")
-        for line in format_report(report):
-            click.echo("  " + line)
+    click.echo(json.dumps(report) if as_json else format_selftest(report))
     if not report["passed"]:
         raise HenetEdgeError("self-test failed: the golden images do not reproduce here")
 # ---- deploy commands (end)
@@ -886,12 +879,10 @@ def calibrate(data, num, seed, out, force, as_json):
     refuse_existing(out, force)
     calib = make_calibration(data, num=num, seed=seed)
     calib.save(out)
-    prov = {k: v for k, v in calib.provenance.items() if k != "ids"}
     if as_json:
-        emit_json({"out": str(out), **prov})
-        return
-    click.echo(f"{out}: {num} images from {data} (seed {seed}), sha256 {prov['sha256'][:16]}...")
-    click.echo("per class: " + ", ".join(f"{k} {v}" for k, v in prov["histogram"].items()))
+        emit_json({"out": str(out), **calib.summary()})
+    else:
+        click.echo(calib.describe(out))
 
 
 @main.command()
@@ -951,7 +942,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
     _quiet_tensorflow()
     from henet_edge.convert.pipeline import ConvertOptions
     from henet_edge.convert.pipeline import convert as run_convert
-    from henet_edge.convert.report import Gates
+    from henet_edge.convert.report import Gates, format_scores
     from henet_edge.device.inputs import read_labels
 
     options = ConvertOptions(
@@ -964,11 +955,9 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
     manifest = run_convert(source, calibration, out, options, log=echo)
     if as_json:
         emit_json(manifest)
-        return
-    r = manifest["report"]
-    click.echo(f"top-1 on {r['images']} images: Keras {100 * r['keras_top1']:.2f}%, float32 "
-               f"{100 * r['float32_top1']:.2f}%, int8 {100 * r['int8_top1']:.2f}% "
-               f"(agreement {100 * r['int8_agreement']:.2f}%); report: {out / 'report.md'}")
+    else:
+        click.echo(format_scores(manifest, out))
+
 
 @main.command()
 @click.option("--models", default="henet:2,3,4;shufflenet:2,3,4,5", show_default=True,

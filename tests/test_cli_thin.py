@@ -161,3 +161,18 @@ def test_compare_footer_and_calibration_come_from_the_library(image_folder):
     assert calibration_inputs(None) is None
     inputs = calibration_inputs(str(image_folder), num=6)
     assert inputs.shape[1:] == (31, 31, 3) and len(inputs) == 6
+
+
+def test_calibrate_and_selftest_text_come_from_the_library(image_folder, tiny_bundle, tmp_path):
+    out = tmp_path / "calib.npz"
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--num", "10",
+                                       "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    first, second = result.output.splitlines()
+    assert first.startswith(f"{out}: 10 images from {image_folder} (seed 3), sha256 ")
+    assert second == "per class: blue 4, green 3, red 3"
+    result = CliRunner().invoke(main, ["selftest", str(tiny_bundle), "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("self-test of ") and lines[0].endswith(":")
+    assert lines[1].startswith("  int8: passed (")

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,17 @@ class CalibrationSet:
                 "calibration set was preprocessed differently from the model ("
                 + ", ".join(f"{k}: {mine.get(k)} vs {theirs[k]}" for k in diff)
                 + "); make a new one with `henet-edge calibrate`")
+
+    def summary(self) -> dict[str, Any]:
+        """The provenance without the per-image ids (what ``calibrate --json`` prints)."""
+        return {k: v for k, v in self.provenance.items() if k != "ids"}
+
+    def describe(self, out: Path) -> str:
+        """Two lines for ``calibrate``: where it came from, its hash, its classes."""
+        p = self.provenance
+        return (f"{out}: {len(self.pixels)} images from {p.get('source')} (seed "
+                f"{p.get('seed')}), sha256 {p['sha256'][:16]}...\nper class: "
+                + ", ".join(f"{k} {v}" for k, v in p["histogram"].items()))
 
     def save(self, path: Path) -> None:
         path = Path(path)

@@ -81,6 +81,14 @@ def report_card(keras_logits: np.ndarray, float_logits: np.ndarray, int8_logits:
     }
 
 
+def format_scores(manifest: dict, out: Path) -> str:
+    """``convert``'s closing line: top-1 of Keras and both TFLite models, int8 agreement."""
+    r = manifest["report"]
+    return (f"top-1 on {r['images']} images: Keras {100 * r['keras_top1']:.2f}%, float32 "
+            f"{100 * r['float32_top1']:.2f}%, int8 {100 * r['int8_top1']:.2f}% (agreement "
+            f"{100 * r['int8_agreement']:.2f}%); report: {Path(out) / 'report.md'}")
+
+
 def report_markdown(report: dict, audits: dict, sizes: dict) -> str:
     k, f, q = report["keras"], report["float32"], report["int8"]
     lines = [

@@ -140,6 +140,14 @@ def _label(labels: list[str], index: int) -> str:
     return labels[index] if 0 <= index < len(labels) else str(index)
 
 
+def format_selftest(report: dict[str, Any]) -> str:
+    """``henet-edge selftest``'s text: which bundle and runtime, then :func:`format_report`."""
+    runtime = report["runtime"]
+    head = (f"self-test of {report['name']} {report['id'][:12]} with {runtime['name']} "
+            f"{runtime['version']}:")
+    return "\n".join([head, *("  " + line for line in format_report(report))])
+
+
 def format_report(report: dict[str, Any]) -> list[str]:
     """Human lines: one per precision, and one per failing image with both predictions."""
     lines = []
