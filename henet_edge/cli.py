@@ -468,7 +468,9 @@ def _finish_fleet(outcomes, as_json: bool, table=None) -> None:
     if as_json:
         emit_json(fleet_json(outcomes))
     elif table is not None and not (len(outcomes) == 1 and failed(outcomes)):
-        click.echo(table())
+        text = table()
+        if text:  # nothing when every host failed and there is no table
+            click.echo(text)
     raise_for_failures(outcomes, _err)
 
 

@@ -81,6 +81,8 @@ def test_one_way_to_show_failed_hosts():
     with pytest.raises(DeployError, match=r"^connection refused$"):
         raise_for_failures(outcomes[1:2], echoed.append)
     assert echoed == []  # one host: its error is the whole message
+    named = [HostOutcome("pi", False, error="pi: cannot resolve host name 'pi'")]
+    assert failure_lines(named) == ["pi: FAILED: cannot resolve host name 'pi'"]
     assert fleet_json(outcomes)["ok"] is False
     assert [h["host"] for h in fleet_json(outcomes)["hosts"]] == ["a", "b", "c"]
 

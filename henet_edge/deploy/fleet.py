@@ -154,8 +154,17 @@ def failed(outcomes: Sequence[HostOutcome]) -> list[HostOutcome]:
 
 
 def failure_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
-    """The one way a failed host is shown: ``HOST: FAILED: error``, one line each."""
-    return [f"{o.host}: FAILED: {o.error}" for o in failed(outcomes)]
+    """The one way a failed host is shown: ``HOST: FAILED: error``, one line each.
+
+    An error that already starts with its host's name is not prefixed twice.
+    """
+    lines = []
+    for o in failed(outcomes):
+        error = o.error or "failed"
+        if error.startswith(f"{o.host}: "):
+            error = error[len(o.host) + 2:]
+        lines.append(f"{o.host}: FAILED: {error}")
+    return lines
 
 
 def fleet_error(outcomes: Sequence[HostOutcome]) -> HenetEdgeError | None:
