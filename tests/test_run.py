@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +49,7 @@ def _old_style_run(tiny_run, image_folder, project, run_dir_as_given):
     shutil.copytree(image_folder, project / "tiny")
     config = json.loads((run / "config.json").read_text())
     config["train"]["data"] = "tiny"
+    config.pop("paths")  # older versions did not say what paths were relative to
     (run / "config.json").write_text(json.dumps(config))
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "run_dir": run_dir_as_given}))
@@ -65,3 +68,22 @@ def test_an_old_relative_data_path_is_found_where_the_run_was_made(tiny_run, ima
     assert Run.load(run).data_path == str(project / "tiny")
     result = evaluate_model(run)  # from another folder: the run's own validation split
     assert result["models"]["keras"]["images"] == 12
+
+
+def test_a_run_names_its_data_relative_to_itself_and_moves_with_it(tiny_run, image_folder,
+                                                                   tmp_path, monkeypatch):
+    text = (tiny_run / "config.json").read_text()
+    config = json.loads(text)
+    assert config["paths"] == "relative to the run folder"
+    assert not os.path.isabs(config["train"]["data"])
+    assert str(image_folder) not in text and str(tiny_run.parent) not in text
+    assert str(tiny_run.parent) not in (tiny_run / "train.log").read_text()
+    # Move the run and its data together: the run still finds its data, from anywhere.
+    moved = tmp_path / "moved"
+    relative = os.path.relpath(image_folder, tiny_run)
+    run_copy = moved / "a" / "b" / "run"
+    shutil.copytree(tiny_run, run_copy)
+    shutil.copytree(image_folder, os.path.normpath(run_copy / relative))
+    monkeypatch.chdir(tmp_path)
+    assert Run.load(run_copy).data_path == os.path.normpath(run_copy / relative)
+    assert Path(Run.load(run_copy).data_path).is_dir()

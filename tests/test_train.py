@@ -140,7 +140,9 @@ def test_init_from_a_run_starts_from_its_weights(tiny_run, image_folder, tmp_pat
     run = tmp_path / "more"
     train(config, run, show_bar=False, echo=lambda _m: None)
     assert "weights initialised from" in (run / "train.log").read_text()
-    assert json.loads((run / "config.json").read_text())["train"]["init_from"] == str(tiny_run)
+    from henet_edge.henet_keras.run import Run
+
+    assert Run.load(run).train_config.init_from == str(tiny_run)  # recorded, and found again
     before = keras.models.load_model(tiny_run / "model.keras")
     after = keras.models.load_model(run / "model.keras")
     for old, new in zip(before.layers, after.layers, strict=True):

@@ -8,6 +8,7 @@ the layout is known in one place. No TensorFlow here.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,27 @@ def absolute_source(spec: str | None) -> str | None:
     return str(Path(spec).expanduser().absolute())
 
 
+RELATIVE_TO_RUN = "relative to the run folder"  # config.json's "paths" of newer runs
+
+
+def recorded_path(spec: str | None, run_dir: Path) -> str | None:
+    """How a run records a data path (or ``--init-from``): relative to the run folder.
+
+    So a run folder names no machine's folders, and moving a checkout together with
+    its data keeps the run working. Named sets stay names.
+    """
+    if spec is None or spec in NAMED_SETS:
+        return spec
+    return os.path.relpath(Path(spec).expanduser().absolute(), Path(run_dir).absolute())
+
+
+def shown_path(spec: str | None) -> str | None:
+    """A data path as logs show it: relative to the current folder (names stay names)."""
+    if spec is None or spec in NAMED_SETS:
+        return spec
+    return os.path.relpath(Path(spec).expanduser().absolute())
+
+
 def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
     """The mean validation accuracy of the last ``n`` epochs (None without history)."""
     last = [h["val_accuracy"] for h in history[-n:]]
@@ -121,7 +143,8 @@ class Run:
     @property
     def train_config(self) -> TrainConfig:
         """The saved settings, with the data path resolved (see :meth:`data_path`)."""
-        return TrainConfig(**{**self.saved_train, "data": self.data_path})
+        return TrainConfig(**{**self.saved_train, "data": self.data_path,
+                              "init_from": self._saved_path("init_from")})
 
     @property
     def labels(self) -> list[str]:
@@ -135,14 +158,20 @@ class Run:
     def data_path(self) -> str | None:
         """The training data; an old run's relative path is found where it was made.
 
-        Runs record absolute paths. Older ones recorded the path as given: it is
+        Runs record it relative to the run folder (``"paths"`` in config.json says
+        so), some absolute. The oldest recorded the path as given: it is
         tried against the folder ``train`` ran in (known from the summary's
         ``run_dir`` when that was relative), then each folder above the run,
         then the current folder.
         """
-        data = self.saved_train.get("data")
+        return self._saved_path("data")
+
+    def _saved_path(self, key: str) -> str | None:
+        data = self.saved_train.get(key)
         if data is None or data in NAMED_SETS or Path(data).expanduser().is_absolute():
             return data
+        if self.config.get("paths") == RELATIVE_TO_RUN:
+            return os.path.normpath(self.root.absolute() / data)
         for base in self._bases():
             if (base / data).exists():
                 return str(base / data)
@@ -203,4 +232,4 @@ class Run:
     def validation(self) -> tuple[ImageSet, str]:
         """The run's own validation (or test) set, rebuilt from its config, and a description."""
         _, _, val = load_training_data(self.train_config)
-        return val, f"{self.saved_train['data']}, {self.config['data']['validation_kind']}"
+        return val, f"{shown_path(self.data_path)}, {self.config['data']['validation_kind']}"

@@ -36,12 +36,15 @@ from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
     CONFIG,
+    RELATIVE_TO_RUN,
     Run,
     RunError,
     TrainConfig,
     absolute_source,
     load_training_data,
     mean_of_last,
+    recorded_path,
+    shown_path,
 )
 from .tf_env import library_versions, prepare_tensorflow
 
@@ -434,7 +437,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
 def _load_data(config: TrainConfig, log: Callable[[str], None]):
     t_load = time.perf_counter()
     source, train_set, val_set = load_training_data(config)
-    log(f"data: {source.name} ({source.kind}): {len(train_set)} train, {len(val_set)} "
+    log(f"data: {shown_path(source.name)} ({source.kind}): {len(train_set)} train, {len(val_set)} "
         f"{'test' if source.test is not None else 'validation'}, "
         f"{len(train_set.class_names)} classes, {len(source.train.skipped)} skipped, "
         f"loaded in {time.perf_counter() - t_load:.1f}s")
@@ -479,7 +482,7 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
                       weight_decay=plan["weight_decay"])
     if config.init_from:
         init_weights(model, config)
-        log(f"weights initialised from {config.init_from}")
+        log(f"weights initialised from {shown_path(config.init_from)}")
     schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
                               plan["schedule"], tuple(plan["milestones"]))
     model.compile(
@@ -496,13 +499,15 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
 def _write_config(run_dir: Path, config: TrainConfig, plan: dict, formulation: str,
                   source, train_set: ImageSet, val_set: ImageSet) -> None:
     """config.json: everything needed to rebuild the run's data, model and schedule."""
-    full = {"train": asdict(config), "plan": plan, "formulation": formulation,
+    train = {**asdict(config), "data": recorded_path(config.data, run_dir),
+             "init_from": recorded_path(config.init_from, run_dir)}
+    full = {"train": train, "paths": RELATIVE_TO_RUN, "plan": plan, "formulation": formulation,
             "recipe": RECIPES[config.recipe].to_dict(), "labels": train_set.class_names,
             "classes": len(train_set.class_names),
             "preprocessing": Preprocessing.from_dict(config.preprocessing).to_dict(),
             "augment": source.augment, "data": {
-                "source": source.name, "kind": source.kind, "train": len(train_set),
-                "validation": len(val_set),
+                "source": recorded_path(source.name, run_dir), "kind": source.kind,
+                "train": len(train_set), "validation": len(val_set),
                 "validation_kind": "test" if source.test is not None else
                 f"seeded {config.val_split:.0%} split (seed {config.seed})",
                 "skipped": len(source.train.skipped)},
