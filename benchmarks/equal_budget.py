@@ -27,6 +27,7 @@ from henet_edge.henet_keras.campaign import (  # noqa: E402
     check_campaign,
     run_campaign,
 )
+from henet_edge.storage import write_text_atomic  # noqa: E402
 
 
 def parse_models(text: str | None) -> tuple[tuple[str, int], ...]:
@@ -35,7 +36,7 @@ def parse_models(text: str | None) -> tuple[tuple[str, int], ...]:
     models = []
     for name in text.split(","):
         family, _, repeat = name.strip().partition("-r")
-        if (family, int(repeat or 0)) not in CAMPAIGN_MODELS:
+        if not repeat.isdigit() or (family, int(repeat)) not in CAMPAIGN_MODELS:
             raise SystemExit(f"unknown model {name!r}; choose from "
                              + ", ".join(f"{f}-r{r}" for f, r in CAMPAIGN_MODELS))
         models.append((family, int(repeat)))
@@ -57,9 +58,9 @@ def report(campaign: Campaign, args) -> None:
     options = BenchOptions(runs=args.runs, repeats=args.repeats, core=args.core,
                            precision="all")
     result = build_report(campaign, args.root, options, log=lambda m: print(m, flush=True))
-    (args.root / "results.json").write_text(json.dumps(result, indent=1))
+    write_text_atomic(args.root / "results.json", json.dumps(result, indent=1))
     text = format_report(result)
-    (args.root / "results.md").write_text(text + "\n")
+    write_text_atomic(args.root / "results.md", text + "\n")
     pngs = plot_accuracy_latency(result, args.root)
     print(text)
     print("wrote", ", ".join(str(p) for p in [args.root / "results.json",
@@ -67,19 +68,33 @@ def report(campaign: Campaign, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="train: run or continue the queue; status: what is finished, in progress, "
+               "to do; report: convert and score the finished runs, time them together, "
+               "write results.{json,md} and the accuracy-latency PNGs.")
     parser.add_argument("action", choices=["train", "status", "report"])
-    parser.add_argument("--root", type=Path, default=Path("training/equal-budget"))
-    parser.add_argument("--data", default="../shared/data/cifar10-train-jpeg.tar.gz")
-    parser.add_argument("--recipe", default="fast")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-split", type=float, default=0.1)
-    parser.add_argument("--limit", type=int, default=None, help="N training images (quick)")
-    parser.add_argument("--models", default=None, help="comma list, e.g. henet-r2,henet-r3")
-    parser.add_argument("--runs", type=int, default=1000, help="timed passes per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--core", type=int, default=None, help="pinned core [the last]")
+    parser.add_argument("--root", type=Path, default=Path("training/equal-budget"),
+                        help="folder of the run folders [%(default)s]")
+    parser.add_argument("--data", default="../shared/data/cifar10-train-jpeg.tar.gz",
+                        help="training images, as for `henet-edge train --data` "
+                             "[%(default)s]")
+    parser.add_argument("--recipe", default="fast", help="training recipe [%(default)s]")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="epochs of every model [%(default)s]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run [%(default)s]")
+    parser.add_argument("--val-split", type=float, default=0.1,
+                        help="held-out fraction, the same split for all [%(default)s]")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only N training images (a quick check)")
+    parser.add_argument("--models", default=None,
+                        help="comma list, e.g. henet-r2,henet-r3 [all seven]")
+    parser.add_argument("--runs", type=int, default=1000,
+                        help="report: timed passes per repeat [%(default)s]")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="report: repeats of the passes [%(default)s]")
+    parser.add_argument("--core", type=int, default=None,
+                        help="report: the core to time on [the last]")
     args = parser.parse_args()
     campaign = Campaign(root=args.root, data=args.data, recipe=args.recipe,
                         epochs=args.epochs, seed=args.seed, val_split=args.val_split,

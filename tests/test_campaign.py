@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from henet_edge.henet_keras.campaign import Campaign, check_campaign, run_campaign
+from henet_edge.henet_keras.campaign import (
+    CAMPAIGN_MODELS,
+    Campaign,
+    check_campaign,
+    run_campaign,
+)
 from henet_edge.henet_keras.train import RunError
 
 
@@ -150,3 +156,18 @@ def test_pareto_front_and_dominance_on_known_points():
     assert answer["equal_accuracy"][0]["henet"] == "henet-r2"  # 88 % >= 87 %, fastest
     assert answer["equal_accuracy"][1]["henet"] is None  # nothing reaches 89.5 %
     assert answer["henet_dominates"] is False
+
+
+@pytest.mark.parametrize("models", ["henet-rx", "henet-r9", "vgg"])
+def test_the_campaign_script_refuses_an_unknown_model_in_one_line(models, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "equal_budget.py"
+    proc = subprocess.run([sys.executable, str(script), "status", "--root", str(tmp_path),
+                           "--models", models], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"unknown model {models!r}; choose from " + ", ".join(
+            f"{f}-r{r}" for f, r in CAMPAIGN_MODELS)]
+    assert list(tmp_path.iterdir()) == []
