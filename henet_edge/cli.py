@@ -778,11 +778,15 @@ def selftest(bundle, precisions, as_json):
               help="Start from the weights of a finished run folder (same data, seed and "
                    "split, so validation stays held out) or a .keras file; the schedule "
                    "starts afresh (a warm restart).")
+@click.option("--ema", type=float, default=None, metavar="DECAY",
+              help="Keep a moving average of the weights (decay per step, e.g. 0.999), "
+                   "validate and ship it; the raw weights' validation is logged beside it "
+                   "as a control.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
-          iterations, batch_size, lr, seed, val_split, formulation, limit, init_from,
+          iterations, batch_size, lr, seed, val_split, formulation, limit, init_from, ema,
           as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
@@ -806,7 +810,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
-                         init_from=str(init_from) if init_from else None)
+                         init_from=str(init_from) if init_from else None, ema=ema)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo

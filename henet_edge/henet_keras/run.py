@@ -46,6 +46,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training images (quick checks)
     preprocessing: dict = field(default_factory=DEFAULT.to_dict)
     init_from: str | None = None  # start from this run's (or .keras file's) weights
+    ema: float | None = None  # ship the moving average of the weights, with this decay
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""
@@ -57,6 +58,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise RunError(f"{option} must be above 0, got {value}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise RunError(f"--ema must be above 0 and below 1, got {self.ema}")
         if not 0 <= self.val_split < 1:
             raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 

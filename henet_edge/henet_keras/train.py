@@ -8,6 +8,10 @@ A run folder holds:
   grouped-conv form (plain Keras layers, ready for conversion)
 - ``history.json`` / ``history.csv``, ``curves.png`` and ``train.log``
 
+With ``--ema`` the run validates and ships the moving average of its weights
+(see :mod:`.ema`); each history row also keeps the raw weights' validation
+(``raw_val_*``), the control the average is measured against.
+
 Every file is written to a temporary name and renamed into place, so a
 ``kill -9`` never leaves a half-written model; ``--resume`` continues from the
 last checkpoint with the same schedule as an uninterrupted run.
@@ -32,6 +36,7 @@ from henet_edge.device.preprocess import Preprocessing
 from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 
 from .data import DataError, ImageSet, same_source
+from .ema import averaged, shipped_weights, uses_average
 from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
@@ -59,10 +64,10 @@ def save_model_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
-def save_weights_atomic(model, path: Path) -> None:
+def save_weights_atomic(weights: list, path: Path) -> None:
     """All weights as ``w0..wN`` arrays (shared by the masked and native forms)."""
     with replacing(path, ".npz") as tmp:
-        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(weights)})
 
 
 def pick_formulation(requested: str) -> str:
@@ -139,6 +144,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax1.set_title("loss")
     ax2.plot(epochs, [100 * h["accuracy"] for h in history], label="train")
     ax2.plot(epochs, [100 * h["val_accuracy"] for h in history], label="validation")
+    if "raw_val_accuracy" in history[0]:
+        ax1.plot(epochs, [h["raw_val_loss"] for h in history], "--", label="validation, raw")
+        ax2.plot(epochs, [100 * h["raw_val_accuracy"] for h in history], "--",
+                 label="validation, raw weights")
     ax2.set_title("top-1 accuracy (%)")
     ax3.plot(epochs, [h["lr"] for h in history])
     ax3.set_title("learning rate")
@@ -198,11 +207,22 @@ def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) ->
     }
 
 
+def _averaged_row(row: dict, model, val_ds) -> dict:
+    """``row`` with the averaged weights' validation; the raw weights' kept as ``raw_val_*``."""
+    with averaged(model):
+        scores = model.evaluate(val_ds, verbose=0, return_dict=True)
+    raw = {f"raw_{key}": row[key] for key in ("val_loss", "val_accuracy", "val_top5")}
+    return {**row, "val_loss": float(scores["loss"]),
+            "val_accuracy": float(scores["accuracy"]), "val_top5": float(scores["top5"]), **raw}
+
+
 def _epoch_line(row: dict, plan: dict, improved: bool) -> str:
     """The train.log line of one finished epoch."""
     eta = row["seconds"] * (plan["epochs"] - row["epoch"])
+    raw = (f"  (raw {100 * row['raw_val_accuracy']:.2f}%)" if "raw_val_accuracy" in row
+           else "")
     return (f"epoch {row['epoch']}/{plan['epochs']}  loss {row['loss']:.4f}  "
-            f"acc {100 * row['accuracy']:.2f}%  val_acc {100 * row['val_accuracy']:.2f}%  "
+            f"acc {100 * row['accuracy']:.2f}%  val_acc {100 * row['val_accuracy']:.2f}%{raw}  "
             f"top5 {100 * row['val_top5']:.2f}%  lr {row['lr']:.5f}  "
             f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f}s  eta {eta / 60:.1f} min"
             + ("  *best" if improved else ""))
@@ -257,7 +277,7 @@ class _Checkpointer:
         save_model_atomic(model, self.run_dir / "checkpoint.keras")
         if improved:
             self.best = row["val_accuracy"]
-            save_weights_atomic(model, self.run_dir / "best.weights.npz")
+            save_weights_atomic(shipped_weights(model), self.run_dir / "best.weights.npz")
         write_text_atomic(self.run_dir / "state.json", json.dumps(
             {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
             indent=1))
@@ -273,9 +293,9 @@ def _epoch_callback_class():
         """Progress bar, checkpoint, curves and log line at each epoch."""
 
         def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
-                     log: Callable[[str], None], show_bar: bool):
+                     log: Callable[[str], None], show_bar: bool, val_ds):
             super().__init__()
-            self.run_dir, self.plan, self.log = run_dir, plan, log
+            self.run_dir, self.plan, self.log, self.val_ds = run_dir, plan, log, val_ds
             self.progress = _ProgressBar(plan, show_bar)
             self.checkpoints = _Checkpointer(run_dir, history, best)
 
@@ -288,6 +308,8 @@ def _epoch_callback_class():
         def on_epoch_end(self, epoch, logs=None):
             seconds = self.progress.close()
             row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds)
+            if uses_average(self.model):
+                row = _averaged_row(row, self.model, self.val_ds)
             improved = self.checkpoints.save(self.model, row)
             plot_curves(self.checkpoints.history, self.run_dir / "curves.png")
             self.log(_epoch_line(row, self.plan, improved))
@@ -296,9 +318,9 @@ def _epoch_callback_class():
 
 
 def epoch_callback(run_dir: Path, plan: dict, history: list[dict], best: float,
-                   log: Callable[[str], None], show_bar: bool):
+                   log: Callable[[str], None], show_bar: bool, val_ds):
     """A Keras callback that checkpoints, plots and logs every epoch of a run."""
-    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar)
+    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar, val_ds)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar: bool = True,
@@ -351,7 +373,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat"):
+        for key in ("model", "repeat", "ema"):
             mine = getattr(config, key)
             if mine is not None and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
@@ -413,7 +435,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
             log(f"model {model.name}: {_weights_phrase(model)}, {formulation} "
                 f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
                 f"{plural(plan['steps_per_epoch'], 'step')} "
-                f"of {plan['batch_size']}, recipe {config.recipe}")
+                f"of {plan['batch_size']}, recipe {config.recipe}"
+                + ("" if config.ema is None else f", weight average (EMA) {config.ema}"))
     first_epoch = len(history)
     best = max((h["val_accuracy"] for h in history), default=-1.0)
     if first_epoch >= plan["epochs"]:
@@ -426,7 +449,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes)
     callback = epoch_callback(run_dir, plan, history, best, log,
-                              show_bar and sys.stderr.isatty())
+                              show_bar and sys.stderr.isatty(), val_ds)
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
               callbacks=[callback], verbose=0, shuffle=False)
@@ -485,8 +508,9 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
         log(f"weights initialised from {shown_path(config.init_from)}")
     schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
                               plan["schedule"], tuple(plan["milestones"]))
+    average = {} if config.ema is None else {"use_ema": True, "ema_momentum": config.ema}
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **average),
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=plan["label_smoothing"]),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
@@ -575,9 +599,9 @@ def init_weights(model, config: TrainConfig) -> None:
 
 
 def to_native(model, config: TrainConfig, classes: int):
-    """The same network with native ``Conv2D(groups=g)`` layers and identical weights."""
+    """The same network with native ``Conv2D(groups=g)`` layers and the weights it ships."""
     native = build_for(config, classes, fast_groups=False)
-    native.set_weights(model.get_weights())
+    native.set_weights(shipped_weights(model))
     return native
 
 
