@@ -309,3 +309,33 @@ def test_32_bit_arm_refused_at_the_probe(machine, bits):
     with pytest.raises(DeviceCheckError, match=r"32-bit ARM.*Raspberry Pi OS \(64-bit\)"):
         check_device(info, needs_venv=False)
     assert check_device(_info(python_bits=64), needs_venv=False) == []
+
+
+def test_deploy_reads_the_hosts_file_once(tiny_bundle, tmp_path, monkeypatch):
+    """The hosts checked before the wheel build are the hosts deployed to."""
+    from henet_edge.deploy import commands, hosts, ssh
+    from henet_edge.deploy.fleet import FleetOptions
+    from henet_edge.deploy.installer import InstallOptions
+
+    hosts_file = tmp_path / "hosts"
+    hosts_file.write_text("pi-a\npi-b\n")
+    reads: list[str] = []
+    real_read = hosts.read_hosts_file
+
+    def read_and_change(path):
+        reads.append(str(path))
+        found = real_read(path)
+        hosts_file.write_text("pi-c\n")  # a second read would see another fleet
+        return found
+
+    def unreachable(host, *_args, **_kwargs):
+        raise DeployError(f"{host}: unreachable")
+
+    monkeypatch.setattr(hosts, "read_hosts_file", read_and_change)
+    monkeypatch.setattr(ssh, "connect", unreachable)
+    monkeypatch.setattr("henet_edge.deploy.wheel.project_wheel", lambda log: tmp_path / "w.whl")
+    outcomes = commands.deploy(tiny_bundle, FleetOptions(hosts_file=hosts_file),
+                               InstallOptions(), log=lambda _m: None)
+    assert reads == [str(hosts_file)]
+    assert [(o.host, o.error) for o in outcomes] == [("pi-a", "pi-a: unreachable"),
+                                                     ("pi-b", "pi-b: unreachable")]

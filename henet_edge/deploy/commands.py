@@ -56,11 +56,11 @@ def deploy(bundle: str | Path | None, fleet: FleetOptions, options: InstallOptio
     path = bundle_to_deploy(bundle)
     if options.keep < 1:
         raise UsageError("--keep must be at least 1")
-    fleet.resolve()  # no host: stop before the wheel build
+    hosts = fleet.resolve()  # no host: stop before the wheel build
     load_ssh_config(fleet.connect.ssh_config)  # a typo there: likewise
     options.wheel = check_wheel(options.wheel) if options.wheel else project_wheel(log=log)
     return on_fleet(fleet, lambda inst: inst.deploy(path).to_dict(), install_options=options,
-                    log=host_log)
+                    log=host_log, hosts=hosts)
 
 
 def rollback(fleet: FleetOptions, to: str | None = None, *,

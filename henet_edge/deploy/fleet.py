@@ -118,16 +118,18 @@ def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], 
 def on_fleet(fleet: FleetOptions, work: Callable[[Installer], dict[str, Any]], *,
              install_options: InstallOptions | None = None,
              log: Callable[[str, str], None] = lambda _host, _msg: None,
-             progress: bool | None = None) -> list[HostOutcome]:
+             progress: bool | None = None,
+             hosts: Sequence[str] | None = None) -> list[HostOutcome]:
     """Run ``work(installer)`` on every device of ``fleet``; one outcome per host, in order.
 
     ``log(host, message)`` gets each host's progress lines. A host reaching a
     device already worked on (the same host key) gets ``{"same_device_as": FIRST}``.
+    ``hosts`` is ``fleet.resolve()`` when the caller has already resolved it.
     """
     from .installer import Installer, InstallOptions
     from .ssh import connect
 
-    hosts = fleet.resolve()
+    hosts = fleet.resolve() if hosts is None else list(hosts)
     options = install_options or InstallOptions()
     options.remote_dir, options.remote_python = fleet.remote_dir, fleet.remote_python
     several = len(hosts) > 1
