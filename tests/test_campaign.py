@@ -69,6 +69,19 @@ def test_other_settings_are_refused_naming_the_difference(finished, image_folder
     assert {p.name: _digest(p) for p in finished.iterdir()} == before
 
 
+def test_a_run_trained_with_a_weight_average_is_not_the_campaigns(finished, image_folder,
+                                                                  tmp_path):
+    import shutil
+
+    root = tmp_path / "c"
+    shutil.copytree(finished, root)
+    config = json.loads((root / "henet-r1" / "config.json").read_text())
+    config["train"]["ema"] = 0.999
+    (root / "henet-r1" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=r"ema: run has 0\.999, campaign wants None"):
+        check_campaign(_campaign(root, image_folder))
+
+
 def test_a_folder_that_is_not_a_run_is_refused(image_folder, tmp_path):
     (tmp_path / "henet-r1").mkdir()
     (tmp_path / "henet-r1" / "notes.txt").write_text("mine")
