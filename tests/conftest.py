@@ -33,6 +33,19 @@ def write_image_folder(root: Path, per_class: int = 16, seed: int = 0) -> Path:
     return root
 
 
+def killed_after_last_epoch(run_dir: Path, copy: Path) -> Path:
+    """A copy of a finished run as a kill between its last checkpoint and final models leaves it."""
+    import json
+    import shutil
+
+    shutil.copytree(run_dir, copy)
+    for name in ("model.keras", "best.keras", "summary.json"):
+        (copy / name).unlink()
+    state = json.loads((copy / "state.json").read_text())
+    (copy / "state.json").write_text(json.dumps({**state, "finished": False}))
+    return copy
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """3 classes x 16 real JPEG files laid out as root/<class>/*.jpg."""

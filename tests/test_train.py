@@ -18,6 +18,8 @@ from henet_edge.cli import main
 from henet_edge.henet_keras.recipes import RecipeSchedule
 from henet_edge.henet_keras.train import RunError, TrainConfig, train
 
+from .conftest import killed_after_last_epoch
+
 
 def test_run_folder_artefacts(tiny_run):
     for name in ("model.keras", "best.keras", "checkpoint.keras", "config.json",
@@ -195,14 +197,7 @@ def test_counts_in_the_train_log_agree_in_number():
 
 def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tiny_run, tmp_path):
     """Killed between the last epoch's checkpoint and the final models: resume writes them."""
-    import shutil
-
-    run = tmp_path / "killed"
-    shutil.copytree(tiny_run, run)
-    for name in ("model.keras", "best.keras", "summary.json"):
-        (run / name).unlink()
-    state = json.loads((run / "state.json").read_text())
-    (run / "state.json").write_text(json.dumps({**state, "finished": False}))
+    run = killed_after_last_epoch(tiny_run, tmp_path / "killed")
     config = json.loads((run / "config.json").read_text())["train"]
     lines: list[str] = []
     summary = train(TrainConfig(**config), run, resume=True, show_bar=False, echo=lines.append)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +9,8 @@ from click.testing import CliRunner
 from henet_edge.cli import main
 from henet_edge.henet_keras.run import Run
 from henet_edge.henet_keras.train import RunError, TrainConfig, train
+
+from .conftest import killed_after_last_epoch
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +79,7 @@ def test_resume_continues_the_saved_average(ema_run, tmp_path):
     from henet_edge.henet_keras.ema import shipped_weights
 
     run_dir, _ = ema_run
-    run = tmp_path / "killed"
-    shutil.copytree(run_dir, run)
-    for name in ("model.keras", "best.keras", "summary.json"):
-        (run / name).unlink()
-    state = json.loads((run / "state.json").read_text())
-    (run / "state.json").write_text(json.dumps({**state, "finished": False}))
+    run = killed_after_last_epoch(run_dir, tmp_path / "killed")
     train(Run.load(run).train_config, run, resume=True, show_bar=False, echo=lambda _m: None)
     averaged = shipped_weights(_load(run / "checkpoint.keras"))
     for got, want in zip(_load(run / "model.keras").get_weights(), averaged, strict=True):
