@@ -271,7 +271,7 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
     from henet_edge.device.serve.app import serve as run_server
     from henet_edge.device.serve.options import check_serve_options
 
-    check_serve_options(bind, workers=workers, every=every, camera=camera)
+    check_serve_options(bind, workers=workers, every=every, camera=camera, token=token)
     classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
     run_server(classifiers, bind, token, camera=camera, every=every)
 

@@ -342,3 +342,26 @@ def test_serve_and_service_check_their_options_one_way(tmp_path):
     with pytest.raises(UsageError, match="beyond loopback: give --token"):
         service_arguments("0.0.0.0:9000")
     assert service_arguments("0.0.0.0:9000", token="t")[:2] == ["--bind", "0.0.0.0:9000"]
+
+
+def test_an_empty_token_is_refused_and_never_lets_a_request_in(classifier, tiny_bundle):
+    from henet_edge import UsageError
+    from henet_edge.device.serve.options import check_serve_options
+
+    for token in ("", "  "):
+        with pytest.raises(UsageError, match="--token is empty"):
+            check_serve_options("0.0.0.0:9000", token=token)
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--bind",
+                                       "0.0.0.0:9", "--token", ""])
+    assert result.exit_code == 2 and "--token is empty" in result.output
+    with Server(create_app(classifier, token="")) as s:  # the library, called directly
+        assert s.request("GET", "/api/info")[0] == 401
+        assert s.request("GET", "/api/info?token=")[0] == 401
+
+
+def test_only_loopback_addresses_and_localhost_count_as_loopback():
+    from henet_edge.device.serve.options import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.3.2.1", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "127.example.com", "127.0.0.1.nip.io",
+                                      "192.168.1.2"]))

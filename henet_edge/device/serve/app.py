@@ -37,7 +37,7 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
-from .options import is_loopback, parse_bind
+from .options import check_token, is_loopback, parse_bind
 from .page import PAGE
 from .pool import ClassifierPool
 
@@ -78,7 +78,7 @@ class Guard:
         else:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = query.get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -258,6 +258,7 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
           token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)
+    check_token(token)
     if token is None and not is_loopback(host):
         token = new_token()
         print(f"token (shown once): {token}\nopen http://{host}:{port}/?token={token}",
