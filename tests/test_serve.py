@@ -365,3 +365,17 @@ def test_only_loopback_addresses_and_localhost_count_as_loopback():
     assert all(map(is_loopback, ["127.0.0.1", "127.3.2.1", "::1", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "127.example.com", "127.0.0.1.nip.io",
                                       "192.168.1.2"]))
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(classifier):
+    """A page on evil.example that re-points its name at 127.0.0.1 (DNS rebinding) must not
+    read the server; with a token the token decides."""
+    with Server(create_app(classifier)) as s:
+        for host in ("evil.example", f"evil.example:{s.port}", "127.0.0.1.evil.example"):
+            status, _, data = s.request("GET", "/api/info", headers={"Host": host})
+            assert status == 403 and json.loads(data)["kind"] == "host", host
+        for host in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", "[::1]:8080", "localhost"):
+            assert s.request("GET", "/api/info", headers={"Host": host})[0] == 200, host
+    with Server(create_app(classifier, token="t0k")) as s:
+        status, _, _ = s.request("GET", "/api/info?token=t0k", headers={"Host": "pi.example"})
+        assert status == 200

@@ -60,8 +60,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def host_name(header: str) -> str:
+    """The name in a Host header: ``[::1]:8080`` -> ``::1``, ``localhost:80`` -> ``localhost``."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 class Guard:
-    """ASGI middleware: the token on every request, and request counts per known path."""
+    """ASGI middleware: the token on every request, and request counts per known path.
+
+    Without a token only loopback names are answered in the Host header, so a web page
+    cannot reach the server through a name it re-points at 127.0.0.1 (DNS rebinding).
+    """
 
     def __init__(self, app: ASGIApp, *, token: str | None, metrics: Metrics,
                  paths: set[str]):
@@ -80,10 +91,27 @@ class Guard:
             given = query.get("token", [""])[0]
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
+    def foreign_host(self, scope: Scope) -> str | None:
+        """The Host header when it must be refused (no token and not a loopback name)."""
+        if self.token is not None:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+                return None if is_loopback(host_name(host)) else host
+        return None  # HTTP/1.0 without Host: no browser sends that
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if not self.authorised(scope):
                 response = error(401, "unauthorised", "missing or wrong token", self.metrics)
+                await response(scope, receive, send)
+                return
+            host = self.foreign_host(scope)
+            if host is not None:
+                response = error(403, "host", f"Host {host!r} is not a loopback name; a server "
+                                 "without --token answers only 127.0.0.1, [::1] or localhost",
+                                 self.metrics)
                 await response(scope, receive, send)
                 return
             if scope["path"] in self.paths:
