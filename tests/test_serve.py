@@ -379,3 +379,52 @@ def test_without_a_token_only_loopback_host_names_are_answered(classifier):
     with Server(create_app(classifier, token="t0k")) as s:
         status, _, _ = s.request("GET", "/api/info?token=t0k", headers={"Host": "pi.example"})
         assert status == 200
+
+
+def test_stalled_uploads_time_out_and_never_hold_the_classifier_queue(classifier):
+    import socket
+
+    with Server(create_app(classifier, queue_size=2, upload_timeout=1.5)) as s:
+        stalled = []
+        for _ in range(4):  # twice the queue: headers and 2 of 1000 body bytes, then silence
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"image/jpeg\r\nContent-Length: 1000\r\n\r\n\xff\xd8")
+            stalled.append(sock)
+        time.sleep(0.3)
+        status, _, data = s.request("POST", "/api/classify", jpeg(1),
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 200, data
+        for sock in stalled:
+            reply = b""
+            while b'"kind"' not in reply and (chunk := sock.recv(4096)):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 408") and b'"kind":"timeout"' in reply, reply
+            sock.close()
+
+
+def test_uploads_in_flight_are_bounded_by_bytes_not_by_connections(classifier):
+    import socket
+
+    def stall(port: int, sent: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"image/jpeg\r\nContent-Length: 99000\r\n\r\n" + sent)
+        return sock
+
+    # queue of 2, 100 KB uploads: 200 KB may be in flight
+    with Server(create_app(classifier, queue_size=2, max_upload=100_000)) as s:
+        small = [stall(s.port, b"\xff\xd8") for _ in range(3)]
+        big = [stall(s.port, b"\0" * 95_000) for _ in range(2)]
+        time.sleep(0.3)
+        status, _, data = s.request("POST", "/api/classify", b"\0" * 20_000,
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 503 and json.loads(data)["kind"] == "busy", data
+        for sock in big:
+            sock.close()
+        time.sleep(0.3)  # three stalled uploads remain, holding a few bytes
+        status, _, data = s.request("POST", "/api/classify", jpeg(2),
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 200, data
+        for sock in small:
+            sock.close()

@@ -42,6 +42,7 @@ from .page import PAGE
 from .pool import ClassifierPool
 
 MAX_UPLOAD = 4 << 20
+UPLOAD_TIMEOUT_S = 60.0
 IMAGE_TYPES = ("image/", "application/octet-stream")
 MULTIPART = "multipart/form-data"
 STREAM_POLL_S = 0.03
@@ -125,22 +126,33 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 
 def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, *,
                token: str | None = None, max_upload: int = MAX_UPLOAD, queue_size: int = 16,
+               upload_timeout: float = UPLOAD_TIMEOUT_S,
                camera: LiveCamera | None = None, metrics: Metrics | None = None) -> Starlette:
     """The service around loaded classifiers (one interpreter each) and an optional camera.
 
+    An upload must arrive whole within ``upload_timeout`` seconds (408 otherwise), and
+    the uploads being received hold at most ``queue_size * max_upload`` bytes together;
+    a place in the classifier queue (``queue_size``, 503 when full) is taken only once
+    the image has arrived, so slow or stalled senders cannot hold it.
     ``camera`` is started and stopped by the caller; pass the same ``metrics``
     to it (``on_frame``) for the frame counter.
     """
     pool = classifiers if isinstance(classifiers, ClassifierPool) else ClassifierPool(classifiers)
     metrics = metrics or Metrics()
     waiting = 0
+    buffered, max_buffered = 0, queue_size * max_upload
     info = {**pool.first.describe(), "henet_edge": __version__, "workers": pool.size,
             "camera": camera.spec if camera else None}
 
     def too_large() -> JSONResponse:
         return error(413, "too_large", f"upload over the {max_upload} byte limit", metrics)
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
+    def busy() -> JSONResponse:
+        return error(503, "busy", "the classifier queue is full; retry shortly", metrics,
+                     headers={"Retry-After": "1"})
+
+    async def receive_body(request: Request) -> bytes | JSONResponse:
+        nonlocal buffered
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -148,12 +160,25 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
             if int(length) > max_upload:
                 return too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_upload:
-                return too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload:
+                    return too_large()
+                if buffered + len(chunk) > max_buffered:
+                    return busy()
+                buffered += len(chunk)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            buffered -= sum(map(len, chunks))
+
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        try:
+            return await asyncio.wait_for(receive_body(request), upload_timeout)
+        except asyncio.TimeoutError:
+            return error(408, "timeout", f"the upload did not arrive within {upload_timeout:g} "
+                         "s", metrics)
 
     async def multipart_file(request: Request, body: bytes) -> bytes | JSONResponse:
         """The first file part of a multipart/form-data body."""
@@ -182,18 +207,17 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
                          f"unsupported Content-Type {ctype!r}; send the image bytes as "
                          "image/* or application/octet-stream, or a multipart/form-data "
                          "file field", metrics)
+        body = await read_body(request)
+        if not isinstance(body, Response) and is_multipart:
+            body = await multipart_file(request, body)
+        if isinstance(body, Response):
+            return body
+        if not body:
+            return error(400, "empty", "empty body; send one image", metrics)
         if waiting >= queue_size:
-            return error(503, "busy", "the classifier queue is full; retry shortly", metrics,
-                         headers={"Retry-After": "1"})
+            return busy()
         waiting += 1
         try:
-            body = await read_body(request)
-            if not isinstance(body, Response) and is_multipart:
-                body = await multipart_file(request, body)
-            if isinstance(body, Response):
-                return body
-            if not body:
-                return error(400, "empty", "empty body; send one image", metrics)
             try:
                 prediction = await asyncio.to_thread(pool.classify_upload, io.BytesIO(body))
             except (ValueError, OSError) as exc:
