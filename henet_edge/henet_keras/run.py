@@ -148,8 +148,15 @@ class Run:
 
     @property
     def train_config(self) -> TrainConfig:
-        """The saved settings, with the data path resolved (see :meth:`data_path`)."""
-        return TrainConfig(**{**self.saved_train, "data": self.data_path,
+        """The saved settings, with the data path resolved (see :meth:`data_path`).
+
+        A family without a width multiplier was built at width 1, whatever an older
+        ``train`` recorded (it used to record ``--width`` and ignore it).
+        """
+        saved = dict(self.saved_train)
+        if saved.get("model") and not model_spec(saved["model"]).accepts_width:
+            saved["width_multiplier"] = 1.0
+        return TrainConfig(**{**saved, "data": self.data_path,
                               "init_from": self._saved_path("init_from")})
 
     @property
