@@ -167,6 +167,9 @@ _MODEL_HELP = ("Bundle folder, or a .tflite with --labels. Default: the installe
                "default model.")
 
 
+_SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
+
+
 def _warn_loudly(message: str) -> None:
     click.secho(f"*** WARNING: {message} ***", fg="red", bold=True, err=True)
 
@@ -335,7 +338,7 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
               show_default=True, help="Which model(s) of a bundle to time.")
 @click.option("--image", type=click.Path(path_type=Path), default=None,
               help="Time this image instead of random pixels.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the random image.")
 @click.option("--xnnpack-check", is_flag=True,
               help="Also time every model without the XNNPACK delegate.")
@@ -769,7 +772,7 @@ def selftest(bundle, precisions, as_json):
 @click.option("--batch-size", type=int, default=None,
               help="Images per step [the recipe's: 128].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the validation split, the data order and the initial weights.")
 @click.option("--val-split", default=0.1, show_default=True,
               help="Held-out fraction when the data has no test split (seeded, stratified).")
@@ -869,7 +872,7 @@ def _report_evaluation_data(results: dict) -> None:
 @main.command()
 @click.option("--data", required=True, help="Training images (folder, archive or named set).")
 @click.option("--num", default=500, show_default=True, help="Images in the set.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the sample (the same seed and data give the same set).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
@@ -902,7 +905,7 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
 @click.option("--num", default=500, show_default=True,
               help="Calibration images when sampling a data source.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of that calibration sample.")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float32"]), default="int8",
               show_default=True, help="Input/output tensor type of the int8 model.")
