@@ -207,7 +207,20 @@ def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: Dem
 
 
 def _check_writable(target: Path) -> None:
-    """Create (and remove) a folder where the target will be: the only honest check."""
+    """Create (and remove) a folder where the target will be: the only honest check.
+
+    A target holding files the demo did not make is refused here, before any conversion,
+    as the installer would refuse it later.
+    """
+    from .agent import refusal
+
+    problem = refusal(str(target.expanduser())) or {}
+    if problem.get("error") == "foreign":
+        more = problem["count"] - len(problem["entries"])
+        raise DemoError(f"--target {target} is not empty and was not made by henet-edge "
+                        f"(it holds {', '.join(problem['entries'])}"
+                        + (f" and {more} more" if more > 0 else "") + "); give a new or "
+                        "empty folder, or one an earlier demo made")
     probe = target.expanduser()
     while not probe.exists():
         probe = probe.parent
