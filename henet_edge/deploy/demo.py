@@ -174,11 +174,13 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
     """
     if options.fleet is None:
         options.core = preflight_local(target, options.core)
+    else:
+        hosts = options.fleet.resolve()  # a bad --host fails before the conversion
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)
         if options.fleet is not None:
-            return _demo_on_fleet(options.fleet, work, manifest, options, log)
+            return _demo_on_fleet(options.fleet, hosts, work, manifest, options, log)
         device = target
         if device is None:
             device = (Path(tempfile.mkdtemp(prefix="henet-demo-device-")) if keep
@@ -192,8 +194,8 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
     return summary
 
 
-def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: DemoOptions,
-                   log: Callable[[str], None]) -> dict:
+def _demo_on_fleet(fleet: FleetOptions, hosts: list[str], work: Path, manifest: dict,
+                   options: DemoOptions, log: Callable[[str], None]) -> dict:
     from .fleet import on_fleet, raise_for_failures
     from .installer import InstallOptions
     from .wheel import project_wheel
@@ -201,7 +203,7 @@ def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: Dem
     outcomes = on_fleet(fleet, lambda inst: demo_on(inst, work / "bundle", manifest, options,
                                                     work, log),
                         install_options=InstallOptions(wheel=project_wheel(log=log)),
-                        log=lambda host, message: log(f"[{host}] {message}"))
+                        log=lambda host, message: log(f"[{host}] {message}"), hosts=hosts)
     raise_for_failures(outcomes, log)
     return outcomes[0].result or {}
 
