@@ -246,7 +246,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
                    "generated and printed once when binding beyond loopback.")
 @click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
 @click.option("--workers", default=1, show_default=True,
-              help="Interpreters serving requests side by side (one model load each).")
+              help="Interpreters serving requests side by side (one model load each; 1 to 16).")
 @click.option("--camera", default=None, metavar="SOURCE",
               help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
                    "or a folder of images (as `henet-edge camera --source`).")

@@ -333,8 +333,10 @@ def test_serve_and_service_check_their_options_one_way(tmp_path):
     for bind in ("127.0.0.1:0", "127.0.0.1:70000", ":8080"):
         with pytest.raises(UsageError, match="expected HOST:PORT"):
             check_serve_options(bind)
-    with pytest.raises(UsageError, match="--workers must be at least 1"):
-        check_serve_options("127.0.0.1:8080", workers=0)
+    for workers in (0, 17, 100_000):  # 100,000 loaded models until the OOM killer came
+        with pytest.raises(UsageError, match="--workers must be 1 to 16"):
+            check_serve_options("127.0.0.1:8080", workers=workers)
+    assert check_serve_options("127.0.0.1:8080", workers=16) == ("127.0.0.1", 8080)
     with pytest.raises(UsageError, match="--every"):
         check_serve_options("127.0.0.1:8080", every=-1)
     assert service_arguments("127.0.0.1:9000", camera="auto") == [

@@ -10,6 +10,8 @@ import ipaddress
 
 from henet_edge import UsageError
 
+MAX_WORKERS = 16  # interpreters; a Pi has 4 cores, and each one holds the model
+
 
 class BindError(UsageError, ValueError):
     """A ``--bind`` that is not HOST:PORT."""
@@ -47,8 +49,9 @@ def check_serve_options(bind: str, *, workers: int = 1, every: float = 0.1,
     will not open)."""
     address = parse_bind(bind)
     check_token(token)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1 to {MAX_WORKERS} (each loads the model once; "
+                         f"more than the cores gain nothing), got {workers}")
     if every < 0:
         raise UsageError(f"--every must be 0 or more seconds, got {every}")
     if camera is not None:
