@@ -358,3 +358,13 @@ def test_bad_hosts_and_timeouts_fail_before_any_slow_work(command, extra, messag
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
     assert "wheel" not in result.output and "bundle written" not in result.output
+
+
+def test_a_negative_reserve_is_a_usage_error_before_the_wheel_build():
+    from click.testing import CliRunner
+
+    from henet_edge.cli import main
+
+    result = CliRunner().invoke(main, ["deploy", "--host", "pi.local", "--reserve-mb", "-5"])
+    assert result.exit_code == 2 and "--reserve-mb must be 0 or more" in result.output
+    assert "wheel" not in result.output
