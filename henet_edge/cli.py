@@ -167,6 +167,9 @@ _MODEL_HELP = ("Bundle folder, or a .tflite with --labels. Default: the installe
                "default model.")
 
 
+_SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
+
+
 def _warn_loudly(message: str) -> None:
     click.secho(f"*** WARNING: {message} ***", fg="red", bold=True, err=True)
 
@@ -243,7 +246,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
                    "generated and printed once when binding beyond loopback.")
 @click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
 @click.option("--workers", default=1, show_default=True,
-              help="Interpreters serving requests side by side (one model load each).")
+              help="Interpreters serving requests side by side (one model load each; 1 to 16).")
 @click.option("--camera", default=None, metavar="SOURCE",
               help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
                    "or a folder of images (as `henet-edge camera --source`).")
@@ -271,7 +274,7 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
     from henet_edge.device.serve.app import serve as run_server
     from henet_edge.device.serve.options import check_serve_options
 
-    check_serve_options(bind, workers=workers, every=every, camera=camera)
+    check_serve_options(bind, workers=workers, every=every, camera=camera, token=token)
     classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
     run_server(classifiers, bind, token, camera=camera, every=every)
 
@@ -335,7 +338,8 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
               show_default=True, help="Which model(s) of a bundle to time.")
 @click.option("--image", type=click.Path(path_type=Path), default=None,
               help="Time this image instead of random pixels.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random image.")
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Seed of the random image.")
 @click.option("--xnnpack-check", is_flag=True,
               help="Also time every model without the XNNPACK delegate.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
@@ -765,9 +769,11 @@ def selftest(bundle, precisions, as_json):
                    "cores); fast: warm-up + cosine, label smoothing, 30 epochs.")
 @click.option("--epochs", type=int, default=None, help="Override the recipe's length.")
 @click.option("--iterations", type=int, default=None, help="Length in steps instead.")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None,
+              help="Images per step [the recipe's: 128].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Seed of the validation split, the data order and the initial weights.")
 @click.option("--val-split", default=0.1, show_default=True,
               help="Held-out fraction when the data has no test split (seeded, stratified).")
 @click.option("--formulation", type=click.Choice(["auto", "masked", "native"]), default="auto",
@@ -866,7 +872,8 @@ def _report_evaluation_data(results: dict) -> None:
 @main.command()
 @click.option("--data", required=True, help="Training images (folder, archive or named set).")
 @click.option("--num", default=500, show_default=True, help="Images in the set.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Seed of the sample (the same seed and data give the same set).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @click.option("--json", "as_json", is_flag=True)
@@ -898,7 +905,8 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
 @click.option("--num", default=500, show_default=True,
               help="Calibration images when sampling a data source.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Seed of that calibration sample.")
 @click.option("--io", type=click.Choice(["int8", "uint8", "float32"]), default="int8",
               show_default=True, help="Input/output tensor type of the int8 model.")
 @click.option("--val-data", default=None,

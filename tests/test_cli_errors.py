@@ -95,3 +95,20 @@ def test_convert_refuses_counts_that_would_mean_something_else(tiny_run, tmp_pat
                                        "--out", str(out), option, value])
     assert result.exit_code == 1 and message in result.output
     assert isinstance(result.exception, SystemExit) and not out.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--runs", "5", "--repeats", "1"],
+    ["calibrate", "--data", "DATA", "--num", "4", "--out", "OUT/c.npz"],
+    ["train", "--data", "DATA", "--out", "OUT/run", "--limit", "8", "--epochs", "1"],
+    ["convert", "RUN", "--calibration", "DATA", "--out", "OUT/bundle"],
+])
+def test_a_seed_out_of_range_is_a_usage_error_not_a_traceback(command, tiny_run, image_folder,
+                                                               tmp_path):
+    paths = {"DATA": str(image_folder), "RUN": str(tiny_run)}
+    args = [paths.get(a, a.replace("OUT", str(tmp_path))) for a in command]
+    for seed in ("-1", str(2**64)):  # numpy refused the first, TensorFlow the second
+        result = CliRunner().invoke(main, [*args, "--seed", seed])
+        assert result.exit_code == 2, result.output
+        assert f"'--seed': {seed} is not in the range 0<=x<=4294967295" in result.output
+        assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []

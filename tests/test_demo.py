@@ -80,6 +80,20 @@ def test_demo_refuses_a_target_it_cannot_write_before_converting(tiny_run, tmp_p
     assert "Traceback" not in proc.stderr
 
 
+def test_demo_refuses_a_target_holding_other_files_before_converting(tiny_run, tmp_path):
+    """It used to convert first and then fail in the installer, naming --remote-dir."""
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "holiday.jpg").write_bytes(b"mine")
+    proc = _demo_subprocess(["--model", str(tiny_run), "--target", str(target), "--quick",
+                             "--core", "0"])
+    assert proc.returncode == 1
+    assert f"--target {target} is not empty and was not made by henet-edge (it holds " \
+           "holiday.jpg)" in proc.stderr
+    assert "convert" not in proc.stdout and "--remote-dir" not in proc.stderr
+    assert sorted(p.name for p in target.iterdir()) == ["holiday.jpg"]
+
+
 def test_demo_without_a_device_runtime_says_what_to_install(tiny_run, tmp_path):
     blocked = tmp_path / "blocked"
     for name in ("ai_edge_litert", "tflite_runtime"):

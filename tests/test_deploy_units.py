@@ -339,3 +339,32 @@ def test_deploy_reads_the_hosts_file_once(tiny_bundle, tmp_path, monkeypatch):
     assert reads == [str(hosts_file)]
     assert [(o.host, o.error) for o in outcomes] == [("pi-a", "pi-a: unreachable"),
                                                      ("pi-b", "pi-b: unreachable")]
+
+
+@pytest.mark.parametrize("command", [["deploy"], ["status"], ["demo", "--quick"]])
+@pytest.mark.parametrize("extra, message, code", [
+    (["--host", ""], "--host is empty", 1),
+    (["--host", "pi@"], "--host 'pi@': not a host name", 1),
+    (["--host", "pi.local", "--connect-timeout", "0"],
+     "--connect-timeout must be above 0 seconds, got 0", 2),  # was "ValueError: Timeout..."
+])
+def test_bad_hosts_and_timeouts_fail_before_any_slow_work(command, extra, message, code):
+    """They used to fail after the wheel build (deploy) or the whole conversion (demo)."""
+    from click.testing import CliRunner
+
+    from henet_edge.cli import main
+
+    result = CliRunner().invoke(main, [*command, *extra])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "wheel" not in result.output and "bundle written" not in result.output
+
+
+def test_a_negative_reserve_is_a_usage_error_before_the_wheel_build():
+    from click.testing import CliRunner
+
+    from henet_edge.cli import main
+
+    result = CliRunner().invoke(main, ["deploy", "--host", "pi.local", "--reserve-mb", "-5"])
+    assert result.exit_code == 2 and "--reserve-mb must be 0 or more" in result.output
+    assert "wheel" not in result.output

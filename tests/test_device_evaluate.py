@@ -89,3 +89,22 @@ def _dense_model(path: Path, outputs: list[int]) -> Path:
     model = keras.Model(inputs, heads if len(heads) > 1 else heads[0])
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return path
+
+
+def test_plot_says_where_each_file_landed_and_a_bad_folder_is_one_line(tmp_path):
+    """--plot DIR wrote DIR.png but announced DIR; a missing parent was a traceback."""
+    sample = shutil.copy(DEFAULT_BUNDLE / "validation.npz", tmp_path / "held_out.npz")
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    for plot, expected in ((folder, [folder / "confusion.png", folder / "confusion-float32.png"]),
+                           (tmp_path / "cm", [tmp_path / "cm.png", tmp_path / "cm-float32.png"])):
+        result = _evaluate(str(DEFAULT_BUNDLE), "--data", str(sample), "--plot", str(plot))
+        assert result.exit_code == 0, result.output
+        assert [f"confusion matrix: {p}" for p in expected] == [
+            line for line in result.stdout.splitlines() if line.startswith("confusion matrix")]
+        assert all(p.is_file() for p in expected)
+    result = _evaluate(str(DEFAULT_BUNDLE), "--data", str(sample), "--plot",
+                       str(tmp_path / "missing" / "cm.png"))
+    assert result.exit_code == 1
+    assert "cannot write the plot (No such file or directory)" in result.stderr
+    assert result.stderr.count("\n") == 1

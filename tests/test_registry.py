@@ -59,6 +59,21 @@ def test_shared_argument_rules_and_width():
         build_model("shufflenet", repeat=1, width_multiplier=2.0)
 
 
+def test_profile_and_train_refuse_a_width_the_family_does_not_have():
+    """They used to drop it: `profile --model shufflenet --width 1.5` printed width 1's
+    counts, and `train` recorded width 2.0 in config.json for a width-1 model."""
+    from henet_edge.henet_keras.profile import profile_family
+    from henet_edge.henet_keras.run import TrainConfig
+
+    with pytest.raises(ModelArgumentError, match="--width works only for: henet"):
+        profile_family("shufflenet", repeat=1, classes=10, input_size=31,
+                       width_multiplier=1.5)
+    with pytest.raises(ModelArgumentError, match="ShuffleNet has no width multiplier"):
+        TrainConfig(data="data", model="shufflenet", repeat=1, width_multiplier=2.0)
+    assert TrainConfig(data="data", model="henet", width_multiplier=2.0).width_multiplier == 2
+    assert TrainConfig(data="data", model="shufflenet").width_multiplier == 1.0
+
+
 def test_builders_keep_their_signatures():
     import henet_edge.henet_keras as package
 

@@ -87,3 +87,13 @@ def test_a_run_names_its_data_relative_to_itself_and_moves_with_it(tiny_run, ima
     monkeypatch.chdir(tmp_path)
     assert Run.load(run_copy).data_path == os.path.normpath(run_copy / relative)
     assert Path(Run.load(run_copy).data_path).is_dir()
+
+
+def test_a_shufflenet_run_that_recorded_an_ignored_width_still_loads(tiny_run, tmp_path):
+    """Older `train --model shufflenet --width 2` recorded 2.0 for a width-1 model."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["train"].update(model="shufflenet", width_multiplier=2.0)
+    (run / "config.json").write_text(json.dumps(config))
+    assert Run.load(run).train_config.width_multiplier == 1.0

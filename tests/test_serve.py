@@ -333,8 +333,10 @@ def test_serve_and_service_check_their_options_one_way(tmp_path):
     for bind in ("127.0.0.1:0", "127.0.0.1:70000", ":8080"):
         with pytest.raises(UsageError, match="expected HOST:PORT"):
             check_serve_options(bind)
-    with pytest.raises(UsageError, match="--workers must be at least 1"):
-        check_serve_options("127.0.0.1:8080", workers=0)
+    for workers in (0, 17, 100_000):  # 100,000 loaded models until the OOM killer came
+        with pytest.raises(UsageError, match="--workers must be 1 to 16"):
+            check_serve_options("127.0.0.1:8080", workers=workers)
+    assert check_serve_options("127.0.0.1:8080", workers=16) == ("127.0.0.1", 8080)
     with pytest.raises(UsageError, match="--every"):
         check_serve_options("127.0.0.1:8080", every=-1)
     assert service_arguments("127.0.0.1:9000", camera="auto") == [
@@ -342,3 +344,89 @@ def test_serve_and_service_check_their_options_one_way(tmp_path):
     with pytest.raises(UsageError, match="beyond loopback: give --token"):
         service_arguments("0.0.0.0:9000")
     assert service_arguments("0.0.0.0:9000", token="t")[:2] == ["--bind", "0.0.0.0:9000"]
+
+
+def test_an_empty_token_is_refused_and_never_lets_a_request_in(classifier, tiny_bundle):
+    from henet_edge import UsageError
+    from henet_edge.device.serve.options import check_serve_options
+
+    for token in ("", "  "):
+        with pytest.raises(UsageError, match="--token is empty"):
+            check_serve_options("0.0.0.0:9000", token=token)
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--bind",
+                                       "0.0.0.0:9", "--token", ""])
+    assert result.exit_code == 2 and "--token is empty" in result.output
+    with Server(create_app(classifier, token="")) as s:  # the library, called directly
+        assert s.request("GET", "/api/info")[0] == 401
+        assert s.request("GET", "/api/info?token=")[0] == 401
+
+
+def test_only_loopback_addresses_and_localhost_count_as_loopback():
+    from henet_edge.device.serve.options import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.3.2.1", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "127.example.com", "127.0.0.1.nip.io",
+                                      "192.168.1.2"]))
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(classifier):
+    """A page on evil.example that re-points its name at 127.0.0.1 (DNS rebinding) must not
+    read the server; with a token the token decides."""
+    with Server(create_app(classifier)) as s:
+        for host in ("evil.example", f"evil.example:{s.port}", "127.0.0.1.evil.example"):
+            status, _, data = s.request("GET", "/api/info", headers={"Host": host})
+            assert status == 403 and json.loads(data)["kind"] == "host", host
+        for host in (f"127.0.0.1:{s.port}", f"localhost:{s.port}", "[::1]:8080", "localhost"):
+            assert s.request("GET", "/api/info", headers={"Host": host})[0] == 200, host
+    with Server(create_app(classifier, token="t0k")) as s:
+        status, _, _ = s.request("GET", "/api/info?token=t0k", headers={"Host": "pi.example"})
+        assert status == 200
+
+
+def test_stalled_uploads_time_out_and_never_hold_the_classifier_queue(classifier):
+    import socket
+
+    with Server(create_app(classifier, queue_size=2, upload_timeout=1.5)) as s:
+        stalled = []
+        for _ in range(4):  # twice the queue: headers and 2 of 1000 body bytes, then silence
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            sock.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"image/jpeg\r\nContent-Length: 1000\r\n\r\n\xff\xd8")
+            stalled.append(sock)
+        time.sleep(0.3)
+        status, _, data = s.request("POST", "/api/classify", jpeg(1),
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 200, data
+        for sock in stalled:
+            reply = b""
+            while b'"kind"' not in reply and (chunk := sock.recv(4096)):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 408") and b'"kind":"timeout"' in reply, reply
+            sock.close()
+
+
+def test_uploads_in_flight_are_bounded_by_bytes_not_by_connections(classifier):
+    import socket
+
+    def stall(port: int, sent: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"image/jpeg\r\nContent-Length: 99000\r\n\r\n" + sent)
+        return sock
+
+    # queue of 2, 100 KB uploads: 200 KB may be in flight
+    with Server(create_app(classifier, queue_size=2, max_upload=100_000)) as s:
+        small = [stall(s.port, b"\xff\xd8") for _ in range(3)]
+        big = [stall(s.port, b"\0" * 95_000) for _ in range(2)]
+        time.sleep(0.3)
+        status, _, data = s.request("POST", "/api/classify", b"\0" * 20_000,
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 503 and json.loads(data)["kind"] == "busy", data
+        for sock in big:
+            sock.close()
+        time.sleep(0.3)  # three stalled uploads remain, holding a few bytes
+        status, _, data = s.request("POST", "/api/classify", jpeg(2),
+                                    {"Content-Type": "image/jpeg"})
+        assert status == 200, data
+        for sock in small:
+            sock.close()

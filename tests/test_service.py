@@ -71,7 +71,13 @@ def test_without_systemd_the_unit_is_written_and_said_not_started(tmp_path, monk
     assert shown.exit_code == 0 and "systemd is not running here" in shown.output
     gone = CliRunner().invoke(main, ["service", "uninstall", "--json"])
     assert gone.exit_code == 0 and json.loads(gone.stdout)["installed"] is False
+    assert json.loads(gone.stdout)["removed"] is True
     assert not unit.exists()
+    # it said "not installed (... absent)" right after removing the unit
+    CliRunner().invoke(main, ["service", "install"])
+    assert CliRunner().invoke(main, ["service", "uninstall"]).stdout == f"removed {unit}\n"
+    again = CliRunner().invoke(main, ["service", "uninstall"])
+    assert again.exit_code == 0 and again.stdout == f"not installed ({unit} absent)\n"
 
 
 def test_service_beyond_loopback_needs_a_token(tmp_path, monkeypatch):

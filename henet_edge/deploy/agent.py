@@ -278,16 +278,25 @@ def _is_legacy_state(base, entries):
     return not loose and bool(links)
 
 
-def claim(base):
-    """Make ``base`` a marked state folder; an error answer if it holds others' files."""
+def refusal(base):
+    """Why ``base`` cannot be a state folder (an error answer: not a folder, or it holds
+    others' files), or None when it is absent, empty, marked or an older state folder."""
     if os.path.lexists(base) and not os.path.isdir(base):
         return {"ok": False, "error": "not_a_folder"}
-    marker = os.path.join(base, STATE_MARKER)
-    if os.path.isdir(base) and not os.path.isfile(marker):
+    if os.path.isdir(base) and not os.path.isfile(os.path.join(base, STATE_MARKER)):
         entries = sorted(os.listdir(base))
         if entries and not _is_legacy_state(base, entries):
             return {"ok": False, "error": "foreign", "entries": entries[:6],
                     "count": len(entries)}
+    return None
+
+
+def claim(base):
+    """Make ``base`` a marked state folder; an error answer if it holds others' files."""
+    problem = refusal(base)
+    if problem is not None:
+        return problem
+    marker = os.path.join(base, STATE_MARKER)
     if not os.path.isfile(marker):
         os.makedirs(base, exist_ok=True)
         tmp = f"{marker}.tmp-{os.getpid()}"

@@ -56,6 +56,9 @@ def deploy(bundle: str | Path | None, fleet: FleetOptions, options: InstallOptio
     path = bundle_to_deploy(bundle)
     if options.keep < 1:
         raise UsageError("--keep must be at least 1")
+    if options.reserve_bytes < 0:
+        raise UsageError("--reserve-mb must be 0 or more (it is free space the deploy leaves "
+                         "on the device)")
     hosts = fleet.resolve()  # no host: stop before the wheel build
     load_ssh_config(fleet.connect.ssh_config)  # a typo there: likewise
     options.wheel = check_wheel(options.wheel) if options.wheel else project_wheel(log=log)

@@ -174,11 +174,13 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
     """
     if options.fleet is None:
         options.core = preflight_local(target, options.core)
+    else:
+        hosts = options.fleet.resolve()  # a bad --host fails before the conversion
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)
         if options.fleet is not None:
-            return _demo_on_fleet(options.fleet, work, manifest, options, log)
+            return _demo_on_fleet(options.fleet, hosts, work, manifest, options, log)
         device = target
         if device is None:
             device = (Path(tempfile.mkdtemp(prefix="henet-demo-device-")) if keep
@@ -192,8 +194,8 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
     return summary
 
 
-def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: DemoOptions,
-                   log: Callable[[str], None]) -> dict:
+def _demo_on_fleet(fleet: FleetOptions, hosts: list[str], work: Path, manifest: dict,
+                   options: DemoOptions, log: Callable[[str], None]) -> dict:
     from .fleet import on_fleet, raise_for_failures
     from .installer import InstallOptions
     from .wheel import project_wheel
@@ -201,13 +203,26 @@ def _demo_on_fleet(fleet: FleetOptions, work: Path, manifest: dict, options: Dem
     outcomes = on_fleet(fleet, lambda inst: demo_on(inst, work / "bundle", manifest, options,
                                                     work, log),
                         install_options=InstallOptions(wheel=project_wheel(log=log)),
-                        log=lambda host, message: log(f"[{host}] {message}"))
+                        log=lambda host, message: log(f"[{host}] {message}"), hosts=hosts)
     raise_for_failures(outcomes, log)
     return outcomes[0].result or {}
 
 
 def _check_writable(target: Path) -> None:
-    """Create (and remove) a folder where the target will be: the only honest check."""
+    """Create (and remove) a folder where the target will be: the only honest check.
+
+    A target holding files the demo did not make is refused here, before any conversion,
+    as the installer would refuse it later.
+    """
+    from .agent import refusal
+
+    problem = refusal(str(target.expanduser())) or {}
+    if problem.get("error") == "foreign":
+        more = problem["count"] - len(problem["entries"])
+        raise DemoError(f"--target {target} is not empty and was not made by henet-edge "
+                        f"(it holds {', '.join(problem['entries'])}"
+                        + (f" and {more} more" if more > 0 else "") + "); give a new or "
+                        "empty folder, or one an earlier demo made")
     probe = target.expanduser()
     while not probe.exists():
         probe = probe.parent

@@ -49,7 +49,7 @@ class FleetOptions:
 
     def resolve(self) -> list[str]:
         """The hosts, ``--hosts-file``'s included and duplicates dropped; checked."""
-        from .hosts import read_hosts_file
+        from .hosts import parse_host_spec, read_hosts_file
         from .probe import check_remote_dir
 
         check_remote_dir(self.remote_dir)
@@ -60,6 +60,11 @@ class FleetOptions:
             raise UsageError("give the device with --host HOST (or --hosts-file FILE)")
         if self.jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        if not self.connect.connect_timeout > 0:
+            raise UsageError(f"--connect-timeout must be above 0 seconds, got "
+                             f"{self.connect.connect_timeout:g}")
+        for host in hosts:  # an empty or malformed --host fails before any slow work
+            parse_host_spec(host)
         return list(dict.fromkeys(hosts))  # the same device twice would race with itself
 
 

@@ -29,6 +29,7 @@ from henet_edge import HenetEdgeError
 
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import UNKNOWN, Probe, assess, describe_int8_features
+from .metrics import png_path, save_figure
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
 from .runtime import (
     MAX_THREADS,
@@ -419,11 +420,7 @@ def plot_histogram(run: BenchRun, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: `pip install matplotlib`") from None
-    path = Path(path)
-    if path.is_dir():
-        path = path / "latency.png"
-    elif not path.suffix:
-        path = path.with_suffix(".png")  # what savefig would write; say so
+    path = png_path(path, "latency.png")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     all_ms = np.concatenate([np.asarray(v, np.float64) / 1e6 for v in latencies.values()])
     low = float(all_ms.min())
@@ -442,10 +439,5 @@ def plot_histogram(run: BenchRun, path: str | Path) -> Path:
     ax.set_title(f"{env['board']}, core {result['core']}, {env['runtime'].get('name')}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path

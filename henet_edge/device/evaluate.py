@@ -71,10 +71,9 @@ def bundle_validation(path: Path) -> Path | None:
 
 def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> list[Path]:
     """One confusion-matrix PNG per model (the first at ``plot``); returns every path written."""
-    written = []
-    for i, (name, r) in enumerate(results.items()):
-        target = plot if i == 0 else plot.with_name(f"{plot.stem}-{name}{plot.suffix}")
-        plot_confusion(r["confusion"], class_names, target, title=f"{name}: top-1 "
-                       f"{100 * r['top1']:.2f}%")
-        written.append(target)
+    written: list[Path] = []
+    for name, r in results.items():
+        target = written[0].with_name(f"{written[0].stem}-{name}.png") if written else plot
+        written.append(plot_confusion(r["confusion"], class_names, target,
+                                      title=f"{name}: top-1 {100 * r['top1']:.2f}%"))
     return written

@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from henet_edge import HenetEdgeError
+
+
+class PlotError(HenetEdgeError, ValueError):
+    """A plot that cannot be written where it was asked for."""
+
+
+def png_path(path: str | Path, default_name: str) -> Path:
+    """Where a plot asked for at ``path`` lands: a folder gets ``default_name`` inside it,
+    a name without a suffix gets ``.png`` (as matplotlib would write it)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / default_name
+    return path.with_suffix(".png") if not path.suffix else path
+
+
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """``fig.savefig`` and close it; a path that cannot be written is a :class:`PlotError`."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=dpi)
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray,
@@ -33,8 +61,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray,
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path,
-                   title: str = "") -> None:
-    """Row-normalised confusion matrix as a PNG."""
+                   title: str = "") -> Path:
+    """Row-normalised confusion matrix as a PNG; returns where it was written
+    (see :func:`png_path`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,5 +88,6 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = png_path(path, "confusion.png")
+    save_figure(fig, path, dpi=110)
+    return path

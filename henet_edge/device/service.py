@@ -47,11 +47,14 @@ class ServiceState:
     enabled: str | None = None      # systemctl is-enabled
     active: str | None = None       # systemctl is-active
     notes: list[str] = field(default_factory=list)
+    removed: bool = False           # uninstall found the unit and removed it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
+        if self.removed:
+            return f"removed {self.unit}" + (" (stopped and disabled)" if self.systemd else "")
         if not self.installed:
             return f"not installed ({self.unit} absent)"
         if not self.systemd:
@@ -184,7 +187,8 @@ def restart(home: Path | None = None) -> ServiceState:
 def uninstall(home: Path | None = None) -> ServiceState:
     """Stop, disable and remove the unit."""
     path, scope = unit_path(home)
-    if scope != "none" and path.is_file():
+    existed = path.is_file()
+    if scope != "none" and existed:
         _systemctl(scope, "disable", "--now", UNIT, check=False)
     try:
         path.unlink(missing_ok=True)
@@ -192,4 +196,6 @@ def uninstall(home: Path | None = None) -> ServiceState:
         raise ServiceError(f"cannot remove {path}: {exc.strerror or exc}") from None
     if scope != "none":
         _systemctl(scope, "daemon-reload", check=False)
-    return status(home)
+    state = status(home)
+    state.removed = existed and not state.installed
+    return state

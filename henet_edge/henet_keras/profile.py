@@ -103,11 +103,9 @@ def profile_family(name: str, *, repeat: int, classes: int, input_size: int,
     from .registry import model_spec
 
     spec = model_spec(name)
-    kwargs = {"repeat": repeat, "classes": classes, "input_size": input_size}
-    if spec.accepts_width:
-        kwargs["width_multiplier"] = width_multiplier
-    try:
-        model = spec.build(**kwargs)
+    try:  # build refuses a width for a family without one
+        model = spec.build(repeat=repeat, classes=classes, input_size=input_size,
+                           width_multiplier=width_multiplier)
     except ValueError as exc:
         if isinstance(exc, HenetEdgeError):
             raise

@@ -63,13 +63,17 @@ class ModelSpec:
               **kwargs: Any):
         """Build a Keras model of this family (imports TensorFlow)."""
         check_model_args(repeat, classes)
+        self.check_width(width_multiplier)
         if self.accepts_width:
             kwargs["width_multiplier"] = width_multiplier
-        elif width_multiplier != 1.0:
-            raise ModelArgumentError(f"{self.display_name} has no width multiplier; "
-                                 "--width works only for: " + ", ".join(
-                                     s.name for s in _REGISTRY.values() if s.accepts_width))
         return self.builder_function()(repeat=repeat, classes=classes, **kwargs)
+
+    def check_width(self, width_multiplier: float) -> None:
+        """Refuse a width other than 1 for a family that has no width multiplier."""
+        if not self.accepts_width and width_multiplier != 1.0:
+            raise ModelArgumentError(f"{self.display_name} has no width multiplier; "
+                                     "--width works only for: " + ", ".join(
+                                         s.name for s in _REGISTRY.values() if s.accepts_width))
 
     def builder_function(self) -> Callable[..., Any]:
         from .tf_env import prepare_tensorflow

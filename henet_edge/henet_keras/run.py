@@ -18,6 +18,7 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
 from .data import NAMED_SETS, DataSource, ImageSet, load_source, split_validation
+from .registry import model_spec
 
 CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "summary.json"
 FINAL_MODEL, BEST_MODEL, CHECKPOINT = "model.keras", "best.keras", "checkpoint.keras"
@@ -58,6 +59,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise RunError(f"{option} must be above 0, got {value}")
+        if self.model is not None:
+            model_spec(self.model).check_width(self.width_multiplier)
         if self.ema is not None and not 0 < self.ema < 1:
             raise RunError(f"--ema must be above 0 and below 1, got {self.ema}")
         if not 0 <= self.val_split < 1:
@@ -145,8 +148,15 @@ class Run:
 
     @property
     def train_config(self) -> TrainConfig:
-        """The saved settings, with the data path resolved (see :meth:`data_path`)."""
-        return TrainConfig(**{**self.saved_train, "data": self.data_path,
+        """The saved settings, with the data path resolved (see :meth:`data_path`).
+
+        A family without a width multiplier was built at width 1, whatever an older
+        ``train`` recorded (it used to record ``--width`` and ignore it).
+        """
+        saved = dict(self.saved_train)
+        if saved.get("model") and not model_spec(saved["model"]).accepts_width:
+            saved["width_multiplier"] = 1.0
+        return TrainConfig(**{**saved, "data": self.data_path,
                               "init_from": self._saved_path("init_from")})
 
     @property

@@ -37,11 +37,12 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
-from .options import is_loopback, parse_bind
+from .options import check_token, is_loopback, parse_bind
 from .page import PAGE
 from .pool import ClassifierPool
 
 MAX_UPLOAD = 4 << 20
+UPLOAD_TIMEOUT_S = 60.0
 IMAGE_TYPES = ("image/", "application/octet-stream")
 MULTIPART = "multipart/form-data"
 STREAM_POLL_S = 0.03
@@ -60,8 +61,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def host_name(header: str) -> str:
+    """The name in a Host header: ``[::1]:8080`` -> ``::1``, ``localhost:80`` -> ``localhost``."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 class Guard:
-    """ASGI middleware: the token on every request, and request counts per known path."""
+    """ASGI middleware: the token on every request, and request counts per known path.
+
+    Without a token only loopback names are answered in the Host header, so a web page
+    cannot reach the server through a name it re-points at 127.0.0.1 (DNS rebinding).
+    """
 
     def __init__(self, app: ASGIApp, *, token: str | None, metrics: Metrics,
                  paths: set[str]):
@@ -78,12 +90,29 @@ class Guard:
         else:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = query.get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def foreign_host(self, scope: Scope) -> str | None:
+        """The Host header when it must be refused (no token and not a loopback name)."""
+        if self.token is not None:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+                return None if is_loopback(host_name(host)) else host
+        return None  # HTTP/1.0 without Host: no browser sends that
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if not self.authorised(scope):
                 response = error(401, "unauthorised", "missing or wrong token", self.metrics)
+                await response(scope, receive, send)
+                return
+            host = self.foreign_host(scope)
+            if host is not None:
+                response = error(403, "host", f"Host {host!r} is not a loopback name; a server "
+                                 "without --token answers only 127.0.0.1, [::1] or localhost",
+                                 self.metrics)
                 await response(scope, receive, send)
                 return
             if scope["path"] in self.paths:
@@ -97,22 +126,33 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 
 def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, *,
                token: str | None = None, max_upload: int = MAX_UPLOAD, queue_size: int = 16,
+               upload_timeout: float = UPLOAD_TIMEOUT_S,
                camera: LiveCamera | None = None, metrics: Metrics | None = None) -> Starlette:
     """The service around loaded classifiers (one interpreter each) and an optional camera.
 
+    An upload must arrive whole within ``upload_timeout`` seconds (408 otherwise), and
+    the uploads being received hold at most ``queue_size * max_upload`` bytes together;
+    a place in the classifier queue (``queue_size``, 503 when full) is taken only once
+    the image has arrived, so slow or stalled senders cannot hold it.
     ``camera`` is started and stopped by the caller; pass the same ``metrics``
     to it (``on_frame``) for the frame counter.
     """
     pool = classifiers if isinstance(classifiers, ClassifierPool) else ClassifierPool(classifiers)
     metrics = metrics or Metrics()
     waiting = 0
+    buffered, max_buffered = 0, queue_size * max_upload
     info = {**pool.first.describe(), "henet_edge": __version__, "workers": pool.size,
             "camera": camera.spec if camera else None}
 
     def too_large() -> JSONResponse:
         return error(413, "too_large", f"upload over the {max_upload} byte limit", metrics)
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
+    def busy() -> JSONResponse:
+        return error(503, "busy", "the classifier queue is full; retry shortly", metrics,
+                     headers={"Retry-After": "1"})
+
+    async def receive_body(request: Request) -> bytes | JSONResponse:
+        nonlocal buffered
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -120,12 +160,25 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
             if int(length) > max_upload:
                 return too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_upload:
-                return too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload:
+                    return too_large()
+                if buffered + len(chunk) > max_buffered:
+                    return busy()
+                buffered += len(chunk)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            buffered -= sum(map(len, chunks))
+
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        try:
+            return await asyncio.wait_for(receive_body(request), upload_timeout)
+        except asyncio.TimeoutError:
+            return error(408, "timeout", f"the upload did not arrive within {upload_timeout:g} "
+                         "s", metrics)
 
     async def multipart_file(request: Request, body: bytes) -> bytes | JSONResponse:
         """The first file part of a multipart/form-data body."""
@@ -154,18 +207,17 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
                          f"unsupported Content-Type {ctype!r}; send the image bytes as "
                          "image/* or application/octet-stream, or a multipart/form-data "
                          "file field", metrics)
+        body = await read_body(request)
+        if not isinstance(body, Response) and is_multipart:
+            body = await multipart_file(request, body)
+        if isinstance(body, Response):
+            return body
+        if not body:
+            return error(400, "empty", "empty body; send one image", metrics)
         if waiting >= queue_size:
-            return error(503, "busy", "the classifier queue is full; retry shortly", metrics,
-                         headers={"Retry-After": "1"})
+            return busy()
         waiting += 1
         try:
-            body = await read_body(request)
-            if not isinstance(body, Response) and is_multipart:
-                body = await multipart_file(request, body)
-            if isinstance(body, Response):
-                return body
-            if not body:
-                return error(400, "empty", "empty body; send one image", metrics)
             try:
                 prediction = await asyncio.to_thread(pool.classify_upload, io.BytesIO(body))
             except (ValueError, OSError) as exc:
@@ -258,6 +310,7 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
           token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)
+    check_token(token)
     if token is None and not is_loopback(host):
         token = new_token()
         print(f"token (shown once): {token}\nopen http://{host}:{port}/?token={token}",

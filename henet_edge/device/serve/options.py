@@ -6,7 +6,11 @@ same rules as ``serve`` without importing the web stack.
 
 from __future__ import annotations
 
+import ipaddress
+
 from henet_edge import UsageError
+
+MAX_WORKERS = 16  # interpreters; a Pi has 4 cores, and each one holds the model
 
 
 class BindError(UsageError, ValueError):
@@ -22,15 +26,32 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); no other name counts."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name such as 127.example.com may resolve anywhere
+        return False
+
+
+def check_token(token: str | None) -> None:
+    """An empty ``--token`` would let every request in: refuse it."""
+    if token is not None and not token.strip():
+        raise UsageError("--token is empty: give a real token, or leave --token out "
+                         "(one is generated when binding beyond loopback)")
 
 
 def check_serve_options(bind: str, *, workers: int = 1, every: float = 0.1,
-                        camera: str | None = None) -> tuple[str, int]:
-    """Refuse what cannot work (a bad bind, no workers, a camera that will not open)."""
+                        camera: str | None = None,
+                        token: str | None = None) -> tuple[str, int]:
+    """Refuse what cannot work (a bad bind, no workers, an empty token, a camera that
+    will not open)."""
     address = parse_bind(bind)
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    check_token(token)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1 to {MAX_WORKERS} (each loads the model once; "
+                         f"more than the cores gain nothing), got {workers}")
     if every < 0:
         raise UsageError(f"--every must be 0 or more seconds, got {every}")
     if camera is not None:
@@ -47,7 +68,7 @@ def service_arguments(bind: str, *, workers: int = 1, camera: str | None = None,
     (``serve`` itself prints a generated token; a service has nowhere to show one.)
     The camera is not opened here: the service may be installed before it is plugged in.
     """
-    host, _ = check_serve_options(bind, workers=workers)
+    host, _ = check_serve_options(bind, workers=workers, token=token)
     if not is_loopback(host) and not token:
         raise UsageError(f"--bind {bind} is beyond loopback: give --token (a service cannot "
                          "show a generated one)")
