@@ -364,13 +364,20 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     Example:
       henet-edge bench --core 3 r2/ r3/ --precision all --plot latency.png
     """
-    from henet_edge.device.bench import BenchOptions, format_result, run_bench
+    from henet_edge.device.bench import (
+        BenchOptions,
+        check_histogram_target,
+        format_result,
+        run_bench,
+    )
     from henet_edge.device.bench import plot_histogram as plot
     from henet_edge.device.classify import default_model
 
     options = BenchOptions.for_protocol(
         protocol, runs=runs, repeats=repeats, warmup=warmup, core=core, threads=threads,
         precision=precision, image=image, seed=seed, xnnpack_check=xnnpack_check)
+    if plot_path is not None:
+        check_histogram_target(plot_path)
     specs = list(models) or [default_model()]
     run = run_bench(specs, options, progress=_err)
     result = run.result
@@ -629,6 +636,20 @@ def remote_serve_command(port, local_port, **conn):
                           log=_err)
 
 
+def _check_bench_args(bench_args: tuple[str, ...]) -> None:
+    """Parse and check `bench`'s options here, before any SSH work, as the device will."""
+    from henet_edge.device.bench import BenchOptions
+    from henet_edge.device.metrics import check_plot_target
+
+    with bench.make_context("henet-edge remote bench", list(bench_args)) as ctx:
+        p = ctx.params
+        BenchOptions.for_protocol(p["protocol"], runs=p["runs"], repeats=p["repeats"],
+                                  warmup=p["warmup"], threads=p["threads"],
+                                  precision=p["precision"]).validate()
+        if p["plot_path"] is not None:
+            check_plot_target(p["plot_path"].expanduser(), "latency.png")  # drawn there
+
+
 @remote.command("bench", context_settings={"ignore_unknown_options": True,
                                           "allow_extra_args": True})
 @_ssh_options
@@ -652,6 +673,7 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
     from henet_edge.deploy import commands
     from henet_edge.device.bench import format_result
 
+    _check_bench_args(bench_args)
     fleet = _fleet_options(conn)
     outcomes = commands.bench(fleet, list(bench_args), out_path=out_path,
                               err=lambda _host, text: _err(text), host_log=_host_err)
@@ -847,7 +869,10 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     run in the device runtime (LiteRT), never in TensorFlow.
     """
     from henet_edge.convert.evaluate import evaluate_model, format_evaluation
+    from henet_edge.device.metrics import check_plot_target
 
+    if plot_path is not None:
+        check_plot_target(plot_path, "confusion.png")
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
                              preprocessing=preprocessing)
     if as_json:
@@ -1005,12 +1030,15 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     """
     from henet_edge.convert.compare import parse_lowerings, parse_models
     from henet_edge.device.bench import BenchOptions
+    from henet_edge.device.metrics import check_plot_target
 
     # Every check before TensorFlow and the slow builds.
     wanted, chosen = parse_models(models), parse_lowerings(lowerings)
     options = BenchOptions(runs=runs, repeats=repeats, warmup=warmup, core=core,
                            precision="all")
     options.validate()
+    if plot_path:
+        plot_path = check_plot_target(plot_path, "compare.png")
     _quiet_tensorflow()
     from henet_edge.convert.compare import calibration_inputs, format_machine, format_table, plot
     from henet_edge.convert.compare import compare as run_compare

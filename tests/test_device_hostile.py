@@ -264,3 +264,51 @@ def test_bench_plot_names_the_file_it_wrote(tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "latency.png").is_file()
     assert f"wrote {tmp_path / 'latency.png'}" in result.stderr
+
+
+def _never(*_args, **_kwargs):
+    raise AssertionError("the slow work ran before the plot's folder was checked")
+
+
+@pytest.mark.parametrize("command, slow", [
+    (["bench", "BUNDLE", "--runs", "3"], "henet_edge.device.bench.run_bench"),
+    (["evaluate", "BUNDLE"], "henet_edge.convert.evaluate.evaluate_model"),
+    (["compare", "--runs", "3"], "henet_edge.convert.compare.compare"),
+    (["remote", "bench", "--host", "127.0.0.1", "--runs", "3"],
+     "henet_edge.deploy.commands.bench"),
+])
+def test_a_plot_that_cannot_land_is_refused_before_the_slow_work(command, slow, tiny_bundle,
+                                                                 tmp_path, monkeypatch):
+    """bench --plot timed for minutes, then failed writing the PNG; so did the others."""
+    monkeypatch.setattr(slow, _never)
+    (tmp_path / "a-file").write_text("not a folder")
+    args = [str(tiny_bundle) if a == "BUNDLE" else a for a in command]
+    for target, reason in ((tmp_path / "missing" / "out.png", "No such file or directory"),
+                           (tmp_path / "a-file" / "out.png", "Not a directory")):
+        result = _invoke([*args, "--plot", str(target)])
+        assert result.exit_code == 1, result.output
+        assert f"{target}: cannot write the plot ({reason})" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.parametrize("bench_args, message", [
+    (["--runs", "0"], "--runs and --repeats must be at least 1"),
+    (["--threads", "99"], "--threads must be 1 to"),
+    (["--warmup", "x"], "'x' is not a valid integer"),
+    (["--no-such-option"], "No such option '--no-such-option'"),
+])
+def test_remote_bench_checks_benchs_options_before_connecting(bench_args, message,
+                                                              monkeypatch):
+    """remote bench --runs 0 connected, installed nothing, and was refused by the device."""
+    monkeypatch.setattr("henet_edge.deploy.commands.bench", _never)
+    result = _invoke(["remote", "bench", "--host", "127.0.0.1", *bench_args])
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.stderr
+
+
+def test_a_bad_camera_index_names_the_source_it_was_given():
+    from henet_edge.device.camera import CameraError, open_source
+
+    for spec in ("opencv:x", "picamera2:x"):
+        with pytest.raises(CameraError, match=f"like {spec[:-1]}0"):
+            open_source(spec)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
+from henet_edge.device.metrics import check_plot_target
 from henet_edge.storage import utc_timestamp
 
 from .errors import DeployError
@@ -140,11 +141,13 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
     ``--image`` names a local file (uploaded); ``--plot`` a local PNG (fetched
     back). Model arguments are paths on the device (default: its current bundle).
     """
-    state = installer.status()
-    _require_install(installer, state)
     args = [a for a in bench_args if a != "--json"]
     args, image = _take_option(args, "--image")
     args, plot = _take_option(args, "--plot")
+    if plot:  # before any SSH work: a plot that cannot land here would waste the timing
+        plot = str(check_plot_target(Path(plot).expanduser(), "latency.png"))
+    state = installer.status()
+    _require_install(installer, state)
     session = installer.session
     mapping: dict[str, str] = {}
     stderr = LineSink(err, mapping)

@@ -29,7 +29,7 @@ from henet_edge import HenetEdgeError
 
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import UNKNOWN, Probe, assess, describe_int8_features
-from .metrics import png_path, save_figure
+from .metrics import check_plot_target, png_path, save_figure
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
 from .runtime import (
     MAX_THREADS,
@@ -407,12 +407,7 @@ def _unit(value: Any, unit: str) -> str:
     return f"{value:g} {unit}" if isinstance(value, (int, float)) else str(value)
 
 
-def plot_histogram(run: BenchRun, path: str | Path) -> Path:
-    """Write a per-inference latency histogram PNG (needs matplotlib); returns its path.
-
-    A folder gets ``latency.png`` inside it; a name without a suffix gets ``.png``.
-    """
-    result, latencies = run.result, run.latencies_ns
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -420,6 +415,22 @@ def plot_histogram(run: BenchRun, path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: `pip install matplotlib`") from None
+    return plt
+
+
+def check_histogram_target(path: str | Path) -> Path:
+    """Before any timing: matplotlib is there and the histogram's folder is writable."""
+    _pyplot()
+    return check_plot_target(path, "latency.png")
+
+
+def plot_histogram(run: BenchRun, path: str | Path) -> Path:
+    """Write a per-inference latency histogram PNG (needs matplotlib); returns its path.
+
+    A folder gets ``latency.png`` inside it; a name without a suffix gets ``.png``.
+    """
+    result, latencies = run.result, run.latencies_ns
+    plt = _pyplot()
     path = png_path(path, "latency.png")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     all_ms = np.concatenate([np.asarray(v, np.float64) / 1e6 for v in latencies.values()])

@@ -225,11 +225,11 @@ def open_source(spec: str) -> FrameSource:
 
 
 def _index(spec: str) -> int:
-    _, _, number = spec.partition(":")
+    kind, _, number = spec.partition(":")
     if not number:
         return 0
     if not number.isdigit():
-        raise CameraError(f"bad camera index in {spec!r}; expected a number like opencv:0")
+        raise CameraError(f"bad camera index in {spec!r}; expected a number like {kind}:0")
     return int(number)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,22 @@ def png_path(path: str | Path, default_name: str) -> Path:
     if path.is_dir():
         return path / default_name
     return path.with_suffix(".png") if not path.suffix else path
+
+
+def check_plot_target(path: str | Path, default_name: str) -> Path:
+    """Fail before slow work when a plot could not be written at ``path``.
+
+    Makes (and removes) a scratch file in the folder the PNG lands in: the only
+    check that permissions, read-only mounts and missing folders all answer.
+    Returns the PNG's path (see :func:`png_path`).
+    """
+    target = png_path(path, default_name)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".plot-check-"):
+            pass
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    return target
 
 
 def save_figure(fig: Any, path: Path, dpi: int) -> None:
