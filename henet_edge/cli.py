@@ -794,6 +794,9 @@ def selftest(bundle, precisions, as_json):
 @click.option("--batch-size", type=int, default=None,
               help="Images per step [the recipe's: 128].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=None,
+              help="Weight decay in Caffe's convention (Keras L2 of half this) "
+                   "[the recipe's: 5e-4].")
 @click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the validation split, the data order and the initial weights.")
 @click.option("--val-split", default=0.1, show_default=True,
@@ -814,8 +817,8 @@ def selftest(bundle, precisions, as_json):
 @quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
-          iterations, batch_size, lr, seed, val_split, formulation, limit, init_from, ema,
-          as_json):
+          iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
+          init_from, ema, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -838,7 +841,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          width_multiplier=width_multiplier, recipe=recipe, epochs=epochs,
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
-                         init_from=str(init_from) if init_from else None, ema=ema)
+                         init_from=str(init_from) if init_from else None, ema=ema,
+                         weight_decay=weight_decay)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo

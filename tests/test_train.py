@@ -167,7 +167,8 @@ def test_init_from_a_run_with_another_split_is_refused(tiny_run, image_folder, t
 @pytest.mark.parametrize("option, value", [("--repeat", "0"), ("--epochs", "0"),
                                            ("--iterations", "0"), ("--batch-size", "0"),
                                            ("--limit", "0"), ("--epochs", "-2"),
-                                           ("--lr", "0"), ("--width", "0")])
+                                           ("--lr", "0"), ("--width", "0"),
+                                           ("--weight-decay", "-0.5")])
 def test_train_refuses_zero_and_negative_sizes(image_folder, tmp_path, option, value):
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--data", str(image_folder), "--out", str(run),
@@ -185,6 +186,9 @@ def test_explicit_recipe_values_are_kept_and_none_takes_the_recipe():
     assert _plan(TrainConfig(data="x", epochs=1), 1280)["epochs"] == 1
     plan = _plan(TrainConfig(data="x", recipe="paper"), 1280)
     assert plan["total_steps"] == 65_000 and plan["batch_size"] == 128
+    assert plan["weight_decay"] == 5e-4
+    assert _plan(TrainConfig(data="x", weight_decay=1e-4), 1280)["weight_decay"] == 1e-4
+    assert _plan(TrainConfig(data="x", weight_decay=0.0), 1280)["weight_decay"] == 0.0
 
 
 def test_counts_in_the_train_log_agree_in_number():

@@ -48,6 +48,7 @@ class TrainConfig:
     preprocessing: dict = field(default_factory=DEFAULT.to_dict)
     init_from: str | None = None  # start from this run's (or .keras file's) weights
     ema: float | None = None  # ship the moving average of the weights, with this decay
+    weight_decay: float | None = None  # Caffe-convention decay; None means the recipe's
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""
@@ -61,6 +62,8 @@ class TrainConfig:
                 raise RunError(f"{option} must be above 0, got {value}")
         if self.model is not None:
             model_spec(self.model).check_width(self.width_multiplier)
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise RunError(f"--weight-decay must be at least 0, got {self.weight_decay}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise RunError(f"--ema must be above 0 and below 1, got {self.ema}")
         if not 0 <= self.val_split < 1:

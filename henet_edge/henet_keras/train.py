@@ -188,7 +188,9 @@ def _plan(config: TrainConfig, n_train: int) -> dict:
             "total_steps": total, "lr": recipe.lr if config.lr is None else config.lr,
             "warmup_steps": int(recipe.warmup_epochs * steps),
             "milestones": [int(f * total) for f in recipe.milestones],
-            "weight_decay": recipe.weight_decay, "label_smoothing": recipe.label_smoothing,
+            "weight_decay": (recipe.weight_decay if config.weight_decay is None
+                             else config.weight_decay),
+            "label_smoothing": recipe.label_smoothing,
             "schedule": recipe.schedule}
 
 
