@@ -44,6 +44,20 @@ def test_history_keeps_the_raw_weights_as_the_control(ema_run):
     assert "raw_val_accuracy" in (run_dir / "history.csv").read_text().splitlines()[0]
 
 
+def _recalibration(run_dir):
+    """The run's own batch-norm recalibration sample, rebuilt from its config."""
+    import json
+
+    from henet_edge.henet_keras.run import load_training_data
+    from henet_edge.henet_keras.train import recalibration_batches
+
+    run = Run.load(run_dir)
+    _, train_set, _ = load_training_data(run.train_config)
+    plan = json.loads((run_dir / "config.json").read_text())["plan"]
+    return recalibration_batches(train_set, run.preprocessing, batch_size=plan["batch_size"],
+                                 seed=run.train_config.seed)
+
+
 def test_the_shipped_model_holds_the_average_not_the_raw_weights(ema_run):
     from henet_edge.henet_keras.ema import shipped_weights, uses_average
 
@@ -51,7 +65,7 @@ def test_the_shipped_model_holds_the_average_not_the_raw_weights(ema_run):
     checkpoint = _load(run_dir / "checkpoint.keras")
     assert uses_average(checkpoint)  # the average is saved with the optimiser state
     shipped = _load(run_dir / "model.keras").get_weights()
-    averaged = shipped_weights(checkpoint)
+    averaged = shipped_weights(checkpoint, _recalibration(run_dir))
     raw = checkpoint.get_weights()
     assert [w.shape for w in shipped] == [w.shape for w in averaged]
     for got, want in zip(shipped, averaged, strict=True):
@@ -81,9 +95,63 @@ def test_resume_continues_the_saved_average(ema_run, tmp_path):
     run_dir, _ = ema_run
     run = killed_after_last_epoch(run_dir, tmp_path / "killed")
     train(Run.load(run).train_config, run, resume=True, show_bar=False, echo=lambda _m: None)
-    averaged = shipped_weights(_load(run / "checkpoint.keras"))
+    averaged = shipped_weights(_load(run / "checkpoint.keras"), _recalibration(run))
     for got, want in zip(_load(run / "model.keras").get_weights(), averaged, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_shipped_batch_norm_statistics_are_recomputed_for_the_average(ema_run):
+    """Not the raw weights' moving statistics, which do not fit the averaged weights."""
+    import keras
+
+    run_dir, _ = ema_run
+    checkpoint = _load(run_dir / "checkpoint.keras")
+    shipped = _load(run_dir / "model.keras")
+    ours = {layer.name: layer for layer in shipped.layers}
+    norms = [(layer, ours[layer.name]) for layer in checkpoint.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms
+    for raw, ours in norms:
+        assert not np.allclose(raw.moving_mean.numpy(), ours.moving_mean.numpy())
+
+
+def _bn_model():
+    import keras
+
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))
+
+
+def test_recalibration_sets_the_mean_of_the_batch_statistics():
+    from henet_edge.henet_keras.ema import recalibrate_batch_norm
+
+    model = _bn_model()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, scale, (16, 3)).astype(np.float32)
+               for loc, scale in [(0.0, 1.0), (5.0, 2.0), (-3.0, 0.5)]]
+    recalibrate_batch_norm(model, batches)
+    bn = model.layers[-1]
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               np.mean([b.mean(axis=0) for b in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               np.mean([b.var(axis=0) for b in batches], axis=0), rtol=1e-4)
+    assert bn.momentum == pytest.approx(0.9)  # the layer's own momentum is put back
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_batch_norm(model, [])
+
+
+def test_the_raw_weights_and_statistics_come_back_after_the_average(ema_run):
+    from henet_edge.henet_keras.ema import averaged
+
+    run_dir, _ = ema_run
+    checkpoint = _load(run_dir / "checkpoint.keras")
+    before = checkpoint.get_weights()
+    with averaged(checkpoint, _recalibration(run_dir)):
+        inside = checkpoint.get_weights()
+    after = checkpoint.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(inside, before, strict=True))
+    for a, b in zip(after, before, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_resume_with_another_decay_is_refused(ema_run, image_folder, tmp_path):

@@ -209,9 +209,28 @@ def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) ->
     }
 
 
-def _averaged_row(row: dict, model, val_ds) -> dict:
+RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
+
+
+def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
+                          seed: int) -> list[np.ndarray]:
+    """A seeded sample of the training split, centre-cropped and normalised, in batches.
+
+    The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`);
+    the same run always draws the same sample, so a resume ships the same model.
+    """
+    from henet_edge.device.preprocess import normalize
+
+    n = min(RECALIBRATION_IMAGES, len(train))
+    pick = np.sort(np.random.default_rng([seed, 0xE3A]).permutation(len(train))[:n])
+    o, size = spec.crop_offset(), spec.input_size
+    x = normalize(train.images[pick, o:o + size, o:o + size, :], spec).astype(np.float32)
+    return [x[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _averaged_row(row: dict, model, val_ds, batches: list[np.ndarray]) -> dict:
     """``row`` with the averaged weights' validation; the raw weights' kept as ``raw_val_*``."""
-    with averaged(model):
+    with averaged(model, batches):
         scores = model.evaluate(val_ds, verbose=0, return_dict=True)
     raw = {f"raw_{key}": row[key] for key in ("val_loss", "val_accuracy", "val_top5")}
     return {**row, "val_loss": float(scores["loss"]),
@@ -268,8 +287,9 @@ class _Checkpointer:
     it, so a kill anywhere in between loses at most this epoch.
     """
 
-    def __init__(self, run_dir: Path, history: list[dict], best: float):
-        self.run_dir, self.history, self.best = run_dir, history, best
+    def __init__(self, run_dir: Path, history: list[dict], best: float,
+                 batches: list[np.ndarray] | None = None):
+        self.run_dir, self.history, self.best, self.batches = run_dir, history, best, batches
 
     def save(self, model, row: dict) -> bool:
         """Record ``row`` and save ``model``; whether it is the best so far."""
@@ -279,7 +299,8 @@ class _Checkpointer:
         save_model_atomic(model, self.run_dir / "checkpoint.keras")
         if improved:
             self.best = row["val_accuracy"]
-            save_weights_atomic(shipped_weights(model), self.run_dir / "best.weights.npz")
+            save_weights_atomic(shipped_weights(model, self.batches),
+                                self.run_dir / "best.weights.npz")
         write_text_atomic(self.run_dir / "state.json", json.dumps(
             {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
             indent=1))
@@ -295,11 +316,12 @@ def _epoch_callback_class():
         """Progress bar, checkpoint, curves and log line at each epoch."""
 
         def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
-                     log: Callable[[str], None], show_bar: bool, val_ds):
+                     log: Callable[[str], None], show_bar: bool, val_ds,
+                     batches: list[np.ndarray] | None):
             super().__init__()
             self.run_dir, self.plan, self.log, self.val_ds = run_dir, plan, log, val_ds
             self.progress = _ProgressBar(plan, show_bar)
-            self.checkpoints = _Checkpointer(run_dir, history, best)
+            self.checkpoints = _Checkpointer(run_dir, history, best, batches)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.progress.start(epoch)
@@ -311,7 +333,7 @@ def _epoch_callback_class():
             seconds = self.progress.close()
             row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds)
             if uses_average(self.model):
-                row = _averaged_row(row, self.model, self.val_ds)
+                row = _averaged_row(row, self.model, self.val_ds, self.checkpoints.batches)
             improved = self.checkpoints.save(self.model, row)
             plot_curves(self.checkpoints.history, self.run_dir / "curves.png")
             self.log(_epoch_line(row, self.plan, improved))
@@ -320,9 +342,14 @@ def _epoch_callback_class():
 
 
 def epoch_callback(run_dir: Path, plan: dict, history: list[dict], best: float,
-                   log: Callable[[str], None], show_bar: bool, val_ds):
-    """A Keras callback that checkpoints, plots and logs every epoch of a run."""
-    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar, val_ds)
+                   log: Callable[[str], None], show_bar: bool, val_ds,
+                   batches: list[np.ndarray] | None = None):
+    """A Keras callback that checkpoints, plots and logs every epoch of a run.
+
+    ``batches``: the recalibration sample of a run that keeps a weight average.
+    """
+    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar, val_ds,
+                                   batches)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar: bool = True,
@@ -439,24 +466,27 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                 f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}"
                 + ("" if config.ema is None else f", weight average (EMA) {config.ema}"))
+    batches = (None if config.ema is None else recalibration_batches(
+        train_set, Preprocessing.from_dict(config.preprocessing),
+        batch_size=plan["batch_size"], seed=config.seed))
     first_epoch = len(history)
     best = max((h["val_accuracy"] for h in history), default=-1.0)
     if first_epoch >= plan["epochs"]:
         # Killed after its last epoch but before the final models were written.
         log(f"all {plural(plan['epochs'], 'epoch')} are done; writing the final models")
-        return finish_run(config, run_dir, model, classes, history, best, log)
+        return finish_run(config, run_dir, model, classes, history, best, log, batches)
     train_ds, val_ds = make_datasets(
         train_set, val_set, spec=Preprocessing.from_dict(config.preprocessing),
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes)
     callback = epoch_callback(run_dir, plan, history, best, log,
-                              show_bar and sys.stderr.isatty(), val_ds)
+                              show_bar and sys.stderr.isatty(), val_ds, batches)
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
               initial_epoch=first_epoch, steps_per_epoch=plan["steps_per_epoch"],
               callbacks=[callback], verbose=0, shuffle=False)
     return finish_run(config, run_dir, model, classes, callback.checkpoints.history,
-                      callback.checkpoints.best, log)
+                      callback.checkpoints.best, log, batches)
 
 
 def _load_data(config: TrainConfig, log: Callable[[str], None]):
@@ -600,16 +630,18 @@ def init_weights(model, config: TrainConfig) -> None:
     model.set_weights(given)
 
 
-def to_native(model, config: TrainConfig, classes: int):
+def to_native(model, config: TrainConfig, classes: int,
+              batches: list[np.ndarray] | None = None):
     """The same network with native ``Conv2D(groups=g)`` layers and the weights it ships."""
     native = build_for(config, classes, fast_groups=False)
-    native.set_weights(shipped_weights(model))
+    native.set_weights(shipped_weights(model, batches))
     return native
 
 
 def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history: list[dict],
-               best: float, log: Callable[[str], None]) -> dict:
-    native = to_native(model, config, classes)
+               best: float, log: Callable[[str], None],
+               batches: list[np.ndarray] | None = None) -> dict:
+    native = to_native(model, config, classes, batches)
     save_model_atomic(native, run_dir / "model.keras")
     if (run_dir / "best.weights.npz").exists():
         best_model = build_for(config, classes, fast_groups=False)
