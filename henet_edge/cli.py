@@ -813,12 +813,20 @@ def selftest(bundle, precisions, as_json):
               help="Keep a moving average of the weights (decay per step, e.g. 0.999), "
                    "validate and ship it; the raw weights' validation is logged beside it "
                    "as a control.")
+@click.option("--teacher", "teachers", multiple=True, metavar="RUN",
+              help="Distil from this finished run folder (repeat for an ensemble; same "
+                   "data, seed and split): each batch also learns the teachers' soft "
+                   "labels for the same augmented images.")
+@click.option("--distill-weight", type=float, default=None,
+              help="Share of the loss on the teachers' soft labels, 0 to 1 [0.9].")
+@click.option("--distill-temperature", type=float, default=None,
+              help="Softmax temperature of the distillation [4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
-          init_from, ema, as_json):
+          init_from, ema, teachers, distill_weight, distill_temperature, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -832,6 +840,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-more \\
           --init-from runs/henet-r3 --epochs 15 --lr 0.04
+      henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-kd \\
+          --teacher runs/henet-r4 --teacher runs/shufflenet-r5
     """
     _quiet_tensorflow()
     from henet_edge.henet_keras.train import TrainConfig, default_run_dir
@@ -842,7 +852,9 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None, ema=ema,
-                         weight_decay=weight_decay)
+                         weight_decay=weight_decay, teachers=list(teachers) or None,
+                         distill_weight=distill_weight,
+                         distill_temperature=distill_temperature)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo

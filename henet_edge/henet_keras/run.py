@@ -17,11 +17,19 @@ import numpy as np
 from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
-from .data import NAMED_SETS, DataSource, ImageSet, load_source, split_validation
+from .data import (
+    NAMED_SETS,
+    DataSource,
+    ImageSet,
+    load_source,
+    same_source,
+    split_validation,
+)
 from .registry import model_spec
 
 CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "summary.json"
 FINAL_MODEL, BEST_MODEL, CHECKPOINT = "model.keras", "best.keras", "checkpoint.keras"
+HELD_OUT_KEYS = ("data", "seed", "val_split", "limit")  # what decides the validation split
 LAST_N = 5  # the paper's statistic: the mean of the last five validation evaluations
 
 
@@ -49,6 +57,9 @@ class TrainConfig:
     init_from: str | None = None  # start from this run's (or .keras file's) weights
     ema: float | None = None  # ship the moving average of the weights, with this decay
     weight_decay: float | None = None  # Caffe-convention decay; None means the recipe's
+    teachers: list[str] | None = None  # finished runs whose soft labels the run learns from
+    distill_weight: float | None = None  # share of the loss on them; None: the default
+    distill_temperature: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""
@@ -66,6 +77,14 @@ class TrainConfig:
             raise RunError(f"--weight-decay must be at least 0, got {self.weight_decay}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise RunError(f"--ema must be above 0 and below 1, got {self.ema}")
+        if self.distill_weight is not None and not 0 <= self.distill_weight <= 1:
+            raise RunError(f"--distill-weight must be from 0 to 1, got {self.distill_weight}")
+        if self.distill_temperature is not None and not self.distill_temperature > 0:
+            raise RunError("--distill-temperature must be above 0, got "
+                           f"{self.distill_temperature}")
+        if not self.teachers and (self.distill_weight is not None
+                                  or self.distill_temperature is not None):
+            raise RunError("--distill-weight and --distill-temperature need a --teacher")
         if not 0 <= self.val_split < 1:
             raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 
@@ -96,6 +115,18 @@ def shown_path(spec: str | None) -> str | None:
     if spec is None or spec in NAMED_SETS:
         return spec
     return os.path.relpath(Path(spec).expanduser().absolute())
+
+
+def held_out_differences(run: Run, config: TrainConfig,
+                         keys: tuple[str, ...] = HELD_OUT_KEYS) -> list[str]:
+    """Each of ``keys`` where ``run``'s saved setting differs from ``config``'s.
+
+    With the default keys: each setting that gives ``run`` another validation split.
+    """
+    theirs = {**run.saved_train, "data": run.data_path}
+    return [f"{key} ({theirs.get(key)!r})" for key in keys
+            if theirs.get(key) != getattr(config, key)
+            and not (key == "data" and same_source(theirs.get(key), config.data))]
 
 
 def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
@@ -159,8 +190,11 @@ class Run:
         saved = dict(self.saved_train)
         if saved.get("model") and not model_spec(saved["model"]).accepts_width:
             saved["width_multiplier"] = 1.0
+        teachers = saved.get("teachers")
         return TrainConfig(**{**saved, "data": self.data_path,
-                              "init_from": self._saved_path("init_from")})
+                              "init_from": self._saved_path("init_from"),
+                              "teachers": None if teachers is None else [
+                                  self._resolved(t) for t in teachers]})
 
     @property
     def labels(self) -> list[str]:
@@ -183,7 +217,10 @@ class Run:
         return self._saved_path("data")
 
     def _saved_path(self, key: str) -> str | None:
-        data = self.saved_train.get(key)
+        return self._resolved(self.saved_train.get(key))
+
+    def _resolved(self, data: str | None) -> str | None:
+        """A path as this run saved it, found from the current folder."""
         if data is None or data in NAMED_SETS or Path(data).expanduser().is_absolute():
             return data
         if self.config.get("paths") == RELATIVE_TO_RUN:

@@ -35,22 +35,25 @@ import numpy as np
 from henet_edge.device.preprocess import Preprocessing
 from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
 
-from .data import DataError, ImageSet, same_source
+from .data import DataError, ImageSet
 from .ema import averaged, shipped_weights, uses_average
 from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
     CONFIG,
+    HELD_OUT_KEYS,
     RELATIVE_TO_RUN,
     Run,
     RunError,
     TrainConfig,
     absolute_source,
+    held_out_differences,
     load_training_data,
     mean_of_last,
     recorded_path,
     shown_path,
 )
+from .teachers import DEFAULT_TEMPERATURE, DEFAULT_WEIGHT, check_teachers
 from .tf_env import library_versions, prepare_tensorflow
 
 
@@ -92,8 +95,12 @@ def build_for(config: TrainConfig, classes: int, *, fast_groups: bool, weight_de
 
 def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augment: str,
                   batch_size: int, steps_per_epoch: int, first_epoch: int, last_epoch: int,
-                  seed: int, classes: int):
-    """Deterministic tf.data pipelines; epoch ``e`` sees the permutation seeded by (seed, e)."""
+                  seed: int, classes: int, soft_targets: Callable | None = None):
+    """Deterministic tf.data pipelines; epoch ``e`` sees the permutation seeded by (seed, e).
+
+    With ``soft_targets`` (distillation), each training batch's targets are the one-hot
+    labels followed by the teachers' soft labels for those same augmented images.
+    """
     import tensorflow as tf
 
     from henet_edge.device.preprocess import normalize
@@ -122,8 +129,10 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
 
     train_ds = (tf.data.Dataset.from_tensor_slices((order, positions))
                 .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch_size, drop_remainder=True)
-                .prefetch(tf.data.AUTOTUNE))
+                .batch(batch_size, drop_remainder=True))
+    if soft_targets is not None:
+        train_ds = train_ds.map(lambda x, y: (x, tf.concat([y, soft_targets(x)], axis=-1)))
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
     o = spec.crop_offset()
     val_x = normalize(val.images[:, o:o + size, o:o + size, :], spec).astype(np.float32)
     val_ds = (tf.data.Dataset.from_tensor_slices((val_x, tf.one_hot(val.labels, classes)))
@@ -191,7 +200,18 @@ def _plan(config: TrainConfig, n_train: int) -> dict:
             "weight_decay": (recipe.weight_decay if config.weight_decay is None
                              else config.weight_decay),
             "label_smoothing": recipe.label_smoothing,
-            "schedule": recipe.schedule}
+            "schedule": recipe.schedule, **_distillation_plan(config)}
+
+
+def _distillation_plan(config: TrainConfig) -> dict:
+    """The plan's ``distillation`` entry: teacher count, loss weight and temperature."""
+    if not config.teachers:
+        return {}
+    weight = DEFAULT_WEIGHT if config.distill_weight is None else config.distill_weight
+    temperature = (DEFAULT_TEMPERATURE if config.distill_temperature is None
+                   else config.distill_temperature)
+    return {"distillation": {"teachers": len(config.teachers), "weight": weight,
+                             "temperature": temperature}}
 
 
 def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) -> dict:
@@ -407,7 +427,12 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
             if mine is not None and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
                                f"{run.saved_train.get(key)!r}, not {mine!r}")
-        config = run.train_config
+        saved = run.train_config
+        if config.teachers and _absolute_all(config.teachers) != _absolute_all(saved.teachers):
+            raise RunError(f"{run_dir}: run was made with teachers "
+                           f"{[shown_path(t) for t in saved.teachers or []]}, not "
+                           f"{[shown_path(t) for t in config.teachers]}")
+        config = saved
     else:
         if config.data is None:
             raise RunError("--data is required (or --resume RUN_DIR)")
@@ -417,6 +442,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         # Absolute, so evaluate and convert find the data from any folder.
         config = replace(config, data=absolute_source(config.data),
                          init_from=absolute_source(config.init_from),
+                         teachers=_absolute_all(config.teachers),
                          model=DEFAULT_MODEL if config.model is None else config.model,
                          repeat=DEFAULT_REPEAT if config.repeat is None else config.repeat)
     if config.model not in model_names():
@@ -426,7 +452,12 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
     if config.init_from and not resume:
         init_source(config)  # refuse a bad donor before the run folder exists
+    check_teachers(config)  # and a teacher that saw the validation images
     return config
+
+
+def _absolute_all(paths: list[str] | None) -> list[str] | None:
+    return None if not paths else [absolute_source(p) for p in paths]
 
 
 def _make_folder(path: Path) -> Path | None:
@@ -479,7 +510,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
         train_set, val_set, spec=Preprocessing.from_dict(config.preprocessing),
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
-        last_epoch=plan["epochs"], seed=config.seed, classes=classes)
+        last_epoch=plan["epochs"], seed=config.seed, classes=classes,
+        soft_targets=_soft_targets(config, classes, formulation, plan, log))
     callback = epoch_callback(run_dir, plan, history, best, log,
                               show_bar and sys.stderr.isatty(), val_ds, batches)
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
@@ -487,6 +519,23 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
               callbacks=[callback], verbose=0, shuffle=False)
     return finish_run(config, run_dir, model, classes, callback.checkpoints.history,
                       callback.checkpoints.best, log, batches)
+
+
+def _soft_targets(config: TrainConfig, classes: int, formulation: str, plan: dict,
+                  log: Callable[[str], None]) -> Callable | None:
+    """The teachers' soft-label function of a distilling run (None without teachers)."""
+    if not config.teachers:
+        return None
+    from .distill import load_teachers, soft_targets
+
+    runs = check_teachers(config)
+    teachers = load_teachers(runs, classes, lambda run: build_for(
+        run.train_config, classes, fast_groups=formulation == "masked"))
+    distill = plan["distillation"]
+    log(f"distilling from {plural(len(runs), 'teacher')} "
+        f"({', '.join(shown_path(str(r.root)) for r in runs)}): weight {distill['weight']}, "
+        f"temperature {distill['temperature']}")
+    return soft_targets(teachers, distill["temperature"])
 
 
 def _load_data(config: TrainConfig, log: Callable[[str], None]):
@@ -511,6 +560,7 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
     """The checkpointed model and the history up to it."""
     import keras
 
+    from . import distill as _distill  # noqa: F401 - registers the distillation loss
     from . import layers as _layers  # noqa: F401 - registers custom layers for loading
 
     _remove_partial_writes(run_dir)
@@ -543,20 +593,36 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
     average = {} if config.ema is None else {"use_ema": True, "ema_momentum": config.ema}
     model.compile(
         optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **average),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=plan["label_smoothing"]),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(5, name="top5")],
-        jit_compile=config.jit_compile,
+        **_loss_and_metrics(plan, classes), jit_compile=config.jit_compile,
     )
     return model
+
+
+def _loss_and_metrics(plan: dict, classes: int) -> dict:
+    """Cross-entropy and accuracy; with teachers, their distillation forms (:mod:`.distill`)."""
+    import keras
+
+    distill = plan.get("distillation")
+    if distill is None:
+        return {"loss": keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=plan["label_smoothing"]),
+                "metrics": [keras.metrics.CategoricalAccuracy(name="accuracy"),
+                            keras.metrics.TopKCategoricalAccuracy(5, name="top5")]}
+    from .distill import DistillationLoss, LabelAccuracy
+
+    return {"loss": DistillationLoss(classes, distill["weight"], distill["temperature"],
+                                     plan["label_smoothing"]),
+            "metrics": [LabelAccuracy(classes, 1, name="accuracy"),
+                        LabelAccuracy(classes, 5, name="top5")]}
 
 
 def _write_config(run_dir: Path, config: TrainConfig, plan: dict, formulation: str,
                   source, train_set: ImageSet, val_set: ImageSet) -> None:
     """config.json: everything needed to rebuild the run's data, model and schedule."""
     train = {**asdict(config), "data": recorded_path(config.data, run_dir),
-             "init_from": recorded_path(config.init_from, run_dir)}
+             "init_from": recorded_path(config.init_from, run_dir),
+             "teachers": None if not config.teachers else [
+                 recorded_path(t, run_dir) for t in config.teachers]}
     full = {"train": train, "paths": RELATIVE_TO_RUN, "plan": plan, "formulation": formulation,
             "recipe": RECIPES[config.recipe].to_dict(), "labels": train_set.class_names,
             "classes": len(train_set.class_names),
@@ -600,14 +666,11 @@ def init_source(config: TrainConfig) -> Path:
         if not Run.is_run(source) or not path.is_file():
             raise RunError(f"--init-from {source}: not a finished run folder (no {CONFIG} "
                            "and model.keras)")
-        donor = Run.load(source)
-        theirs = {**donor.saved_train, "data": donor.data_path}
-        keys = ("data", "seed", "val_split", "limit", "model", "repeat", "width_multiplier")
-        differ = [k for k in keys if theirs.get(k) != getattr(config, k)
-                  and not (k == "data" and same_source(theirs.get(k), config.data))]
+        keys = (*HELD_OUT_KEYS, "model", "repeat", "width_multiplier")
+        differ = held_out_differences(Run.load(source), config, keys)
         if differ:
             raise RunError(f"--init-from {source}: that run used a different "
-                           + ", ".join(f"{k} ({theirs.get(k)!r})" for k in differ)
+                           + ", ".join(differ)
                            + "; its weights may have seen this run's validation images")
     return path
 

@@ -1,0 +1,154 @@
+"""Distillation (``train --teacher``): the loss, the teachers' targets, runs, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from henet_edge.cli import main
+from henet_edge.henet_keras.run import Run
+from henet_edge.henet_keras.train import RunError, TrainConfig, train
+
+from .conftest import killed_after_last_epoch
+
+
+def _config(image_folder, **changes) -> TrainConfig:
+    base = {"data": str(image_folder), "repeat": 1, "epochs": 2, "batch_size": 8,
+            "val_split": 0.25, "seed": 0}
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def distilled(tiny_run, image_folder, tmp_path_factory):
+    """A finished 2-epoch HENet-r1 run taught by ``tiny_run`` (itself, twice: an ensemble)."""
+    run_dir = tmp_path_factory.mktemp("kd") / "run"
+    lines: list[str] = []
+    config = _config(image_folder, teachers=[str(tiny_run), str(tiny_run)],
+                     distill_weight=0.7, distill_temperature=3.0)
+    train(config, run_dir, show_bar=False, echo=lines.append)
+    return run_dir, lines
+
+
+def _softmax(z, t=1.0):
+    e = np.exp(z / t - (z / t).max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_the_loss_is_hintons_and_bare_labels_get_plain_cross_entropy():
+    from henet_edge.henet_keras.distill import DistillationLoss
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((6, 4)).astype("float32")
+    labels = np.eye(4, dtype="float32")[rng.integers(0, 4, 6)]
+    teacher = _softmax(rng.standard_normal((6, 4)), 2.0).astype("float32")
+    smooth = labels * 0.9 + 0.1 / 4
+    ce = -(smooth * np.log(_softmax(logits))).sum(-1)
+    student = _softmax(logits, 2.0)
+    kl = (teacher * np.log(teacher / student)).sum(-1) * 4.0
+    loss = DistillationLoss(4, weight=0.6, temperature=2.0, label_smoothing=0.1)
+    got = float(loss(np.concatenate([labels, teacher], -1), logits))
+    assert got == pytest.approx(float(np.mean(0.4 * ce + 0.6 * kl)), rel=1e-4)
+    assert float(loss(labels, logits)) == pytest.approx(float(ce.mean()), rel=1e-4)
+    restored = DistillationLoss.from_config(loss.get_config())
+    assert (restored.classes, restored.weight, restored.temperature) == (4, 0.6, 2.0)
+
+
+def test_teachers_label_the_same_augmented_images_the_student_sees(image_folder):
+    from henet_edge.device.preprocess import DEFAULT
+    from henet_edge.henet_keras.data import load_source, split_validation
+    from henet_edge.henet_keras.train import make_datasets
+
+    train_set, val_set = split_validation(load_source(str(image_folder), 32).train, 0.25, 0)
+
+    def targets(images):  # a "teacher" whose answer is a function of the pixels it gets
+        import tensorflow as tf
+
+        return tf.nn.softmax(tf.reduce_mean(images, axis=[1, 2]))
+
+    train_ds, val_ds = make_datasets(train_set, val_set, spec=DEFAULT, augment="cifar",
+                                     batch_size=8, steps_per_epoch=2, first_epoch=0,
+                                     last_epoch=1, seed=0, classes=3, soft_targets=targets)
+    for x, y in train_ds:
+        assert y.shape == (8, 6)
+        np.testing.assert_allclose(y[:, 3:], targets(x), rtol=1e-5)
+        assert set(np.unique(y[:, :3])) <= {0.0, 1.0}
+    assert next(iter(val_ds))[1].shape[-1] == 3  # validation keeps bare labels
+
+
+def test_a_distilled_run_records_its_teachers_and_ships_a_plain_model(distilled, tiny_run):
+    import keras
+
+    from henet_edge.henet_keras import layers as _layers  # noqa: F401
+
+    run_dir, lines = distilled
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["plan"]["distillation"] == {"teachers": 2, "weight": 0.7, "temperature": 3.0}
+    assert all(not t.startswith("/") for t in config["train"]["teachers"])  # relative
+    assert Run.load(run_dir).train_config.teachers == [str(tiny_run)] * 2  # and found again
+    assert any(line.startswith("distilling from 2 teachers") for line in lines)
+    history = Run.load(run_dir).history
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0 <= h["accuracy"] <= 1 and 0 <= h["val_accuracy"] <= 1 for h in history)
+    shipped = keras.models.load_model(run_dir / "model.keras")
+    plain = keras.models.load_model(tiny_run / "model.keras")
+    assert [w.shape for w in shipped.get_weights()] == [w.shape for w in plain.get_weights()]
+
+
+def test_the_checkpoint_keeps_the_distillation_loss_and_resume_finishes(distilled, tmp_path):
+    import keras
+
+    from henet_edge.henet_keras import layers as _layers  # noqa: F401
+    from henet_edge.henet_keras.distill import DistillationLoss
+
+    run_dir, _ = distilled
+    checkpoint = keras.models.load_model(run_dir / "checkpoint.keras")
+    assert isinstance(checkpoint.loss, DistillationLoss)
+    assert (checkpoint.loss.weight, checkpoint.loss.temperature) == (0.7, 3.0)
+    copy = killed_after_last_epoch(run_dir, tmp_path / "killed")
+    summary = train(TrainConfig(data=None, model=None, repeat=None), copy, resume=True,
+                    show_bar=False, echo=lambda _m: None)
+    assert summary["finished"] and summary["epochs"] == 2
+
+
+def test_resume_with_other_teachers_is_refused(distilled, image_folder, tmp_path):
+    run_dir, _ = distilled
+    copy = killed_after_last_epoch(run_dir, tmp_path / "killed")
+    before = (copy / "config.json").read_text()
+    with pytest.raises(RunError, match="teachers"):
+        train(TrainConfig(data=None, model=None, repeat=None, teachers=[str(image_folder)]),
+              copy, resume=True,
+              show_bar=False, echo=lambda _m: None)
+    assert (copy / "config.json").read_text() == before
+
+
+def test_a_teacher_that_held_out_other_images_is_refused(tiny_run, image_folder, tmp_path):
+    config = _config(image_folder, seed=1, teachers=[str(tiny_run)])
+    with pytest.raises(RunError, match=r"different seed.*validation images"):
+        train(config, tmp_path / "leaky", show_bar=False, echo=lambda _m: None)
+    assert not (tmp_path / "leaky").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--teacher", "{missing}"], "not a run folder"),
+    (["--teacher", "{unfinished}"], "has not finished"),
+    (["--distill-weight", "0.5"], "need a --teacher"),
+    (["--teacher", "{tiny}", "--distill-weight", "1.5"], "from 0 to 1"),
+    (["--teacher", "{tiny}", "--distill-temperature", "0"], "above 0"),
+])
+def test_bad_distillation_options_are_one_line_and_make_nothing(
+        args, message, tiny_run, image_folder, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    config = json.loads((tiny_run / "config.json").read_text())
+    (unfinished / "config.json").write_text(json.dumps(config))
+    names = {"missing": tmp_path / "nope", "unfinished": unfinished, "tiny": tiny_run}
+    args = [a.format(**names) for a in args]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(image_folder), "--out", str(out),
+                                       "--repeat", "1", "--epochs", "1", *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
