@@ -1,0 +1,64 @@
+"""How good a teacher would these runs make? Each run's and their ensemble's validation top-1.
+
+Scores each run's shipped model (``best.keras``, else ``model.keras``) on the
+validation split the runs share, then the ensemble that ``train --teacher`` would
+distil from (the mean of the members' softmax), and prints how often the members
+agree. The runs must have held out the same validation images:
+
+    python benchmarks/ensemble_check.py training/henet-r3-long \\
+        training/equal-budget/henet-r4 training/equal-budget/shufflenet-r5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--temperature", default=1.0, show_default=True,
+              help="Average softmax(logits / T) (train --teacher averages at its own T).")
+def main(run_dirs: tuple[Path, ...], temperature: float) -> None:
+    from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+    prepare_tensorflow()
+    import keras
+
+    import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
+    from henet_edge.device.preprocess import preprocess_pixels
+    from henet_edge.henet_keras.run import Run, held_out_differences
+
+    runs = [Run.load(d) for d in run_dirs]
+    for run in runs[1:]:
+        differ = held_out_differences(run, runs[0].train_config)
+        if differ:
+            raise click.UsageError(f"{run.root} held out other images than {runs[0].root}: "
+                                   + ", ".join(differ))
+    val, note = runs[0].validation()
+    print(f"validation: {note}, {len(val)} images")
+    probs = []
+    for run in runs:
+        model = keras.models.load_model(run.model_path(), compile=False)
+        logits = model.predict(preprocess_pixels(val.images, run.preprocessing),
+                               batch_size=500, verbose=0)
+        probs.append(softmax(np.asarray(logits) / temperature))
+        print(f"  {run.root}: top-1 {100 * np.mean(probs[-1].argmax(1) == val.labels):.2f} %")
+    votes = np.stack([p.argmax(1) for p in probs])
+    agree = np.mean((votes == votes[0]).all(axis=0))
+    ensemble = np.mean(probs, axis=0).argmax(1)
+    print(f"ensemble of {len(runs)} (mean softmax at T={temperature:g}): "
+          f"top-1 {100 * np.mean(ensemble == val.labels):.2f} %; "
+          f"all members agree on {100 * agree:.1f} % of the images")
+
+
+if __name__ == "__main__":
+    main()
