@@ -430,3 +430,21 @@ def test_uploads_in_flight_are_bounded_by_bytes_not_by_connections(classifier):
         assert status == 200, data
         for sock in small:
             sock.close()
+
+
+def test_ctrl_c_ends_as_an_interrupt_even_when_the_server_returns_quietly(int8, monkeypatch):
+    """A stop asked by SIGINT surfaces as KeyboardInterrupt (exit 130), not as a clean exit."""
+    import signal
+
+    from henet_edge.device.serve import app as serve_app
+
+    def stopped_by(sig):
+        def run(self, sockets=None):
+            self.handle_exit(sig, None)  # the signal arrives; uvicorn then shuts down quietly
+        return run
+
+    monkeypatch.setattr(serve_app._Server, "run", stopped_by(signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        serve_app.serve(int8, bind="127.0.0.1:8080")
+    monkeypatch.setattr(serve_app._Server, "run", stopped_by(signal.SIGTERM))
+    serve_app.serve(int8, bind="127.0.0.1:8080")  # SIGTERM: uvicorn's own re-raise decides

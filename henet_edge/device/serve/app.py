@@ -13,6 +13,7 @@ import hmac
 import io
 import json
 import secrets
+import signal
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -326,11 +327,16 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
         live.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=2)
+    server = _Server(config, live)
     try:
-        _Server(config, live).run()
+        server.run()
     finally:
         if live is not None:
             live.stop()
+    if signal.SIGINT in server.stopped_by:
+        # uvicorn re-raises the signal after its shutdown, which asyncio turns into
+        # KeyboardInterrupt; should that ever not surface, Ctrl-C still ends as one.
+        raise KeyboardInterrupt
 
 
 class _Server(uvicorn.Server):
@@ -340,8 +346,10 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, live: LiveCamera | None):
         super().__init__(config)
         self.live = live
+        self.stopped_by: list[int] = []  # the signals that asked for the stop
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        self.stopped_by.append(sig)
         if self.live is not None:
             self.live.halt()
         super().handle_exit(sig, frame)
