@@ -69,16 +69,20 @@ def test_other_settings_are_refused_naming_the_difference(finished, image_folder
     assert {p.name: _digest(p) for p in finished.iterdir()} == before
 
 
-def test_a_run_trained_with_a_weight_average_is_not_the_campaigns(finished, image_folder,
-                                                                  tmp_path):
+@pytest.mark.parametrize("key, value, named", [
+    ("ema", 0.999, r"ema: run has 0\.999, campaign wants None"),
+    ("teachers", ["../teacher"], r"teachers: run has \['../teacher'\], campaign wants None"),
+])
+def test_a_run_trained_with_a_weight_average_or_teachers_is_not_the_campaigns(
+        finished, image_folder, tmp_path, key, value, named):
     import shutil
 
     root = tmp_path / "c"
     shutil.copytree(finished, root)
     config = json.loads((root / "henet-r1" / "config.json").read_text())
-    config["train"]["ema"] = 0.999
+    config["train"][key] = value
     (root / "henet-r1" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RunError, match=r"ema: run has 0\.999, campaign wants None"):
+    with pytest.raises(RunError, match=named):
         check_campaign(_campaign(root, image_folder))
 
 

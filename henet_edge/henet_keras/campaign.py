@@ -26,7 +26,7 @@ CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
 # The settings every run of one campaign must share.
 SHARED_KEYS = ("data", "recipe", "epochs", "seed", "val_split", "limit", "batch_size", "lr",
                "model", "repeat", "width_multiplier", "preprocessing", "init_from", "ema",
-               "weight_decay")
+               "weight_decay", "teachers", "distill_weight", "distill_temperature")
 
 
 @dataclass(frozen=True)
