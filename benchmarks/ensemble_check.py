@@ -7,10 +7,14 @@ agree. The runs must have held out the same validation images:
 
     python benchmarks/ensemble_check.py training/henet-r3-long \\
         training/equal-budget/henet-r4 training/equal-budget/shufflenet-r5
+
+``--best-of K`` also lists the best K-member sub-ensemble. That choice is made on the
+validation split, so its figure is an optimistic ceiling, not a held-out result.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import click
@@ -27,7 +31,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--temperature", default=1.0, show_default=True,
               help="Average softmax(logits / T) (train --teacher averages at its own T).")
-def main(run_dirs: tuple[Path, ...], temperature: float) -> None:
+@click.option("--best-of", "best_of", type=click.IntRange(1), default=None, metavar="K",
+              help="Also find the K runs whose ensemble scores best (picked on validation).")
+def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
@@ -58,6 +64,15 @@ def main(run_dirs: tuple[Path, ...], temperature: float) -> None:
     print(f"ensemble of {len(runs)} (mean softmax at T={temperature:g}): "
           f"top-1 {100 * np.mean(ensemble == val.labels):.2f} %; "
           f"all members agree on {100 * agree:.1f} % of the images")
+    if best_of is not None and best_of <= len(runs):
+        def top1(members: tuple[int, ...]) -> float:
+            return float(np.mean(np.mean([probs[i] for i in members], axis=0).argmax(1)
+                                 == val.labels))
+
+        choices = list(itertools.combinations(range(len(runs)), best_of))
+        best = max(choices, key=top1)
+        print(f"best {best_of} of {len(runs)} ({len(choices)} choices, picked on validation): "
+              f"top-1 {100 * top1(best):.2f} %: " + ", ".join(str(runs[i].root) for i in best))
 
 
 if __name__ == "__main__":
