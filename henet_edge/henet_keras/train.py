@@ -382,6 +382,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     """
     run_dir = Path(run_dir)
     config = _checked_config(config, run_dir, resume)
+    teachers = check_teachers(config)  # and a teacher that saw the validation images
     created = _make_folder(run_dir)
     log_path = run_dir / "train.log"
     log_existed = log_path.exists()
@@ -394,7 +395,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         echo(msg)
 
     try:
-        return _train(config, run_dir, resume, show_bar, log)
+        return _train(config, teachers, run_dir, resume, show_bar, log)
     except BaseException:
         log_file.close()
         if not resume and not (run_dir / CONFIG).exists():
@@ -452,7 +453,6 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
     if config.init_from and not resume:
         init_source(config)  # refuse a bad donor before the run folder exists
-    check_teachers(config)  # and a teacher that saw the validation images
     return config
 
 
@@ -479,8 +479,8 @@ def _remove_failed_start(run_dir: Path, created: Path | None, log_existed: bool)
         (run_dir / "train.log").unlink(missing_ok=True)
 
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
-           log: Callable[[str], None]) -> dict:
+def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool,
+           show_bar: bool, log: Callable[[str], None]) -> dict:
     prepare_tensorflow()  # before TensorFlow is first imported
     source, train_set, val_set = _load_data(config, log)
     classes = len(train_set.class_names)
@@ -511,7 +511,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes,
-        soft_targets=_soft_targets(config, classes, formulation, plan, log))
+        soft_targets=_soft_targets(teachers, classes, formulation, plan, log))
     callback = epoch_callback(run_dir, plan, history, best, log,
                               show_bar and sys.stderr.isatty(), val_ds, batches)
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
@@ -521,14 +521,13 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, show_bar: bool,
                       callback.checkpoints.best, log, batches)
 
 
-def _soft_targets(config: TrainConfig, classes: int, formulation: str, plan: dict,
+def _soft_targets(runs: list[Run], classes: int, formulation: str, plan: dict,
                   log: Callable[[str], None]) -> Callable | None:
-    """The teachers' soft-label function of a distilling run (None without teachers)."""
-    if not config.teachers:
+    """The soft-label function of the checked teacher ``runs`` (None without teachers)."""
+    if not runs:
         return None
     from .distill import load_teachers, soft_targets
 
-    runs = check_teachers(config)
     teachers = load_teachers(runs, classes, lambda run: build_for(
         run.train_config, classes, fast_groups=formulation == "masked"))
     distill = plan["distillation"]
