@@ -392,3 +392,26 @@ def test_an_empty_image_file_is_called_empty(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="empty file"):
         open_image(str(empty))
+
+
+def test_the_runtimes_delegate_banner_is_dropped_and_other_stderr_kept(capfd):
+    from henet_edge.device.runtime import without_delegate_banner
+
+    with without_delegate_banner():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"WARNING: something the user must see\n")
+    assert capfd.readouterr().err == "WARNING: something the user must see\n"
+
+
+def test_classify_prints_no_runtime_banner(tmp_path, tiny_bundle):
+    import subprocess
+    import sys
+
+    image = tmp_path / "x.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    proc = subprocess.run([sys.executable, "-m", "henet_edge.cli", "classify", str(image),
+                           "--model", str(tiny_bundle)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "x.png:" in proc.stdout
+    assert proc.stderr.startswith("model: ")
+    assert "Created TensorFlow Lite" not in proc.stderr

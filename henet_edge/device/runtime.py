@@ -9,8 +9,14 @@ CPU delegate; it is what runs grouped convolutions fast.
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +96,39 @@ def _quant(detail: dict[str, Any]) -> Quant:
     return Quant(np.dtype(detail["dtype"]), float(scale), int(zero))
 
 
+# What LiteRT's C++ code prints on file descriptor 2 each time it builds an interpreter.
+_BANNER = re.compile(rb"^INFO: Created TensorFlow Lite (XNNPACK )?delegate for CPU\.\r?$")
+
+
+@contextmanager
+def without_delegate_banner() -> Iterator[None]:
+    """Drop the runtime's "Created ... delegate" INFO line; pass on everything else.
+
+    The runtime writes straight to file descriptor 2, so for the duration that
+    descriptor points at a temporary file, whose lines (warnings, errors, and
+    whatever another thread printed meanwhile) are written to the real stderr
+    afterwards, all but the banner.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True)
+                    if not _BANNER.match(line.rstrip(b"\n"))]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 class TFLiteModel:
     """A loaded ``.tflite`` with float-in, float-out helpers around raw invokes."""
 
@@ -110,8 +149,9 @@ class TFLiteModel:
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         t0 = time.perf_counter()
         try:
-            self.interpreter = self.runtime.module.Interpreter(**kwargs)
-            self.interpreter.allocate_tensors()
+            with without_delegate_banner():
+                self.interpreter = self.runtime.module.Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a loadable TFLite model ({exc}); make one "
                              "with `henet-edge convert`") from exc
