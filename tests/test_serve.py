@@ -103,7 +103,10 @@ def test_unknown_path_and_wrong_method_are_json_4xx(server):
 
 def test_info_page_and_metrics_count_what_happened(server, classifier):
     status, _, data = server.request("GET", "/api/info")
-    assert status == 200 and json.loads(data)["precision"] == classifier.precision
+    info = json.loads(data)
+    assert status == 200 and info["precision"] == classifier.precision
+    assert info["model"] == classifier.made_by()["model"]  # named, not the device's path
+    assert str(classifier.model.path.parent) not in data.decode()
     status, _, page = server.request("GET", "/")
     assert status == 200 and b"/api/classify" in page
     before = server.request("GET", "/metrics")[2].decode()

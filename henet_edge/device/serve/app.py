@@ -142,8 +142,9 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
     metrics = metrics or Metrics()
     waiting = 0
     buffered, max_buffered = 0, queue_size * max_upload
-    info = {**pool.first.describe(), "henet_edge": __version__, "workers": pool.size,
-            "camera": camera.spec if camera else None}
+    # The model by name and bundle id (made_by), not by its folder on the device.
+    info = {**pool.first.describe(), **pool.first.made_by(), "henet_edge": __version__,
+            "workers": pool.size, "camera": camera.spec if camera else None}
 
     def too_large() -> JSONResponse:
         return error(413, "too_large", f"upload over the {max_upload} byte limit", metrics)
