@@ -403,6 +403,27 @@ def test_the_runtimes_delegate_banner_is_dropped_and_other_stderr_kept(capfd):
     assert capfd.readouterr().err == "WARNING: something the user must see\n"
 
 
+def test_the_banner_filter_is_safe_across_threads(capfd):
+    import threading
+
+    from henet_edge.device.runtime import without_delegate_banner
+
+    def load(i: int) -> None:
+        with without_delegate_banner():
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+            os.write(2, f"line {i}\n".encode())
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    os.write(2, b"after\n")  # descriptor 2 is the real stderr again
+    err = capfd.readouterr().err
+    assert sorted(err.splitlines()) == sorted([f"line {i}" for i in range(16)] + ["after"])
+    assert err.endswith("after\n")
+
+
 def test_classify_prints_no_runtime_banner(tmp_path, tiny_bundle):
     import subprocess
     import sys

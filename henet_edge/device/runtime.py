@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -98,6 +99,7 @@ def _quant(detail: dict[str, Any]) -> Quant:
 
 # What LiteRT's C++ code prints on file descriptor 2 each time it builds an interpreter.
 _BANNER = re.compile(rb"^INFO: Created TensorFlow Lite (XNNPACK )?delegate for CPU\.\r?$")
+_STDERR_SWAP = threading.Lock()  # descriptor 2 is the process's: one swap at a time
 
 
 @contextmanager
@@ -109,12 +111,20 @@ def without_delegate_banner() -> Iterator[None]:
     whatever another thread printed meanwhile) are written to the real stderr
     afterwards, all but the banner.
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable descriptor 2: nothing to filter
-        yield
-        return
+    with _STDERR_SWAP:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable descriptor 2: nothing to filter
+            yield
+            return
+        with _caught_stderr(saved):
+            yield
+
+
+@contextmanager
+def _caught_stderr(saved: int) -> Iterator[None]:
+    """Point descriptor 2 at a temporary file; put ``saved`` back and relay the lines."""
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
