@@ -157,15 +157,15 @@ class TFLiteModel:
             if resolver is None:
                 raise RuntimeMissing(f"{self.runtime.name} cannot disable its default delegates")
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        t0 = time.perf_counter()
         try:
             with without_delegate_banner():
+                t0 = time.perf_counter()
                 self.interpreter = self.runtime.module.Interpreter(**kwargs)
                 self.interpreter.allocate_tensors()
+                self.load_seconds = time.perf_counter() - t0  # the runtime's own time
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: not a loadable TFLite model ({exc}); make one "
                              "with `henet-edge convert`") from exc
-        self.load_seconds = time.perf_counter() - t0
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
