@@ -151,6 +151,12 @@ def test_report_scores_both_precisions_times_them_together_and_plots(finished, i
         assert r["validation_images"] == 12  # the run's own 25 % validation split
         assert all(r["latency_ms"][p] > 0 for p in ("float32", "int8"))
     assert rows["henet-r1"]["macs"] != rows["shufflenet-r1"]["macs"]
+    queued_otherwise = _campaign(finished, image_folder,
+                                 models=(("shufflenet", 1), ("henet", 1)))
+    reordered = build_report(queued_otherwise, finished,
+                             BenchOptions(runs=3, repeats=1, warmup=1, precision="all"),
+                             log=lambda _m: None)
+    assert [r["model"] for r in reordered["rows"]] == ["henet-r1", "shufflenet-r1"]
     assert [p.name for p in plot_accuracy_latency(report, finished)] == [
         "accuracy-latency-float32.png", "accuracy-latency-int8.png"]
 

@@ -97,6 +97,7 @@ def build_report(campaign: Campaign, out: Path, options: BenchOptions,
             missing.append(f"{family}-r{repeat}")
     if not rows:
         raise RuntimeError("no scored run yet: train and score at least one model first")
+    rows.sort(key=lambda r: (r["family"], r["repeat"]))  # not the queue's priority order
     specs = [r["files"][p] for r in rows for p in PRECISIONS]
     log(f"timing {len(specs)} models interleaved: {options.repeats} x {options.runs} passes "
         "each on one core")
