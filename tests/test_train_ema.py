@@ -175,3 +175,28 @@ def test_a_decay_outside_0_to_1_is_one_line(decay, tmp_path):
     assert result.exit_code == 1
     assert "--ema must be above 0 and below 1" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_the_recalibration_sample_is_augmented_like_training():
+    """Padded, shifted and flipped as in training: centre crops have other statistics."""
+    import numpy as np
+
+    from henet_edge.device.preprocess import DEFAULT, normalize
+    from henet_edge.henet_keras.data import ImageSet
+    from henet_edge.henet_keras.train import recalibration_batches
+
+    n, size = 64, DEFAULT.canonical_size
+    images = np.full((n, size, size, 3), 200, np.uint8)  # bright, so padding shows
+    images[:, :, : size // 2] = 50  # and a left/right asymmetry, so flips show
+    train = ImageSet(images, np.zeros(n, np.int64), ["a"], [str(i) for i in range(n)])
+    again = recalibration_batches(train, DEFAULT, batch_size=16, seed=3)
+    x = np.concatenate(recalibration_batches(train, DEFAULT, batch_size=16, seed=3))
+    assert np.array_equal(x, np.concatenate(again))  # seeded: a resume ships the same
+    black = normalize(np.zeros((1, 1, 1, 3), np.uint8), DEFAULT).reshape(3)
+    has_border = [bool(np.isclose(img, black).all(axis=-1).any()) for img in x]
+    assert 0 < sum(has_border) < n  # zero padding in some crops, not all
+    left_dark = x[:, :, 5, 0] < x[:, :, -6, 0]
+    assert 0 < left_dark[:, size // 2].sum() < n  # some flipped, some not
+    plain = np.concatenate(recalibration_batches(train, DEFAULT, batch_size=16, seed=3,
+                                                 augment="none"))
+    assert not any(np.isclose(img, black).all(axis=-1).any() for img in plain)

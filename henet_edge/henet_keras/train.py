@@ -113,7 +113,7 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     positions = np.arange(first_epoch * n_used, last_epoch * n_used, dtype=np.int64)
     images = tf.constant(train.images)
     labels = tf.one_hot(train.labels, classes)
-    size, pad = spec.input_size, 4
+    size, pad = spec.input_size, PAD
 
     def load(index, position):
         image = tf.gather(images, index)
@@ -229,22 +229,37 @@ def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) ->
     }
 
 
+PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and flip
 RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
 
 
 def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
-                          seed: int) -> list[np.ndarray]:
-    """A seeded sample of the training split, centre-cropped and normalised, in batches.
+                          seed: int, augment: str = "cifar") -> list[np.ndarray]:
+    """A seeded sample of the training split, augmented as in training and normalised.
 
-    The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`);
-    the same run always draws the same sample, so a resume ships the same model.
+    The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
+    It must look like what the weights trained on: centre crops without the padded
+    borders give other statistics, and with them even the raw weights lose about
+    4 points. The same run always draws the same sample, so a resume ships the same model.
     """
     from henet_edge.device.preprocess import normalize
 
+    rng = np.random.default_rng([seed, 0xE3A])
     n = min(RECALIBRATION_IMAGES, len(train))
-    pick = np.sort(np.random.default_rng([seed, 0xE3A]).permutation(len(train))[:n])
-    o, size = spec.crop_offset(), spec.input_size
-    x = normalize(train.images[pick, o:o + size, o:o + size, :], spec).astype(np.float32)
+    pick = np.sort(rng.permutation(len(train))[:n])
+    size = spec.input_size
+    if augment == "cifar":  # the pad, random crop and flip of make_datasets
+        padded = np.pad(train.images[pick], ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+        room = padded.shape[1] - size + 1
+        rows, cols = rng.integers(0, room, n), rng.integers(0, room, n)
+        crops = np.stack([padded[i, r:r + size, c:c + size] for i, (r, c)
+                          in enumerate(zip(rows, cols, strict=True))])
+        flip = rng.random(n) < 0.5
+        crops[flip] = crops[flip][:, :, ::-1]
+    else:
+        o = spec.crop_offset()
+        crops = train.images[pick, o:o + size, o:o + size, :]
+    x = normalize(crops, spec).astype(np.float32)
     return [x[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
@@ -499,7 +514,7 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
                 + ("" if config.ema is None else f", weight average (EMA) {config.ema}"))
     batches = (None if config.ema is None else recalibration_batches(
         train_set, Preprocessing.from_dict(config.preprocessing),
-        batch_size=plan["batch_size"], seed=config.seed))
+        batch_size=plan["batch_size"], seed=config.seed, augment=source.augment))
     first_epoch = len(history)
     best = max((h["val_accuracy"] for h in history), default=-1.0)
     if first_epoch >= plan["epochs"]:
