@@ -72,8 +72,11 @@ def test_page_shows_live_frames_a_label_and_an_upload_result(browser, tmp_path, 
             wait.until(lambda d: d.execute_script(
                 "const i = document.getElementById('frame');"
                 "return i.complete && i.naturalWidth > 0;"))  # an MJPEG frame was drawn
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live-top li"))
-            first = browser.find_element(By.CSS_SELECTOR, "#live-top li").text
+            # Read in one script call: the list is redrawn with every frame, so an element
+            # found in one call can be stale by the next.
+            first = wait.until(lambda d: d.execute_script(
+                "const li = document.querySelector('#live-top li');"
+                "return li && li.innerText;"))
             assert first.split()[0] in classifier.labels and "%" in first
             assert "invoke" in browser.find_element(By.ID, "live-timings").text
             assert "fps" in browser.find_element(By.ID, "live-fps").text
