@@ -113,19 +113,10 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     positions = np.arange(first_epoch * n_used, last_epoch * n_used, dtype=np.int64)
     images = tf.constant(train.images)
     labels = tf.one_hot(train.labels, classes)
-    size, pad = spec.input_size, PAD
+    augmented = augmenter(spec, augment, seed)
 
     def load(index, position):
-        image = tf.gather(images, index)
-        if augment == "cifar":
-            key = tf.stack([tf.constant(seed, tf.int64), position])
-            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-            image = tf.image.stateless_random_crop(image, (size, size, 3), seed=key)
-            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
-        else:
-            o = spec.crop_offset()
-            image = image[o:o + size, o:o + size, :]
-        return normalize(tf.cast(image, tf.float32), spec), tf.gather(labels, index)
+        return augmented(tf.gather(images, index), position), tf.gather(labels, index)
 
     train_ds = (tf.data.Dataset.from_tensor_slices((order, positions))
                 .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -133,7 +124,7 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     if soft_targets is not None:
         train_ds = train_ds.map(lambda x, y: (x, tf.concat([y, soft_targets(x)], axis=-1)))
     train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    o = spec.crop_offset()
+    o, size = spec.crop_offset(), spec.input_size
     val_x = normalize(val.images[:, o:o + size, o:o + size, :], spec).astype(np.float32)
     val_ds = (tf.data.Dataset.from_tensor_slices((val_x, tf.one_hot(val.labels, classes)))
               .batch(500).cache().prefetch(tf.data.AUTOTUNE))
@@ -233,33 +224,54 @@ PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and f
 RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
 
 
+def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
+    """``(uint8 image, position) -> normalised float32 input``: what training feeds the network.
+
+    ``"cifar"`` zero-pads by :data:`PAD`, then takes a random crop and flip keyed by
+    ``(seed, position)``, so the same position always gets the same view; ``"none"``
+    takes the centre crop, as evaluation and the device do.
+    """
+    import tensorflow as tf
+
+    from henet_edge.device.preprocess import normalize
+
+    size, o = spec.input_size, spec.crop_offset()
+
+    def augmented(image, position):
+        if augment == "cifar":
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
+            image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+            image = tf.image.stateless_random_crop(image, (size, size, 3), seed=key)
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
+        else:
+            image = image[o:o + size, o:o + size, :]
+        return normalize(tf.cast(image, tf.float32), spec)
+
+    return augmented
+
+
 def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
                           seed: int, augment: str = "cifar") -> list[np.ndarray]:
     """A seeded sample of the training split, augmented as in training and normalised.
 
     The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
-    It must look like what the weights trained on: centre crops without the padded
-    borders give other statistics, and with them even the raw weights lose about
-    4 points. The same run always draws the same sample, so a resume ships the same model.
+    It must look like what the weights trained on, so it is drawn by training's own
+    :func:`augmenter`: centre crops without the padded borders give other statistics,
+    and with them even the raw weights lose about 4 points. The same run always draws
+    the same sample, so a resume ships the same model.
     """
-    from henet_edge.device.preprocess import normalize
+    import tensorflow as tf
 
     rng = np.random.default_rng([seed, 0xE3A])
     n = min(RECALIBRATION_IMAGES, len(train))
-    pick = np.sort(rng.permutation(len(train))[:n])
-    size = spec.input_size
-    if augment == "cifar":  # the pad, random crop and flip of make_datasets
-        padded = np.pad(train.images[pick], ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
-        room = padded.shape[1] - size + 1
-        rows, cols = rng.integers(0, room, n), rng.integers(0, room, n)
-        crops = np.stack([padded[i, r:r + size, c:c + size] for i, (r, c)
-                          in enumerate(zip(rows, cols, strict=True))])
-        flip = rng.random(n) < 0.5
-        crops[flip] = crops[flip][:, :, ::-1]
-    else:
-        o = spec.crop_offset()
-        crops = train.images[pick, o:o + size, o:o + size, :]
-    x = normalize(crops, spec).astype(np.float32)
+    # Shuffled, not sorted: the split is stored class by class, and batches of one
+    # class have a far smaller variance in the deep layers than training's mixed batches.
+    pick = rng.permutation(len(train))[:n]
+    # Positions below zero: views that no training step draws, but drawn the same way.
+    augmented = augmenter(spec, augment, seed)
+    views = (tf.data.Dataset.from_tensor_slices((train.images[pick], -1 - np.arange(n)))
+             .map(augmented).batch(n))
+    x = next(iter(views)).numpy()
     return [x[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
@@ -397,7 +409,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     """
     run_dir = Path(run_dir)
     config = _checked_config(config, run_dir, resume)
-    teachers = check_teachers(config)  # and a teacher that saw the validation images
+    teachers = check_teachers(config)  # refuse unusable teachers before any folder exists
     created = _make_folder(run_dir)
     log_path = run_dir / "train.log"
     log_existed = log_path.exists()
