@@ -223,3 +223,23 @@ def test_recalibration_batches_mix_classes_like_training():
     for batch in recalibration_batches(train, DEFAULT, batch_size=32, seed=0, augment="none"):
         brightness = np.round(batch[:, size // 2, size // 2, 0], 3)
         assert len(np.unique(brightness)) >= 3  # several classes in every batch
+
+
+def test_recalibration_check_scores_the_raw_weights_as_training_did(ema_run):
+    """The benchmark's 'own statistics' figure is the run's last raw validation."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir, _ = ema_run
+    script = Path(__file__).parents[1] / "benchmarks" / "recalibration_check.py"
+    out = subprocess.run([sys.executable, str(script), str(run_dir), "--samples", "1",
+                          "--images", "16"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    own = re.search(r"raw weights, own statistics: ([\d.]+) %", out.stdout)
+    assert own, out.stdout
+    last = Run.load(run_dir).history[-1]
+    assert float(own.group(1)) == pytest.approx(100 * last["raw_val_accuracy"], abs=0.01)
+    assert re.search(r"sample 0: recomputed [\d.]+ %; average, recomputed [\d.]+ %", out.stdout)
+    assert "16 images per sample" in out.stdout
