@@ -1,7 +1,8 @@
 """The equal-budget campaign: every model of both families trained with one recipe.
 
 A campaign is a queue of ordinary run folders, ``<root>/<family>-r<N>/``, all
-made with the same recipe, seed, validation split and number of epochs. Running
+made with the same recipe, seed, validation split and number of epochs (the
+queue itself, :func:`run_queue`, also serves :mod:`.lineage`). Running
 it again (after Ctrl-C, ``kill -9`` or a reboot) skips finished runs, resumes the
 one in progress from its last complete checkpoint, and refuses any run folder
 whose config differs from the campaign's, naming the difference.
@@ -10,6 +11,7 @@ whose config differs from the campaign's, naming the difference.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
 SHARED_KEYS = ("data", "recipe", "epochs", "seed", "val_split", "limit", "batch_size", "lr",
                "model", "repeat", "width_multiplier", "preprocessing", "init_from", "ema",
                "weight_decay", "teachers", "distill_weight", "distill_temperature")
+PATH_KEYS = ("init_from", "teachers")  # saved relative to the run folder, compared resolved
+QueuedRun = tuple[str, Path, TrainConfig]  # (name, run folder, the settings it must have)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class Campaign:
                            epochs=self.epochs, seed=self.seed, val_split=self.val_split,
                            limit=self.limit, batch_size=self.batch_size)
 
+    def queue(self) -> list[QueuedRun]:
+        return [(f"{family}-r{repeat}", self.run_dir(family, repeat), self.config(family, repeat))
+                for family, repeat in self.models]
+
 
 def run_state(run_dir: Path) -> str:
     """``new``, ``finished`` or ``partial`` (started: a config exists)."""
@@ -60,21 +68,30 @@ def run_state(run_dir: Path) -> str:
 def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
     """Each shared setting where ``run_dir``'s saved config differs from ``wanted``."""
     run = Run.load(run_dir)
-    saved = {**run.saved_train, "data": run.data_path}
+    resolved = run.train_config
+    saved = {**run.saved_train, "data": run.data_path,
+             **{key: _normalised(getattr(resolved, key)) for key in PATH_KEYS}}
     mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
+    mine.update({key: _normalised(getattr(wanted, key)) for key in PATH_KEYS})
     return [f"{key}: run has {saved.get(key)!r}, campaign wants {mine[key]!r}"
             for key in SHARED_KEYS if saved.get(key) != mine[key]
             and not (key == "data" and same_source(saved.get(key), mine[key]))]
 
 
-def check_campaign(campaign: Campaign) -> list[dict]:
+def _normalised(paths: str | list[str] | None) -> str | list[str] | None:
+    """Run folders as absolute, normalised paths (one, or a list), so spellings compare."""
+    if paths is None or isinstance(paths, str):
+        return None if paths is None else os.path.normpath(Path(paths).absolute())
+    return [os.path.normpath(Path(p).absolute()) for p in paths] or None
+
+
+def check_queue(queue: list[QueuedRun]) -> list[dict]:
     """Every queued run with its state; refuses (before any work) a run that differs."""
     rows = []
-    for family, repeat in campaign.models:
-        run_dir = campaign.run_dir(family, repeat)
+    for name, run_dir, wanted in queue:
         state = run_state(run_dir)
         if state != "new":
-            differ = config_differences(run_dir, campaign.config(family, repeat))
+            differ = config_differences(run_dir, wanted)
             if differ:
                 raise RunError(f"{run_dir}: made with other settings than this campaign ("
                                + "; ".join(differ) + "); nothing was changed. Use another "
@@ -82,23 +99,31 @@ def check_campaign(campaign: Campaign) -> list[dict]:
         elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
             raise RunError(f"{run_dir}: folder exists, holds files and no config.json; "
                            "it is not a run folder this campaign made")
-        rows.append({"run": f"{family}-r{repeat}", "run_dir": str(run_dir), "state": state})
+        rows.append({"run": name, "run_dir": str(run_dir), "state": state})
     return rows
+
+
+def run_queue(queue: list[QueuedRun], *, echo: Callable[[str], None] = print,
+              show_bar: bool = True) -> list[dict]:
+    """Train every queued run in order (checked first); returns each run's summary."""
+    summaries = []
+    for (name, run_dir, config), row in zip(queue, check_queue(queue), strict=True):
+        if row["state"] == "finished":
+            echo(f"{name}: finished, skipped")
+            summaries.append(Run.load(run_dir).summary)
+            continue
+        echo(f"{name}: {'resuming' if row['state'] == 'partial' else 'starting'}")
+        summaries.append(train(config, run_dir, resume=row["state"] == "partial", echo=echo,
+                               show_bar=show_bar))
+    return summaries
+
+
+def check_campaign(campaign: Campaign) -> list[dict]:
+    """Every queued model with its state; refuses (before any work) a run that differs."""
+    return check_queue(campaign.queue())
 
 
 def run_campaign(campaign: Campaign, *, echo: Callable[[str], None] = print,
                  show_bar: bool = True) -> list[dict]:
     """Train every queued model in order; returns each run's summary."""
-    summaries = []
-    for row in check_campaign(campaign):
-        family, repeat = row["run"].split("-r")
-        run_dir = Path(row["run_dir"])
-        if row["state"] == "finished":
-            echo(f"{row['run']}: finished, skipped")
-            summaries.append(Run.load(run_dir).summary)
-            continue
-        echo(f"{row['run']}: {'resuming' if row['state'] == 'partial' else 'starting'}")
-        summaries.append(train(campaign.config(family, int(repeat)), run_dir,
-                               resume=row["state"] == "partial", echo=echo,
-                               show_bar=show_bar))
-    return summaries
+    return run_queue(campaign.queue(), echo=echo, show_bar=show_bar)

@@ -1,0 +1,90 @@
+"""The default model's lineage: every run that made it, as one resumable queue.
+
+The shipped HENet-r3 is not one run but a chain: a long run from scratch, other
+runs to teach it, then distillation rounds that start from (``init_from``) and
+learn from (``teachers``) earlier runs. A :class:`Stage` names those by stage, so
+the queue (:func:`.campaign.run_queue`) makes them in order, each an ordinary run
+folder ``<root>/<stage name>/``. Like the equal-budget campaign it resumes where it
+stopped and refuses a folder made with other settings, naming the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .campaign import QueuedRun
+from .run import RunError, TrainConfig
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of a lineage: what it trains, and which earlier stages it builds on."""
+
+    name: str  # its folder under the lineage's root
+    model: str = "henet"
+    repeat: int = 3
+    epochs: int = 30
+    lr: float | None = None  # the recipe's unless set
+    weight_decay: float | None = None
+    ema: float | None = None
+    init_from: str | None = None  # an earlier stage, whose weights it starts from
+    teachers: tuple[str, ...] = ()  # earlier stages it distils from
+
+
+_KD = {"lr": 0.02, "weight_decay": 1e-4}  # both distillation rounds restart at this lr and decay
+
+# What made the shipped model, in an order that trains every stage's donor and teachers
+# first. The names are the folders under training/ that hold each run.
+DEFAULT_LINEAGE: tuple[Stage, ...] = (
+    Stage("henet-r3-long", epochs=150),
+    Stage("equal-budget/henet-r4", repeat=4),
+    Stage("equal-budget/shufflenet-r5", model="shufflenet", repeat=5),
+    Stage("henet-r3-kd", **_KD, init_from="henet-r3-long",
+          teachers=("henet-r3-long", "equal-budget/henet-r4", "equal-budget/shufflenet-r5")),
+    Stage("henet-r3-cifar10"),
+    Stage("henet-r3-cifar10-more", epochs=18, lr=0.05, init_from="henet-r3-cifar10"),
+    Stage("henet-r3-cifar10-longer", epochs=40, lr=0.05, init_from="henet-r3-cifar10-more"),
+    Stage("henet-r3-kd2", epochs=60, **_KD, ema=0.9995, init_from="henet-r3-kd",
+          teachers=("henet-r3-long", "henet-r3-cifar10-longer",
+                    "equal-budget/shufflenet-r5", "henet-r3-kd")),
+)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    root: Path
+    data: str
+    stages: tuple[Stage, ...] = DEFAULT_LINEAGE
+    recipe: str = "fast"
+    seed: int = 0
+    val_split: float = 0.1
+    limit: int | None = None
+    batch_size: int | None = None  # the recipe's unless set
+
+    def __post_init__(self) -> None:
+        """Refuse a stage that builds on a stage not queued before it."""
+        seen: set[str] = set()
+        for stage in self.stages:
+            later = [name for name in (stage.init_from, *stage.teachers)
+                     if name is not None and name not in seen]
+            if later:
+                raise RunError(f"stage {stage.name!r} builds on {', '.join(later)}, which "
+                               "no earlier stage makes")
+            seen.add(stage.name)
+
+    def run_dir(self, name: str) -> Path:
+        return Path(self.root) / name
+
+    def config(self, stage: Stage) -> TrainConfig:
+        return TrainConfig(
+            data=self.data, model=stage.model, repeat=stage.repeat, recipe=self.recipe,
+            epochs=stage.epochs, seed=self.seed, val_split=self.val_split, limit=self.limit,
+            batch_size=self.batch_size, lr=stage.lr, weight_decay=stage.weight_decay,
+            ema=stage.ema,
+            init_from=None if stage.init_from is None else str(self.run_dir(stage.init_from)),
+            teachers=[str(self.run_dir(t)) for t in stage.teachers] or None)
+
+    def queue(self) -> list[QueuedRun]:
+        return [(stage.name, self.run_dir(stage.name), self.config(stage))
+                for stage in self.stages]
