@@ -1,7 +1,7 @@
 """Do recomputed batch-norm statistics fit a run's weights? Validation top-1, side by side.
 
 ``--ema`` gives the averaged weights their own batch-norm statistics, recomputed on a
-seeded sample of augmented training images (``train.recalibration_batches``). This
+seeded sample of augmented training images (``datasets.recalibration_batches``). This
 scores a run with the statistics it trained and with recomputed ones, so a fault in
 the recomputation shows as a gap between the two on the *raw* weights:
 
@@ -36,12 +36,12 @@ def main(run_dirs: tuple[Path, ...], samples: int, images: int | None) -> None:
     import henet_edge.henet_keras.distill  # (registers the distillation loss)
     import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
     from henet_edge.device.preprocess import preprocess_pixels
-    from henet_edge.henet_keras import train
+    from henet_edge.henet_keras import datasets
     from henet_edge.henet_keras.ema import averaged, recalibrate_batch_norm, uses_average
     from henet_edge.henet_keras.run import Run, load_training_data
 
     if images is not None:
-        train.RECALIBRATION_IMAGES = images
+        datasets.RECALIBRATION_IMAGES = images
     for run_dir in run_dirs:
         run = Run.load(run_dir)
         source, train_set, val = load_training_data(run.train_config)
@@ -54,11 +54,11 @@ def main(run_dirs: tuple[Path, ...], samples: int, images: int | None) -> None:
         ema = run.train_config.ema is not None
         path = run.root / "checkpoint.keras" if ema else run.model_path()
         model = keras.models.load_model(path, compile=ema)  # the optimiser holds the average
-        print(f"{run.root} ({path.name}, {train.RECALIBRATION_IMAGES} images per sample)")
+        print(f"{run.root} ({path.name}, {datasets.RECALIBRATION_IMAGES} images per sample)")
         print(f"  {'raw' if ema else 'shipped'} weights, own statistics: {top1(model)}")
         own = [w.numpy() for w in model.non_trainable_weights]
         for seed in range(samples):
-            batches = train.recalibration_batches(
+            batches = datasets.recalibration_batches(
                 train_set, run.preprocessing, batch_size=128, seed=seed,
                 augment=source.augment)
             recalibrate_batch_norm(model, batches)

@@ -61,7 +61,7 @@ def measure_pipeline(batch: int, steps: int) -> float:
 
     from henet_edge.device.preprocess import DEFAULT
     from henet_edge.henet_keras.data import ImageSet
-    from henet_edge.henet_keras.train import make_datasets
+    from henet_edge.henet_keras.datasets import make_datasets
 
     rng = np.random.default_rng(0)
     n = batch * steps

@@ -59,7 +59,7 @@ def test_the_loss_is_hintons_and_bare_labels_get_plain_cross_entropy():
 def test_teachers_label_the_same_augmented_images_the_student_sees(image_folder):
     from henet_edge.device.preprocess import DEFAULT
     from henet_edge.henet_keras.data import load_source, split_validation
-    from henet_edge.henet_keras.train import make_datasets
+    from henet_edge.henet_keras.datasets import make_datasets
 
     train_set, val_set = split_validation(load_source(str(image_folder), 32).train, 0.25, 0)
 

@@ -48,8 +48,8 @@ def _recalibration(run_dir):
     """The run's own batch-norm recalibration sample, rebuilt from its config."""
     import json
 
+    from henet_edge.henet_keras.datasets import recalibration_batches
     from henet_edge.henet_keras.run import load_training_data
-    from henet_edge.henet_keras.train import recalibration_batches
 
     run = Run.load(run_dir)
     _, train_set, _ = load_training_data(run.train_config)
@@ -183,7 +183,7 @@ def test_the_recalibration_sample_is_augmented_like_training():
 
     from henet_edge.device.preprocess import DEFAULT, normalize
     from henet_edge.henet_keras.data import ImageSet
-    from henet_edge.henet_keras.train import recalibration_batches
+    from henet_edge.henet_keras.datasets import recalibration_batches
 
     n, size = 64, DEFAULT.canonical_size
     images = np.full((n, size, size, 3), 200, np.uint8)  # bright, so padding shows
@@ -212,7 +212,7 @@ def test_recalibration_batches_mix_classes_like_training():
 
     from henet_edge.device.preprocess import DEFAULT
     from henet_edge.henet_keras.data import ImageSet
-    from henet_edge.henet_keras.train import recalibration_batches
+    from henet_edge.henet_keras.datasets import recalibration_batches
 
     classes, per_class, size = 4, 64, DEFAULT.canonical_size
     labels = np.repeat(np.arange(classes), per_class)  # stored class by class

@@ -1,4 +1,5 @@
-"""Training runs: data pipeline, fast grouped-conv formulation, checkpoints, resume.
+"""Training runs: config checks, start or resume, fit, the final models (see also
+:mod:`.datasets` for what the network is fed and :mod:`.epochs` for each epoch's end).
 
 A run folder holds:
 
@@ -19,8 +20,6 @@ last checkpoint with the same schedule as an uninterrupted run.
 
 from __future__ import annotations
 
-import csv
-import functools
 import json
 import math
 import shutil
@@ -33,10 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from henet_edge.device.preprocess import Preprocessing
-from henet_edge.storage import replacing, utc_timestamp, write_text_atomic
+from henet_edge.storage import utc_timestamp, write_text_atomic
 
 from .data import DataError, ImageSet
-from .ema import averaged, shipped_weights, uses_average
+from .datasets import make_datasets, recalibration_batches
+from .ema import shipped_weights
+from .epochs import epoch_callback, save_model_atomic
 from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
@@ -62,17 +63,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
-def save_model_atomic(model, path: Path) -> None:
-    with replacing(path, ".keras") as tmp:
-        model.save(tmp)
-
-
-def save_weights_atomic(weights: list, path: Path) -> None:
-    """All weights as ``w0..wN`` arrays (shared by the masked and native forms)."""
-    with replacing(path, ".npz") as tmp:
-        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(weights)})
-
-
 def pick_formulation(requested: str) -> str:
     """``masked`` on CPUs (TensorFlow's grouped-conv gradient is slow there), else native."""
     if requested != "auto":
@@ -91,83 +81,6 @@ def build_for(config: TrainConfig, classes: int, *, fast_groups: bool, weight_de
     if spec.accepts_width:
         kwargs["width_multiplier"] = config.width_multiplier
     return spec.build(**kwargs)
-
-
-def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augment: str,
-                  batch_size: int, steps_per_epoch: int, first_epoch: int, last_epoch: int,
-                  seed: int, classes: int, soft_targets: Callable | None = None):
-    """Deterministic tf.data pipelines; epoch ``e`` sees the permutation seeded by (seed, e).
-
-    With ``soft_targets`` (distillation), each training batch's targets are the one-hot
-    labels followed by the teachers' soft labels for those same augmented images.
-    """
-    import tensorflow as tf
-
-    from henet_edge.device.preprocess import normalize
-
-    n_used = steps_per_epoch * batch_size
-    order = np.concatenate([
-        np.random.default_rng([seed, e]).permutation(len(train))[:n_used]
-        for e in range(first_epoch, last_epoch)
-    ]).astype(np.int64)
-    positions = np.arange(first_epoch * n_used, last_epoch * n_used, dtype=np.int64)
-    images = tf.constant(train.images)
-    labels = tf.one_hot(train.labels, classes)
-    augmented = augmenter(spec, augment, seed)
-
-    def load(index, position):
-        return augmented(tf.gather(images, index), position), tf.gather(labels, index)
-
-    train_ds = (tf.data.Dataset.from_tensor_slices((order, positions))
-                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch_size, drop_remainder=True))
-    if soft_targets is not None:
-        train_ds = train_ds.map(lambda x, y: (x, tf.concat([y, soft_targets(x)], axis=-1)))
-    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    o, size = spec.crop_offset(), spec.input_size
-    val_x = normalize(val.images[:, o:o + size, o:o + size, :], spec).astype(np.float32)
-    val_ds = (tf.data.Dataset.from_tensor_slices((val_x, tf.one_hot(val.labels, classes)))
-              .batch(500).cache().prefetch(tf.data.AUTOTUNE))
-    return train_ds, val_ds
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
-    ax1.plot(epochs, [h["loss"] for h in history], label="train")
-    ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax1.set_title("loss")
-    ax2.plot(epochs, [100 * h["accuracy"] for h in history], label="train")
-    ax2.plot(epochs, [100 * h["val_accuracy"] for h in history], label="validation")
-    if "raw_val_accuracy" in history[0]:
-        ax1.plot(epochs, [h["raw_val_loss"] for h in history], "--", label="validation, raw")
-        ax2.plot(epochs, [100 * h["raw_val_accuracy"] for h in history], "--",
-                 label="validation, raw weights")
-    ax2.set_title("top-1 accuracy (%)")
-    ax3.plot(epochs, [h["lr"] for h in history])
-    ax3.set_title("learning rate")
-    for ax in (ax1, ax2, ax3):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    ax1.legend()
-    ax2.legend()
-    fig.tight_layout()
-    with replacing(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    write_text_atomic(run_dir / "history.json", json.dumps(history, indent=1))
-    with replacing(run_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def _plan(config: TrainConfig, n_train: int) -> dict:
@@ -203,200 +116,6 @@ def _distillation_plan(config: TrainConfig) -> dict:
                    else config.distill_temperature)
     return {"distillation": {"teachers": len(config.teachers), "weight": weight,
                              "temperature": temperature}}
-
-
-def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) -> dict:
-    """One history row from Keras' epoch logs."""
-    return {
-        "epoch": epoch + 1,
-        "step": int(optimizer.iterations.numpy()),
-        "lr": float(optimizer.learning_rate.numpy()),
-        "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
-        "val_loss": float(logs["val_loss"]),
-        "val_accuracy": float(logs["val_accuracy"]),
-        "val_top5": float(logs["val_top5"]),
-        "seconds": round(seconds, 2),
-        "images_per_s": round(plan["steps_per_epoch"] * plan["batch_size"] / seconds, 1),
-    }
-
-
-PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and flip
-RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
-
-
-def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
-    """``(uint8 image, position) -> normalised float32 input``: what training feeds the network.
-
-    ``"cifar"`` zero-pads by :data:`PAD`, then takes a random crop and flip keyed by
-    ``(seed, position)``, so the same position always gets the same view; ``"none"``
-    takes the centre crop, as evaluation and the device do.
-    """
-    import tensorflow as tf
-
-    from henet_edge.device.preprocess import normalize
-
-    size, o = spec.input_size, spec.crop_offset()
-
-    def augmented(image, position):
-        if augment == "cifar":
-            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
-            image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
-            image = tf.image.stateless_random_crop(image, (size, size, 3), seed=key)
-            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
-        else:
-            image = image[o:o + size, o:o + size, :]
-        return normalize(tf.cast(image, tf.float32), spec)
-
-    return augmented
-
-
-def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
-                          seed: int, augment: str = "cifar") -> list[np.ndarray]:
-    """A seeded sample of the training split, augmented as in training and normalised.
-
-    The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
-    It must look like what the weights trained on, so it is drawn by training's own
-    :func:`augmenter`: centre crops without the padded borders give other statistics,
-    and with them even the raw weights lose about 4 points. The same run always draws
-    the same sample, so a resume ships the same model.
-    """
-    import tensorflow as tf
-
-    rng = np.random.default_rng([seed, 0xE3A])
-    n = min(RECALIBRATION_IMAGES, len(train))
-    # Shuffled, not sorted: the split is stored class by class, and batches of one
-    # class have a far smaller variance in the deep layers than training's mixed batches.
-    pick = rng.permutation(len(train))[:n]
-    # Positions below zero: views that no training step draws, but drawn the same way.
-    augmented = augmenter(spec, augment, seed)
-    views = (tf.data.Dataset.from_tensor_slices((train.images[pick], -1 - np.arange(n)))
-             .map(augmented).batch(n))
-    x = next(iter(views)).numpy()
-    return [x[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _averaged_row(row: dict, model, val_ds, batches: list[np.ndarray]) -> dict:
-    """``row`` with the averaged weights' validation; the raw weights' kept as ``raw_val_*``."""
-    with averaged(model, batches):
-        scores = model.evaluate(val_ds, verbose=0, return_dict=True)
-    raw = {f"raw_{key}": row[key] for key in ("val_loss", "val_accuracy", "val_top5")}
-    return {**row, "val_loss": float(scores["loss"]),
-            "val_accuracy": float(scores["accuracy"]), "val_top5": float(scores["top5"]), **raw}
-
-
-def _epoch_line(row: dict, plan: dict, improved: bool) -> str:
-    """The train.log line of one finished epoch."""
-    eta = row["seconds"] * (plan["epochs"] - row["epoch"])
-    raw = (f"  (raw {100 * row['raw_val_accuracy']:.2f}%)" if "raw_val_accuracy" in row
-           else "")
-    return (f"epoch {row['epoch']}/{plan['epochs']}  loss {row['loss']:.4f}  "
-            f"acc {100 * row['accuracy']:.2f}%  val_acc {100 * row['val_accuracy']:.2f}%{raw}  "
-            f"top5 {100 * row['val_top5']:.2f}%  lr {row['lr']:.5f}  "
-            f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f}s  eta {eta / 60:.1f} min"
-            + ("  *best" if improved else ""))
-
-
-class _ProgressBar:
-    """The per-epoch step bar on a terminal (nothing elsewhere)."""
-
-    def __init__(self, plan: dict, show: bool):
-        self.plan, self.show, self.bar, self.t0 = plan, show, None, time.perf_counter()
-
-    def start(self, epoch: int) -> None:
-        self.t0 = time.perf_counter()
-        if self.show:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.plan["steps_per_epoch"], leave=False,
-                            desc=f"epoch {epoch + 1}/{self.plan['epochs']}", unit="step",
-                            dynamic_ncols=True)
-
-    def step(self, batch: int, logs: dict) -> None:
-        if self.bar is not None:
-            rate = (batch + 1) * self.plan["batch_size"] / max(time.perf_counter() - self.t0,
-                                                               1e-9)
-            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.3f}",
-                                 img_s=f"{rate:.0f}")
-            self.bar.update(1)
-
-    def close(self) -> float:
-        """Close the bar; the seconds since :meth:`start`."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        return time.perf_counter() - self.t0
-
-
-class _Checkpointer:
-    """After each epoch: history, then the checkpoint, best weights and state, in that order.
-
-    A resume trusts the checkpoint's step count and drops any history row beyond
-    it, so a kill anywhere in between loses at most this epoch.
-    """
-
-    def __init__(self, run_dir: Path, history: list[dict], best: float,
-                 batches: list[np.ndarray] | None = None):
-        self.run_dir, self.history, self.best, self.batches = run_dir, history, best, batches
-
-    def save(self, model, row: dict) -> bool:
-        """Record ``row`` and save ``model``; whether it is the best so far."""
-        self.history.append(row)
-        improved = row["val_accuracy"] > self.best
-        _write_history(self.run_dir, self.history)
-        save_model_atomic(model, self.run_dir / "checkpoint.keras")
-        if improved:
-            self.best = row["val_accuracy"]
-            save_weights_atomic(shipped_weights(model, self.batches),
-                                self.run_dir / "best.weights.npz")
-        write_text_atomic(self.run_dir / "state.json", json.dumps(
-            {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
-            indent=1))
-        return improved
-
-
-@functools.cache
-def _epoch_callback_class():
-    """The Keras callback class, made once (Keras is imported only when training)."""
-    import keras
-
-    class EpochCallback(keras.callbacks.Callback):
-        """Progress bar, checkpoint, curves and log line at each epoch."""
-
-        def __init__(self, run_dir: Path, plan: dict, history: list[dict], best: float,
-                     log: Callable[[str], None], show_bar: bool, val_ds,
-                     batches: list[np.ndarray] | None):
-            super().__init__()
-            self.run_dir, self.plan, self.log, self.val_ds = run_dir, plan, log, val_ds
-            self.progress = _ProgressBar(plan, show_bar)
-            self.checkpoints = _Checkpointer(run_dir, history, best, batches)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.progress.start(epoch)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.progress.step(batch, logs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = self.progress.close()
-            row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds)
-            if uses_average(self.model):
-                row = _averaged_row(row, self.model, self.val_ds, self.checkpoints.batches)
-            improved = self.checkpoints.save(self.model, row)
-            plot_curves(self.checkpoints.history, self.run_dir / "curves.png")
-            self.log(_epoch_line(row, self.plan, improved))
-
-    return EpochCallback
-
-
-def epoch_callback(run_dir: Path, plan: dict, history: list[dict], best: float,
-                   log: Callable[[str], None], show_bar: bool, val_ds,
-                   batches: list[np.ndarray] | None = None):
-    """A Keras callback that checkpoints, plots and logs every epoch of a run.
-
-    ``batches``: the recalibration sample of a run that keeps a weight average.
-    """
-    return _epoch_callback_class()(run_dir, plan, history, best, log, show_bar, val_ds,
-                                   batches)
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar: bool = True,

@@ -1,0 +1,108 @@
+"""What a run feeds the network: the seeded tf.data pipelines and their one augmentation.
+
+Training, the per-epoch validation and the weight average's batch-norm sample
+(:func:`recalibration_batches`) all draw their images here, through the one
+:func:`augmenter`, so what the statistics see is what the weights trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from henet_edge.device.preprocess import Preprocessing
+
+from .data import ImageSet
+
+PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and flip
+RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
+
+
+def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
+    """``(uint8 image, position) -> normalised float32 input``: what training feeds the network.
+
+    ``"cifar"`` zero-pads by :data:`PAD`, then takes a random crop and flip keyed by
+    ``(seed, position)``, so the same position always gets the same view; ``"none"``
+    takes the centre crop, as evaluation and the device do.
+    """
+    import tensorflow as tf
+
+    from henet_edge.device.preprocess import normalize
+
+    size, o = spec.input_size, spec.crop_offset()
+
+    def augmented(image, position):
+        if augment == "cifar":
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
+            image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+            image = tf.image.stateless_random_crop(image, (size, size, 3), seed=key)
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
+        else:
+            image = image[o:o + size, o:o + size, :]
+        return normalize(tf.cast(image, tf.float32), spec)
+
+    return augmented
+
+
+def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augment: str,
+                  batch_size: int, steps_per_epoch: int, first_epoch: int, last_epoch: int,
+                  seed: int, classes: int, soft_targets: Callable | None = None):
+    """Deterministic tf.data pipelines; epoch ``e`` sees the permutation seeded by (seed, e).
+
+    With ``soft_targets`` (distillation), each training batch's targets are the one-hot
+    labels followed by the teachers' soft labels for those same augmented images.
+    """
+    import tensorflow as tf
+
+    from henet_edge.device.preprocess import normalize
+
+    n_used = steps_per_epoch * batch_size
+    order = np.concatenate([
+        np.random.default_rng([seed, e]).permutation(len(train))[:n_used]
+        for e in range(first_epoch, last_epoch)
+    ]).astype(np.int64)
+    positions = np.arange(first_epoch * n_used, last_epoch * n_used, dtype=np.int64)
+    images = tf.constant(train.images)
+    labels = tf.one_hot(train.labels, classes)
+    augmented = augmenter(spec, augment, seed)
+
+    def load(index, position):
+        return augmented(tf.gather(images, index), position), tf.gather(labels, index)
+
+    train_ds = (tf.data.Dataset.from_tensor_slices((order, positions))
+                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(batch_size, drop_remainder=True))
+    if soft_targets is not None:
+        train_ds = train_ds.map(lambda x, y: (x, tf.concat([y, soft_targets(x)], axis=-1)))
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+    o, size = spec.crop_offset(), spec.input_size
+    val_x = normalize(val.images[:, o:o + size, o:o + size, :], spec).astype(np.float32)
+    val_ds = (tf.data.Dataset.from_tensor_slices((val_x, tf.one_hot(val.labels, classes)))
+              .batch(500).cache().prefetch(tf.data.AUTOTUNE))
+    return train_ds, val_ds
+
+
+def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
+                          seed: int, augment: str = "cifar") -> list[np.ndarray]:
+    """A seeded sample of the training split, augmented as in training and normalised.
+
+    The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
+    It must look like what the weights trained on, so it is drawn by training's own
+    :func:`augmenter`: centre crops without the padded borders give other statistics,
+    and with them even the raw weights lose about 4 points. The same run always draws
+    the same sample, so a resume ships the same model.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng([seed, 0xE3A])
+    n = min(RECALIBRATION_IMAGES, len(train))
+    # Shuffled, not sorted: the split is stored class by class, and batches of one
+    # class have a far smaller variance in the deep layers than training's mixed batches.
+    pick = rng.permutation(len(train))[:n]
+    # Positions below zero: views that no training step draws, but drawn the same way.
+    augmented = augmenter(spec, augment, seed)
+    views = (tf.data.Dataset.from_tensor_slices((train.images[pick], -1 - np.arange(n)))
+             .map(augmented).batch(n))
+    x = next(iter(views)).numpy()
+    return [x[i:i + batch_size] for i in range(0, n, batch_size)]
