@@ -1,0 +1,121 @@
+"""The ``henet-edge`` group and what every command shares: the one way to fail,
+quiet native logs, JSON output and the grouped ``--help``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from henet_edge import HenetEdgeError, UsageError, __version__
+from henet_edge.henet_keras.registry import model_names
+
+MODEL_CHOICES = model_names()
+_SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
+
+
+def _quiet_tensorflow() -> None:
+    from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+    prepare_tensorflow()
+
+
+def user_errors(fn):
+    """The one way a command fails: a project error becomes one line on stderr.
+
+    A :class:`~henet_edge.UsageError` (a command line that cannot work) exits 2
+    with the usage, like click's own; every other
+    :class:`~henet_edge.HenetEdgeError` exits 1; Ctrl-C exits 130. Command
+    bodies raise these instead of calling ``sys.exit``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
+        except HenetEdgeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def quiet_logs(fn=None, *, add_option: bool = True):
+    """Hide TensorFlow's, the converter's and XNNPACK's own logs unless ``--verbose``.
+
+    With ``add_option=False`` the command's existing ``--verbose`` decides.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from henet_edge.henet_keras.tf_env import quiet_native_logs
+
+            verbose = kwargs.pop("verbose") if add_option else kwargs.get("verbose", False)
+            with quiet_native_logs(verbose):
+                return fn(*args, **kwargs)
+
+        if add_option:
+            wrapper = click.option(
+                "--verbose", is_flag=True,
+                help="Show TensorFlow's, the converter's and XNNPACK's own logs.")(wrapper)
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _err(message: str) -> None:
+    """One line on stderr (progress, notes): stdout stays the result."""
+    click.echo(message, err=True)
+
+
+def _warn_loudly(message: str) -> None:
+    click.secho(f"*** WARNING: {message} ***", fg="red", bold=True, err=True)
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
+COMMAND_GROUPS = (
+    ("Start here", ("demo",)),
+    ("Desktop (train and convert)", ("profile", "train", "evaluate", "calibrate", "convert",
+                                     "compare")),
+    ("Deploy (to devices over SSH)", ("deploy", "status", "rollback", "remote")),
+    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "service", "doctor")),
+)
+
+
+class GroupedCommands(click.Group):
+    """``--help`` lists every command under its group, with its whole summary line."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = {name for _, names in COMMAND_GROUPS for name in names}
+        groups = [(title, list(names)) for title, names in COMMAND_GROUPS]
+        others = [n for n in self.list_commands(ctx) if n not in listed]
+        if others:
+            groups.append(("Other", others))
+        for title, names in groups:
+            rows = []
+            for name in names:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit=1000)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+@click.group(cls=GroupedCommands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="henet-edge")
+def main() -> None:
+    """Train HENet, convert it to TFLite, and run it on a Raspberry Pi.
+
+    Run `henet-edge COMMAND --help` for each command's options.
+    """
