@@ -16,8 +16,14 @@ from henet_edge.deploy.errors import DeployError, DeviceCheckError, HostKeyError
 from henet_edge.deploy.fleet import format_table, run_fleet
 from henet_edge.deploy.hostkeys import KnownHosts, check_host_key, fingerprint
 from henet_edge.deploy.hosts import load_ssh_config, parse_host_spec, resolve_host
-from henet_edge.deploy.installer import deploy_order, previous_version, resolve_version, to_prune
 from henet_edge.deploy.probe import DeviceInfo, SpaceNeeded, check_device, resolve_remote_dir
+from henet_edge.deploy.versions import (
+    deploy_order,
+    previous_version,
+    realised_history,
+    resolve_version,
+    to_prune,
+)
 
 from .deploy_helpers import bundle_id, bundle_variant, flip_byte
 
@@ -151,6 +157,18 @@ def test_deploy_order_rollback_and_prune():
         resolve_version("ab12", [*bundles, {"id": "ab12" + "3" * 60}])
     with pytest.raises(DeployError, match="no such installed version"):
         resolve_version("nope", bundles)
+
+
+def test_realised_history_drops_switches_a_crash_cut_short():
+    """An entry is written just before its switch: one whose switch never came is dropped."""
+    history = [{"action": "deploy", "bundle": "a", "from": None},
+               {"action": "deploy", "bundle": "b", "from": "a"},
+               {"action": "deploy", "bundle": "c", "from": "b"},  # killed before the switch
+               {"action": "rollback", "bundle": "a", "from": "b"}]
+    assert [e["bundle"] for e in realised_history(history, "a")] == ["a", "b", "a"]
+    assert [e["bundle"] for e in realised_history(history[:3], "b")] == ["a", "b"]
+    assert [e["bundle"] for e in realised_history(history[:3], "c")] == ["a", "b", "c"]
+    assert realised_history(history, None) == []
 
 
 def test_fleet_isolates_failures():
