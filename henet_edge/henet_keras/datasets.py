@@ -1,8 +1,8 @@
 """What a run feeds the network: the seeded tf.data pipelines and their one augmentation.
 
-Training, the per-epoch validation and the weight average's batch-norm sample
-(:func:`recalibration_batches`) all draw their images here, through the one
-:func:`augmenter`, so what the statistics see is what the weights trained on.
+Training and the weight average's batch-norm sample (:func:`recalibration_batches`)
+both draw their images through the one :func:`augmenter`, so what the statistics see
+is what the weights trained on; validation takes the centre crop, as the device does.
 """
 
 from __future__ import annotations
