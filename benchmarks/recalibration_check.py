@@ -60,7 +60,7 @@ def main(run_dirs: tuple[Path, ...], samples: int, images: int | None) -> None:
         for seed in range(samples):
             batches = datasets.recalibration_batches(
                 train_set, run.preprocessing, batch_size=128, seed=seed,
-                augment=source.augment)
+                augment=source.augment, mixup=run.train_config.mixup)
             recalibrate_batch_norm(model, batches)
             line = f"  sample {seed}: recomputed {top1(model)}"
             if ema and uses_average(model):

@@ -104,6 +104,10 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
               help="Keep a moving average of the weights (decay per step, e.g. 0.999), "
                    "validate and ship it; the raw weights' validation is logged beside it "
                    "as a control.")
+@click.option("--mixup", type=float, default=None, metavar="ALPHA",
+              help="Blend each training image with another, and their labels alike, "
+                   "with weights drawn from Beta(ALPHA, ALPHA) (e.g. 1.0); with --teacher "
+                   "the teachers label the blended images.")
 @click.option("--teacher", "teachers", multiple=True, metavar="RUN",
               help="Distil from this finished run folder (repeat for an ensemble; same "
                    "data, seed and split): each batch also learns the teachers' soft "
@@ -117,7 +121,7 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
-          init_from, ema, teachers, distill_weight, distill_temperature, as_json):
+          init_from, ema, mixup, teachers, distill_weight, distill_temperature, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -143,6 +147,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None, ema=ema,
+                         mixup=mixup,
                          weight_decay=weight_decay, teachers=list(teachers) or None,
                          distill_weight=distill_weight,
                          distill_temperature=distill_temperature)

@@ -1,8 +1,9 @@
 """What a run feeds the network: the seeded tf.data pipelines and their one augmentation.
 
 Training and the weight average's batch-norm sample (:func:`recalibration_batches`)
-both draw their images through the one :func:`augmenter`, so what the statistics see
-is what the weights trained on; validation takes the centre crop, as the device does.
+both draw their images through the one :func:`augmenter` (and, with ``--mixup``, the
+one :func:`mixup_weights` and :func:`blend`), so what the statistics see is what the
+weights trained on; validation takes the centre crop, as the device does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .data import ImageSet
 
 PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and flip
 RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
+MIXUP_SALT = 0x317  # keeps the mixup weights' random stream apart from the crops'
 
 
 def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
@@ -45,13 +47,48 @@ def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
     return augmented
 
 
+def mixup_weights(alpha: float, seed: int) -> Callable:
+    """``(n, key) -> n blending weights`` from Beta(alpha, alpha), keyed by ``(seed, key)``.
+
+    The same key always gives the same weights, so a resumed run mixes its batches
+    as the uninterrupted run would have.
+    """
+    import tensorflow as tf
+
+    def weights(n, key):
+        pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
+        first, second = tf.unstack(tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(pair, MIXUP_SALT), 2))
+        a = tf.random.stateless_gamma([n], seed=first, alpha=alpha)
+        b = tf.random.stateless_gamma([n], seed=second, alpha=alpha)
+        return a / tf.maximum(a + b, 1e-12)
+
+    return weights
+
+
+def blend(batch, weights):
+    """Mixup: item ``i`` becomes ``w_i * batch[i] + (1 - w_i) * batch[n - 1 - i]``.
+
+    Applied with the same weights to the images and to their labels. Each image is
+    blended with its mirror in the (already shuffled) batch.
+    """
+    import tensorflow as tf
+
+    w = tf.reshape(tf.cast(weights, batch.dtype), [-1] + [1] * (len(batch.shape) - 1))
+    return w * batch + (1.0 - w) * tf.reverse(batch, [0])
+
+
 def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augment: str,
                   batch_size: int, steps_per_epoch: int, first_epoch: int, last_epoch: int,
-                  seed: int, classes: int, soft_targets: Callable | None = None):
+                  seed: int, classes: int, soft_targets: Callable | None = None,
+                  mixup: float | None = None):
     """Deterministic tf.data pipelines; epoch ``e`` sees the permutation seeded by (seed, e).
 
+    With ``mixup`` (the Beta distribution's alpha), each training batch is blended
+    (:func:`blend`), images and labels alike, keyed by the batch's first position.
     With ``soft_targets`` (distillation), each training batch's targets are the one-hot
-    labels followed by the teachers' soft labels for those same augmented images.
+    labels followed by the teachers' soft labels for those same (blended) images: the
+    teachers label exactly what the student sees.
     """
     import tensorflow as tf
 
@@ -68,11 +105,20 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
     augmented = augmenter(spec, augment, seed)
 
     def load(index, position):
-        return augmented(tf.gather(images, index), position), tf.gather(labels, index)
+        return augmented(tf.gather(images, index), position), tf.gather(labels, index), position
+
+    weights = None if mixup is None else mixup_weights(mixup, seed)
+
+    def mix(x, y, position):
+        if weights is None:
+            return x, y
+        w = weights(batch_size, position[0])
+        return blend(x, w), blend(y, w)
 
     train_ds = (tf.data.Dataset.from_tensor_slices((order, positions))
                 .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch_size, drop_remainder=True))
+                .batch(batch_size, drop_remainder=True)
+                .map(mix))
     if soft_targets is not None:
         train_ds = train_ds.map(lambda x, y: (x, tf.concat([y, soft_targets(x)], axis=-1)))
     train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
@@ -84,14 +130,16 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
 
 
 def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
-                          seed: int, augment: str = "cifar") -> list[np.ndarray]:
+                          seed: int, augment: str = "cifar",
+                          mixup: float | None = None) -> list[np.ndarray]:
     """A seeded sample of the training split, augmented as in training and normalised.
 
     The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
     It must look like what the weights trained on, so it is drawn by training's own
     :func:`augmenter`: centre crops without the padded borders give other statistics,
     and with them even the raw weights lose about 4 points. The same run always draws
-    the same sample, so a resume ships the same model.
+    the same sample, so a resume ships the same model. A run trained with ``mixup``
+    gets its sample blended the same way, batch by batch.
     """
     import tensorflow as tf
 
@@ -105,4 +153,8 @@ def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: i
     views = (tf.data.Dataset.from_tensor_slices((train.images[pick], -1 - np.arange(n)))
              .map(augmented).batch(n))
     x = next(iter(views)).numpy()
-    return [x[i:i + batch_size] for i in range(0, n, batch_size)]
+    batches = [x[i:i + batch_size] for i in range(0, n, batch_size)]
+    if mixup is None:
+        return batches
+    weights = mixup_weights(mixup, seed)  # keys below zero, like the positions above
+    return [blend(b, weights(len(b), -1 - i)).numpy() for i, b in enumerate(batches)]

@@ -28,6 +28,7 @@ class Stage:
     lr: float | None = None  # the recipe's unless set
     weight_decay: float | None = None
     ema: float | None = None
+    mixup: float | None = None
     init_from: str | None = None  # an earlier stage, whose weights it starts from
     teachers: tuple[str, ...] = ()  # earlier stages it distils from
 
@@ -81,7 +82,7 @@ class Lineage:
             data=self.data, model=stage.model, repeat=stage.repeat, recipe=self.recipe,
             epochs=stage.epochs, seed=self.seed, val_split=self.val_split, limit=self.limit,
             batch_size=self.batch_size, lr=stage.lr, weight_decay=stage.weight_decay,
-            ema=stage.ema,
+            ema=stage.ema, mixup=stage.mixup,
             init_from=None if stage.init_from is None else str(self.run_dir(stage.init_from)),
             teachers=[str(self.run_dir(t)) for t in stage.teachers] or None)
 

@@ -56,6 +56,7 @@ class TrainConfig:
     preprocessing: dict = field(default_factory=DEFAULT.to_dict)
     init_from: str | None = None  # start from this run's (or .keras file's) weights
     ema: float | None = None  # ship the moving average of the weights, with this decay
+    mixup: float | None = None  # blend training images and targets, weights ~ Beta(this, this)
     weight_decay: float | None = None  # Caffe-convention decay; None means the recipe's
     teachers: list[str] | None = None  # finished runs whose soft labels the run learns from
     distill_weight: float | None = None  # share of the loss on them; None: the default
@@ -77,6 +78,8 @@ class TrainConfig:
             raise RunError(f"--weight-decay must be at least 0, got {self.weight_decay}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise RunError(f"--ema must be above 0 and below 1, got {self.ema}")
+        if self.mixup is not None and not self.mixup > 0:
+            raise RunError(f"--mixup must be above 0, got {self.mixup}")
         if self.distill_weight is not None and not 0 <= self.distill_weight <= 1:
             raise RunError(f"--distill-weight must be from 0 to 1, got {self.distill_weight}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:

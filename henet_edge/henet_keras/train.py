@@ -169,7 +169,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "ema"):
+        for key in ("model", "repeat", "ema", "mixup"):
             mine = getattr(config, key)
             if mine is not None and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
@@ -242,10 +242,12 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
                 f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
                 f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}"
-                + ("" if config.ema is None else f", weight average (EMA) {config.ema}"))
+                + ("" if config.ema is None else f", weight average (EMA) {config.ema}")
+                + ("" if config.mixup is None else f", mixup alpha {config.mixup}"))
     batches = (None if config.ema is None else recalibration_batches(
         train_set, Preprocessing.from_dict(config.preprocessing),
-        batch_size=plan["batch_size"], seed=config.seed, augment=source.augment))
+        batch_size=plan["batch_size"], seed=config.seed, augment=source.augment,
+        mixup=config.mixup))
     first_epoch = len(history)
     best = max((h["val_accuracy"] for h in history), default=-1.0)
     if first_epoch >= plan["epochs"]:
@@ -257,7 +259,8 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes,
-        soft_targets=_soft_targets(teachers, classes, formulation, plan, log))
+        soft_targets=_soft_targets(teachers, classes, formulation, plan, log),
+        mixup=config.mixup)
     callback = epoch_callback(run_dir, plan, history, best, log,
                               show_bar and sys.stderr.isatty(), val_ds, batches)
     model.fit(train_ds, validation_data=val_ds, epochs=plan["epochs"],
