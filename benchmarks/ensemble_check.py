@@ -8,6 +8,9 @@ agree. The runs must have held out the same validation images:
     python benchmarks/ensemble_check.py training/henet-r3-long \\
         training/equal-budget/henet-r4 training/equal-budget/shufflenet-r5
 
+``--flip`` scores each member on every image and its mirror image (the mean of the
+two softmaxes), as a teacher could label with ``train --teacher-flip``.
+
 ``--best-of K`` also lists the best K-member sub-ensemble. That choice is made on the
 validation split, so its figure is an optimistic ceiling, not a held-out result.
 """
@@ -33,7 +36,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
               help="Average softmax(logits / T) (train --teacher averages at its own T).")
 @click.option("--best-of", "best_of", type=click.IntRange(1), default=None, metavar="K",
               help="Also find the K runs whose ensemble scores best (picked on validation).")
-def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None) -> None:
+@click.option("--flip", is_flag=True,
+              help="Each member averages the image and its mirror image (test-time flip).")
+def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None,
+         flip: bool) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
@@ -54,9 +60,10 @@ def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None) ->
     probs = []
     for run in runs:
         model = keras.models.load_model(run.model_path(), compile=False)
-        logits = model.predict(preprocess_pixels(val.images, run.preprocessing),
-                               batch_size=500, verbose=0)
-        probs.append(softmax(np.asarray(logits) / temperature))
+        x = preprocess_pixels(val.images, run.preprocessing)
+        views = [x, x[:, :, ::-1]] if flip else [x]
+        probs.append(np.mean([softmax(np.asarray(model.predict(v, batch_size=500, verbose=0))
+                                      / temperature) for v in views], axis=0))
         print(f"  {run.root}: top-1 {100 * np.mean(probs[-1].argmax(1) == val.labels):.2f} %")
     votes = np.stack([p.argmax(1) for p in probs])
     agree = np.mean((votes == votes[0]).all(axis=0))

@@ -78,6 +78,49 @@ def test_teachers_label_the_same_augmented_images_the_student_sees(image_folder)
     assert next(iter(val_ds))[1].shape[-1] == 3  # validation keeps bare labels
 
 
+def test_flipped_teachers_average_each_image_and_its_mirror():
+    import keras
+
+    from henet_edge.henet_keras.distill import soft_targets
+
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((5, 4, 6, 3)).astype("float32")  # not symmetric
+    inputs = keras.Input((4, 6, 3))
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+
+    def probs(x):
+        return _softmax(np.asarray(teacher(x)), 2.0)
+
+    expected = (probs(images) + probs(images[:, :, ::-1])) / 2
+    got = np.asarray(soft_targets([teacher], 2.0, flip=True)(images))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    plain = np.asarray(soft_targets([teacher], 2.0)(images))
+    np.testing.assert_allclose(plain, probs(images), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, plain)
+
+
+def test_a_flipped_teacher_run_records_it_and_refuses_another_resume(
+        tiny_run, image_folder, tmp_path):
+    run_dir, lines = tmp_path / "flip", []
+    train(_config(image_folder, epochs=1, teachers=[str(tiny_run)], teacher_flip=True),
+          run_dir, show_bar=False, echo=lines.append)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["plan"]["distillation"]["flip"] is True
+    assert Run.load(run_dir).train_config.teacher_flip is True
+    assert any(line.endswith("each image and its mirror image") for line in lines)
+
+
+def test_resume_with_flipped_teachers_is_refused_for_a_run_without(
+        distilled, tiny_run, tmp_path):
+    copy = killed_after_last_epoch(distilled[0], tmp_path / "killed")
+    before = (copy / "config.json").read_text()
+    with pytest.raises(RunError, match="teacher_flip=False, not True"):
+        train(TrainConfig(data=None, model=None, repeat=None, teachers=[str(tiny_run)] * 2,
+                          teacher_flip=True), copy, resume=True, show_bar=False,
+              echo=lambda _m: None)
+    assert (copy / "config.json").read_text() == before
+
+
 def test_a_distilled_run_records_its_teachers_and_ships_a_plain_model(distilled, tiny_run):
     import keras
 
@@ -135,6 +178,7 @@ def test_a_teacher_that_held_out_other_images_is_refused(tiny_run, image_folder,
     (["--teacher", "{missing}"], "not a run folder"),
     (["--teacher", "{unfinished}"], "has not finished"),
     (["--distill-weight", "0.5"], "need a --teacher"),
+    (["--teacher-flip"], "--teacher-flip needs a --teacher"),
     (["--teacher", "{tiny}", "--distill-weight", "1.5"], "from 0 to 1"),
     (["--teacher", "{tiny}", "--distill-temperature", "0"], "above 0"),
 ])

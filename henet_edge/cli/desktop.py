@@ -116,12 +116,16 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
               help="Share of the loss on the teachers' soft labels, 0 to 1 [0.9].")
 @click.option("--distill-temperature", type=float, default=None,
               help="Softmax temperature of the distillation [4].")
+@click.option("--teacher-flip", is_flag=True,
+              help="The teachers label each image and its mirror image, averaged (a "
+                   "better teacher for twice its time).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
-          init_from, ema, mixup, teachers, distill_weight, distill_temperature, as_json):
+          init_from, ema, mixup, teachers, distill_weight, distill_temperature,
+          teacher_flip, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -150,7 +154,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          mixup=mixup,
                          weight_decay=weight_decay, teachers=list(teachers) or None,
                          distill_weight=distill_weight,
-                         distill_temperature=distill_temperature)
+                         distill_temperature=distill_temperature,
+                         teacher_flip=teacher_flip)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo

@@ -47,11 +47,17 @@ def load_teachers(runs: list[Run], classes: int, build: Callable[..., keras.Mode
     return models
 
 
-def soft_targets(teachers: list, temperature: float) -> Callable:
-    """``images -> mean of the teachers' softmax(logits / T)``, for the input pipeline."""
+def soft_targets(teachers: list, temperature: float, flip: bool = False) -> Callable:
+    """``images -> mean of the teachers' softmax(logits / T)``, for the input pipeline.
+
+    With ``flip`` each teacher also labels the mirror image of each image (NHWC), and
+    the mean runs over both views: a flip-averaged teacher, usually a better one.
+    """
 
     def targets(images):
-        probs = [ops.softmax(t(images, training=False) / temperature) for t in teachers]
+        views = [images, ops.flip(images, axis=2)] if flip else [images]
+        probs = [ops.softmax(t(v, training=False) / temperature)
+                 for t in teachers for v in views]
         return ops.mean(ops.stack(probs), axis=0)
 
     return targets

@@ -31,6 +31,7 @@ class Stage:
     mixup: float | None = None
     init_from: str | None = None  # an earlier stage, whose weights it starts from
     teachers: tuple[str, ...] = ()  # earlier stages it distils from
+    teacher_flip: bool = False
 
 
 _KD = {"lr": 0.02, "weight_decay": 1e-4}  # both distillation rounds restart at this lr and decay
@@ -82,7 +83,7 @@ class Lineage:
             data=self.data, model=stage.model, repeat=stage.repeat, recipe=self.recipe,
             epochs=stage.epochs, seed=self.seed, val_split=self.val_split, limit=self.limit,
             batch_size=self.batch_size, lr=stage.lr, weight_decay=stage.weight_decay,
-            ema=stage.ema, mixup=stage.mixup,
+            ema=stage.ema, mixup=stage.mixup, teacher_flip=stage.teacher_flip,
             init_from=None if stage.init_from is None else str(self.run_dir(stage.init_from)),
             teachers=[str(self.run_dir(t)) for t in stage.teachers] or None)
 

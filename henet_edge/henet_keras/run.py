@@ -61,6 +61,7 @@ class TrainConfig:
     teachers: list[str] | None = None  # finished runs whose soft labels the run learns from
     distill_weight: float | None = None  # share of the loss on them; None: the default
     distill_temperature: float | None = None
+    teacher_flip: bool = False  # teachers label each image and its mirror image, averaged
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""
@@ -88,6 +89,8 @@ class TrainConfig:
         if not self.teachers and (self.distill_weight is not None
                                   or self.distill_temperature is not None):
             raise RunError("--distill-weight and --distill-temperature need a --teacher")
+        if not self.teachers and self.teacher_flip:
+            raise RunError("--teacher-flip needs a --teacher")
         if not 0 <= self.val_split < 1:
             raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 

@@ -114,8 +114,9 @@ def _distillation_plan(config: TrainConfig) -> dict:
     weight = DEFAULT_WEIGHT if config.distill_weight is None else config.distill_weight
     temperature = (DEFAULT_TEMPERATURE if config.distill_temperature is None
                    else config.distill_temperature)
+    flip = {"flip": True} if config.teacher_flip else {}  # older plans have no such key
     return {"distillation": {"teachers": len(config.teachers), "weight": weight,
-                             "temperature": temperature}}
+                             "temperature": temperature, **flip}}
 
 
 def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar: bool = True,
@@ -169,9 +170,9 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "ema", "mixup"):
+        for key in ("model", "repeat", "ema", "mixup", "teacher_flip"):
             mine = getattr(config, key)
-            if mine is not None and run.saved_train.get(key) != mine:
+            if mine not in (None, False) and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
                                f"{run.saved_train.get(key)!r}, not {mine!r}")
         saved = run.train_config
@@ -282,8 +283,9 @@ def _soft_targets(runs: list[Run], classes: int, formulation: str, plan: dict,
     distill = plan["distillation"]
     log(f"distilling from {plural(len(runs), 'teacher')} "
         f"({', '.join(shown_path(str(r.root)) for r in runs)}): weight {distill['weight']}, "
-        f"temperature {distill['temperature']}")
-    return soft_targets(teachers, distill["temperature"])
+        f"temperature {distill['temperature']}"
+        + (", each image and its mirror image" if distill.get("flip") else ""))
+    return soft_targets(teachers, distill["temperature"], flip=distill.get("flip", False))
 
 
 def _load_data(config: TrainConfig, log: Callable[[str], None]):
