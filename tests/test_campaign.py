@@ -87,6 +87,21 @@ def test_a_run_trained_with_a_weight_average_or_teachers_is_not_the_campaigns(
         check_campaign(_campaign(root, image_folder))
 
 
+def test_a_run_saved_before_a_setting_existed_counts_as_its_default(finished, image_folder):
+    """Configs written before --mixup and --teacher-flip lack them; they trained without."""
+    import shutil
+
+    root = finished.parent / f"{finished.name}-older"  # a sibling: its data paths still hold
+    shutil.copytree(finished, root)
+    path = root / "henet-r1" / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("mixup", "teacher_flip"):
+        del config["train"][key]
+    path.write_text(json.dumps(config))
+    rows = check_campaign(_campaign(root, image_folder))
+    assert [r["state"] for r in rows] == ["finished", "finished"]
+
+
 def test_a_folder_that_is_not_a_run_is_refused(image_folder, tmp_path):
     (tmp_path / "henet-r1").mkdir()
     (tmp_path / "henet-r1" / "notes.txt").write_text("mine")

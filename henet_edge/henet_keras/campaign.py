@@ -67,10 +67,13 @@ def run_state(run_dir: Path) -> str:
 
 
 def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
-    """Each shared setting where ``run_dir``'s saved config differs from ``wanted``."""
+    """Each shared setting where ``run_dir``'s saved config differs from ``wanted``.
+
+    A setting newer than the run's config counts as its default, as it trained.
+    """
     run = Run.load(run_dir)
     resolved = run.train_config
-    saved = {**run.saved_train, "data": run.data_path,
+    saved = {**json.loads(json.dumps(asdict(resolved))), "data": run.data_path,
              **{key: _normalised(getattr(resolved, key)) for key in PATH_KEYS}}
     mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
     mine.update({key: _normalised(getattr(wanted, key)) for key in PATH_KEYS})
