@@ -141,6 +141,9 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
           --init-from runs/henet-r3 --epochs 15 --lr 0.04
       henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-kd \\
           --teacher runs/henet-r4 --teacher runs/shufflenet-r5
+      henet-edge train --data cifar10-train-jpeg.tar.gz --out runs/henet-r3-fm \\
+          --init-from runs/henet-r3-kd --epochs 60 --lr 0.02 --mixup 1.0 \\
+          --teacher-flip --teacher runs/henet-r4 --teacher runs/shufflenet-r5
     """
     _quiet_tensorflow()
     from henet_edge.henet_keras.train import TrainConfig, default_run_dir
