@@ -8,6 +8,7 @@ import click
 
 from henet_edge import HenetEdgeError, UsageError, refuse_existing
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
+from henet_edge.henet_keras.data import AUGMENTS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 
 from .base import (
@@ -108,6 +109,10 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
               help="Blend each training image with another, and their labels alike, "
                    "with weights drawn from Beta(ALPHA, ALPHA) (e.g. 1.0); with --teacher "
                    "the teachers label the blended images.")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
+              help="Training augmentation: cifar (zero-pad 4, random crop, random flip), "
+                   "flip (centre crop, random flip: no padded borders) or none (centre "
+                   "crop) [the data's: cifar; svhn none].")
 @click.option("--teacher", "teachers", multiple=True, metavar="RUN",
               help="Distil from this finished run folder (repeat for an ensemble; same "
                    "data, seed and split): each batch also learns the teachers' soft "
@@ -124,7 +129,7 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
-          init_from, ema, mixup, teachers, distill_weight, distill_temperature,
+          init_from, ema, mixup, augment, teachers, distill_weight, distill_temperature,
           teacher_flip, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
@@ -154,7 +159,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
                          val_split=val_split, formulation=formulation, limit=limit,
                          init_from=str(init_from) if init_from else None, ema=ema,
-                         mixup=mixup,
+                         mixup=mixup, augment=augment,
                          weight_decay=weight_decay, teachers=list(teachers) or None,
                          distill_weight=distill_weight,
                          distill_temperature=distill_temperature,

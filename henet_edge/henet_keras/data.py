@@ -66,6 +66,11 @@ class ImageSet:
                         [self.ids[i] for i in index])
 
 
+# Training augmentations (:func:`.datasets.augmenter`): pad 4 + random crop + flip;
+# centre crop + flip; centre crop only.
+AUGMENTS = ("cifar", "flip", "none")
+
+
 @dataclass
 class DataSource:
     """A loaded source: its training set, an official test split if it has one."""
@@ -74,7 +79,7 @@ class DataSource:
     kind: str
     train: ImageSet
     test: ImageSet | None = None
-    augment: str = "cifar"  # "cifar" (pad 4, crop, flip) or "none"
+    augment: str = "cifar"  # the default training augmentation: one of AUGMENTS
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:

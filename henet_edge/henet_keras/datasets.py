@@ -14,7 +14,7 @@ import numpy as np
 
 from henet_edge.device.preprocess import Preprocessing
 
-from .data import ImageSet
+from .data import AUGMENTS, ImageSet
 
 PAD = 4  # "cifar" augmentation: zero-pad by this much, then a random crop and flip
 RECALIBRATION_IMAGES = 4096  # training images that give the averaged weights their BN statistics
@@ -25,23 +25,27 @@ def augmenter(spec: Preprocessing, augment: str, seed: int) -> Callable:
     """``(uint8 image, position) -> normalised float32 input``: what training feeds the network.
 
     ``"cifar"`` zero-pads by :data:`PAD`, then takes a random crop and flip keyed by
-    ``(seed, position)``, so the same position always gets the same view; ``"none"``
+    ``(seed, position)``, so the same position always gets the same view; ``"flip"``
+    takes the centre crop and flips it the same way (no padded borders); ``"none"``
     takes the centre crop, as evaluation and the device do.
     """
     import tensorflow as tf
 
     from henet_edge.device.preprocess import normalize
 
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
     size, o = spec.input_size, spec.crop_offset()
 
     def augmented(image, position):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
         if augment == "cifar":
-            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
             image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
             image = tf.image.stateless_random_crop(image, (size, size, 3), seed=key)
-            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
         else:
             image = image[o:o + size, o:o + size, :]
+        if augment in ("cifar", "flip"):
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
         return normalize(tf.cast(image, tf.float32), spec)
 
     return augmented

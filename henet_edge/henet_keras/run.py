@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 
 from .data import (
+    AUGMENTS,
     NAMED_SETS,
     DataSource,
     ImageSet,
@@ -62,6 +63,7 @@ class TrainConfig:
     distill_weight: float | None = None  # share of the loss on them; None: the default
     distill_temperature: float | None = None
     teacher_flip: bool = False  # teachers label each image and its mirror image, averaged
+    augment: str | None = None  # one of AUGMENTS; None: the data's own (cifar; svhn none)
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""
@@ -91,6 +93,9 @@ class TrainConfig:
             raise RunError("--distill-weight and --distill-temperature need a --teacher")
         if not self.teachers and self.teacher_flip:
             raise RunError("--teacher-flip needs a --teacher")
+        if self.augment is not None and self.augment not in AUGMENTS:
+            raise RunError(f"--augment must be one of {', '.join(AUGMENTS)}, "
+                           f"got {self.augment!r}")
         if not 0 <= self.val_split < 1:
             raise RunError(f"--val-split must be at least 0 and below 1, got {self.val_split}")
 
@@ -142,9 +147,15 @@ def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
 
 
 def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
-    """(source, training set, validation set) exactly as the run with ``config`` sees them."""
+    """(source, training set, validation set) exactly as the run with ``config`` sees them.
+
+    The source's ``augment`` is the run's training augmentation (``--augment`` or the
+    data's own).
+    """
     spec = Preprocessing.from_dict(config.preprocessing)
     source = load_source(config.data, spec.canonical_size, progress=progress)
+    if config.augment is not None:
+        source = replace(source, augment=config.augment)
     train = source.train
     if config.limit is not None:
         rng = np.random.default_rng(config.seed)

@@ -170,7 +170,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "ema", "mixup", "teacher_flip"):
+        for key in ("model", "repeat", "ema", "mixup", "teacher_flip", "augment"):
             mine = getattr(config, key)
             if mine not in (None, False) and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
