@@ -78,7 +78,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
                      "mean_last5_keras": run.mean_last5()},
         "validation_images": report["images"],
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
-        "train_hours": sum(h["seconds"] for h in history) / 3600,
+        "train_hours": sum(h["seconds"] - h.get("paused_seconds", 0.0) for h in history) / 3600,
         "epochs": len(history),
         "paper": paper_row(family, repeat),
         "files": {p: str(bundle / f"model_{p}.tflite") for p in PRECISIONS},

@@ -18,6 +18,7 @@ import numpy as np
 from henet_edge.storage import replacing, write_text_atomic
 
 from .ema import averaged, shipped_weights, uses_average
+from .pauses import PauseClock
 
 
 def save_model_atomic(model, path: Path) -> None:
@@ -63,15 +64,22 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
+    """history.json and history.csv (every column any row has; older rows leave new ones empty)."""
     write_text_atomic(run_dir / "history.json", json.dumps(history, indent=1))
+    columns = list(dict.fromkeys(key for row in history for key in row))
     with replacing(run_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
 
 
-def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) -> dict:
-    """One history row from Keras' epoch logs."""
+def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float,
+               paused: float = 0.0) -> dict:
+    """One history row from Keras' epoch logs.
+
+    ``seconds`` is the epoch's wall time, ``paused`` the part of it the process was
+    stopped; images/s is over the time it ran.
+    """
     return {
         "epoch": epoch + 1,
         "step": int(optimizer.iterations.numpy()),
@@ -81,7 +89,9 @@ def _epoch_row(epoch: int, logs: dict, optimizer, plan: dict, seconds: float) ->
         "val_accuracy": float(logs["val_accuracy"]),
         "val_top5": float(logs["val_top5"]),
         "seconds": round(seconds, 2),
-        "images_per_s": round(plan["steps_per_epoch"] * plan["batch_size"] / seconds, 1),
+        "paused_seconds": round(paused, 2),
+        "images_per_s": round(plan["steps_per_epoch"] * plan["batch_size"]
+                              / max(seconds - paused, 1e-9), 1),
     }
 
 
@@ -96,13 +106,15 @@ def _averaged_row(row: dict, model, val_ds, batches: list[np.ndarray]) -> dict:
 
 def _epoch_line(row: dict, plan: dict, improved: bool) -> str:
     """The train.log line of one finished epoch."""
-    eta = row["seconds"] * (plan["epochs"] - row["epoch"])
+    eta = (row["seconds"] - row.get("paused_seconds", 0.0)) * (plan["epochs"] - row["epoch"])
     raw = (f"  (raw {100 * row['raw_val_accuracy']:.2f}%)" if "raw_val_accuracy" in row
            else "")
     return (f"epoch {row['epoch']}/{plan['epochs']}  loss {row['loss']:.4f}  "
             f"acc {100 * row['accuracy']:.2f}%  val_acc {100 * row['val_accuracy']:.2f}%{raw}  "
             f"top5 {100 * row['val_top5']:.2f}%  lr {row['lr']:.5f}  "
-            f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f}s  eta {eta / 60:.1f} min"
+            f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f}s"
+            + (f" ({row['paused_seconds']:.0f}s paused)" if row.get("paused_seconds") else "")
+            + f"  eta {eta / 60:.1f} min"
             + ("  *best" if improved else ""))
 
 
@@ -111,9 +123,10 @@ class _ProgressBar:
 
     def __init__(self, plan: dict, show: bool):
         self.plan, self.show, self.bar, self.t0 = plan, show, None, time.perf_counter()
+        self.pauses, self.paused0 = PauseClock(), 0.0
 
     def start(self, epoch: int) -> None:
-        self.t0 = time.perf_counter()
+        self.t0, self.paused0 = time.perf_counter(), self.pauses.paused()
         if self.show:
             from tqdm import tqdm
 
@@ -129,12 +142,12 @@ class _ProgressBar:
                                  img_s=f"{rate:.0f}")
             self.bar.update(1)
 
-    def close(self) -> float:
-        """Close the bar; the seconds since :meth:`start`."""
+    def close(self) -> tuple[float, float]:
+        """Close the bar; the seconds since :meth:`start`, and how many of them were paused."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        return time.perf_counter() - self.t0
+        return time.perf_counter() - self.t0, self.pauses.paused() - self.paused0
 
 
 class _Checkpointer:
@@ -180,6 +193,12 @@ def _epoch_callback_class():
             self.progress = _ProgressBar(plan, show_bar)
             self.checkpoints = _Checkpointer(run_dir, history, best, batches)
 
+        def on_train_begin(self, logs=None):
+            self.progress.pauses.start()
+
+        def on_train_end(self, logs=None):
+            self.progress.pauses.stop()
+
         def on_epoch_begin(self, epoch, logs=None):
             self.progress.start(epoch)
 
@@ -187,8 +206,8 @@ def _epoch_callback_class():
             self.progress.step(batch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
-            seconds = self.progress.close()
-            row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds)
+            seconds, paused = self.progress.close()
+            row = _epoch_row(epoch, logs, self.model.optimizer, self.plan, seconds, paused)
             if uses_average(self.model):
                 row = _averaged_row(row, self.model, self.val_ds, self.checkpoints.batches)
             improved = self.checkpoints.save(self.model, row)

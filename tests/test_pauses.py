@@ -1,0 +1,67 @@
+"""Paused time (SIGSTOP) is kept out of an epoch's images/s, and history files take new columns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from henet_edge.henet_keras.epochs import write_history
+from henet_edge.henet_keras.pauses import PauseClock
+from henet_edge.henet_keras.run import Run
+
+
+def test_only_heartbeats_later_than_the_gap_count_beyond_one_tick():
+    clock = PauseClock(tick=0.5, gap=2.0)
+    for now in (0.0, 0.5, 1.0, 2.9, 3.4, 13.4, 13.9):  # 1.9 s late: contention, not a stop
+        clock.note(now)
+    assert clock._paused == 9.5  # 13.4 - 3.4 - 0.5
+
+
+_CHILD = """
+import sys
+from henet_edge.henet_keras.pauses import PauseClock
+clock = PauseClock().start()
+print(f"ready {clock.paused():.3f}", flush=True)
+sys.stdin.readline()
+print(f"{clock.paused():.3f}", flush=True)
+"""
+
+
+def test_a_process_stopped_and_continued_counts_the_stop():
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        first = child.stdout.readline().split()
+        assert first[0] == "ready" and float(first[1]) == 0.0
+        time.sleep(1.0)
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        os.kill(child.pid, signal.SIGCONT)
+        out, _ = child.communicate("\n", timeout=30)
+    finally:
+        child.kill()
+    assert 2.0 < float(out) < 4.0
+
+
+def test_every_epoch_records_its_paused_seconds(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    images = config["plan"]["steps_per_epoch"] * config["plan"]["batch_size"]
+    for row in Run.load(tiny_run).history:
+        assert 0.0 <= row["paused_seconds"] < row["seconds"]
+        active = row["seconds"] - row["paused_seconds"]
+        assert abs(row["images_per_s"] - images / active) <= 0.1 + 0.01 * row["images_per_s"]
+
+
+def test_history_of_older_rows_takes_the_new_column(tmp_path):
+    old = {"epoch": 1, "seconds": 10.0, "images_per_s": 5.0}
+    new = {"epoch": 2, "seconds": 12.0, "paused_seconds": 2.0, "images_per_s": 5.0}
+    write_history(tmp_path, [old, new])
+    with open(tmp_path / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["paused_seconds"] for r in rows] == ["", "2.0"]
+    assert json.loads((tmp_path / "history.json").read_text()) == [old, new]
