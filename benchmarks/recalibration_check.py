@@ -9,7 +9,9 @@ the recomputation shows as a gap between the two on the *raw* weights:
 
 A run trained with ``--ema`` is read from ``checkpoint.keras`` (raw weights and the
 average): raw with its own statistics, raw recomputed, average recomputed. Any other
-run's shipped model: own and recomputed. ``--images`` changes the sample size.
+run's shipped model: own and recomputed. ``--images`` changes the sample size, and
+``--augment`` draws the sample another way than the run trained (``none``: centre crops,
+as validation and the device see the images), to measure what that costs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.henet_keras.data import AUGMENTS
+
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
@@ -27,7 +31,10 @@ import numpy as np
               help="Recompute on this many samples (seeds 0, 1, ...), to see their spread.")
 @click.option("--images", type=click.IntRange(1), default=None,
               help="Sample size (default: what --ema uses).")
-def main(run_dirs: tuple[Path, ...], samples: int, images: int | None) -> None:
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
+              help="Draw the sample this way [the run's own training augmentation].")
+def main(run_dirs: tuple[Path, ...], samples: int, images: int | None,
+         augment: str | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
@@ -54,13 +61,15 @@ def main(run_dirs: tuple[Path, ...], samples: int, images: int | None) -> None:
         ema = run.train_config.ema is not None
         path = run.root / "checkpoint.keras" if ema else run.model_path()
         model = keras.models.load_model(path, compile=ema)  # the optimiser holds the average
-        print(f"{run.root} ({path.name}, {datasets.RECALIBRATION_IMAGES} images per sample)")
+        drawn = augment or source.augment
+        print(f"{run.root} ({path.name}, {datasets.RECALIBRATION_IMAGES} images per sample, "
+              f"augmented {drawn!r})")
         print(f"  {'raw' if ema else 'shipped'} weights, own statistics: {top1(model)}")
         own = [w.numpy() for w in model.non_trainable_weights]
         for seed in range(samples):
             batches = datasets.recalibration_batches(
                 train_set, run.preprocessing, batch_size=128, seed=seed,
-                augment=source.augment, mixup=run.train_config.mixup)
+                augment=drawn, mixup=run.train_config.mixup)
             recalibrate_batch_norm(model, batches)
             line = f"  sample {seed}: recomputed {top1(model)}"
             if ema and uses_average(model):
