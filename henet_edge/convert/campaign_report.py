@@ -19,7 +19,7 @@ import numpy as np
 from henet_edge.device.bench import BenchOptions, run_bench
 from henet_edge.henet_keras.campaign import Campaign, run_state
 from henet_edge.henet_keras.registry import model_names, model_spec, paper_row
-from henet_edge.henet_keras.run import Run
+from henet_edge.henet_keras.run import Run, training_hours
 
 PRECISIONS = ("float32", "int8")
 
@@ -78,7 +78,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
                      "mean_last5_keras": run.mean_last5()},
         "validation_images": report["images"],
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])),
-        "train_hours": sum(h["seconds"] - h.get("paused_seconds", 0.0) for h in history) / 3600,
+        "train_hours": training_hours(history),
         "epochs": len(history),
         "paper": paper_row(family, repeat),
         "files": {p: str(bundle / f"model_{p}.tflite") for p in PRECISIONS},

@@ -146,6 +146,11 @@ def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
     return float(np.mean(last)) if last else None
 
 
+def training_hours(history: list[dict]) -> float:
+    """Hours the epochs ran, less any time the job was stopped (where a row records it)."""
+    return sum(h["seconds"] - h.get("paused_seconds", 0.0) for h in history) / 3600
+
+
 def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
     """(source, training set, validation set) exactly as the run with ``config`` sees them.
 

@@ -1,0 +1,41 @@
+"""Training runs side by side, from their own files: settings, best, final, mean of the last 5.
+
+    python benchmarks/runs_table.py training/henet-r3-kd training/henet-r3-kd2 ...
+    python benchmarks/runs_table.py training/henet-r3-* --json
+
+Each lever in the README is judged by these figures against its control; this prints
+them from each run's ``config.json`` and ``history.json`` (validation top-1 on the
+run's held-out split; with ``--ema``, the raw weights' mean of the last 5 beside the
+average's). Train hours leave out time the job was stopped where the run recorded it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.henet_keras.run import Run  # noqa: E402
+from henet_edge.henet_keras.run_table import markdown, run_row  # noqa: E402
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def main(run_dirs: tuple[Path, ...], as_json: bool) -> None:
+    try:
+        rows = [run_row(Run.load(d)) for d in run_dirs]
+    except HenetEdgeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    click.echo(json.dumps(rows, indent=1) if as_json else markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Runs side by side: how each was made and what it reached, read from its own files.
+
+The figures a lever is judged by (best, final, mean of the last 5, and with ``--ema``
+the raw weights' control) come from each run's ``history.json``, so a table of them
+needs no retraining and no hand copying.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .run import LAST_N, Run, mean_of_last, shown_path, training_hours
+
+
+def run_row(run: Run) -> dict:
+    """One run: its settings, epochs, and validation top-1 (fractions) as it recorded them."""
+    train, history = run.train_config, run.history
+    plan = run.config.get("plan", {})
+    scores = [h["val_accuracy"] for h in history]
+    best = max(range(len(scores)), key=scores.__getitem__) if scores else None
+    raw = [{"val_accuracy": h["raw_val_accuracy"]} for h in history if "raw_val_accuracy" in h]
+    return {
+        "run": shown_path(str(run.root)),
+        "model": f"{train.model}-r{train.repeat}"
+                 + ("" if train.width_multiplier == 1.0 else f"-w{train.width_multiplier:g}"),
+        "init_from": shown_path(train.init_from),
+        "teachers": len(train.teachers or []),
+        "settings": {"lr": plan.get("lr"), "weight_decay": plan.get("weight_decay"),
+                     "ema": train.ema, "mixup": train.mixup,
+                     "augment": run.config.get("augment"), "teacher_flip": train.teacher_flip},
+        "epochs": len(history), "planned_epochs": plan.get("epochs"),
+        "finished": run.finished,
+        "best": None if best is None else scores[best],
+        "best_epoch": None if best is None else history[best]["epoch"],
+        "final": scores[-1] if scores else None,
+        "mean_last5": mean_of_last(history),
+        "raw_mean_last5": mean_of_last(raw) if len(raw) == len(history) else None,
+        "train_hours": training_hours(history),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _settings(row: dict) -> str:
+    s = row["settings"]
+    parts = [f"lr {s['lr']:g}" if s["lr"] is not None else None,
+             f"wd {s['weight_decay']:g}" if s["weight_decay"] is not None else None,
+             f"ema {s['ema']:g}" if s["ema"] else None,
+             f"mixup {s['mixup']:g}" if s["mixup"] else None,
+             f"augment {s['augment']}" if s["augment"] not in (None, "cifar") else None,
+             "teacher flip" if s["teacher_flip"] else None,
+             f"{row['teachers']} teachers" if row["teachers"] else None,
+             f"from {Path(row['init_from']).name}" if row["init_from"] else None]
+    return ", ".join(p for p in parts if p)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table (accuracies in percent)."""
+    lines = [f"| run | model | settings | epochs | best (epoch) | final | mean of last "
+             f"{LAST_N} | raw weights, mean of last {LAST_N} | train h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        epochs = f"{r['epochs']}/{r['planned_epochs']}" if not r["finished"] else str(r["epochs"])
+        best = "-" if r["best"] is None else f"{_pct(r['best'])} ({r['best_epoch']})"
+        lines.append(f"| {r['run']} | {r['model']} | {_settings(r)} | {epochs} | {best} | "
+                     f"{_pct(r['final'])} | {_pct(r['mean_last5'])} | "
+                     f"{_pct(r['raw_mean_last5'])} | {r['train_hours']:.2f} |")
+    return "\n".join(lines)

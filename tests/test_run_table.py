@@ -1,0 +1,55 @@
+"""Runs side by side (``benchmarks/runs_table.py``): figures read from each run's own files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from henet_edge.henet_keras.run import Run
+from henet_edge.henet_keras.run_table import markdown, run_row
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "runs_table.py"
+
+
+def test_a_finished_run_reports_its_history(tiny_run):
+    row = run_row(Run.load(tiny_run))
+    scores = [h["val_accuracy"] for h in Run.load(tiny_run).history]
+    assert row["model"] == "henet-r1" and row["finished"] and row["epochs"] == 2
+    assert row["best"] == max(scores) and row["final"] == scores[-1]
+    assert row["mean_last5"] == pytest.approx(np.mean(scores))
+    assert row["raw_mean_last5"] is None and row["teachers"] == 0
+    assert scores[row["best_epoch"] - 1] == row["best"]
+    assert f"| {100 * scores[-1]:.2f} % |" in markdown([row])
+
+
+def test_an_unfinished_averaged_run_shows_its_progress_and_raw_control(tiny_run, tmp_path):
+    copy = tmp_path / "ema"
+    shutil.copytree(tiny_run, copy)
+    history = json.loads((copy / "history.json").read_text())
+    for i, h in enumerate(history):
+        h["raw_val_accuracy"], h["paused_seconds"] = 0.25 + 0.5 * i, h["seconds"] / 2
+    (copy / "history.json").write_text(json.dumps(history))
+    state = json.loads((copy / "state.json").read_text())
+    (copy / "state.json").write_text(json.dumps({**state, "finished": False}))
+    config = json.loads((copy / "config.json").read_text())
+    config["plan"]["epochs"] = 5
+    (copy / "config.json").write_text(json.dumps(config))
+    row = run_row(Run.load(copy))
+    assert row["raw_mean_last5"] == pytest.approx(0.5)
+    assert row["train_hours"] == pytest.approx(sum(h["seconds"] for h in history) / 2 / 3600)
+    assert "| 2/5 |" in markdown([row])
+
+
+def test_the_script_prints_json_and_refuses_a_folder_that_is_no_run(tiny_run, tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tiny_run), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)[0]["epochs"] == 2
+    bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a run folder" in bad.stderr
