@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io as _io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -41,24 +41,33 @@ def to_float32(model) -> bytes:
     return _quiet_convert(converter)
 
 
-def to_int8(model, calibration_inputs: np.ndarray, io: str = "int8") -> bytes:
-    """Full-integer int8 (per-channel conv weights, int8 activations)."""
+def one_by_one(inputs: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """A converter's representative dataset: each input as a batch of one."""
+    def representative() -> Iterator[list[np.ndarray]]:
+        for x in inputs:
+            yield [x[None].astype(np.float32)]
+
+    return representative
+
+
+def int8_converter(model, calibration_inputs: np.ndarray, io: str = "int8"):
+    """The converter :func:`to_int8` runs (per-channel conv weights, int8 activations)."""
     import tensorflow as tf
 
     if io not in IO_TYPES:
         raise ValueError(f"--io must be one of {', '.join(IO_TYPES)}")
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for x in calibration_inputs:
-            yield [x[None].astype(np.float32)]
-
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = one_by_one(calibration_inputs)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = getattr(tf, io)
     converter.inference_output_type = getattr(tf, io)
-    return _quiet_convert(converter)
+    return converter
+
+
+def to_int8(model, calibration_inputs: np.ndarray, io: str = "int8") -> bytes:
+    """Full-integer int8 (per-channel conv weights, int8 activations)."""
+    return _quiet_convert(int8_converter(model, calibration_inputs, io))
 
 
 def _quiet_convert(converter) -> bytes:
