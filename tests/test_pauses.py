@@ -11,7 +11,7 @@ import sys
 import time
 
 from henet_edge.henet_keras.epochs import write_history
-from henet_edge.henet_keras.pauses import PauseClock
+from henet_edge.henet_keras.pauses import PauseClock, active_seconds
 from henet_edge.henet_keras.run import Run
 
 
@@ -22,9 +22,14 @@ def test_only_heartbeats_later_than_the_gap_count_beyond_one_tick():
     assert clock._paused == 9.5  # 13.4 - 3.4 - 0.5
 
 
+def test_active_seconds_leave_out_the_stop_and_old_rows_count_their_wall_time():
+    assert active_seconds({"seconds": 300.0, "paused_seconds": 120.5}) == 179.5
+    assert active_seconds({"seconds": 300.0}) == 300.0
+
+
 _CHILD = """
 import sys
-from henet_edge.henet_keras.pauses import PauseClock
+from henet_edge.henet_keras.pauses import PauseClock, active_seconds
 clock = PauseClock().start()
 print(f"ready {clock.paused():.3f}", flush=True)
 sys.stdin.readline()

@@ -18,7 +18,7 @@ import numpy as np
 from henet_edge.storage import replacing, write_text_atomic
 
 from .ema import averaged, shipped_weights, uses_average
-from .pauses import PauseClock
+from .pauses import PauseClock, active_seconds
 
 
 def save_model_atomic(model, path: Path) -> None:
@@ -106,7 +106,7 @@ def _averaged_row(row: dict, model, val_ds, batches: list[np.ndarray]) -> dict:
 
 def _epoch_line(row: dict, plan: dict, improved: bool) -> str:
     """The train.log line of one finished epoch."""
-    eta = (row["seconds"] - row.get("paused_seconds", 0.0)) * (plan["epochs"] - row["epoch"])
+    eta = active_seconds(row) * (plan["epochs"] - row["epoch"])
     raw = (f"  (raw {100 * row['raw_val_accuracy']:.2f}%)" if "raw_val_accuracy" in row
            else "")
     return (f"epoch {row['epoch']}/{plan['epochs']}  loss {row['loss']:.4f}  "

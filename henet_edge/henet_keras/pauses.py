@@ -16,6 +16,14 @@ TICK = 0.5  # seconds between heartbeats
 GAP = 2.0  # a heartbeat this late means the process was stopped
 
 
+def active_seconds(row: dict) -> float:
+    """An epoch history row's wall seconds less the time the job was stopped.
+
+    Rows written before ``paused_seconds`` was recorded count their whole wall time.
+    """
+    return row["seconds"] - row.get("paused_seconds", 0.0)
+
+
 class PauseClock:
     """Total seconds the process was stopped since :meth:`start`."""
 

@@ -26,6 +26,7 @@ from .data import (
     same_source,
     split_validation,
 )
+from .pauses import active_seconds
 from .registry import model_spec
 
 CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "summary.json"
@@ -148,7 +149,7 @@ def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
 
 def training_hours(history: list[dict]) -> float:
     """Hours the epochs ran, less any time the job was stopped (where a row records it)."""
-    return sum(h["seconds"] - h.get("paused_seconds", 0.0) for h in history) / 3600
+    return sum(active_seconds(h) for h in history) / 3600
 
 
 def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
