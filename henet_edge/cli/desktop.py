@@ -124,13 +124,18 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
 @click.option("--teacher-flip", is_flag=True,
               help="The teachers label each image and its mirror image, averaged (a "
                    "better teacher for twice its time).")
+@click.option("--qat", is_flag=True,
+              help="Quantization-aware training: round weights and activations as the "
+                   "int8 TFLite model will (ranges calibrated on the starting weights), so "
+                   "they learn to tolerate it; validation then scores the simulated int8 "
+                   "model. Meant for a short fine-tune with --init-from.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @quiet_logs
 @user_errors
 def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recipe, epochs,
           iterations, batch_size, lr, weight_decay, seed, val_split, formulation, limit,
           init_from, ema, mixup, augment, teachers, distill_weight, distill_temperature,
-          teacher_flip, as_json):
+          teacher_flip, qat, as_json):
     """Train HENet (or the ShuffleNet baseline) and write a run folder.
 
     \b
@@ -163,7 +168,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                          weight_decay=weight_decay, teachers=list(teachers) or None,
                          distill_weight=distill_weight,
                          distill_temperature=distill_temperature,
-                         teacher_flip=teacher_flip)
+                         teacher_flip=teacher_flip, qat=qat)
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo

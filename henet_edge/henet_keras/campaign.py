@@ -29,7 +29,7 @@ CAMPAIGN_MODELS: tuple[tuple[str, int], ...] = (
 SHARED_KEYS = ("data", "recipe", "epochs", "seed", "val_split", "limit", "batch_size", "lr",
                "model", "repeat", "width_multiplier", "preprocessing", "init_from", "ema",
                "mixup", "weight_decay", "teachers", "distill_weight", "distill_temperature",
-               "teacher_flip", "augment")
+               "teacher_flip", "augment", "qat")
 PATH_KEYS = ("init_from", "teachers")  # saved relative to the run folder, compared resolved
 QueuedRun = tuple[str, Path, TrainConfig]  # (name, run folder, the settings it must have)
 

@@ -134,8 +134,8 @@ def make_datasets(train: ImageSet, val: ImageSet, *, spec: Preprocessing, augmen
 
 
 def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: int,
-                          seed: int, augment: str = "cifar",
-                          mixup: float | None = None) -> list[np.ndarray]:
+                          seed: int, augment: str = "cifar", mixup: float | None = None,
+                          images: int = RECALIBRATION_IMAGES) -> list[np.ndarray]:
     """A seeded sample of the training split, augmented as in training and normalised.
 
     The averaged weights' batch-norm statistics are computed on it (:mod:`.ema`).
@@ -148,7 +148,7 @@ def recalibration_batches(train: ImageSet, spec: Preprocessing, *, batch_size: i
     import tensorflow as tf
 
     rng = np.random.default_rng([seed, 0xE3A])
-    n = min(RECALIBRATION_IMAGES, len(train))
+    n = min(images, len(train))
     # Shuffled, not sorted: the split is stored class by class, and batches of one
     # class have a far smaller variance in the deep layers than training's mixed batches.
     pick = rng.permutation(len(train))[:n]

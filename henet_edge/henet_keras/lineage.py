@@ -33,6 +33,7 @@ class Stage:
     teachers: tuple[str, ...] = ()  # earlier stages it distils from
     teacher_flip: bool = False
     augment: str | None = None  # the data's own unless set
+    qat: bool = False
 
 
 _KD = {"lr": 0.02, "weight_decay": 1e-4}  # both distillation rounds restart at this lr and decay
@@ -90,7 +91,7 @@ class Lineage:
             epochs=stage.epochs, seed=self.seed, val_split=self.val_split, limit=self.limit,
             batch_size=self.batch_size, lr=stage.lr, weight_decay=stage.weight_decay,
             ema=stage.ema, mixup=stage.mixup, teacher_flip=stage.teacher_flip,
-            augment=stage.augment,
+            augment=stage.augment, qat=stage.qat,
             init_from=None if stage.init_from is None else str(self.run_dir(stage.init_from)),
             teachers=[str(self.run_dir(t)) for t in stage.teachers] or None)
 

@@ -65,6 +65,7 @@ class TrainConfig:
     distill_temperature: float | None = None
     teacher_flip: bool = False  # teachers label each image and its mirror image, averaged
     augment: str | None = None  # one of AUGMENTS; None: the data's own (cifar; svhn none)
+    qat: bool = False  # train with int8 rounding simulated (quantization-aware, see .qat)
 
     def __post_init__(self) -> None:
         """Refuse zero or negative sizes (``None`` means the recipe's value)."""

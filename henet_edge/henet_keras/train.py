@@ -170,7 +170,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "ema", "mixup", "teacher_flip", "augment"):
+        for key in ("model", "repeat", "ema", "mixup", "teacher_flip", "augment", "qat"):
             mine = getattr(config, key)
             if mine not in (None, False) and run.saved_train.get(key) != mine:
                 raise RunError(f"{run_dir}: run was made with {key}="
@@ -237,14 +237,16 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
         if resume and (run_dir / "checkpoint.keras").exists():
             model, history = _restore(run_dir, plan, log)
         else:
-            model, history = _start(config, classes, formulation, plan, log), []
+            model = _start(config, classes, formulation, plan, log, train_set)
+            history = []
             _write_config(run_dir, config, plan, formulation, source, train_set, val_set)
             log(f"model {model.name}: {_weights_phrase(model)}, {formulation} "
                 f"grouped convs; {plural(plan['epochs'], 'epoch')} x "
                 f"{plural(plan['steps_per_epoch'], 'step')} "
                 f"of {plan['batch_size']}, recipe {config.recipe}"
                 + ("" if config.ema is None else f", weight average (EMA) {config.ema}")
-                + ("" if config.mixup is None else f", mixup alpha {config.mixup}"))
+                + ("" if config.mixup is None else f", mixup alpha {config.mixup}")
+                + (", quantization-aware (int8 rounding simulated)" if config.qat else ""))
     batches = (None if config.ema is None else recalibration_batches(
         train_set, Preprocessing.from_dict(config.preprocessing),
         batch_size=plan["batch_size"], seed=config.seed, augment=source.augment,
@@ -312,6 +314,7 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
 
     from . import distill as _distill  # noqa: F401 - registers the distillation loss
     from . import layers as _layers  # noqa: F401 - registers custom layers for loading
+    from . import qat as _qat  # noqa: F401 - registers the quantization-aware layers
 
     _remove_partial_writes(run_dir)
     model = keras.models.load_model(run_dir / "checkpoint.keras")
@@ -327,8 +330,12 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
 
 
 def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
-           log: Callable[[str], None]):
-    """A new model (or ``--init-from``'s weights), compiled with the run's schedule."""
+           log: Callable[[str], None], train_set: ImageSet):
+    """A new model (or ``--init-from``'s weights), compiled with the run's schedule.
+
+    With ``--qat`` it is the quantization-aware copy, its int8 ranges calibrated on
+    the starting weights (:mod:`.qat`).
+    """
     import keras
 
     from .schedule import RecipeSchedule
@@ -338,6 +345,8 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
     if config.init_from:
         init_weights(model, config)
         log(f"weights initialised from {shown_path(config.init_from)}")
+    if config.qat:
+        model = _quantization_aware(model, config, train_set, log)
     schedule = RecipeSchedule(plan["lr"], plan["total_steps"], plan["warmup_steps"],
                               plan["schedule"], tuple(plan["milestones"]))
     average = {} if config.ema is None else {"use_ema": True, "ema_momentum": config.ema}
@@ -346,6 +355,20 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
         **_loss_and_metrics(plan, classes), jit_compile=config.jit_compile,
     )
     return model
+
+
+def _quantization_aware(model, config: TrainConfig, train_set: ImageSet,
+                        log: Callable[[str], None]):
+    """``model``'s quantization-aware copy, ranges calibrated on centre-cropped training images."""
+    from .qat import CALIBRATION_IMAGES, calibrated_ranges, quantization_aware
+
+    images = recalibration_batches(train_set, Preprocessing.from_dict(config.preprocessing),
+                                   batch_size=250, seed=config.seed, augment="none",
+                                   images=CALIBRATION_IMAGES)
+    ranges = calibrated_ranges(model, images)
+    log(f"quantization-aware: int8 rounding simulated on {len(ranges)} tensors and every "
+        f"kernel, ranges from {sum(len(b) for b in images):,} training images")
+    return quantization_aware(model, ranges)
 
 
 def _loss_and_metrics(plan: dict, classes: int) -> dict:
