@@ -162,3 +162,11 @@ def test_resuming_a_plain_run_with_qat_is_refused(tiny_run, tmp_path):
         train(TrainConfig(data=None, model=None, repeat=None, qat=True), copy, resume=True,
               show_bar=False, echo=lambda _m: None)
     assert (copy / "config.json").read_text() == before
+
+
+def test_the_runs_table_names_a_quantization_aware_run(qat_run, tiny_run):
+    from henet_edge.henet_keras.run import Run
+    from henet_edge.henet_keras.run_table import markdown, run_row
+
+    table = markdown([run_row(Run.load(qat_run)), run_row(Run.load(tiny_run))])
+    assert table.count("quantization-aware") == 1

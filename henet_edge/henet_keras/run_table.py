@@ -27,7 +27,8 @@ def run_row(run: Run) -> dict:
         "teachers": len(train.teachers or []),
         "settings": {"lr": plan.get("lr"), "weight_decay": plan.get("weight_decay"),
                      "ema": train.ema, "mixup": train.mixup,
-                     "augment": run.config.get("augment"), "teacher_flip": train.teacher_flip},
+                     "augment": run.config.get("augment"), "teacher_flip": train.teacher_flip,
+                     "qat": train.qat},
         "epochs": len(history), "planned_epochs": plan.get("epochs"),
         "finished": run.finished,
         "best": None if best is None else scores[best],
@@ -51,6 +52,7 @@ def _settings(row: dict) -> str:
              f"mixup {s['mixup']:g}" if s["mixup"] else None,
              f"augment {s['augment']}" if s["augment"] not in (None, "cifar") else None,
              "teacher flip" if s["teacher_flip"] else None,
+             "quantization-aware" if s["qat"] else None,
              f"{row['teachers']} teachers" if row["teachers"] else None,
              f"from {Path(row['init_from']).name}" if row["init_from"] else None]
     return ", ".join(p for p in parts if p)
