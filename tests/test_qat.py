@@ -12,13 +12,13 @@ from henet_edge.henet_keras.train import RunError, TrainConfig, train
 from .conftest import killed_after_last_epoch
 
 
-def _tiny_henet(seed: int = 0):
+def _tiny_henet(seed: int = 0, family: str = "henet"):
     import keras
 
-    from henet_edge.henet_keras.henet import build_henet
+    from henet_edge.henet_keras.registry import model_spec
 
     keras.utils.set_random_seed(seed)
-    return build_henet(repeat=1, fast_groups=True)
+    return model_spec(family).build(repeat=1, fast_groups=True)
 
 
 def _inputs(n: int, seed: int = 0) -> np.ndarray:
@@ -78,13 +78,14 @@ def test_the_copy_keeps_the_weights_in_order_and_rounds_each_stored_tensor_once(
     assert lo <= 0 <= hi and ranges["stem_relu"][0] == 0
 
 
-def test_the_simulation_uses_tflites_scales_and_rounds_its_first_tensor_as_tflite_does():
+@pytest.mark.parametrize("family", ["henet", "shufflenet"])
+def test_the_simulation_uses_tflites_scales_and_rounds_its_first_tensor_as_tflite_does(family):
     from ai_edge_litert.interpreter import Interpreter
 
     from henet_edge.convert.tflite import to_int8
     from henet_edge.henet_keras.qat import calibrated_ranges, quantization_aware
 
-    model = _tiny_henet(seed=2)
+    model = _tiny_henet(seed=2, family=family)
     calibration = _inputs(64, seed=3)
     ranges = calibrated_ranges(model, calibration)
     interpreter = Interpreter(model_content=to_int8(model, calibration),

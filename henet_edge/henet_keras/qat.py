@@ -11,9 +11,11 @@ rounds, so the weights learn to tolerate it:
 - **Activations**: every tensor the int8 model stores (the input, each conv's output
   after its fused batch norm and ReLU, each add, each concat, the logits) is
   fake-quantized to 256 levels over the range TFLite's calibration gives it: the
-  min and max over a calibration sample, widened to hold 0, and one shared range for
-  a concat and all its inputs (the converter requires it). Reshapes, transposes and
-  flattens keep their input's scale, so they are left alone.
+  min and max over a calibration sample, widened to hold 0, one shared range for a
+  concat and all its inputs (the converter requires it), and an add's range taken in
+  by an input that nothing else reads (the converter's calibration sees that buffer
+  overwritten in place). Reshapes, transposes, shuffles and flattens keep their
+  input's scale, so they are left alone.
 
 The ranges are measured once, on the starting weights, and stay fixed: a
 fine-tune at a low rate barely moves them. They live in each :class:`FakeQuant`
@@ -32,11 +34,16 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from .layers import MaskedGroupConv2D
+from .layers import ChannelShuffle, MaskedGroupConv2D
 
 BITS = 8
 CALIBRATION_IMAGES = 1000  # as many as the default model's `convert --num`
-_SAME_SCALE = (layers.Flatten, layers.Reshape, layers.InputLayer)  # value-preserving ops
+# Value-preserving ops, whose output TFLite stores at its input's scale.
+_SAME_SCALE = (layers.Flatten, layers.Reshape, layers.InputLayer, ChannelShuffle)
+# (producer, consumer): the converter fuses the producer's output into the consumer.
+_FUSES_INTO = ((layers.Conv2D, layers.BatchNormalization),
+               (layers.DepthwiseConv2D, layers.BatchNormalization),
+               (layers.BatchNormalization, layers.ReLU), (layers.Add, layers.ReLU))
 
 
 def fake_quant_kernel(kernel, channel_axis: int = -1):
@@ -144,21 +151,19 @@ def _producers(layer) -> list[str]:
 def stored_tensors(model) -> list[str]:
     """The layers whose outputs the int8 model stores as tensors of their own.
 
-    A conv's output is fused with its batch norm, and a batch norm's with the ReLU
-    after it; value-preserving ops (reshape, transpose, shuffle) keep their input's.
+    A conv's output is fused into the batch norm after it, and a batch norm's or an
+    add's into the ReLU after it; value-preserving ops (reshape, transpose, shuffle)
+    keep their input's tensor.
     """
     consumers = _consumers(model)
     names = []
     for layer in model.layers:
         after = consumers[layer.name]
-        if isinstance(layer, (*_SAME_SCALE, layers.Conv2D, layers.DepthwiseConv2D)):
-            continue
-        if isinstance(layer, layers.BatchNormalization) and after and all(
-                isinstance(c, layers.ReLU) for c in after):
-            continue
-        if type(layer).__name__ == "ChannelShuffle":
-            continue
-        names.append(layer.name)
+        fused = any(isinstance(layer, producer) and after
+                    and all(isinstance(c, into) for c in after)
+                    for producer, into in _FUSES_INTO)
+        if not fused and not isinstance(layer, _SAME_SCALE):
+            names.append(layer.name)
     return names
 
 
@@ -180,6 +185,7 @@ def calibrated_ranges(model, images: Sequence[np.ndarray] | np.ndarray) -> dict[
             low[n], high[n] = min(low[n], float(np.min(out))), max(high[n], float(np.max(out)))
         low[input_name] = min(low[input_name], float(np.min(batch)))
         high[input_name] = max(high[input_name], float(np.max(batch)))
+    _widen_single_use_add_inputs(model, low, high)
     changed = True
     while changed:  # a concat's input may itself be a concat's input elsewhere
         changed = False
@@ -192,6 +198,24 @@ def calibrated_ranges(model, images: Sequence[np.ndarray] | np.ndarray) -> dict[
                 if (low[g], high[g]) != (lo, hi):
                     low[g], high[g], changed = lo, hi, True
     return {n: (min(low[n], 0.0), max(high[n], 0.0)) for n in low}
+
+
+def _widen_single_use_add_inputs(model, low: dict, high: dict) -> None:
+    """An add's input that nothing else reads takes in the add's output range.
+
+    TFLite's calibrator logs that input after the add has overwritten its buffer in
+    place (seen with TensorFlow 2.21: ShuffleNet's residual branch gets the range of
+    the sum), so the int8 model rounds it on that wider range.
+    """
+    consumers = _consumers(model)
+    for layer in model.layers:
+        if not isinstance(layer, layers.Add):
+            continue
+        after = consumers[layer.name]
+        out = after[0].name if layer.name not in low and len(after) == 1 else layer.name
+        for name in _producers(layer):
+            if name in low and out in low and [c.name for c in consumers[name]] == [layer.name]:
+                low[name], high[name] = min(low[name], low[out]), max(high[name], high[out])
 
 
 def quantization_aware(model, ranges: dict[str, tuple]):
