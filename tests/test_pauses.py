@@ -71,3 +71,22 @@ def test_history_of_older_rows_takes_the_new_column(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["paused_seconds"] for r in rows] == ["", "2.0"]
     assert json.loads((tmp_path / "history.json").read_text()) == [old, new]
+
+
+def test_the_live_bar_leaves_a_pause_out_of_its_images_per_second(monkeypatch):
+    from types import SimpleNamespace
+
+    from henet_edge.henet_keras import epochs
+
+    progress = epochs._ProgressBar({"steps_per_epoch": 10, "batch_size": 100, "epochs": 1},
+                                   show=False)
+    stopped = iter([0.0, 9.0])  # seconds stopped, at the epoch's start and at its step
+    monkeypatch.setattr(progress.pauses, "paused", lambda: next(stopped))
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(epochs.time, "perf_counter", lambda: next(clock))
+    progress.start(0)
+    shown: dict = {}
+    progress.bar = SimpleNamespace(set_postfix=lambda **kw: shown.update(kw),
+                                   update=lambda _n: None)
+    progress.step(0, {"loss": 1.0, "accuracy": 0.5})
+    assert shown["img_s"] == "100"  # 100 images in the 1 s it ran, not the 10 s of wall time

@@ -135,9 +135,9 @@ class _ProgressBar:
                             dynamic_ncols=True)
 
     def step(self, batch: int, logs: dict) -> None:
-        if self.bar is not None:
-            rate = (batch + 1) * self.plan["batch_size"] / max(time.perf_counter() - self.t0,
-                                                               1e-9)
+        if self.bar is not None:  # images/s over the time the job ran, as the log's
+            ran = time.perf_counter() - self.t0 - (self.pauses.paused() - self.paused0)
+            rate = (batch + 1) * self.plan["batch_size"] / max(ran, 1e-9)
             self.bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.3f}",
                                  img_s=f"{rate:.0f}")
             self.bar.update(1)
