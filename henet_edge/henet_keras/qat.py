@@ -170,8 +170,9 @@ def stored_tensors(model) -> list[str]:
 def calibrated_ranges(model, images: Sequence[np.ndarray] | np.ndarray) -> dict[str, tuple]:
     """``{layer: (low, high)}`` for the input and every stored tensor, as TFLite calibrates.
 
-    The min and max over ``images`` (inference mode), then one range over each concat
-    and its inputs, so they share a scale as the converter makes them.
+    The min and max over ``images`` (inference mode); then an add's range taken in by
+    an input only the add reads, and one range over each concat and its inputs, as
+    the converter makes them.
     """
     names = stored_tensors(model)
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
