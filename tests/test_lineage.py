@@ -75,3 +75,12 @@ def test_the_script_lists_every_stage_as_new_in_an_empty_root(tmp_path):
     assert [r["run"] for r in rows] == [s.name for s in DEFAULT_LINEAGE]
     assert {r["state"] for r in rows} == {"new"}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stage_carries_every_distillation_setting_into_its_config():
+    stage = Stage("s", teachers=("t",), teacher_flip=True, distill_temperature=1.0,
+                  augment="cifar", mixup=1.0)
+    config = Lineage(root=Path("r"), data="d", stages=(Stage("t"), stage)).config(stage)
+    assert (config.distill_temperature, config.teacher_flip, config.augment,
+            config.mixup) == (1.0, True, "cifar", 1.0)
+    assert config.teachers == [str(Path("r") / "t")]

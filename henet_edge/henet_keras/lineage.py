@@ -32,6 +32,7 @@ class Stage:
     init_from: str | None = None  # an earlier stage, whose weights it starts from
     teachers: tuple[str, ...] = ()  # earlier stages it distils from
     teacher_flip: bool = False
+    distill_temperature: float | None = None  # the default's unless set
     augment: str | None = None  # the data's own unless set
     qat: bool = False
 
@@ -51,6 +52,10 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
     Stage("henet-r3-cifar10-more", epochs=18, lr=0.05, init_from="henet-r3-cifar10"),
     Stage("henet-r3-cifar10-longer", epochs=40, lr=0.05, init_from="henet-r3-cifar10-more"),
     Stage("henet-r3-kd2", epochs=60, **_KD, ema=0.9995, init_from="henet-r3-kd",
+          teachers=("henet-r3-long", "henet-r3-cifar10-longer",
+                    "equal-budget/shufflenet-r5", "henet-r3-kd")),
+    Stage("henet-r3-kd2-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
+          distill_temperature=1.0, init_from="henet-r3-kd2",
           teachers=("henet-r3-long", "henet-r3-cifar10-longer",
                     "equal-budget/shufflenet-r5", "henet-r3-kd")),
     Stage("henet-r3-kd3", epochs=60, **_KD, ema=0.9995, mixup=1.0, teacher_flip=True,
@@ -91,6 +96,7 @@ class Lineage:
             epochs=stage.epochs, seed=self.seed, val_split=self.val_split, limit=self.limit,
             batch_size=self.batch_size, lr=stage.lr, weight_decay=stage.weight_decay,
             ema=stage.ema, mixup=stage.mixup, teacher_flip=stage.teacher_flip,
+            distill_temperature=stage.distill_temperature,
             augment=stage.augment, qat=stage.qat,
             init_from=None if stage.init_from is None else str(self.run_dir(stage.init_from)),
             teachers=[str(self.run_dir(t)) for t in stage.teachers] or None)
