@@ -63,7 +63,7 @@ def test_a_stage_building_on_a_later_stage_is_refused():
 
 def test_the_default_lineage_ends_with_a_distilled_henet_r3():
     last = DEFAULT_LINEAGE[-1]
-    assert (last.model, last.repeat) == ("henet", 3) and last.teachers and last.init_from
+    assert (last.model, last.repeat) == ("henet", 3) and last.teachers
 
 
 def test_the_script_lists_every_stage_as_new_in_an_empty_root(tmp_path):
