@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from henet_edge.device.classify import DEFAULT_BUNDLE
 from henet_edge.henet_keras.campaign import check_queue, run_queue
-from henet_edge.henet_keras.lineage import DEFAULT_LINEAGE, Lineage, Stage
+from henet_edge.henet_keras.lineage import DEFAULT_LINEAGE, SHIPPED_STAGE, Lineage, Stage
 from henet_edge.henet_keras.run import Run, RunError
 
 STAGES = (Stage("a", repeat=1, epochs=1),
@@ -84,3 +86,12 @@ def test_a_stage_carries_every_distillation_setting_into_its_config():
     assert (config.distill_temperature, config.teacher_flip, config.augment,
             config.mixup) == (1.0, True, "cifar", 1.0)
     assert config.teachers == [str(Path("r") / "t")]
+
+
+def test_the_packaged_bundle_converts_the_shipped_stage_s_committed_weights():
+    """The default model's record names the run it came from; the hashes must agree."""
+    assert SHIPPED_STAGE in [stage.name for stage in DEFAULT_LINEAGE]
+    run_dir = Path(__file__).resolve().parent.parent / "training" / SHIPPED_STAGE
+    manifest = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
+    source = run_dir / manifest["source_model"]["file"]
+    assert manifest["source_model"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()

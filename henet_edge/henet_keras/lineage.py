@@ -71,6 +71,8 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
                     "equal-budget/shufflenet-r5", "henet-r3-kd3")),
 )
 
+SHIPPED_STAGE = "henet-r3-kd2-t1"  # whose best.keras the packaged default bundle converts
+
 
 @dataclass(frozen=True)
 class Lineage:
