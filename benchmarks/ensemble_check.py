@@ -47,14 +47,12 @@ def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None,
 
     import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
     from henet_edge.device.preprocess import preprocess_pixels
-    from henet_edge.henet_keras.run import Run, held_out_differences
+    from henet_edge.henet_keras.run import RunError, load_runs_on_one_split
 
-    runs = [Run.load(d) for d in run_dirs]
-    for run in runs[1:]:
-        differ = held_out_differences(run, runs[0].train_config)
-        if differ:
-            raise click.UsageError(f"{run.root} held out other images than {runs[0].root}: "
-                                   + ", ".join(differ))
+    try:
+        runs = load_runs_on_one_split(run_dirs)
+    except RunError as exc:
+        raise click.UsageError(str(exc)) from None
     val, note = runs[0].validation()
     print(f"validation: {note}, {len(val)} images")
     probs = []

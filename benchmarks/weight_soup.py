@@ -41,19 +41,17 @@ def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
     from henet_edge.henet_keras.ema import recalibrate_batch_norm
     from henet_edge.henet_keras.run import (
         FINAL_MODEL,
-        Run,
-        held_out_differences,
+        RunError,
+        load_runs_on_one_split,
         load_training_data,
     )
 
     if len(run_dirs) < 2:
         raise click.UsageError("a soup needs at least two runs")
-    runs = [Run.load(d) for d in run_dirs]
-    for run in runs[1:]:
-        differ = held_out_differences(run, runs[0].train_config)
-        if differ:
-            raise click.UsageError(f"{run.root} held out other images than {runs[0].root}: "
-                                   + ", ".join(differ))
+    try:
+        runs = load_runs_on_one_split(run_dirs)
+    except RunError as exc:
+        raise click.UsageError(str(exc)) from None
     source, train_set, val = load_training_data(runs[0].train_config)
     x_val = preprocess_pixels(val.images, runs[0].preprocessing)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from henet_edge.henet_keras.run import Run, RunError, mean_of_last
+from henet_edge.henet_keras.run import Run, RunError, load_runs_on_one_split, mean_of_last
 
 
 def _history(*accuracies):
@@ -97,3 +97,15 @@ def test_a_shufflenet_run_that_recorded_an_ignored_width_still_loads(tiny_run, t
     config["train"].update(model="shufflenet", width_multiplier=2.0)
     (run / "config.json").write_text(json.dumps(config))
     assert Run.load(run).train_config.width_multiplier == 1.0
+
+
+def test_runs_scored_side_by_side_must_hold_out_the_same_images(tiny_run, tmp_path):
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(tiny_run, same)
+    shutil.copytree(tiny_run, other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["seed"] = 1
+    (other / "config.json").write_text(json.dumps(config))
+    assert [r.root for r in load_runs_on_one_split([tiny_run, same])] == [tiny_run, same]
+    with pytest.raises(RunError, match=r"other held out other images than .*tiny: seed \(1\)"):
+        load_runs_on_one_split([tiny_run, same, other])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -140,6 +141,17 @@ def held_out_differences(run: Run, config: TrainConfig,
     return [f"{key} ({theirs.get(key)!r})" for key in keys
             if theirs.get(key) != getattr(config, key)
             and not (key == "data" and same_source(theirs.get(key), config.data))]
+
+
+def load_runs_on_one_split(run_dirs: Iterable[Path]) -> list[Run]:
+    """Load runs to score side by side; refuse one that held out other images than the first."""
+    runs = [Run.load(d) for d in run_dirs]
+    for run in runs[1:]:
+        differ = held_out_differences(run, runs[0].train_config)
+        if differ:
+            raise RunError(f"{run.root} held out other images than {runs[0].root}: "
+                           + ", ".join(differ))
+    return runs
 
 
 def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
