@@ -39,7 +39,7 @@ class Stage:
 
 _KD = {"lr": 0.02, "weight_decay": 1e-4}  # the distillation rounds restart at this lr and decay
 
-# What made the shipped model (henet-r3-kd) and the rounds trained since to beat it, in
+# What made the shipped model (SHIPPED_STAGE) and the rounds trained since to beat it, in
 # an order that trains every stage's donor and teachers first. The names are the
 # folders under training/ that hold each run.
 DEFAULT_LINEAGE: tuple[Stage, ...] = (
