@@ -60,7 +60,8 @@ def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
         return 100 * float(np.mean(np.argmax(logits, 1) == val.labels))
 
     models = [keras.models.load_model(run.root / FINAL_MODEL, compile=False) for run in runs]
-    shapes = [[w.shape for w in m.get_weights()] for m in models]
+    weights = [m.get_weights() for m in models]
+    shapes = [[w.shape for w in ws] for ws in weights]
     if any(s != shapes[0] for s in shapes[1:]):
         raise click.UsageError("the runs' models differ in architecture")
     print(f"validation: {len(val)} images")
@@ -70,14 +71,12 @@ def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
         print(f"  {run.root} ({FINAL_MODEL}): top-1 {scores[-1]:.2f} %", flush=True)
     print(f"members: mean {np.mean(scores):.2f} %, best {max(scores):.2f} %")
     soup = models[0]
-    soup.set_weights([np.mean(ws, axis=0) for ws in zip(*(m.get_weights() for m in models),
-                                                          strict=True)])
+    soup.set_weights([np.mean(ws, axis=0) for ws in zip(*weights, strict=True)])
     print(f"soup of {len(runs)}, mean of their statistics: top-1 {top1(soup):.2f} %",
           flush=True)
-    augment = runs[0].train_config.augment or source.augment
     for seed in reversed(range(samples)):  # seed 0 last, so --out keeps its statistics
         batches = datasets.recalibration_batches(
-            train_set, runs[0].preprocessing, batch_size=128, seed=seed, augment=augment,
+            train_set, runs[0].preprocessing, batch_size=128, seed=seed, augment=source.augment,
             mixup=runs[0].train_config.mixup)
         recalibrate_batch_norm(soup, batches)
         print(f"soup of {len(runs)}, statistics recomputed (sample {seed}): "
