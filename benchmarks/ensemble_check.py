@@ -24,11 +24,6 @@ import click
 import numpy as np
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -47,6 +42,7 @@ def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None,
 
     import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
     from henet_edge.device.preprocess import preprocess_pixels
+    from henet_edge.device.runtime import softmax
     from henet_edge.henet_keras.run import RunError, load_runs_on_one_split
 
     try:

@@ -25,12 +25,6 @@ import click
 import numpy as np
 
 
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--images", type=click.IntRange(1), default=5000, show_default=True,
@@ -44,6 +38,7 @@ def main(run_dir: Path, images: int, as_json: bool) -> None:
 
     import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
     from henet_edge.device.preprocess import preprocess_pixels
+    from henet_edge.device.runtime import softmax
     from henet_edge.henet_keras.run import Run, load_training_data
     from henet_edge.henet_keras.teachers import DEFAULT_TEMPERATURE, check_teachers
 
@@ -69,10 +64,10 @@ def main(run_dir: Path, images: int, as_json: bool) -> None:
         x = preprocess_pixels(pixels, run.preprocessing)
         views = [x, x[:, :, ::-1]] if config.teacher_flip else [x]
         raw = [logits(m, v) for m in members for v in views]
-        ensemble = np.mean([_softmax(z, 1.0) for z in raw], axis=0)
-        soft = np.mean([_softmax(z, temperature) for z in raw], axis=0)
+        ensemble = np.mean([softmax(z) for z in raw], axis=0)
+        soft = np.mean([softmax(z / temperature) for z in raw], axis=0)
         mine = logits(student, x)
-        kl = np.sum(soft * (np.log(soft + 1e-12) - np.log(_softmax(mine, temperature) + 1e-12)),
+        kl = np.sum(soft * (np.log(soft + 1e-12) - np.log(softmax(mine / temperature) + 1e-12)),
                     axis=1)
         result[split] = {
             "images": len(x),

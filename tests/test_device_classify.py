@@ -19,7 +19,7 @@ from henet_edge.device.bundle import BundleError, sha256_file
 from henet_edge.device.classify import Classifier, ClassifyError, classify_paths
 from henet_edge.device.inputs import LabelsError, iter_inputs, read_labels
 from henet_edge.device.preprocess import open_image
-from henet_edge.device.runtime import ModelError
+from henet_edge.device.runtime import ModelError, softmax
 
 from .device_helpers import (
     colour_image,
@@ -436,3 +436,10 @@ def test_classify_prints_no_runtime_banner(tmp_path, tiny_bundle):
     assert "x.png:" in proc.stdout
     assert proc.stderr.startswith("model: ")
     assert "Created TensorFlow Lite" not in proc.stderr
+
+
+def test_softmax_normalises_one_image_or_each_row_of_a_batch():
+    logits = np.array([[1000.0, 1000.0, 0.0], [0.0, np.log(3.0), -np.inf]])
+    rows = softmax(logits)  # large logits must not overflow
+    assert np.allclose(rows, [[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]])
+    assert np.allclose(softmax(logits[1]), rows[1])

@@ -250,7 +250,7 @@ def open_model(path: str | Path, **kwargs: Any) -> TFLiteModel:
         raise ModelError(str(exc)) from None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max()
-    e = np.exp(z)
-    return e / e.sum()
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities along ``axis`` (the last: one image's logits, or a batch's rows)."""
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
