@@ -17,6 +17,9 @@ def test_int8_instructions_are_read_from_cpuinfo(tmp_path):
     epyc = _cpuinfo(tmp_path / "x86", "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f "
                                       "avx512_vnni avx512_bf16\n")
     assert epyc.int8_features() == ["AVX-512 VNNI"]
+    xeon = _cpuinfo(tmp_path / "xeon", "processor\t: 0\nflags\t\t: avx512f avx512_vnni "
+                                       "amx_bf16 avx_vnni amx_tile amx_int8\n")
+    assert xeon.int8_features() == ["AVX-512 VNNI", "AVX-VNNI", "AMX-INT8"]
     a76 = _cpuinfo(tmp_path / "a76", "processor\t: 0\nFeatures\t: fp asimd aes crc32 "
                                      "atomics asimdrdm lrcpc dcpop asimddp\n")
     assert a76.int8_features() == ["Arm dot-product"]

@@ -199,8 +199,10 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     passes. A run is marked suspect when the CPU was throttled, the governor
     was not `performance`, or the latencies spread too widely for a quiet
     core (p90 over twice the median, or a standard deviation over half the
-    mean). The CPU's int8 instructions (AVX-512 VNNI, Arm dot-product) are
-    printed with the result: int8's speed-up depends on them.
+    mean). The CPU's int8 instructions (AVX-512 VNNI, AMX-INT8, Arm
+    dot-product) are printed with the result. They do not settle whether int8
+    is faster: that also depends on the runtime's kernels for the model's
+    convs, so time both (`--precision all`).
 
     \b
     Example:

@@ -50,9 +50,11 @@ def decode_throttled(value: int) -> dict[str, Any]:
             "other_bits": hex(value & ~sum(1 << b for b in THROTTLE_BITS))}
 
 
-# CPU instructions that make int8 inference fast, as /proc/cpuinfo names them.
+# CPU instructions that can make int8 inference fast, as /proc/cpuinfo names them.
+# Whether they do depends on the runtime's kernels for each op, so timing says.
 INT8_FEATURES = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
-                 ("asimddp", "Arm dot-product"), ("i8mm", "Arm i8mm"))
+                 ("amx_int8", "AMX-INT8"), ("asimddp", "Arm dot-product"),
+                 ("i8mm", "Arm i8mm"))
 
 
 def describe_int8_features(features: list[str] | str) -> str:
