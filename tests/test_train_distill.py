@@ -78,10 +78,10 @@ def test_teachers_label_the_same_augmented_images_the_student_sees(image_folder)
     assert next(iter(val_ds))[1].shape[-1] == 3  # validation keeps bare labels
 
 
-def test_flipped_teachers_average_each_image_and_its_mirror():
+def test_flipped_teachers_average_each_image_and_its_mirror(capfd):
     import keras
 
-    from henet_edge.henet_keras.distill import soft_targets
+    from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
 
     rng = np.random.default_rng(1)
     images = rng.standard_normal((5, 4, 6, 3)).astype("float32")  # not symmetric
@@ -92,11 +92,33 @@ def test_flipped_teachers_average_each_image_and_its_mirror():
         return _softmax(np.asarray(teacher(x)), 2.0)
 
     expected = (probs(images) + probs(images[:, :, ::-1])) / 2
-    got = np.asarray(soft_targets([teacher], 2.0, flip=True)(images))
+    got = TFLiteTeachers([teacher], 2.0, flip=True).labels(images)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    plain = np.asarray(soft_targets([teacher], 2.0)(images))
+    plain = TFLiteTeachers([teacher], 2.0).labels(images)
     np.testing.assert_allclose(plain, probs(images), rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, plain)
+    assert capfd.readouterr().out == ""  # the converter's signature dump stays out of stdout
+
+
+def test_tflite_teachers_label_as_their_keras_models_do_in_the_pipeline(tiny_run):
+    """Real HENet teachers (native grouped convs), any batch size, as a tf.data op."""
+    import tensorflow as tf
+
+    from henet_edge.henet_keras.distill import load_teachers
+    from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
+
+    models = load_teachers([Run.load(tiny_run)] * 2, classes=3)
+    teachers = TFLiteTeachers(models, 4.0, flip=True, threads=1)
+    rng = np.random.default_rng(2)
+    shape = tuple(models[0].inputs[0].shape[1:])
+    for batch in (8, 3, 8):  # the interpreters follow the batch size
+        x = rng.standard_normal((batch, *shape)).astype("float32")
+        keras_probs = np.mean([_softmax(np.asarray(m(v, training=False)), 4.0)
+                               for m in models for v in (x, x[:, :, ::-1])], axis=0)
+        ds = tf.data.Dataset.from_tensors(x).map(teachers)
+        got = next(iter(ds))
+        assert got.shape == (batch, 3)
+        np.testing.assert_allclose(got, keras_probs, rtol=1e-4, atol=1e-6)
 
 
 def test_a_flipped_teacher_run_records_it_and_refuses_another_resume(
@@ -107,7 +129,8 @@ def test_a_flipped_teacher_run_records_it_and_refuses_another_resume(
     config = json.loads((run_dir / "config.json").read_text())
     assert config["plan"]["distillation"]["flip"] is True
     assert Run.load(run_dir).train_config.teacher_flip is True
-    assert any(line.endswith("each image and its mirror image") for line in lines)
+    assert any("each image and its mirror image; teachers run as float32 TFLite" in line
+               for line in lines)
 
 
 def test_resume_with_flipped_teachers_is_refused_for_a_run_without(

@@ -3,7 +3,7 @@
 Each training batch's targets become ``[one-hot labels | teachers' soft labels]``:
 the teachers (one or more finished run folders, averaged as an ensemble) see the
 very same augmented images as the student, inside the input pipeline, at the
-temperature ``T``. The loss is Hinton's:
+temperature ``T`` (run as TFLite models: :mod:`.tflite_teachers`). The loss is Hinton's:
 
     (1 - w) * cross-entropy(labels, student)  +  w * T^2 * KL(teachers_T || student_T)
 
@@ -17,7 +17,6 @@ may teach is checked there too, before TensorFlow is imported.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import keras
 from keras import ops
@@ -26,12 +25,8 @@ from .run import Run, RunError
 from .teachers import DEFAULT_TEMPERATURE, DEFAULT_WEIGHT
 
 
-def load_teachers(runs: list[Run], classes: int, build: Callable[..., keras.Model]) -> list:
-    """Each teacher's shipped weights (``best.keras``, else ``model.keras``) in a fast form.
-
-    ``build(run)`` makes the run's architecture with masked grouped convs (fast on a
-    CPU); the saved native weights load into it unchanged.
-    """
+def load_teachers(runs: list[Run], classes: int) -> list[keras.Model]:
+    """Each teacher's shipped weights (``best.keras``, else ``model.keras``), checked."""
     from . import layers as _layers  # noqa: F401 - registers custom layers for loading
 
     models = []
@@ -40,27 +35,9 @@ def load_teachers(runs: list[Run], classes: int, build: Callable[..., keras.Mode
         if int(saved.outputs[0].shape[-1]) != classes:
             raise RunError(f"--teacher {run.root}: it has {saved.outputs[0].shape[-1]} "
                            f"classes, this run {classes}")
-        fast = build(run)
-        fast.set_weights(saved.get_weights())
-        fast.trainable = False
-        models.append(fast)
+        saved.trainable = False
+        models.append(saved)
     return models
-
-
-def soft_targets(teachers: list, temperature: float, flip: bool = False) -> Callable:
-    """``images -> mean of the teachers' softmax(logits / T)``, for the input pipeline.
-
-    With ``flip`` each teacher also labels the mirror image of each image (NHWC), and
-    the mean runs over both views: a flip-averaged teacher, usually a better one.
-    """
-
-    def targets(images):
-        views = [images, ops.flip(images, axis=2)] if flip else [images]
-        probs = [ops.softmax(t(v, training=False) / temperature)
-                 for t in teachers for v in views]
-        return ops.mean(ops.stack(probs), axis=0)
-
-    return targets
 
 
 @keras.saving.register_keras_serializable(package="henet_edge")

@@ -262,7 +262,7 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes,
-        soft_targets=_soft_targets(teachers, classes, formulation, plan, log),
+        soft_targets=_soft_targets(teachers, classes, plan, log),
         mixup=config.mixup)
     callback = epoch_callback(run_dir, plan, history, best, log,
                               show_bar and sys.stderr.isatty(), val_ds, batches)
@@ -273,21 +273,23 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
                       callback.checkpoints.best, log, batches)
 
 
-def _soft_targets(runs: list[Run], classes: int, formulation: str, plan: dict,
+def _soft_targets(runs: list[Run], classes: int, plan: dict,
                   log: Callable[[str], None]) -> Callable | None:
     """The soft-label function of the checked teacher ``runs`` (None without teachers)."""
     if not runs:
         return None
-    from .distill import load_teachers, soft_targets
+    from .distill import load_teachers
+    from .tflite_teachers import TFLiteTeachers
 
-    teachers = load_teachers(runs, classes, lambda run: build_for(
-        run.train_config, classes, fast_groups=formulation == "masked"))
     distill = plan["distillation"]
+    teachers = TFLiteTeachers(load_teachers(runs, classes), distill["temperature"],
+                              flip=distill.get("flip", False))
     log(f"distilling from {plural(len(runs), 'teacher')} "
         f"({', '.join(shown_path(str(r.root)) for r in runs)}): weight {distill['weight']}, "
         f"temperature {distill['temperature']}"
-        + (", each image and its mirror image" if distill.get("flip") else ""))
-    return soft_targets(teachers, distill["temperature"], flip=distill.get("flip", False))
+        + (", each image and its mirror image" if distill.get("flip") else "")
+        + f"; teachers run as float32 TFLite, {plural(teachers.threads, 'thread')}")
+    return teachers
 
 
 def _load_data(config: TrainConfig, log: Callable[[str], None]):

@@ -1,0 +1,82 @@
+"""The teachers of ``train --teacher`` as float32 TFLite models: the same labels, sooner.
+
+Distillation spends most of an epoch in the teachers' forward passes (eight a batch
+for four teachers with ``--teacher-flip``). XNNPACK runs those passes faster than
+TensorFlow's Keras forward pass on a CPU, and their outputs agree to float32
+rounding. So each teacher is converted once, at the start of training, to a float32
+TFLite model with its native grouped convs, and labels the input pipeline's batches
+through ``tf.numpy_function``; the student still trains in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+
+import numpy as np
+
+from henet_edge.device.runtime import find_runtime, softmax, without_delegate_banner
+
+
+def to_tflite(model) -> bytes:
+    """``model`` (any batch size) as a float32 TFLite flatbuffer of builtin ops only."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras's exporter prints its signatures
+        return converter.convert()
+
+
+class TFLiteTeachers:
+    """``images -> mean of the teachers' softmax(logits / T)``, for the input pipeline.
+
+    With ``flip`` each teacher also labels the mirror image of each image (NHWC), and
+    the mean runs over both views: a flip-averaged teacher, usually a better one.
+    ``models`` are the teachers as Keras models; ``threads`` is XNNPACK's (default:
+    every core).
+    """
+
+    def __init__(self, models: list, temperature: float, flip: bool = False,
+                 threads: int | None = None):
+        self.temperature, self.flip = temperature, flip
+        self.threads = threads or os.cpu_count() or 1
+        self.classes = int(models[0].outputs[0].shape[-1])
+        module = find_runtime().module
+        with without_delegate_banner():
+            self._interpreters = [module.Interpreter(model_content=to_tflite(m),
+                                                     num_threads=self.threads)
+                                  for m in models]
+        self._batch = [None] * len(models)
+        self._lock = threading.Lock()  # an interpreter runs one call at a time
+
+    def _logits(self, i: int, images: np.ndarray) -> np.ndarray:
+        interpreter = self._interpreters[i]
+        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+        if self._batch[i] != images.shape:
+            interpreter.resize_tensor_input(source["index"], images.shape)
+            with without_delegate_banner():
+                interpreter.allocate_tensors()
+            self._batch[i] = images.shape
+        interpreter.set_tensor(source["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(result["index"])
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        """The soft labels of a batch of model-ready images, in NumPy."""
+        images = np.asarray(images, np.float32)
+        views = [images, np.ascontiguousarray(images[:, :, ::-1])] if self.flip else [images]
+        with self._lock:
+            probs = [softmax(self._logits(i, v) / self.temperature)
+                     for i in range(len(self._interpreters)) for v in views]
+        return np.mean(probs, axis=0).astype(np.float32)
+
+    def __call__(self, images):
+        """The same, as a TensorFlow op (inside a ``tf.data`` map)."""
+        import tensorflow as tf
+
+        targets = tf.numpy_function(self.labels, [images], tf.float32, stateful=False)
+        targets.set_shape((images.shape[0], self.classes))
+        return targets
