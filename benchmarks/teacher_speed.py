@@ -1,0 +1,92 @@
+"""The teachers' labelling of one training batch: Keras forward pass against TFLite.
+
+    python benchmarks/teacher_speed.py RUN... [--flip] [--batch 128] [--passes 10]
+
+``train --teacher`` labels every training batch with the teachers' mean
+softmax(logits / T). This times that labelling both ways, alternating, on one
+seeded batch: the Keras teachers as training used to run them (masked dense
+grouped convs, oneDNN, one ``tf.function``), and :class:`TFLiteTeachers`, which
+training now uses (float32 TFLite, XNNPACK, native grouped convs). It prints
+each one's median ms per batch, their ratio, and the largest difference between
+their labels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--flip", is_flag=True, help="Each teacher also labels the mirror images.")
+@click.option("--temperature", default=4.0, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--passes", type=click.IntRange(1), default=10, show_default=True,
+              help="Timed batches per way per round (after one warm-up).")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
+         passes: int, rounds: int) -> None:
+    from henet_edge.henet_keras.tf_env import prepare_tensorflow
+
+    prepare_tensorflow()
+    import tensorflow as tf
+
+    from henet_edge.device.environment import Probe, describe_int8_features
+    from henet_edge.henet_keras.distill import load_teachers
+    from henet_edge.henet_keras.run import load_runs_on_one_split
+    from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
+    from henet_edge.henet_keras.train import build_for
+
+    runs = load_runs_on_one_split(run_dirs)
+    classes = len(runs[0].labels)
+    saved = load_teachers(runs, classes)
+    masked = []
+    for run, model in zip(runs, saved, strict=True):
+        fast = build_for(run.train_config, classes, fast_groups=True)
+        fast.set_weights(model.get_weights())
+        masked.append(fast)
+
+    @tf.function
+    def keras_labels(images):
+        views = [images, tf.reverse(images, axis=[2])] if flip else [images]
+        return tf.reduce_mean(tf.stack([tf.nn.softmax(m(v, training=False) / temperature)
+                                        for m in masked for v in views]), axis=0)
+
+    tflite = TFLiteTeachers(saved, temperature, flip=flip)
+    shape = tuple(saved[0].inputs[0].shape[1:])
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    ways = {"keras": lambda: keras_labels(tf.constant(x)).numpy(),
+            "tflite": lambda: tflite.labels(x)}
+    labels = {name: way() for name, way in ways.items()}  # warm-up (tracing, allocation)
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            t0 = time.perf_counter()
+            for _ in range(passes):
+                way()
+            times[name].append((time.perf_counter() - t0) / passes * 1000)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    views = 2 if flip else 1
+    probe = Probe()
+    print(f"CPU: {probe.cpu()} ({describe_int8_features(probe.int8_features())})")
+    print(f"{len(runs)} teachers x {views} view(s), batch {batch}, "
+          f"TFLite on {tflite.threads} thread(s); median of {rounds} x {passes} batches")
+    for name in ways:
+        print(f"  {name:7s} {med[name]:8.1f} ms/batch  (rounds: "
+              + ", ".join(f"{t:.1f}" for t in times[name]) + ")")
+    print(f"  tflite speed-up over keras: {med['keras'] / med['tflite']:.2f}x; largest label "
+          f"difference {np.abs(labels['keras'] - labels['tflite']).max():.1e}")
+
+
+if __name__ == "__main__":
+    main()
