@@ -45,6 +45,9 @@ def test_every_model_is_an_ordinary_finished_run_with_the_shared_recipe(finished
         assert (train["model"], train["repeat"], train["epochs"]) == (family, 1, 2)
     rows = check_campaign(_campaign(finished, image_folder))
     assert [r["state"] for r in rows] == ["finished", "finished"]
+    assert [(r["epochs_done"], r["epochs"]) for r in rows] == [(2, 2), (2, 2)]
+    history = json.loads((finished / "henet-r1" / "history.json").read_text())
+    assert rows[0]["best_val_accuracy"] == max(h["val_accuracy"] for h in history)
 
 
 def test_running_again_skips_finished_runs(finished, image_folder):
@@ -124,6 +127,8 @@ def test_a_killed_checkpoint_save_resumes_from_the_last_complete_checkpoint(imag
 
     with pytest.raises(_Killed):
         run_campaign(campaign, echo=die_after_first_epoch, show_bar=False)
+    (row,) = check_campaign(campaign)
+    assert (row["state"], row["epochs_done"], row["epochs"]) == ("partial", 1, 3)
     run = tmp_path / "henet-r1"
     # What a kill in the middle of the next epoch's writes leaves: a partial save under its
     # temporary name, and state.json one epoch behind the checkpoint.

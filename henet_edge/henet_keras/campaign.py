@@ -103,8 +103,16 @@ def check_queue(queue: list[QueuedRun]) -> list[dict]:
         elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
             raise RunError(f"{run_dir}: folder exists, holds files and no config.json; "
                            "it is not a run folder this campaign made")
-        rows.append({"run": name, "run_dir": str(run_dir), "state": state})
+        row = {"run": name, "run_dir": str(run_dir), "state": state}
+        rows.append(row if state == "new" else {**row, **progress(Run.load(run_dir))})
     return rows
+
+
+def progress(run: Run) -> dict:
+    """Epochs recorded of those planned, and the best validation top-1 so far."""
+    history = run.history
+    return {"epochs_done": len(history), "epochs": run.config.get("plan", {}).get("epochs"),
+            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None)}
 
 
 def run_queue(queue: list[QueuedRun], *, echo: Callable[[str], None] = print,
