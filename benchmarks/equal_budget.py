@@ -4,6 +4,7 @@
     python benchmarks/equal_budget.py status  # what is finished, in progress, to do
     python benchmarks/equal_budget.py report  # convert + score finished runs, time them
                                               # together, write results.{json,md} + PNGs
+    python benchmarks/equal_budget.py report --lowering dense  # the same, another lowering
 
 Each model is an ordinary run folder under ``training/equal-budget/<family>-r<N>/``.
 Killed at any point, the same command continues where it stopped (at most one epoch
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS  # noqa: E402
 from henet_edge.henet_keras.campaign import (  # noqa: E402
     CAMPAIGN_MODELS,
     Campaign,
@@ -49,22 +51,28 @@ def report(campaign: Campaign, args) -> None:
         format_report,
         plot_accuracy_latency,
         score_runs,
+        suffix,
     )
     from henet_edge.device.bench import BenchOptions
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
-    score_runs(campaign, args.root, log=lambda m: print(m, flush=True))
+
+    def echo(message: str) -> None:
+        print(message, flush=True)
+
+    score_runs(campaign, args.root, lowering=args.lowering, log=echo)
     options = BenchOptions(runs=args.runs, repeats=args.repeats, core=args.core,
                            precision="all")
-    result = build_report(campaign, args.root, options, log=lambda m: print(m, flush=True))
-    write_text_atomic(args.root / "results.json", json.dumps(result, indent=1))
+    result = build_report(campaign, args.root, options, lowering=args.lowering, log=echo)
+    name = f"results{suffix(args.lowering)}"
+    write_text_atomic(args.root / f"{name}.json", json.dumps(result, indent=1))
     text = format_report(result)
-    write_text_atomic(args.root / "results.md", text + "\n")
+    write_text_atomic(args.root / f"{name}.md", text + "\n")
     pngs = plot_accuracy_latency(result, args.root)
     print(text)
-    print("wrote", ", ".join(str(p) for p in [args.root / "results.json",
-                                               args.root / "results.md", *pngs]))
+    print("wrote", ", ".join(str(p) for p in [args.root / f"{name}.json",
+                                               args.root / f"{name}.md", *pngs]))
 
 
 def main() -> None:
@@ -95,6 +103,10 @@ def main() -> None:
                         help="report: repeats of the passes [%(default)s]")
     parser.add_argument("--core", type=int, default=None,
                         help="report: the core to time on [the last]")
+    parser.add_argument("--lowering", choices=LOWERINGS, default=DEFAULT_LOWERING,
+                        help="report: how the bundles lower grouped convs and shuffles "
+                             "(`henet-edge compare --help`); another than the default "
+                             "writes bundles-LOWERING/ and results-LOWERING.* [%(default)s]")
     args = parser.parse_args()
     campaign = Campaign(root=args.root, data=args.data, recipe=args.recipe,
                         epochs=args.epochs, seed=args.seed, val_split=args.val_split,

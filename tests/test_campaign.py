@@ -182,6 +182,29 @@ def test_report_scores_both_precisions_times_them_together_and_plots(finished, i
         "accuracy-latency-float32.png", "accuracy-latency-int8.png"]
 
 
+def test_another_lowering_is_a_report_of_its_own(finished, image_folder):
+    from henet_edge.convert.campaign_report import build_report, score_runs
+    from henet_edge.device.bench import BenchOptions
+
+    campaign = _campaign(finished, image_folder, models=(("henet", 1),))
+    before = {p.name: _digest(p) for p in (finished / "bundles").iterdir()} \
+        if (finished / "bundles").is_dir() else {}
+    assert score_runs(campaign, finished, calibration_images=12, lowering="dense",
+                      log=lambda _m: None) == ["henet-r1"]
+    manifest = json.loads((finished / "bundles-dense" / "henet-r1" / "manifest.json")
+                          .read_text())
+    assert manifest["lowering"] == "dense"  # the bundle records how it was lowered
+    report = build_report(campaign, finished, BenchOptions(runs=3, repeats=1, warmup=1,
+                                                           precision="all"),
+                          lowering="dense", log=lambda _m: None)
+    assert report["lowering"] == "dense" and [r["model"] for r in report["rows"]] == [
+        "henet-r1"]
+    assert report["rows"][0]["files"]["int8"].endswith("bundles-dense/henet-r1/model_int8.tflite")
+    after = {p.name: _digest(p) for p in (finished / "bundles").iterdir()} \
+        if (finished / "bundles").is_dir() else {}
+    assert after == before  # the default lowering's bundles are untouched
+
+
 def test_pareto_front_and_dominance_on_known_points():
     from henet_edge.convert.campaign_report import dominance, pareto_front
 

@@ -45,7 +45,7 @@ def _with_random_batch_norm(model):
 
 
 @pytest.mark.parametrize("family", ["henet", "shufflenet"])
-@pytest.mark.parametrize("lowering", ["folded", "folded-all"])
+@pytest.mark.parametrize("lowering", ["folded", "folded-all", "dense"])
 def test_lowering_keeps_the_function_and_removes_shuffles(family, lowering):
     model = _with_random_batch_norm(build_model(family, repeat=1))
     lowered = lower(model, lowering)
@@ -57,6 +57,19 @@ def test_lowering_keeps_the_function_and_removes_shuffles(family, lowering):
     want = np.asarray(model(x, training=False))
     got = np.asarray(lowered(x, training=False))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("family", ["henet", "shufflenet"])
+def test_dense_lowering_leaves_no_grouped_conv(family):
+    import keras
+
+    model = build_model(family, repeat=1)
+    grouped = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+               and layer.groups > 1]
+    assert grouped  # the model has grouped convs to lower
+    lowered = lower(model, "dense")
+    assert not [layer for layer in lowered.layers if isinstance(layer, keras.layers.Conv2D)
+                and layer.groups > 1]
 
 
 def test_grouped_lowering_is_the_model_itself():

@@ -341,8 +341,8 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
               default=Path("compare.png"), show_default=True,
               help="PNG of latency against MACs.")
 @click.option("--lowering", "lowerings", default="grouped,folded", show_default=True,
-              help="Comma-separated lowerings to time side by side (grouped, folded, "
-                   "folded-all); speed-ups are against the first.")
+              help=f"Comma-separated lowerings to time side by side ({', '.join(LOWERINGS)}); "
+                   "speed-ups are against the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
 @quiet_logs
 @user_errors
@@ -352,11 +352,12 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     \b
     Builds every model, lowers it each way asked (grouped: the Keras graph as
     is; folded: channel shuffles at full resolution folded into the 1x1 conv
-    before them), converts each to float32 and int8 TFLite, and times them all
-    in one interleaved run on one pinned core (one thread, XNNPACK). Prints a
-    table laid out like the paper's Table 3 with the paper's figures beside
-    the measured ones, the HENet/ShuffleNet latency ratios, and each
-    lowering's speed-up.
+    before them; folded-all: every such shuffle; dense: that, and every grouped
+    conv as a dense one on block-diagonal weights), converts each to float32
+    and int8 TFLite, and times them all in one interleaved run on one pinned
+    core (one thread, XNNPACK). Prints a table laid out like the paper's
+    Table 3 with the paper's figures beside the measured ones, the
+    HENet/ShuffleNet latency ratios, and each lowering's speed-up.
     """
     from henet_edge.convert.compare import parse_lowerings, parse_models
     from henet_edge.device.bench import BenchOptions

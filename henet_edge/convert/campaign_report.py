@@ -6,6 +6,8 @@ training split, so no validation image calibrates), score both on the run's
 validation split (the convert report card), then time all bundles together with the
 paper's protocol, interleaved on one pinned core. The answer is a table, one PNG
 per precision with each family's Pareto front, and plain statements of dominance.
+Each lowering (:mod:`.lowering`) is a report of its own: the default one's bundles are
+``bundles/<run>``, another's ``bundles-<lowering>/<run>``, and so on for the files.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from henet_edge.henet_keras.campaign import Campaign, run_state
 from henet_edge.henet_keras.registry import model_names, model_spec, paper_row
 from henet_edge.henet_keras.run import Run, training_hours
 
+from .lowering import DEFAULT_LOWERING
+
 PRECISIONS = ("float32", "int8")
+
+
+def suffix(lowering: str) -> str:
+    """What a lowering's bundle folder and report files add to the default's names."""
+    return "" if lowering == DEFAULT_LOWERING else f"-{lowering}"
 
 
 def campaign_calibration(campaign: Campaign, path: Path, num: int = 500):
@@ -43,8 +52,9 @@ def campaign_calibration(campaign: Campaign, path: Path, num: int = 500):
 
 
 def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
+               lowering: str = DEFAULT_LOWERING,
                log: Callable[[str], None] = print) -> list[str]:
-    """Convert every finished, not yet converted run to ``out/bundles/<run>``."""
+    """Convert every finished, not yet converted run to ``out/bundles[-LOWERING]/<run>``."""
     from .pipeline import ConvertOptions, convert
 
     calib_path = out / "calibration.npz"
@@ -52,11 +62,12 @@ def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
     done = []
     for family, repeat in campaign.models:
         run_dir = campaign.run_dir(family, repeat)
-        bundle = out / "bundles" / run_dir.name
+        bundle = out / f"bundles{suffix(lowering)}" / run_dir.name
         if run_state(run_dir) != "finished" or (bundle / "manifest.json").is_file():
             continue
-        log(f"{run_dir.name}: converting and scoring on its validation split")
-        convert(run_dir, str(calib_path), bundle, ConvertOptions(gate=False), log=log)
+        log(f"{run_dir.name}: converting ({lowering}) and scoring on its validation split")
+        convert(run_dir, str(calib_path), bundle,
+                ConvertOptions(gate=False, lowering=lowering), log=log)
         done.append(run_dir.name)
     return done
 
@@ -86,11 +97,12 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
 
 
 def build_report(campaign: Campaign, out: Path, options: BenchOptions,
-                 *, log: Callable[[str], None] = print) -> dict:
+                 *, lowering: str = DEFAULT_LOWERING,
+                 log: Callable[[str], None] = print) -> dict:
     """Time every scored bundle together and assemble the side-by-side answer."""
     rows, missing = [], []
     for family, repeat in campaign.models:
-        bundle = out / "bundles" / f"{family}-r{repeat}"
+        bundle = out / f"bundles{suffix(lowering)}" / f"{family}-r{repeat}"
         if (bundle / "report.json").is_file():
             rows.append(_row(campaign, family, repeat, bundle))
         else:
@@ -108,7 +120,7 @@ def build_report(campaign: Campaign, out: Path, options: BenchOptions,
                            for p in PRECISIONS}
         r["latency_p90_ms"] = {p: by_path[r["files"][p]]["per_inference_ms"]["p90"]
                                for p in PRECISIONS}
-    return {"rows": rows, "left_out": missing,
+    return {"lowering": lowering, "rows": rows, "left_out": missing,
             "answer": {p: dominance(rows, p) for p in PRECISIONS},
             "bench": {k: bench[k] for k in ("protocol", "runs", "repeats", "core",
                                             "environment", "warnings") if k in bench}}
@@ -160,7 +172,8 @@ def format_report(report: dict) -> str:
     env = report["bench"]["environment"]
     lines = [f"cpu: {env.get('cpu')}; protocol {report['bench']['protocol']}: "
              f"{report['bench']['runs']} passes x {report['bench']['repeats']} on core "
-             f"{report['bench']['core']}, all models interleaved", "",
+             f"{report['bench']['core']}, all models interleaved; lowering "
+             f"{report.get('lowering', DEFAULT_LOWERING)}", "",
              "| model | params | MACs | float32 acc | int8 acc | mean last 5 (Keras) | "
              "float32 ms | int8 ms | train img/s | train h | paper acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -194,6 +207,7 @@ def plot_accuracy_latency(report: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    lowering = report.get("lowering", DEFAULT_LOWERING)
     written = []
     for precision in PRECISIONS:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -212,11 +226,12 @@ def plot_accuracy_latency(report: dict, out: Path) -> list[Path]:
                     label=f"{family} Pareto front")
         ax.set_xlabel(f"median latency per inference, {precision} (ms, one core)")
         ax.set_ylabel(f"top-1 on the validation split, {precision} (%)")
-        ax.set_title(f"Equal-budget training: accuracy against latency ({precision})")
+        ax.set_title(f"Equal-budget training: accuracy against latency ({precision}, "
+                     f"{lowering})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out / f"accuracy-latency-{precision}.png"
+        path = out / f"accuracy-latency-{precision}{suffix(lowering)}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)

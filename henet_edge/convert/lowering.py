@@ -10,8 +10,12 @@ The function is exactly the same; the 1x1 conv does ``groups`` times more
 multiply-accumulates, and a transpose and a tiny-group GEMM disappear.
 
 Which shuffles pay for themselves depends on the CPU and on the feature-map
-size: ``min_size`` folds those on maps at least that wide. ``henet-edge
-compare --lowering ...`` times the lowerings side by side.
+size: ``min_size`` folds those on maps at least that wide. ``dense`` goes all
+the way: every shuffle folded and every grouped conv a dense conv on
+block-diagonal weights (``groups`` times the multiply-accumulates, all in the
+runtime's dense kernels, which some CPUs run far faster in int8 than its
+grouped ones). ``henet-edge compare --lowering ...`` times the lowerings side
+by side.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-LOWERINGS = ("grouped", "folded", "folded-all")
+LOWERINGS = ("grouped", "folded", "folded-all", "dense")
 DEFAULT_LOWERING = "folded"  # faster for HENet in both precisions (README, "compare")
 
 
@@ -30,6 +34,7 @@ DEFAULT_LOWERING = "folded"  # faster for HENet in both precisions (README, "com
 class Lowering:
     name: str
     min_size: int | None  # fold shuffles on maps at least this wide; None: fold none
+    dense: bool = False  # every other grouped conv as a dense block-diagonal one too
 
     @classmethod
     def parse(cls, name: str, input_size: int = 31) -> Lowering:
@@ -39,6 +44,8 @@ class Lowering:
             return cls(name, input_size)
         if name == "folded-all":
             return cls(name, 1)
+        if name == "dense":
+            return cls(name, 1, dense=True)
         raise ValueError(f"unknown lowering {name!r}; choose one of: {', '.join(LOWERINGS)}")
 
 
@@ -103,17 +110,21 @@ def lower(model, lowering: Lowering | str):
     if isinstance(lowering, str):
         lowering = Lowering.parse(lowering, model.inputs[0].shape[1])
     folds = foldable_shuffles(model, lowering)
-    if not folds:
-        return model
     groups_of = {conv.name: conv.groups for conv, _ in folds.values()}
     groups_of.update({layer.name: conv.groups for conv, chain in folds.values()
                       for layer in chain})
+    densify = {layer.name: layer.groups for layer in model.layers if lowering.dense
+               and isinstance(layer, layers.Conv2D) and layer.groups > 1
+               and layer.name not in groups_of}  # dense, outputs in their own order
+    if not folds and not densify:
+        return model
 
     def clone(layer):
         config = layer.get_config()
         if layer.name in folds:
             return layers.Identity(name=layer.name)
-        if isinstance(layer, layers.Conv2D) and layer.name in groups_of:
+        if isinstance(layer, layers.Conv2D) and (layer.name in groups_of
+                                                 or layer.name in densify):
             config["groups"] = 1
         return layer.__class__.from_config(config)
 
@@ -124,6 +135,8 @@ def lower(model, lowering: Lowering | str):
         if groups and isinstance(layer, layers.Conv2D):  # dense, outputs in shuffled order
             kernel = dense_kernel(weights[0], groups)
             weights = [kernel[..., shuffle_source(kernel.shape[-1], groups)]]
+        elif layer.name in densify:
+            weights = [dense_kernel(weights[0], densify[layer.name]), *weights[1:]]
         elif groups:  # batch norm: every per-channel vector follows the permutation
             weights = [w[shuffle_source(w.shape[0], groups)] for w in weights]
         if weights:
