@@ -340,7 +340,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               default=Path("compare.png"), show_default=True,
               help="PNG of latency against MACs.")
-@click.option("--lowering", "lowerings", default="grouped,folded", show_default=True,
+@click.option("--lowering", "lowerings", default="folded,dense", show_default=True,
               help=f"Comma-separated lowerings to time side by side ({', '.join(LOWERINGS)}); "
                    "speed-ups are against the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
