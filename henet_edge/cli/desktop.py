@@ -284,7 +284,7 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--lowering", type=click.Choice(LOWERINGS), default=DEFAULT_LOWERING,
               show_default=True,
               help="How grouped convs and shuffles become TFLite ops; the same function "
-                   "(`henet-edge compare --lowering grouped,folded` times them).")
+                   "(`henet-edge compare --lowering folded,dense` times them on this CPU).")
 @click.option("--preprocessing", default=None, metavar="default|FILE.json",
               help="For a bare .keras with no run config.json beside it: 'default' "
                    "(henet-edge/v1, CIFAR mean/std, 32 -> 31 crop) or a JSON file with it (a "
