@@ -10,9 +10,9 @@ The function is exactly the same; the 1x1 conv does ``groups`` times more
 multiply-accumulates, and a transpose and a tiny-group GEMM disappear.
 
 Which shuffles pay for themselves depends on the CPU and on the feature-map
-size: ``min_size`` folds those on maps at least that wide. ``dense`` goes all
-the way: every shuffle folded and every grouped conv a dense conv on
-block-diagonal weights (``groups`` times the multiply-accumulates, all in the
+size: ``min_size`` folds those on maps at least that wide. ``dense`` goes
+further: the shuffles ``folded-all`` folds, and every other grouped conv a dense
+conv on block-diagonal weights (``groups`` times the multiply-accumulates, all in the
 runtime's dense kernels, which some CPUs run far faster in int8 than its
 grouped ones). ``henet-edge compare --lowering ...`` times the lowerings side
 by side.
