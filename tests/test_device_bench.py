@@ -22,6 +22,7 @@ from henet_edge.device.bench import (
     check_core,
     latency_stats,
     pinned,
+    resolve_models,
     run_bench,
 )
 from henet_edge.device.bundle import BundleError
@@ -197,3 +198,12 @@ def test_cli_bench_user_errors(tiny_bundle, tmp_path, args, message):
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert message in result.stderr
+
+
+def test_two_bundles_of_one_model_go_by_their_folder_names(tiny_bundle, tmp_path):
+    folded = copy_bundle(tiny_bundle, tmp_path / "folded")
+    dense = copy_bundle(tiny_bundle, tmp_path / "dense")
+    names = [n for n, _, _ in resolve_models([folded, dense], "int8")]
+    assert names == ["folded/int8", "dense/int8"]
+    twice = [n for n, _, _ in resolve_models([folded, folded], "int8")]
+    assert len(set(twice)) == 2 and all(n.endswith(("#1", "#2")) for n in twice)

@@ -103,7 +103,7 @@ def resolve_models(specs: Sequence[str | Path],
     A bundle contributes its ``precision`` model, or every model with ``all``.
     Bundles are verified against their manifest hashes first.
     """
-    resolved: list[tuple[str, Path, Preprocessing]] = []
+    resolved: list[tuple[str, str, Path, Preprocessing]] = []  # name, fuller name, ...
     for spec in specs:
         path = Path(spec).expanduser()
         if is_bundle(path):
@@ -111,14 +111,18 @@ def resolve_models(specs: Sequence[str | Path],
             wanted = bundle.precisions if precision == "all" else [precision]
             name = bundle.manifest.name or bundle.root.name
             for p in wanted:
-                resolved.append((f"{name}/{p}", bundle.model_path(p), bundle.preprocessing))
+                resolved.append((f"{name}/{p}", f"{bundle.root.name}/{p}",
+                                 bundle.model_path(p), bundle.preprocessing))
         elif path.is_file():
-            resolved.append((path.stem, path, DEFAULT))
+            resolved.append((path.stem, f"{path.parent.name}/{path.stem}", path, DEFAULT))
         else:
             raise BenchError(f"{path}: no such model (a bundle folder or a .tflite file)")
-    names = [n for n, _, _ in resolved]
-    return [(n if names.count(n) == 1 else f"{n}#{i + 1}", p, s)
-            for i, (n, p, s) in enumerate(resolved)]
+    names = [n for n, _, _, _ in resolved]
+    fuller = [f for _, f, _, _ in resolved]
+    # Two models of one name (the same model from two bundles, say) go by their
+    # folders' names where those tell them apart, else by their place on the line.
+    return [(n if names.count(n) == 1 else f if fuller.count(f) == 1 else f"{n}#{i + 1}", p, s)
+            for i, (n, f, p, s) in enumerate(resolved)]
 
 
 def make_input(model: TFLiteModel, spec: Preprocessing, image: Path | None,
