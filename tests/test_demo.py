@@ -23,7 +23,7 @@ def test_demo_end_to_end_on_a_local_target(tiny_run, image_folder, tmp_path):
     assert made.exit_code == 0, made.output
     result = CliRunner().invoke(main, [
         "demo", "--model", str(tiny_run), "--calibration", str(calib), "--target",
-        str(target), "--quick", "--core", "0", "--no-gate", "--json"])
+        str(target), "--quick", "--core", "0", "--no-gate", "--lowering", "dense", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{\n"):])
     assert set(summary["latency"]) == {"int8", "float32"}
@@ -36,7 +36,7 @@ def test_demo_end_to_end_on_a_local_target(tiny_run, image_folder, tmp_path):
     current = target / "current"
     assert current.is_symlink()
     assert os.readlink(current).startswith("bundles/")
-    assert (current / "manifest.json").is_file()
+    assert json.loads((current / "manifest.json").read_text())["lowering"] == "dense"
 
 
 def test_demo_refuses_when_no_core_is_free(monkeypatch):

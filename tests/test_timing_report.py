@@ -119,3 +119,9 @@ def test_demo_keep_keeps_the_temporary_device_folder(monkeypatch):
     assert kept["target_kept"] and "target_note" not in kept
     assert Path(kept["folder"]).is_dir()
     shutil.rmtree(kept["folder"])
+
+
+def test_the_demo_says_what_to_try_when_int8_is_slower():
+    slower = format_summary(_summary(speedup_int8=0.6))
+    assert "int8 is slower than float32 here" in slower and "--lowering" in slower
+    assert "int8 is slower" not in format_summary(_summary(speedup_int8=1.8))

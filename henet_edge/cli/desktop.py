@@ -407,10 +407,14 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
               help="The paper's full protocol: 1000 x 5 passes per precision.")
 @click.option("--core", type=int, default=None, help="Core to time on [the last one].")
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
+@click.option("--lowering", type=click.Choice(LOWERINGS), default=DEFAULT_LOWERING,
+              show_default=True, help="How the conversion lowers grouped convs (as for "
+                                      "`convert`); it decides which int8 kernels run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @quiet_logs(add_option=False)
 @user_errors
-def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_json, **conn):
+def demo(model, calibration, val_data, target, keep, speed, core, no_gate, lowering, as_json,
+         **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.
 
     \b
@@ -427,7 +431,8 @@ def demo(model, calibration, val_data, target, keep, speed, core, no_gate, as_js
     from henet_edge.deploy.demo import DemoOptions, format_summary, run_demo
 
     options = DemoOptions(model=model, calibration=calibration, val_data=val_data, core=core,
-                          gate=not no_gate, verbose=conn["verbose"]).at_speed(speed)
+                          gate=not no_gate, lowering=lowering,
+                          verbose=conn["verbose"]).at_speed(speed)
     if conn["hosts"] or conn["hosts_file"]:
         options.fleet = _fleet_options(conn)
     log = _err if as_json else click.echo

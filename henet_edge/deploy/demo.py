@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
+from henet_edge.convert.lowering import DEFAULT_LOWERING
 from henet_edge.device.bundle import MANIFEST, load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
 
@@ -36,6 +37,10 @@ class DemoError(HenetEdgeError):
 
 
 SPEEDS = {"quick": (100, 2), "default": (300, 3), "full": (1000, 5)}  # (runs, repeats)
+# What to try when int8 loses: the lowering decides which int8 kernels run.
+INT8_SLOWER = ("int8 is slower than float32 here: how the grouped convs are lowered decides "
+               "which int8 kernels run; `henet-edge compare --lowering folded,dense` times "
+               "both on this CPU, and `convert --lowering` picks one")
 
 
 @dataclass
@@ -48,6 +53,7 @@ class DemoOptions:
     core: int | None = None
     images: list[Path] | None = None  # default: the bundle's golden images
     gate: bool = True
+    lowering: str = DEFAULT_LOWERING  # how convert lowers the grouped convs
     verbose: bool = False  # show the device runtime's own log lines too
     fleet: FleetOptions | None = None  # --host: demo on these devices (the first's summary)
 
@@ -55,6 +61,7 @@ class DemoOptions:
         """Set the bench length from ``quick``, ``full`` or None (the default)."""
         self.runs, self.repeats = SPEEDS[speed or "default"]
         return self
+
 
 
 def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
@@ -96,10 +103,11 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
         labels, preprocessing = bundle.labels, str(bundle.root / MANIFEST)
         if val_data is None and DEFAULT_VALIDATION.name in bundle.manifest.files:
             val_data = str(bundle.file(DEFAULT_VALIDATION.name))
-    log(f"1/4 convert {model}: float32 + int8 TFLite, op audit, report card")
+    log(f"1/4 convert {model}: float32 + int8 TFLite ({options.lowering} lowering), op audit, "
+        "report card")
     return convert(model, calibration, out,
                    ConvertOptions(val_data=val_data, gate=options.gate, labels=labels,
-                                  preprocessing=preprocessing),
+                                  preprocessing=preprocessing, lowering=options.lowering),
                    log=lambda m: log(f"    {m}"))
 
 
@@ -292,6 +300,7 @@ def format_summary(s: dict) -> str:
     lines += [
         f"int8 speed-up over float32: {s['speedup_int8']:.2f}x   "
         f"(int8 top-1 agreement with Keras {100 * r['int8_agreement']:.2f}%)",
+        *([INT8_SLOWER] if s["speedup_int8"] < 1 else []),
         f"accuracy on: {r['data']} ({r['images']} images)",
         protocol_line(s),
         f"self-test on {s['target']}"
