@@ -60,7 +60,7 @@ def test_lowering_keeps_the_function_and_removes_shuffles(family, lowering):
 
 
 @pytest.mark.parametrize("family", ["henet", "shufflenet"])
-def test_dense_lowering_leaves_no_grouped_conv(family):
+def test_dense_lowering_leaves_no_grouped_conv_and_no_shuffle(family):
     import keras
 
     model = build_model(family, repeat=1)
@@ -68,6 +68,7 @@ def test_dense_lowering_leaves_no_grouped_conv(family):
                and layer.groups > 1]
     assert grouped  # the model has grouped convs to lower
     lowered = lower(model, "dense")
+    assert not [layer for layer in lowered.layers if isinstance(layer, ChannelShuffle)]
     assert not [layer for layer in lowered.layers if isinstance(layer, keras.layers.Conv2D)
                 and layer.groups > 1]
 

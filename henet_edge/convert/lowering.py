@@ -11,7 +11,8 @@ multiply-accumulates, and a transpose and a tiny-group GEMM disappear.
 
 Which shuffles pay for themselves depends on the CPU and on the feature-map
 size: ``min_size`` folds those on maps at least that wide. ``dense`` goes
-further: the shuffles ``folded-all`` folds, and every other grouped conv a dense
+further: the shuffles ``folded-all`` folds, every other shuffle into the conv
+after it (its input channels permuted), and every other grouped conv a dense
 conv on block-diagonal weights (``groups`` times the multiply-accumulates, all in the
 runtime's dense kernels, which some CPUs run far faster in int8 than its
 grouped ones). ``henet-edge compare --lowering ...`` times the lowerings side
@@ -102,9 +103,27 @@ def foldable_shuffles(model, lowering: Lowering) -> dict[str, tuple]:
     return out
 
 
+def shuffles_into_next_conv(model, folds: dict) -> dict[str, tuple[str, int]]:
+    """``{shuffle name: (conv name, groups)}``: each shuffle not in ``folds`` that feeds
+    one conv only (not a depthwise one), which can take it into its input channels."""
+    from keras import layers
+
+    from henet_edge.henet_keras.layers import ChannelShuffle
+
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, ChannelShuffle) and layer.name not in folds:
+            consumers = [node.operation for node in layer._outbound_nodes]
+            if (len(consumers) == 1 and isinstance(consumers[0], layers.Conv2D)
+                    and not isinstance(consumers[0], layers.DepthwiseConv2D)):
+                out[layer.name] = (consumers[0].name, layer.groups)
+    return out
+
+
 def lower(model, lowering: Lowering | str):
     """``model`` with the chosen lowering: same function, different ops (inference only)."""
     import keras
+    import numpy as np
     from keras import layers
 
     if isinstance(lowering, str):
@@ -116,12 +135,14 @@ def lower(model, lowering: Lowering | str):
     densify = {layer.name: layer.groups for layer in model.layers if lowering.dense
                and isinstance(layer, layers.Conv2D) and layer.groups > 1
                and layer.name not in groups_of}  # dense, outputs in their own order
-    if not folds and not densify:
+    into_next = shuffles_into_next_conv(model, folds) if lowering.dense else {}
+    takes_shuffle = dict(into_next.values())  # conv name -> groups of the shuffle before it
+    if not folds and not densify and not into_next:
         return model
 
     def clone(layer):
         config = layer.get_config()
-        if layer.name in folds:
+        if layer.name in folds or layer.name in into_next:
             return layers.Identity(name=layer.name)
         if isinstance(layer, layers.Conv2D) and (layer.name in groups_of
                                                  or layer.name in densify):
@@ -139,6 +160,9 @@ def lower(model, lowering: Lowering | str):
             weights = [dense_kernel(weights[0], densify[layer.name]), *weights[1:]]
         elif groups:  # batch norm: every per-channel vector follows the permutation
             weights = [w[shuffle_source(w.shape[0], groups)] for w in weights]
+        if layer.name in takes_shuffle:  # conv(shuffle(x), K) == conv(x, K un-shuffled)
+            source = shuffle_source(weights[0].shape[2], takes_shuffle[layer.name])
+            weights = [weights[0][:, :, np.argsort(source), :], *weights[1:]]
         if weights:
             lowered.get_layer(layer.name).set_weights(weights)
     return lowered
