@@ -49,20 +49,21 @@ class TFLiteTeachers:
             self._interpreters = [module.Interpreter(model_content=to_tflite(m),
                                                      num_threads=self.threads)
                                   for m in models]
+        self._io = [(i.get_input_details()[0]["index"], i.get_output_details()[0]["index"])
+                    for i in self._interpreters]  # each model's one input and output tensor
         self._batch = [None] * len(models)
         self._lock = threading.Lock()  # an interpreter runs one call at a time
 
     def _logits(self, i: int, images: np.ndarray) -> np.ndarray:
-        interpreter = self._interpreters[i]
-        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+        interpreter, (source, result) = self._interpreters[i], self._io[i]
         if self._batch[i] != images.shape:
-            interpreter.resize_tensor_input(source["index"], images.shape)
+            interpreter.resize_tensor_input(source, images.shape)
             with without_delegate_banner():
                 interpreter.allocate_tensors()
             self._batch[i] = images.shape
-        interpreter.set_tensor(source["index"], images)
+        interpreter.set_tensor(source, images)
         interpreter.invoke()
-        return interpreter.get_tensor(result["index"])
+        return interpreter.get_tensor(result)
 
     def labels(self, images: np.ndarray) -> np.ndarray:
         """The soft labels of a batch of model-ready images, in NumPy."""
