@@ -23,6 +23,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
+
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
@@ -33,6 +35,7 @@ import numpy as np
               help="Also find the K runs whose ensemble scores best (picked on validation).")
 @click.option("--flip", is_flag=True,
               help="Each member averages the image and its mirror image (test-time flip).")
+@user_errors
 def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None,
          flip: bool) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
@@ -43,12 +46,9 @@ def main(run_dirs: tuple[Path, ...], temperature: float, best_of: int | None,
     import henet_edge.henet_keras.layers  # noqa: F401  (registers the custom layers)
     from henet_edge.device.preprocess import preprocess_pixels
     from henet_edge.device.runtime import softmax
-    from henet_edge.henet_keras.run import RunError, load_runs_on_one_split
+    from henet_edge.henet_keras.run import load_runs_on_one_split
 
-    try:
-        runs = load_runs_on_one_split(run_dirs)
-    except RunError as exc:
-        raise click.UsageError(str(exc)) from None
+    runs = load_runs_on_one_split(run_dirs)
     val, note = runs[0].validation()
     print(f"validation: {note}, {len(val)} images")
     probs = []

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from henet_edge.cli.base import user_errors  # noqa: E402
+
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 @click.option("--passes", type=click.IntRange(1), default=10, show_default=True,
               help="Timed batches per way per round (after one warm-up).")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@user_errors
 def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
          passes: int, rounds: int) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow

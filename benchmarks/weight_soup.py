@@ -21,6 +21,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
+
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
@@ -29,6 +31,7 @@ import numpy as np
               help="Recompute the soup's statistics on this many samples (seeds 0, 1, ...).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the soup here (.keras).")
+@user_errors
 def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
@@ -41,17 +44,13 @@ def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
     from henet_edge.henet_keras.ema import recalibrate_batch_norm
     from henet_edge.henet_keras.run import (
         FINAL_MODEL,
-        RunError,
         load_runs_on_one_split,
         load_training_data,
     )
 
     if len(run_dirs) < 2:
         raise click.UsageError("a soup needs at least two runs")
-    try:
-        runs = load_runs_on_one_split(run_dirs)
-    except RunError as exc:
-        raise click.UsageError(str(exc)) from None
+    runs = load_runs_on_one_split(run_dirs)
     source, train_set, val = load_training_data(runs[0].train_config)
     x_val = preprocess_pixels(val.images, runs[0].preprocessing)
 
