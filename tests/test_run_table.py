@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from henet_edge.henet_keras.run import Run
-from henet_edge.henet_keras.run_table import markdown, run_row
+from henet_edge.henet_keras.run_table import markdown, plot_runs, run_row
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "runs_table.py"
 
@@ -28,13 +28,19 @@ def test_a_finished_run_reports_its_history(tiny_run):
     assert f"| {100 * scores[-1]:.2f} % |" in markdown([row])
 
 
-def test_an_unfinished_averaged_run_shows_its_progress_and_raw_control(tiny_run, tmp_path):
-    copy = tmp_path / "ema"
+def averaged_copy(tiny_run: Path, folder: Path) -> tuple[Path, list[dict]]:
+    """``tiny_run`` as if trained with ``--ema``: raw weights' top-1 0.25, 0.75."""
+    copy = folder / "ema"
     shutil.copytree(tiny_run, copy)
     history = json.loads((copy / "history.json").read_text())
     for i, h in enumerate(history):
         h["raw_val_accuracy"], h["paused_seconds"] = 0.25 + 0.5 * i, h["seconds"] / 2
     (copy / "history.json").write_text(json.dumps(history))
+    return copy, history
+
+
+def test_an_unfinished_averaged_run_shows_its_progress_and_raw_control(tiny_run, tmp_path):
+    copy, history = averaged_copy(tiny_run, tmp_path)
     state = json.loads((copy / "state.json").read_text())
     (copy / "state.json").write_text(json.dumps({**state, "finished": False}))
     config = json.loads((copy / "config.json").read_text())
@@ -53,3 +59,20 @@ def test_the_script_prints_json_and_refuses_a_folder_that_is_no_run(tiny_run, tm
     bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "not a run folder" in bad.stderr
+
+
+def test_the_plot_draws_each_run_and_an_averaged_runs_raw_weights(tiny_run, tmp_path):
+    copy, _ = averaged_copy(tiny_run, tmp_path)
+    png = tmp_path / "curves.png"
+    labels = plot_runs([Run.load(tiny_run), Run.load(copy)], png)
+    assert labels == ["tiny", "ema", "ema (raw weights)"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_runs([Run.load(copy)], png, from_epoch=3) == ["ema"]  # no epoch left to draw
+
+
+def test_the_script_draws_the_plot_it_is_asked_for(tiny_run, tmp_path):
+    png = tmp_path / "sub" / "curves.png"
+    png.parent.mkdir()
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tiny_run), "--plot", str(png),
+                          "--from-epoch", "2"], capture_output=True, text=True, check=True)
+    assert f"plot: {png}" in out.stdout and png.stat().st_size > 0

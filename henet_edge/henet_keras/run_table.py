@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from henet_edge.storage import replacing
+
 from .run import LAST_N, Run, mean_of_last, shown_path, training_hours
 
 
@@ -70,3 +72,41 @@ def markdown(rows: list[dict]) -> str:
                      f"{_pct(r['final'])} | {_pct(r['mean_last5'])} | "
                      f"{_pct(r['raw_mean_last5'])} | {r['train_hours']:.2f} |")
     return "\n".join(lines)
+
+
+def plot_runs(runs: list[Run], path: Path, from_epoch: int = 1) -> list[str]:
+    """Validation top-1 and learning rate by epoch, one colour per run, as a PNG.
+
+    A run with ``--ema`` also gets its raw weights' top-1, dashed. Epochs are each
+    run's own (a warm restart starts again at 1). Returns the labels of the accuracy
+    lines drawn, in order.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, lr) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(2, 1))
+    labels = []
+    for run in runs:
+        name = Path(run.root).name
+        rows = [h for h in run.history if h["epoch"] >= from_epoch]
+        epochs = [h["epoch"] for h in rows]
+        (line,) = acc.plot(epochs, [100 * h["val_accuracy"] for h in rows], label=name)
+        labels.append(name)
+        if rows and all("raw_val_accuracy" in h for h in rows):
+            acc.plot(epochs, [100 * h["raw_val_accuracy"] for h in rows], "--",
+                     color=line.get_color(), alpha=0.6, label=f"{name} (raw weights)")
+            labels.append(f"{name} (raw weights)")
+        lr.plot(epochs, [h["lr"] for h in rows], color=line.get_color())
+    acc.set_title("validation top-1 (%)")
+    lr.set_title("learning rate")
+    for ax in (acc, lr):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize=8)
+    fig.tight_layout()
+    with replacing(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return labels
