@@ -1,14 +1,15 @@
 """The teachers' labelling of one training batch: Keras forward pass against TFLite.
 
-    python benchmarks/teacher_speed.py RUN... [--flip] [--batch 128] [--passes 10]
+    python benchmarks/teacher_speed.py RUN... [--flip] [--batch 128] [--chunk 32]
 
 ``train --teacher`` labels every training batch with the teachers' mean
-softmax(logits / T). This times that labelling both ways, alternating, on one
+softmax(logits / T). This times that labelling three ways, alternating, on one
 seeded batch: the Keras teachers as training used to run them (masked dense
 grouped convs, oneDNN, one ``tf.function``), and :class:`TFLiteTeachers`, which
-training now uses (float32 TFLite, XNNPACK, native grouped convs). It prints
-each one's median ms per batch, their ratio, and the largest difference between
-their labels.
+training now uses (float32 TFLite, XNNPACK, native grouped convs), once with the
+whole batch in one call per teacher and view and once in chunks of ``--chunk``
+images, as training runs them. It prints each way's median ms per batch, the speed-ups, and
+the largest difference between the labels.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from henet_edge.cli.base import user_errors  # noqa: E402
 @click.option("--passes", type=click.IntRange(1), default=10, show_default=True,
               help="Timed batches per way per round (after one warm-up).")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--chunk", type=click.IntRange(1), default=None,
+              help="Images per TFLite call in the chunked way [training's, 32].")
 @user_errors
 def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
-         passes: int, rounds: int) -> None:
+         passes: int, rounds: int, chunk: int | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
@@ -47,7 +50,7 @@ def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
     from henet_edge.device.environment import Probe, describe_int8_features
     from henet_edge.henet_keras.distill import load_teachers
     from henet_edge.henet_keras.run import load_runs_on_one_split
-    from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
+    from henet_edge.henet_keras.tflite_teachers import CHUNK, TFLiteTeachers
     from henet_edge.henet_keras.train import build_for
 
     runs = load_runs_on_one_split(run_dirs)
@@ -65,11 +68,14 @@ def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
         return tf.reduce_mean(tf.stack([tf.nn.softmax(m(v, training=False) / temperature)
                                         for m in masked for v in views]), axis=0)
 
-    tflite = TFLiteTeachers(saved, temperature, flip=flip)
+    chunk = chunk or CHUNK
+    whole = TFLiteTeachers(saved, temperature, flip=flip, chunk=None)
+    chunked = TFLiteTeachers(saved, temperature, flip=flip, chunk=chunk)
     shape = tuple(saved[0].inputs[0].shape[1:])
     x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
     ways = {"keras": lambda: keras_labels(tf.constant(x)).numpy(),
-            "tflite": lambda: tflite.labels(x)}
+            "tflite, whole batch": lambda: whole.labels(x),
+            f"tflite, chunks of {chunk}": lambda: chunked.labels(x)}
     labels = {name: way() for name, way in ways.items()}  # warm-up (tracing, allocation)
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
@@ -83,12 +89,16 @@ def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
     probe = Probe()
     print(f"CPU: {probe.cpu()} ({describe_int8_features(probe.int8_features())})")
     print(f"{len(runs)} teachers x {views} view(s), batch {batch}, "
-          f"TFLite on {tflite.threads} thread(s); median of {rounds} x {passes} batches")
+          f"TFLite on {whole.threads} thread(s); median of {rounds} x {passes} batches")
     for name in ways:
-        print(f"  {name:7s} {med[name]:8.1f} ms/batch  (rounds: "
+        print(f"  {name:22s} {med[name]:8.1f} ms/batch  (rounds: "
               + ", ".join(f"{t:.1f}" for t in times[name]) + ")")
-    print(f"  tflite speed-up over keras: {med['keras'] / med['tflite']:.2f}x; largest label "
-          f"difference {np.abs(labels['keras'] - labels['tflite']).max():.1e}")
+    keras_name, whole_name, chunked_name = ways
+    for name in (whole_name, chunked_name):
+        print(f"  {name} over keras: {med[keras_name] / med[name]:.2f}x; largest label "
+              f"difference {np.abs(labels[keras_name] - labels[name]).max():.1e}")
+    print(f"  chunks over whole batch: {med[whole_name] / med[chunked_name]:.2f}x; largest "
+          f"label difference {np.abs(labels[whole_name] - labels[chunked_name]).max():.1e}")
 
 
 if __name__ == "__main__":

@@ -108,10 +108,11 @@ def test_tflite_teachers_label_as_their_keras_models_do_in_the_pipeline(tiny_run
     from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
 
     models = load_teachers([Run.load(tiny_run)] * 2, classes=3)
-    teachers = TFLiteTeachers(models, 4.0, flip=True, threads=1)
+    teachers = TFLiteTeachers(models, 4.0, flip=True, threads=1, chunk=3)
+    whole = TFLiteTeachers(models, 4.0, flip=True, threads=1, chunk=None)
     rng = np.random.default_rng(2)
     shape = tuple(models[0].inputs[0].shape[1:])
-    for batch in (8, 3, 8):  # the interpreters follow the batch size
+    for batch in (8, 3, 8, 1):  # chunks of 3, 3 and 2; one chunk; ... (shapes change)
         x = rng.standard_normal((batch, *shape)).astype("float32")
         keras_probs = np.mean([_softmax(np.asarray(m(v, training=False)), 4.0)
                                for m in models for v in (x, x[:, :, ::-1])], axis=0)
@@ -119,6 +120,7 @@ def test_tflite_teachers_label_as_their_keras_models_do_in_the_pipeline(tiny_run
         got = next(iter(ds))
         assert got.shape == (batch, 3)
         np.testing.assert_allclose(got, keras_probs, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got, whole.labels(x), rtol=1e-6, atol=1e-7)
 
 
 def test_a_flipped_teacher_run_records_it_and_refuses_another_resume(
