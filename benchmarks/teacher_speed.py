@@ -8,8 +8,8 @@ seeded batch: the Keras teachers as training used to run them (masked dense
 grouped convs, oneDNN, one ``tf.function``), and :class:`TFLiteTeachers`, which
 training now uses (float32 TFLite, XNNPACK, native grouped convs), once with the
 whole batch in one call per teacher and view and once in chunks of ``--chunk``
-images, as training runs them. It prints each way's median ms per batch, the speed-ups, and
-the largest difference between the labels.
+images, as training runs them. It prints each way's median ms per batch, the
+speed-ups, and the largest difference between the labels.
 """
 
 from __future__ import annotations
