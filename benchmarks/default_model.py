@@ -14,41 +14,39 @@ difference.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 from henet_edge.henet_keras.campaign import check_queue, run_queue  # noqa: E402
 from henet_edge.henet_keras.lineage import Lineage  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["train", "status"])
-    parser.add_argument("--root", type=Path, default=Path("training"),
-                        help="folder of the stages' run folders [%(default)s]")
-    parser.add_argument("--data", default="../shared/data/cifar10-train-jpeg.tar.gz",
-                        help="training images, as for `henet-edge train --data` "
-                             "[%(default)s]")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only N training images (a quick check)")
-    args = parser.parse_args()
-    try:
-        queue = Lineage(root=args.root, data=args.data, limit=args.limit).queue()
-        if args.action == "status":
-            print(json.dumps(check_queue(queue), indent=1))
-        else:
-            from henet_edge.henet_keras.tf_env import prepare_tensorflow
+@click.command(help=__doc__.split("\n\n")[0])
+@click.argument("action", type=click.Choice(["train", "status"]))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("training"), show_default=True,
+              help="Folder of the stages' run folders.")
+@click.option("--data", default="../shared/data/cifar10-train-jpeg.tar.gz",
+              show_default=True, help="Training images, as for `henet-edge train --data`.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Use only N training images (a quick check).")
+@user_errors
+def main(action: str, root: Path, data: str, limit: int | None) -> None:
+    queue = Lineage(root=root, data=data, limit=limit).queue()
+    if action == "status":
+        print(json.dumps(check_queue(queue), indent=1))
+    else:
+        from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
-            prepare_tensorflow()
-            run_queue(queue, echo=lambda m: print(m, flush=True))
-    except HenetEdgeError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        prepare_tensorflow()
+        run_queue(queue, echo=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

@@ -226,15 +226,16 @@ def test_pareto_front_and_dominance_on_known_points():
 
 
 @pytest.mark.parametrize("models", ["henet-rx", "henet-r9", "vgg"])
-def test_the_campaign_script_refuses_an_unknown_model_in_one_line(models, tmp_path):
+def test_the_campaign_script_refuses_an_unknown_model_with_its_usage(models, tmp_path):
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "equal_budget.py"
     proc = subprocess.run([sys.executable, str(script), "status", "--root", str(tmp_path),
                            "--models", models], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        f"unknown model {models!r}; choose from " + ", ".join(
-            f"{f}-r{r}" for f, r in CAMPAIGN_MODELS)]
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: unknown model {models!r}; choose from " + ", ".join(
+            f"{f}-r{r}" for f, r in CAMPAIGN_MODELS))
+    assert "Usage:" in proc.stderr and proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
