@@ -22,7 +22,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 from henet_edge.henet_keras.run import Run  # noqa: E402
 from henet_edge.henet_keras.run_table import markdown, plot_runs, run_row  # noqa: E402
 
@@ -37,11 +37,9 @@ from henet_edge.henet_keras.run_table import markdown, plot_runs, run_row  # noq
 @click.option("--from-epoch", type=click.IntRange(1), default=1, show_default=True,
               help="With --plot: start the curves at this epoch (early epochs squash the "
                    "later ones).")
+@user_errors
 def main(run_dirs: tuple[Path, ...], as_json: bool, plot: Path | None, from_epoch: int) -> None:
-    try:
-        runs = [Run.load(d) for d in run_dirs]
-    except HenetEdgeError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    runs = [Run.load(d) for d in run_dirs]
     rows = [run_row(run) for run in runs]
     click.echo(json.dumps(rows, indent=1) if as_json else markdown(rows))
     if plot:
