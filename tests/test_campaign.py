@@ -48,6 +48,7 @@ def test_every_model_is_an_ordinary_finished_run_with_the_shared_recipe(finished
     assert [(r["epochs_done"], r["epochs"]) for r in rows] == [(2, 2), (2, 2)]
     history = json.loads((finished / "henet-r1" / "history.json").read_text())
     assert rows[0]["best_val_accuracy"] == max(h["val_accuracy"] for h in history)
+    assert [r["hours_left"] for r in rows] == [0, 0]  # nothing left of a finished run
 
 
 def test_running_again_skips_finished_runs(finished, image_folder):
@@ -129,6 +130,7 @@ def test_a_killed_checkpoint_save_resumes_from_the_last_complete_checkpoint(imag
         run_campaign(campaign, echo=die_after_first_epoch, show_bar=False)
     (row,) = check_campaign(campaign)
     assert (row["state"], row["epochs_done"], row["epochs"]) == ("partial", 1, 3)
+    assert row["hours_left"] > 0  # two epochs at the first one's pace
     run = tmp_path / "henet-r1"
     # What a kill in the middle of the next epoch's writes leaves: a partial save under its
     # temporary name, and state.json one epoch behind the checkpoint.

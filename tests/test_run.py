@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from henet_edge.henet_keras.run import Run, RunError, load_runs_on_one_split, mean_of_last
+from henet_edge.henet_keras.run import (
+    Run,
+    RunError,
+    hours_left,
+    load_runs_on_one_split,
+    mean_of_last,
+)
 
 
 def _history(*accuracies):
@@ -109,3 +115,12 @@ def test_runs_scored_side_by_side_must_hold_out_the_same_images(tiny_run, tmp_pa
     assert [r.root for r in load_runs_on_one_split([tiny_run, same])] == [tiny_run, same]
     with pytest.raises(RunError, match=r"other held out other images than .*tiny: seed \(1\)"):
         load_runs_on_one_split([tiny_run, same, other])
+
+
+def test_hours_left_go_by_the_recent_pace_without_pauses():
+    seconds = [900, 200, 500, 100, 100, 100]  # the third epoch was stopped for 400 s
+    history = [{"seconds": s, "paused_seconds": 400 if i == 2 else 0.0}
+               for i, s in enumerate(seconds)]
+    assert hours_left(history, 10) == pytest.approx(4 * 100 / 3600)  # median of the last 5
+    assert hours_left(history, 6) == 0
+    assert hours_left(history, None) is None and hours_left([], 10) is None

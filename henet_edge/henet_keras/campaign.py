@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .data import same_source
-from .run import Run, RunError, TrainConfig
+from .run import Run, RunError, TrainConfig, hours_left
 from .train import train
 
 # In the issue's order of priority: if time forces a cut, the first four are the minimum.
@@ -109,10 +109,11 @@ def check_queue(queue: list[QueuedRun]) -> list[dict]:
 
 
 def progress(run: Run) -> dict:
-    """Epochs recorded of those planned, and the best validation top-1 so far."""
-    history = run.history
-    return {"epochs_done": len(history), "epochs": run.config.get("plan", {}).get("epochs"),
-            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None)}
+    """Epochs recorded of those planned, the best validation top-1 so far, hours to go."""
+    history, planned = run.history, run.config.get("plan", {}).get("epochs")
+    return {"epochs_done": len(history), "epochs": planned,
+            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+            "hours_left": hours_left(history, planned)}
 
 
 def run_queue(queue: list[QueuedRun], *, echo: Callable[[str], None] = print,

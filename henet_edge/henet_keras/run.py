@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -163,6 +164,18 @@ def mean_of_last(history: list[dict], n: int = LAST_N) -> float | None:
 def training_hours(history: list[dict]) -> float:
     """Hours the epochs ran, less any time the job was stopped (where a row records it)."""
     return sum(active_seconds(h) for h in history) / 3600
+
+
+def hours_left(history: list[dict], planned: int | None, recent: int = 5) -> float | None:
+    """Hours the planned epochs still to run would take at the pace of the ``recent`` last.
+
+    The pace is the median of their times less pauses, so one disturbed epoch does not
+    move it; ``None`` with no epoch or no plan to go by.
+    """
+    if not history or planned is None:
+        return None
+    pace = statistics.median(active_seconds(h) for h in history[-recent:])
+    return max(planned - len(history), 0) * pace / 3600
 
 
 def load_training_data(config: TrainConfig, progress=None) -> tuple[DataSource, ImageSet, ImageSet]:
