@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -22,6 +24,7 @@ import numpy as np
               default=None, help="A .keras file [the run's checkpoint.keras].")
 @click.option("--sample", default=10_000, show_default=True,
               help="Training images to score (seeded sample).")
+@user_errors
 def main(run_dir: Path, model_path: Path | None, sample: int) -> None:
     import keras
 

@@ -21,6 +21,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge import HenetEdgeError
+from henet_edge.cli.base import user_errors
+
 IDEAL = 1 / np.sqrt(12)  # the error spread, in quantization steps, of uniform rounding
 
 
@@ -29,6 +32,7 @@ IDEAL = 1 / np.sqrt(12)  # the error spread, in quantization steps, of uniform r
 @click.option("--images", type=click.IntRange(1), default=300, show_default=True,
               help="Validation images the debugger runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
 def main(bundle: Path, images: int, as_json: bool) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
@@ -40,13 +44,18 @@ def main(bundle: Path, images: int, as_json: bool) -> None:
     from henet_edge.calibration.calibration_set import load_calibration
     from henet_edge.convert.lowering import lower
     from henet_edge.convert.tflite import int8_converter, one_by_one, static_batch
+    from henet_edge.device.bundle import load_bundle
     from henet_edge.device.preprocess import preprocess_pixels
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    model = keras.models.load_model(bundle / "source" / "model.keras", compile=False)
-    graph = static_batch(lower(model, manifest.get("lowering", "folded")))
-    calibration = load_calibration(bundle / "calibration.npz")
-    with np.load(bundle / "validation.npz") as val:
+    loaded = load_bundle(bundle)  # every file hashed, the manifest checked
+    needed = ("source/model.keras", "calibration.npz", "validation.npz")
+    if missing := [name for name in needed if name not in loaded.manifest.files]:
+        raise HenetEdgeError(f"{bundle}: no {', '.join(missing)} in this bundle; convert it "
+                             "with --include-keras --include-calibration --include-validation N")
+    model = keras.models.load_model(loaded.file("source/model.keras"), compile=False)
+    graph = static_batch(lower(model, loaded.manifest.extra.get("lowering", "folded")))
+    calibration = load_calibration(loaded.file("calibration.npz"))
+    with np.load(loaded.file("validation.npz")) as val:
         pixels = val["pixels"][:images]
     debug_inputs = preprocess_pixels(pixels, calibration.preprocessing)
     converter = int8_converter(graph, calibration.inputs(), io="float32")

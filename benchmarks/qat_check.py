@@ -20,6 +20,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
+
 
 def _tflite_logits(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
@@ -45,6 +47,7 @@ def _tflite_logits(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
 @click.option("--num", type=click.IntRange(1), default=1000, show_default=True,
               help="Calibration images (the default model's bundle uses 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
 def main(run_dir: Path, calibration: str, num: int, as_json: bool) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
 from henet_edge.henet_keras.data import AUGMENTS
 
 
@@ -33,6 +34,7 @@ from henet_edge.henet_keras.data import AUGMENTS
               help="Sample size (default: what --ema uses).")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=None,
               help="Draw the sample this way [the run's own training augmentation].")
+@user_errors
 def main(run_dirs: tuple[Path, ...], samples: int, images: int | None,
          augment: str | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow

@@ -24,12 +24,15 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge.cli.base import user_errors
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--images", type=click.IntRange(1), default=5000, show_default=True,
               help="Training images sampled (seeded); the validation split is used whole.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@user_errors
 def main(run_dir: Path, images: int, as_json: bool) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
