@@ -44,10 +44,10 @@ def main(run_dir: Path, steps: int, rounds: int) -> None:
     from henet_edge.device.environment import Probe
     from henet_edge.device.preprocess import Preprocessing
     from henet_edge.henet_keras.datasets import make_datasets
-    from henet_edge.henet_keras.distill import DistillationLoss, load_teachers
+    from henet_edge.henet_keras.distill import DistillationLoss
     from henet_edge.henet_keras.run import Run, RunError, load_training_data
-    from henet_edge.henet_keras.tflite_teachers import TFLiteTeachers
-    from henet_edge.henet_keras.train import build_for
+    from henet_edge.henet_keras.teachers import check_teachers
+    from henet_edge.henet_keras.train import build_for, soft_targets
 
     run = Run.load(run_dir)
     config, plan = run.train_config, run.config["plan"]
@@ -56,8 +56,7 @@ def main(run_dir: Path, steps: int, rounds: int) -> None:
     source, train_set, val_set = load_training_data(config)
     classes = len(train_set.class_names)
     distill = plan["distillation"]
-    teachers = TFLiteTeachers(load_teachers([Run.load(t) for t in config.teachers], classes),
-                              distill["temperature"], flip=distill.get("flip", False))
+    teachers = soft_targets(check_teachers(config), classes, plan, print)
     plain, _ = make_datasets(
         train_set, val_set, spec=Preprocessing.from_dict(config.preprocessing),
         augment=source.augment, batch_size=plan["batch_size"],

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from henet_edge.henet_keras.run import Run
 from henet_edge.henet_keras.train import RunError, TrainConfig, train
 
 from .conftest import killed_after_last_epoch
+
+PIPELINE = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_pipeline.py"
 
 
 def _config(image_folder, **changes) -> TrainConfig:
@@ -221,3 +226,23 @@ def test_bad_distillation_options_are_one_line_and_make_nothing(
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_the_pipeline_benchmark_times_both_ways_with_the_runs_own_teachers(distilled):
+    """``benchmarks/distill_pipeline.py`` builds its teachers the way training does."""
+    run_dir, train_lines = distilled
+    done = subprocess.run([sys.executable, str(PIPELINE), str(run_dir), "--steps", "1",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    teacher_line = next(line for line in train_lines if line.startswith("distilling from"))
+    assert teacher_line in done.stdout  # the same teachers, weight, temperature as training
+    assert "teachers beside the step" in done.stdout and "teachers in the step" in done.stdout
+    assert "in the step over beside it:" in done.stdout
+
+
+def test_the_pipeline_benchmark_refuses_a_run_without_teachers_in_one_line(tiny_run):
+    done = subprocess.run([sys.executable, str(PIPELINE), str(tiny_run), "--steps", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "was not trained with --teacher" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -262,7 +262,7 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
         augment=source.augment, batch_size=plan["batch_size"],
         steps_per_epoch=plan["steps_per_epoch"], first_epoch=first_epoch,
         last_epoch=plan["epochs"], seed=config.seed, classes=classes,
-        soft_targets=_soft_targets(teachers, classes, plan, log),
+        soft_targets=soft_targets(teachers, classes, plan, log),
         mixup=config.mixup)
     callback = epoch_callback(run_dir, plan, history, best, log,
                               show_bar and sys.stderr.isatty(), val_ds, batches)
@@ -273,9 +273,12 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
                       callback.checkpoints.best, log, batches)
 
 
-def _soft_targets(runs: list[Run], classes: int, plan: dict,
+def soft_targets(runs: list[Run], classes: int, plan: dict,
                   log: Callable[[str], None]) -> Callable | None:
-    """The soft-label function of the checked teacher ``runs`` (None without teachers)."""
+    """The soft-label function of the checked teacher ``runs`` (None without teachers).
+
+    Logs what the teachers are; ``plan`` is the run's plan (its ``distillation`` part).
+    """
     if not runs:
         return None
     from .distill import load_teachers
