@@ -61,17 +61,24 @@ class Campaign:
 
 def run_state(run_dir: Path) -> str:
     """``new``, ``finished`` or ``partial`` (started: a config exists)."""
-    if not Run.is_run(run_dir):
+    return _state(_started(run_dir))
+
+
+def _started(run_dir: Path) -> Run | None:
+    return Run.load(run_dir) if Run.is_run(run_dir) else None
+
+
+def _state(run: Run | None) -> str:
+    if run is None:
         return "new"
-    return "finished" if Run.load(run_dir).finished else "partial"
+    return "finished" if run.finished else "partial"
 
 
-def config_differences(run_dir: Path, wanted: TrainConfig) -> list[str]:
-    """Each shared setting where ``run_dir``'s saved config differs from ``wanted``.
+def config_differences(run: Run, wanted: TrainConfig) -> list[str]:
+    """Each shared setting where ``run``'s saved config differs from ``wanted``.
 
     A setting newer than the run's config counts as its default, as it trained.
     """
-    run = Run.load(run_dir)
     resolved = run.train_config
     saved = {**json.loads(json.dumps(asdict(resolved))), "data": run.data_path,
              **{key: _normalised(getattr(resolved, key)) for key in PATH_KEYS}}
@@ -93,9 +100,10 @@ def check_queue(queue: list[QueuedRun]) -> list[dict]:
     """Every queued run with its state; refuses (before any work) a run that differs."""
     rows = []
     for name, run_dir, wanted in queue:
-        state = run_state(run_dir)
-        if state != "new":
-            differ = config_differences(run_dir, wanted)
+        run = _started(run_dir)  # config.json read once per run
+        state = _state(run)
+        if run is not None:
+            differ = config_differences(run, wanted)
             if differ:
                 raise RunError(f"{run_dir}: made with other settings than this campaign ("
                                + "; ".join(differ) + "); nothing was changed. Use another "
@@ -104,7 +112,7 @@ def check_queue(queue: list[QueuedRun]) -> list[dict]:
             raise RunError(f"{run_dir}: folder exists, holds files and no config.json; "
                            "it is not a run folder this campaign made")
         row = {"run": name, "run_dir": str(run_dir), "state": state}
-        rows.append(row if state == "new" else {**row, **progress(Run.load(run_dir))})
+        rows.append(row if run is None else {**row, **progress(run)})
     return rows
 
 
