@@ -16,7 +16,6 @@ installed (or shipped default) bundle is used, as ``classify`` does.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -26,6 +25,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 
 PLAIN = "from henet_edge.cli import main; main(prog_name='henet-edge')"
 WITH_TF = "import tensorflow; " + PLAIN
@@ -49,45 +56,46 @@ def _time_once(code: str, args: list[str], env: dict[str, str]) -> float:
                           env=env, check=False)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
-        sys.exit(f"the command failed (exit {done.returncode}):\n{done.stderr.strip()}")
+        detail = done.stderr.strip().removeprefix("Error: ")
+        raise HenetEdgeError(f"the command failed (exit {done.returncode}): {detail}")
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", type=Path, help="image to classify [a generated JPEG]")
-    parser.add_argument("--model", help="bundle or .tflite [the installed bundle]")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each [5]")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    options = parser.parse_args()
-    if options.repeats < 1:
-        parser.error("--repeats must be at least 1")
-
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Image to classify [a generated 640x480 JPEG].")
+@click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Bundle or .tflite to classify with [the installed bundle, else the "
+                   "shipped default, as classify does].")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
+              help="Timed runs of each way (after one uncounted run).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def main(image: Path | None, model: Path | None, repeats: int, as_json: bool) -> None:
     has_tf = importlib.util.find_spec("tensorflow") is not None
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     with tempfile.TemporaryDirectory() as tmp:
-        image = options.image or _sample_image(Path(tmp))
-        args = ["classify", str(image)]
-        if options.model:
-            args += ["--model", options.model]
+        args = ["classify", str(image or _sample_image(Path(tmp)))]
+        if model:
+            args += ["--model", str(model)]
         _time_once(PLAIN, args, env)  # fills the OS file cache; not counted
         plain, with_tf = [], []
-        for _ in range(options.repeats):
+        for _ in range(repeats):
             plain.append(_time_once(PLAIN, args, env))
             if has_tf:
                 with_tf.append(_time_once(WITH_TF, args, env))
 
-    result = {"image": str(options.image or "generated 640x480 JPEG"),
-              "repeats": options.repeats, "python": sys.version.split()[0],
+    result = {"image": str(image or "generated 640x480 JPEG"),
+              "repeats": repeats, "python": sys.version.split()[0],
               "classify_s": statistics.median(plain), "classify_runs_s": plain,
               "with_tensorflow_s": statistics.median(with_tf) if with_tf else None,
               "with_tensorflow_runs_s": with_tf}
     result["ratio"] = (result["with_tensorflow_s"] / result["classify_s"]
                        if with_tf else None)
-    if options.json:
+    if as_json:
         print(json.dumps(result, indent=1))
         return
-    print(f"fresh-process `henet-edge classify` of one image, median of {options.repeats}:")
+    print(f"fresh-process `henet-edge classify` of one image, median of {repeats}:")
     print(f"  without TensorFlow:       {result['classify_s']:.3f} s")
     if with_tf:
         print(f"  with `import tensorflow`: {result['with_tensorflow_s']:.3f} s")

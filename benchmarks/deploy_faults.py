@@ -28,7 +28,6 @@ device's dependency wheels (downloaded once, then uploaded with --wheelhouse).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -40,9 +39,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 from henet_edge.deploy.wheel import project_wheel  # noqa: E402
 from henet_edge.device.bundle import load_bundle  # noqa: E402
 from henet_edge.device.classify import DEFAULT_BUNDLE  # noqa: E402
@@ -57,10 +60,23 @@ from tests.deploy_helpers import (  # noqa: E402
 ENV = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
 
 
+def _last_line(stderr: str) -> str:
+    """A failed command's last line of stderr (its error), without click's ``Error:``."""
+    lines = stderr.strip().splitlines() or ["(nothing on stderr)"]
+    return lines[-1].removeprefix("Error: ")
+
+
 class Bench:
     def __init__(self, root: Path):
         self.root = root
         self.server = SSHServer(root / "sshd").start()
+        try:
+            self._set_up(root)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def _set_up(self, root: Path) -> None:
         self.known = root / "known_hosts"
         self.known.write_text(self.server.known_hosts_line)
         (root / "ssh_config").write_text("")
@@ -71,7 +87,7 @@ class Bench:
             capture_output=True, text=True, check=True).stdout.strip()
         made = make_wheelhouse(self.wheel, self.wheelhouse, device_py)
         if made.returncode != 0:
-            raise SystemExit(f"cannot download the device's wheels: {made.stderr[-500:]}")
+            raise HenetEdgeError(f"cannot download the device's wheels: {_last_line(made.stderr)}")
         self.bundles = [bundle_variant(DEFAULT_BUNDLE, root / name, name=name)
                         for name in ("faults_a", "faults_b")]
 
@@ -150,37 +166,40 @@ def dishonest(bench: Bench, expected_previous: str | None) -> str | None:
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=10, help="random kills (client or server)")
-    parser.add_argument("--pairs", type=int, default=4, help="concurrent deploy pairs")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--kills", type=click.IntRange(0), default=10, show_default=True,
+              help="Random kills, of the client and of the server alternately.")
+@click.option("--pairs", type=click.IntRange(0), default=4, show_default=True,
+              help="Concurrent deploy pairs.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the kill times, the pairs' delays and the trials' order.")
+@user_errors
+def main(kills: int, pairs: int, seed: int) -> None:
     if sshd_missing_reason():
-        raise SystemExit(sshd_missing_reason())
-    rng = random.Random(args.seed)
+        raise HenetEdgeError(sshd_missing_reason())
+    rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="deploy-faults-") as tmp:
         bench = Bench(Path(tmp))
         try:
-            run(bench, rng, args)
+            run(bench, rng, kills, pairs, seed)
         finally:
             bench.server.stop()
 
 
-def run(bench: Bench, rng: random.Random, args) -> None:
+def run(bench: Bench, rng: random.Random, kills: int, pairs: int, seed: int) -> None:
     a, b = bench.bundles
     ids = {bundle_id(a): a, bundle_id(b): b}
     t0 = time.monotonic()
     first = bench.deploy(a)
     if first.returncode != 0:
-        raise SystemExit(f"the first deploy failed: {first.stderr[-500:]}")
+        raise HenetEdgeError(f"the first deploy failed: {_last_line(first.stderr)}")
     t1 = time.monotonic()
     bench.deploy(b)
     window = time.monotonic() - t1  # one deploy that uploads, self-tests and switches
     print(f"setup: venv + first deploy {t1 - t0:.1f}s; one switching deploy {window:.1f}s")
     counts = {"trials": 0, "broken": 0, "failed re-runs": 0, "dishonest status": 0}
-    kinds = ["client", "server"] * ((args.kills + 1) // 2)
-    plan = [k for k in kinds[:args.kills]] + ["pair"] * args.pairs
+    kinds = ["client", "server"] * ((kills + 1) // 2)
+    plan = [k for k in kinds[:kills]] + ["pair"] * pairs
     rng.shuffle(plan)
     for i, kind in enumerate(plan, 1):
         before = bench.disk_current()
@@ -235,8 +254,8 @@ def run(bench: Bench, rng: random.Random, args) -> None:
         counts["trials"] += 1
         print(f"trial {i:3d} {kind:6s} at {delay:5.2f}s: "
               + ("ok" if not failures else "; ".join(failures)), flush=True)
-    print(f"\nkills: {args.kills} (client and server alternately), concurrent pairs: "
-          f"{args.pairs}, seed {args.seed}")
+    print(f"\nkills: {kills} (client and server alternately), concurrent pairs: "
+          f"{pairs}, seed {seed}")
     for name, value in counts.items():
         print(f"{name:>17}: {value}")
     print(f"{'seconds':>17}: {time.monotonic() - t0:.0f}")

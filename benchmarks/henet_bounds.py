@@ -21,13 +21,20 @@ ShuffleNet-r3, no shuffle or concat lowering can make HENet-r3 the faster one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+import click
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 
 
 def _first_input_layer():
@@ -76,18 +83,26 @@ def variants():
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--core", type=int, default=None)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--runs", type=click.IntRange(1), default=1000, show_default=True,
+              help="Timed passes per repeat of each model.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
+              help="Repeats, the models interleaved.")
+@click.option("--core", type=int, default=None,
+              help="CPU core to pin to [the highest-numbered allowed core].")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@user_errors
+def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
+    from henet_edge.device.bench import BenchOptions, check_core, run_bench
+
+    options = BenchOptions(runs=runs, repeats=repeats, warmup=50, core=core)
+    options.validate()  # fail before TensorFlow loads and converts (run_bench checks too)
+    if core is not None:
+        check_core(core)
 
     import numpy as np
 
     from henet_edge.convert.compare import convert_audited
-    from henet_edge.device.bench import BenchOptions, run_bench
     from henet_edge.henet_keras.profile import summarize
 
     calibration = np.random.default_rng(0).standard_normal((32, 31, 31, 3)).astype("float32")
@@ -98,11 +113,10 @@ def main() -> None:
             try:
                 files = convert_audited(model, calibration, Path(tmp) / f"variant{i}")
             except RuntimeError as exc:
-                raise SystemExit(f"{label}: {exc}") from None
+                raise HenetEdgeError(f"{label}: {exc}") from None
             paths += files.values()
             rows.append({"model": label, "macs": summarize(model)["macs"], "files": files})
-        run = run_bench(paths, BenchOptions(runs=args.runs, repeats=args.repeats, warmup=50,
-                                            core=args.core))
+        run = run_bench(paths, options)
     median = {r["path"]: r["per_inference_ms"]["median"] for r in run.result["models"]}
     reference = rows[-1]
     for row in rows:
@@ -112,9 +126,9 @@ def main() -> None:
                                                  / median[str(reference["files"][precision])])
         del row["files"]
     cpu = run.result.get("environment", {}).get("cpu", "")
-    if args.json:
+    if as_json:
         print(json.dumps({"rows": rows, "core": run.result["core"], "cpu": cpu,
-                          "runs": args.runs, "repeats": args.repeats}, indent=1))
+                          "runs": runs, "repeats": repeats}, indent=1))
         return
     print(f"{'model':<34}{'MACs run':>9}{'fp32 ms':>9}{'/ShuffleNet':>12}{'int8 ms':>9}"
           f"{'/ShuffleNet':>12}")
@@ -122,7 +136,7 @@ def main() -> None:
         print(f"{r['model']:<34}{r['macs'] / 1e6:>8.2f}M{r['float32_ms']:>9.3f}"
               f"{r['float32_vs_shufflenet']:>11.2f}x{r['int8_ms']:>9.3f}"
               f"{r['int8_vs_shufflenet']:>11.2f}x")
-    print(f"\nmedian per-inference latency, {args.repeats} x {args.runs} passes interleaved on "
+    print(f"\nmedian per-inference latency, {repeats} x {runs} passes interleaved on "
           f"one core ({run.result['core']}) of {cpu}; /ShuffleNet above 1.00x is slower")
 
 

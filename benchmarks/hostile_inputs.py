@@ -14,7 +14,6 @@ peak RSS, then the totals and the worst image's peak.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -28,12 +27,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from henet_edge.cli.base import user_errors  # noqa: E402
 from tests.device_helpers import png_header  # noqa: E402
 
 DEFAULT_BUNDLE = ROOT / "henet_edge" / "device" / "assets" / "default_bundle"
@@ -305,14 +306,18 @@ def attempt(what: str, args: list[str], expected: int | None, timeout: float,
     return outcome
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle folder")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per command")
-    ap.add_argument("--bundles", action="store_true", help="also run damaged bundles")
-    ap.add_argument("--keep", action="store_true", help="keep the corpus folder")
-    opts = ap.parse_args()
-    model = str(opts.model)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
+                                                      path_type=Path),
+              default=DEFAULT_BUNDLE, show_default="the shipped default bundle",
+              help="Bundle folder every command runs with (and --bundles damages copies of).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=60.0,
+              show_default=True, help="Seconds each command may run before it counts as hung.")
+@click.option("--bundles", is_flag=True, help="Also run the commands on damaged bundles.")
+@click.option("--keep", is_flag=True, help="Keep the corpus folder.")
+@user_errors
+def main(model_dir: Path, timeout: float, bundles: bool, keep: bool) -> None:
+    model = str(model_dir)
     tmp = Path(tempfile.mkdtemp(prefix="henet-hostile-"))
     outcomes: list[Outcome] = []
     image_runs: list[Outcome] = []
@@ -323,50 +328,50 @@ def main() -> None:
         expect = build_images(images)
         folders = build_folders(tmp)
         print(f"{len(expect)} image files, {len(folders)} folders; classifying each "
-              f"(timeout {opts.timeout:.0f} s)", flush=True)
+              f"(timeout {timeout:.0f} s)", flush=True)
         for name, code in sorted(expect.items()):
             o = attempt(f"classify {name!a}", ["classify", str(images / name), "--model",
-                                                    model, "--json"], code, opts.timeout, True)
+                                                    model, "--json"], code, timeout, True)
             outcomes.append(o)
             image_runs.append(o)
         text = attempt("classify images/ (text)", ["classify", str(images), "--model", model],
-                       1, opts.timeout)
+                       1, timeout)
         outcomes.append(text)
         for name, (folder, code) in folders.items():
             outcomes.append(attempt(f"classify {name}", ["classify", str(folder), "--model",
-                                                         model, "--json"], code, opts.timeout,
+                                                         model, "--json"], code, timeout,
                                     True))
         frames = folders["frames with a bad one"][0]
         outcomes += [
-            attempt("classify ''", ["classify", "", "--model", model], 1, opts.timeout),
+            attempt("classify ''", ["classify", "", "--model", model], 1, timeout),
             attempt("camera --source ''", ["camera", "--source", "", "--model", model], 1,
-                    opts.timeout),
+                    timeout),
             attempt("camera --source frames --frames 3", [
                 "camera", "--source", str(frames), "--frames", "3", "--json", "--model",
-                model], 1, opts.timeout, True),
+                model], 1, timeout, True),
             attempt("camera --source fifo.jpg", ["camera", "--source", str(images / "fifo.jpg"),
-                                                 "--model", model], 1, opts.timeout),
+                                                 "--model", model], 1, timeout),
             attempt("camera --source fifos/", ["camera", "--source",
                                                str(folders["fifo in folder"][0]), "--model",
-                                               model, "--json"], 1, opts.timeout, True),
+                                               model, "--json"], 1, timeout, True),
             attempt("bench --image fifo.jpg", ["bench", model, "--image",
                                                str(images / "fifo.jpg"), "--runs", "2",
-                                               "--repeats", "1"], 1, opts.timeout),
+                                               "--repeats", "1"], 1, timeout),
             attempt("bench --image thin_2000000x1.png", [
                 "bench", model, "--image", str(images / "thin_2000000x1.png"), "--runs", "2",
-                "--repeats", "1", "--warmup", "0", "--json"], 0, opts.timeout, "document"),
+                "--repeats", "1", "--warmup", "0", "--json"], 0, timeout, "document"),
             attempt("bench --runs 3000000000", ["bench", model, "--runs", "3000000000"], 1,
-                    opts.timeout),
+                    timeout),
             attempt("classify --threads 100000", ["classify", str(images / "good.png"),
                                                   "--model", model, "--threads", "100000"],
-                    2, opts.timeout),
-            attempt("profile --repeat 1000", ["profile", "--repeat", "1000"], 2, opts.timeout),
-            attempt("profile --width 0", ["profile", "--width", "0"], 2, opts.timeout),
+                    2, timeout),
+            attempt("profile --repeat 1000", ["profile", "--repeat", "1000"], 2, timeout),
+            attempt("profile --width 0", ["profile", "--width", "0"], 2, timeout),
             attempt("evaluate BUNDLE --data images/", ["evaluate", model, "--data",
-                                                       str(images)], 1, opts.timeout),
+                                                       str(images)], 1, timeout),
         ]
-        if opts.bundles:
-            damaged = build_bundles(opts.model, tmp / "bundles")
+        if bundles:
+            damaged = build_bundles(model_dir, tmp / "bundles")
             good = str(images / "good.png")
             for what, bundle in damaged.items():
                 for command in (["classify", good, "--model", str(bundle), "--json"],
@@ -375,9 +380,9 @@ def main() -> None:
                                 ["doctor", "--model", str(bundle)],
                                 ["evaluate", str(bundle)]):
                     outcomes.append(attempt(f"{command[0]} on bundle: {what}", command, 1,
-                                            opts.timeout, "--json" in command))
+                                            timeout, "--json" in command))
     finally:
-        if opts.keep:
+        if keep:
             print(f"corpus kept in {tmp}")
         else:
             _remove(tmp)

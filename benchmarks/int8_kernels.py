@@ -13,14 +13,20 @@ has no fast int8 dot product (x86 without VNNI; an Arm core with SDOT has one).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
+import click
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge.cli.base import user_errors  # noqa: E402
 
 # (label, input HxWxC, filters, kernel, stride, groups, uses in HENet-r3)
 HENET_R3 = [
@@ -60,19 +66,25 @@ def macs(shape, filters, kernel, stride, groups) -> int:
     return out * out * filters * kernel * kernel * c // groups
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--core", type=int, default=None)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--runs", type=click.IntRange(1), default=300, show_default=True,
+              help="Timed passes per repeat of each conv and precision.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
+              help="Repeats, the models interleaved.")
+@click.option("--core", type=int, default=None,
+              help="CPU core to pin to [the highest-numbered allowed core].")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@user_errors
+def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
     import numpy as np
 
     from henet_edge.convert.tflite import to_float32, to_int8
-    from henet_edge.device.bench import BenchOptions, run_bench
+    from henet_edge.device.bench import BenchOptions, check_core, run_bench
 
+    options = BenchOptions(runs=runs, repeats=repeats, warmup=20, core=core)
+    options.validate()  # fail before converting (run_bench checks too)
+    if core is not None:
+        check_core(core)
     rows = HENET_R3 + DENSE_REFERENCE
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="int8-kernels-") as tmp:
@@ -85,8 +97,7 @@ def main() -> None:
                 path = Path(tmp) / f"{i}_{precision}.tflite"
                 path.write_bytes(data)
                 paths.append(path)
-        run = run_bench(paths, BenchOptions(runs=args.runs, repeats=args.repeats, warmup=20,
-                                            core=args.core))
+        run = run_bench(paths, options)
         median = {Path(r["path"]).name: r["per_inference_ms"]["median"]
                   for r in run.result["models"]}
     results = []
@@ -103,7 +114,7 @@ def main() -> None:
     totals = {p: sum(r[f"{p}_us"] * r["uses_in_henet_r3"] for r in henet)
               for p in ("float32", "int8")}
     cpu = run.result.get("environment", {}).get("cpu", platform.processor())
-    if args.json:
+    if as_json:
         print(json.dumps({"rows": results, "henet_r3_conv_total_us": totals, "cpu": cpu,
                           "core": run.result["core"]}, indent=1))
         return
@@ -119,7 +130,7 @@ def main() -> None:
     print(f"\nHENet-r3's convs, each timed alone, times their uses: float32 "
           f"{totals['float32']:.0f} us, int8 {totals['int8']:.0f} us "
           f"(int8 {totals['float32'] / totals['int8']:.2f}x)")
-    print(f"one core ({run.result['core']}) of {cpu}; median of {args.repeats} x {args.runs} "
+    print(f"one core ({run.result['core']}) of {cpu}; median of {repeats} x {runs} "
           "passes, interleaved")
 
 

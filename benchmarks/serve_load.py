@@ -14,7 +14,6 @@ compiled, used by "auto" when installed).
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import io
 import os
@@ -25,9 +24,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import click
 import numpy as np
 from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError, UsageError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -57,7 +64,7 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode})")
+            raise HenetEdgeError(f"the server exited ({proc.returncode})")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
@@ -66,23 +73,34 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None
                 return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("the server did not start")
+    raise HenetEdgeError("the server did not start")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="bundle folder")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--requests", type=int, default=10_000)
-    ap.add_argument("--workers", type=int, default=1, help="interpreters in the server")
-    ap.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
-    ap.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long")
-    args = ap.parse_args()
-
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Bundle folder the server classifies with.")
+@click.option("--clients", type=click.IntRange(1), default=8, show_default=True,
+              help="Concurrent client threads, one keep-alive connection each.")
+@click.option("--requests", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Timed requests in all, shared evenly between the clients.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Interpreters in the server.")
+@click.option("--http", "http_parser", type=click.Choice(["auto", "h11", "httptools"]),
+              default="auto", show_default=True,
+              help="uvicorn's HTTP parser (auto: httptools when installed, else h11).")
+@click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=300.0,
+              show_default=True, help="Seconds the warm-up, and then the timed requests, "
+                                      "may each take before the clients stop.")
+@user_errors
+def main(model: Path, clients: int, requests: int, workers: int, http_parser: str,
+         max_seconds: float) -> None:
+    if requests < clients:
+        raise UsageError(f"--requests {requests} is fewer than --clients {clients}: "
+                         "each client needs at least one request")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, args.model, str(port),
-                             str(args.workers), args.http], env={**os.environ,
-                                                                 "TF_CPP_MIN_LOG_LEVEL": "3"},
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port),
+                             str(workers), http_parser],
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                             stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, proc)
@@ -90,7 +108,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
         body = buf.getvalue()
-        per_client = args.requests // args.clients
+        per_client = requests // clients
 
         def client(count: int) -> tuple[list[float], dict[int, int]]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -109,26 +127,28 @@ def main() -> None:
             conn.close()
             return lat, errors
 
-        deadline = time.monotonic() + args.max_seconds
-        with ThreadPoolExecutor(args.clients) as pool:  # warm-up: every thread, 20 each
-            list(pool.map(client, [20] * args.clients))
+        deadline = time.monotonic() + max_seconds
+        with ThreadPoolExecutor(clients) as pool:  # warm-up: every thread, 20 each
+            list(pool.map(client, [20] * clients))
         rss0 = rss_mb(proc.pid)
-        deadline = time.monotonic() + args.max_seconds
+        deadline = time.monotonic() + max_seconds
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(client, [per_client] * args.clients))
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(client, [per_client] * clients))
         wall = time.perf_counter() - t0
         rss1 = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
     lat = sorted(x for r in results for x in r[0])
+    if not lat:
+        raise HenetEdgeError(f"no timed request finished within --max-seconds {max_seconds:g}")
     errors: dict[int, int] = {}
     for _, e in results:
         for k, v in e.items():
             errors[k] = errors.get(k, 0) + v
-    print(f"requests {len(lat)} clients {args.clients} workers {args.workers} "
-          f"http {args.http} wall {wall:.1f} s")
+    print(f"requests {len(lat)} clients {clients} workers {workers} "
+          f"http {http_parser} wall {wall:.1f} s")
     print(f"throughput {len(lat) / wall:.1f} classifications/s")
     p99 = lat[int(0.99 * (len(lat) - 1))]
     print(f"latency p50 {statistics.median(lat):.2f} ms p99 {p99:.2f} ms")

@@ -22,15 +22,23 @@ input pipeline is measured alone beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import click
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from henet_edge import HenetEdgeError  # noqa: E402
+from henet_edge.cli.base import user_errors  # noqa: E402
+
 FORMULATIONS = ("native", "masked-eigen", "masked")
 
 
@@ -80,51 +88,58 @@ def measure_pipeline(batch: int, steps: int) -> float:
     return 2 * steps * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30,
-                        help="timed steps of the masked formulations")
-    parser.add_argument("--native-steps", type=int, default=4,
-                        help="timed steps of the native one (about 12 s each here)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one measurement
-    args = parser.parse_args()
-    if min(args.warmup, args.steps, args.native_steps, args.rounds) < 1:
-        parser.error("--warmup, --steps, --native-steps and --rounds must be at least 1")
-    if args.one:
-        print(measure(args.one, args.repeat, args.batch_size, args.steps, args.warmup))
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
+              help="HENet's stride-1 blocks per stage (HENet-r3 is the default model).")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True,
+              help="Images per training step.")
+@click.option("--steps", type=click.IntRange(1), default=30, show_default=True,
+              help="Timed steps of the masked formulations.")
+@click.option("--native-steps", type=click.IntRange(1), default=4, show_default=True,
+              help="Timed steps of the native one (about 12 s each here).")
+@click.option("--warmup", type=click.IntRange(1), default=2, show_default=True,
+              help="Untimed steps before the timed ones (tracing).")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+              help="Rounds of every formulation, alternating; the median is reported.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--one", type=click.Choice(FORMULATIONS), default=None, hidden=True,
+              help="Child process: time this formulation once and print its img/s.")
+@user_errors
+def main(repeat: int, batch_size: int, steps: int, native_steps: int, warmup: int,
+         rounds: int, as_json: bool, one: str | None) -> None:
+    if one:
+        print(measure(one, repeat, batch_size, steps, warmup))
         return
     samples: dict[str, list[float]] = {f: [] for f in FORMULATIONS}
-    for r in range(args.rounds):
+    for r in range(rounds):
         for formulation in samples:
             env = {**os.environ,
                    "TF_ENABLE_ONEDNN_OPTS": "0" if formulation == "masked-eigen" else "1"}
             out = subprocess.run(
-                [sys.executable, __file__, "--one", formulation, "--repeat", str(args.repeat),
-                 "--batch-size", str(args.batch_size),
-                 "--steps", str(args.native_steps if formulation == "native" else args.steps),
-                 "--warmup", str(args.warmup)], capture_output=True, text=True, check=True,
-                env=env)
+                [sys.executable, __file__, "--one", formulation, "--repeat", str(repeat),
+                 "--batch-size", str(batch_size),
+                 "--steps", str(native_steps if formulation == "native" else steps),
+                 "--warmup", str(warmup)], capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                last = (out.stderr.strip().splitlines() or [""])[-1]
+                raise HenetEdgeError(f"round {r + 1}: measuring {formulation} failed "
+                                     f"(exit {out.returncode}): {last}")
             samples[formulation].append(float(out.stdout.strip().splitlines()[-1]))
-            if not args.json:
+            if not as_json:
                 print(f"round {r + 1}: {formulation:<15} {samples[formulation][-1]:8.1f} img/s",
                       flush=True)
     results = {f: statistics.median(v) for f, v in samples.items()}
     ratios = {k: v / results["native"] for k, v in results.items()}
-    pipeline = measure_pipeline(args.batch_size, 20)
-    if args.json:
+    pipeline = measure_pipeline(batch_size, 20)
+    if as_json:
         print(json.dumps({"img_per_s": results, "samples": samples, "ratio_to_native": ratios,
                           "input_pipeline_img_per_s": pipeline}, indent=1))
         return
     print(f"{'pipeline':<12} {pipeline:8.1f} img/s (input pipeline alone: decode cache, "
           "pad/crop/flip, normalise)")
-    print(f"\nHENet-r{args.repeat}, batch {args.batch_size}, {args.steps} timed steps "
-          f"({args.native_steps} for native) after {args.warmup} warm-up, median of "
-          f"{args.rounds} rounds, {os.cpu_count()} CPU cores")
+    print(f"\nHENet-r{repeat}, batch {batch_size}, {steps} timed steps "
+          f"({native_steps} for native) after {warmup} warm-up, median of "
+          f"{rounds} rounds, {os.cpu_count()} CPU cores")
     for k, r in ratios.items():
         print(f"  {k:<15} {results[k]:8.1f} img/s  {r:6.1f}x native")
 
