@@ -1,6 +1,7 @@
 """The teachers' labelling of one training batch: Keras forward pass against TFLite.
 
     python benchmarks/teacher_speed.py RUN... [--flip] [--batch 128] [--chunk 32]
+                                              [--lowering folded]
 
 ``train --teacher`` labels every training batch with the teachers' mean
 softmax(logits / T). This times that labelling three ways, alternating, on one
@@ -8,7 +9,9 @@ seeded batch: the Keras teachers as training used to run them (masked dense
 grouped convs, oneDNN, one ``tf.function``), and :class:`TFLiteTeachers`, which
 training now uses (float32 TFLite, XNNPACK, native grouped convs), once with the
 whole batch in one call per teacher and view and once in chunks of ``--chunk``
-images, as training runs them. It prints each way's median ms per batch, the
+images, as training runs them. ``--lowering`` adds a fourth way: the chunked
+teachers converted after that graph lowering (``henet-edge convert --lowering``;
+the same function, other ops). It prints each way's median ms per batch, the
 speed-ups, and the largest difference between the labels.
 """
 
@@ -26,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.convert.lowering import LOWERINGS  # noqa: E402
 
 
 @click.command()
@@ -39,9 +43,11 @@ from henet_edge.cli.base import user_errors  # noqa: E402
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--chunk", type=click.IntRange(1), default=None,
               help="Images per TFLite call in the chunked way [training's, 32].")
+@click.option("--lowering", type=click.Choice(LOWERINGS), default=None,
+              help="Also time the chunked teachers with this lowering.")
 @user_errors
 def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
-         passes: int, rounds: int, chunk: int | None) -> None:
+         passes: int, rounds: int, chunk: int | None, lowering: str | None) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
@@ -76,6 +82,12 @@ def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
     ways = {"keras": lambda: keras_labels(tf.constant(x)).numpy(),
             "tflite, whole batch": lambda: whole.labels(x),
             f"tflite, chunks of {chunk}": lambda: chunked.labels(x)}
+    if lowering:
+        from henet_edge.convert.lowering import lower
+
+        lowered = TFLiteTeachers([lower(m, lowering) for m in saved], temperature,
+                                 flip=flip, chunk=chunk)
+        ways[f"tflite, chunks, {lowering}"] = lambda: lowered.labels(x)
     labels = {name: way() for name, way in ways.items()}  # warm-up (tracing, allocation)
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
@@ -93,12 +105,15 @@ def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
     for name in ways:
         print(f"  {name:22s} {med[name]:8.1f} ms/batch  (rounds: "
               + ", ".join(f"{t:.1f}" for t in times[name]) + ")")
-    keras_name, whole_name, chunked_name = ways
+    keras_name, whole_name, chunked_name, *lowered_name = ways
     for name in (whole_name, chunked_name):
         print(f"  {name} over keras: {med[keras_name] / med[name]:.2f}x; largest label "
               f"difference {np.abs(labels[keras_name] - labels[name]).max():.1e}")
     print(f"  chunks over whole batch: {med[whole_name] / med[chunked_name]:.2f}x; largest "
           f"label difference {np.abs(labels[whole_name] - labels[chunked_name]).max():.1e}")
+    for name in lowered_name:
+        print(f"  {name} over chunks: {med[chunked_name] / med[name]:.2f}x; largest label "
+              f"difference {np.abs(labels[chunked_name] - labels[name]).max():.1e}")
 
 
 if __name__ == "__main__":
