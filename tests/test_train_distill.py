@@ -246,3 +246,17 @@ def test_the_pipeline_benchmark_refuses_a_run_without_teachers_in_one_line(tiny_
     assert done.returncode == 1
     assert "was not trained with --teacher" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_the_teacher_benchmark_times_every_way_and_their_labels_agree(tiny_run):
+    """``benchmarks/teacher_speed.py``: Keras, TFLite whole and chunked, and a lowering."""
+    script = PIPELINE.with_name("teacher_speed.py")
+    done = subprocess.run([sys.executable, str(script), str(tiny_run), str(tiny_run), "--flip",
+                           "--batch", "5", "--chunk", "2", "--passes", "1", "--rounds", "1",
+                           "--lowering", "folded"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    differences = [float(line.rsplit(" ", 1)[1]) for line in done.stdout.splitlines()
+                   if "largest label difference" in line]
+    assert len(differences) == 4  # whole and chunks over keras, chunks over whole, folded
+    assert max(differences) < 1e-5
+    assert "tflite, chunks, folded over chunks:" in done.stdout
