@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,11 +61,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise HenetEdgeError(f"the server exited ({proc.returncode})")
+            log.seek(0)
+            said = [line for line in log.read().decode(errors="replace").splitlines()
+                    if line.strip()]
+            raise HenetEdgeError(f"the server exited ({proc.returncode})"
+                                 + (f": {said[-1].strip()}" if said else ""))
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
@@ -98,48 +103,49 @@ def main(model: Path, clients: int, requests: int, workers: int, http_parser: st
         raise UsageError(f"--requests {requests} is fewer than --clients {clients}: "
                          "each client needs at least one request")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port),
-                             str(workers), http_parser],
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(port, proc)
-        buf = io.BytesIO()
-        rng = np.random.default_rng(0)
-        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
-        body = buf.getvalue()
-        per_client = requests // clients
+    with tempfile.TemporaryFile() as log:  # the server's stderr (a pipe could fill, stall it)
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port),
+                                 str(workers), http_parser],
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                                stderr=log)
+        try:
+            wait_ready(port, proc, log)
+            buf = io.BytesIO()
+            rng = np.random.default_rng(0)
+            Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG")
+            body = buf.getvalue()
+            per_client = requests // clients
 
-        def client(count: int) -> tuple[list[float], dict[int, int]]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            lat: list[float] = []
-            errors: dict[int, int] = {}
-            for _ in range(count):
-                if time.monotonic() > deadline:
-                    break
-                t0 = time.perf_counter()
-                conn.request("POST", "/api/classify", body, {"Content-Type": "image/jpeg"})
-                resp = conn.getresponse()
-                resp.read()
-                lat.append((time.perf_counter() - t0) * 1000)
-                if resp.status != 200:
-                    errors[resp.status] = errors.get(resp.status, 0) + 1
-            conn.close()
-            return lat, errors
+            def client(count: int) -> tuple[list[float], dict[int, int]]:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                lat: list[float] = []
+                errors: dict[int, int] = {}
+                for _ in range(count):
+                    if time.monotonic() > deadline:
+                        break
+                    t0 = time.perf_counter()
+                    conn.request("POST", "/api/classify", body, {"Content-Type": "image/jpeg"})
+                    resp = conn.getresponse()
+                    resp.read()
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    if resp.status != 200:
+                        errors[resp.status] = errors.get(resp.status, 0) + 1
+                conn.close()
+                return lat, errors
 
-        deadline = time.monotonic() + max_seconds
-        with ThreadPoolExecutor(clients) as pool:  # warm-up: every thread, 20 each
-            list(pool.map(client, [20] * clients))
-        rss0 = rss_mb(proc.pid)
-        deadline = time.monotonic() + max_seconds
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            results = list(pool.map(client, [per_client] * clients))
-        wall = time.perf_counter() - t0
-        rss1 = rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+            deadline = time.monotonic() + max_seconds
+            with ThreadPoolExecutor(clients) as pool:  # warm-up: every thread, 20 each
+                list(pool.map(client, [20] * clients))
+            rss0 = rss_mb(proc.pid)
+            deadline = time.monotonic() + max_seconds
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                results = list(pool.map(client, [per_client] * clients))
+            wall = time.perf_counter() - t0
+            rss1 = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(10)
     lat = sorted(x for r in results for x in r[0])
     if not lat:
         raise HenetEdgeError(f"no timed request finished within --max-seconds {max_seconds:g}")
