@@ -25,7 +25,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, user_errors  # noqa: E402
 
 
 @click.command()
@@ -33,6 +33,7 @@ from henet_edge.cli.base import user_errors  # noqa: E402
 @click.option("--steps", type=click.IntRange(1), default=30, show_default=True,
               help="Timed training steps per way per round.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@quiet_logs
 @user_errors
 def main(run_dir: Path, steps: int, rounds: int) -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, user_errors  # noqa: E402
 
 
 def _first_input_layer():
@@ -91,6 +91,7 @@ def variants():
 @click.option("--core", type=int, default=None,
               help="CPU core to pin to [the highest-numbered allowed core].")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@quiet_logs
 @user_errors
 def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
     from henet_edge.device.bench import BenchOptions, check_core, run_bench

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, user_errors  # noqa: E402
 
 # (label, input HxWxC, filters, kernel, stride, groups, uses in HENet-r3)
 HENET_R3 = [
@@ -74,6 +74,7 @@ def macs(shape, filters, kernel, stride, groups) -> int:
 @click.option("--core", type=int, default=None,
               help="CPU core to pin to [the highest-numbered allowed core].")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@quiet_logs
 @user_errors
 def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
     import numpy as np

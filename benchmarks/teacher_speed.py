@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, user_errors  # noqa: E402
 from henet_edge.convert.lowering import LOWERINGS  # noqa: E402
 
 
@@ -45,6 +45,7 @@ from henet_edge.convert.lowering import LOWERINGS  # noqa: E402
               help="Images per TFLite call in the chunked way [training's, 32].")
 @click.option("--lowering", type=click.Choice(LOWERINGS), default=None,
               help="Also time the chunked teachers with this lowering.")
+@quiet_logs
 @user_errors
 def main(run_dirs: tuple[Path, ...], flip: bool, temperature: float, batch: int,
          passes: int, rounds: int, chunk: int | None, lowering: str | None) -> None:
