@@ -94,12 +94,10 @@ def variants():
 @quiet_logs
 @user_errors
 def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
-    from henet_edge.device.bench import BenchOptions, check_core, run_bench
+    from henet_edge.device.bench import BenchOptions, run_bench
 
     options = BenchOptions(runs=runs, repeats=repeats, warmup=50, core=core)
-    options.validate()  # fail before TensorFlow loads and converts (run_bench checks too)
-    if core is not None:
-        check_core(core)
+    options.validate_here()  # fail before TensorFlow loads and converts (run_bench checks too)
 
     import numpy as np
 

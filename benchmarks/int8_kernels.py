@@ -80,12 +80,10 @@ def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:
     import numpy as np
 
     from henet_edge.convert.tflite import to_float32, to_int8
-    from henet_edge.device.bench import BenchOptions, check_core, run_bench
+    from henet_edge.device.bench import BenchOptions, run_bench
 
     options = BenchOptions(runs=runs, repeats=repeats, warmup=20, core=core)
-    options.validate()  # fail before converting (run_bench checks too)
-    if core is not None:
-        check_core(core)
+    options.validate_here()  # fail before converting (run_bench checks too)
     rows = HENET_R3 + DENSE_REFERENCE
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="int8-kernels-") as tmp:

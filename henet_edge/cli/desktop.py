@@ -367,7 +367,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     wanted, chosen = parse_models(models), parse_lowerings(lowerings)
     options = BenchOptions(runs=runs, repeats=repeats, warmup=warmup, core=core,
                            precision="all")
-    options.validate()
+    options.validate_here()
     if plot_path:
         plot_path = check_plot_target(plot_path, "compare.png")
     _quiet_tensorflow()

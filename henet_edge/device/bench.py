@@ -231,6 +231,16 @@ class BenchOptions:
         if self.precision not in (*PRECISIONS, "all"):
             raise BenchError(f"unknown precision {self.precision!r}")
 
+    def validate_here(self) -> None:
+        """:meth:`validate`, and ``core`` (when given) is one this process may run on.
+
+        For timing on this machine, before any slow work (a remote bench's core is
+        the device's, so it only gets :meth:`validate`).
+        """
+        self.validate()
+        if self.core is not None:
+            check_core(self.core)
+
 
 @dataclass
 class BenchRun:
