@@ -29,16 +29,14 @@ intact and runnable, and a re-run completes the job. Re-deploying an unchanged
 wheel installs nothing; an unchanged bundle uploads nothing.
 
 Everything goes through a :class:`~henet_edge.deploy.connection.Connection`:
-SSH for a Pi, or a local folder for the demo.
+SSH for a Pi, or a local folder for the demo. The venvs are
+:class:`~henet_edge.deploy.venvs.DeviceVenvs`'s work and the lock
+:class:`~henet_edge.deploy.lock.DeployLock`'s; this module orders the steps.
 """
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import json
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,24 +51,25 @@ from henet_edge.storage import utc_timestamp
 from . import agent
 from .connection import Connection
 from .errors import DeployError, RemoteCommandError, SelftestFailed
+from .lock import DeployLock, deployer
 from .probe import (
     DEFAULT_REMOTE_DIR,
     DEFAULT_REMOTE_PYTHON,
     DeviceInfo,
     SpaceNeeded,
-    agent_source,
     check_device,
     human_bytes,
     probe,
     run_agent,
 )
 from .session import TMP, DeviceSession
+from .venvs import INSTALL_RECORD, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import deploy_order, previous_version, realised_history, resolve_version, to_prune
 
 Log = Callable[[str], None]
 
-BUNDLES, VENVS, VENV_LINK, CURRENT = "bundles", "venvs", "venv", "current"
-HISTORY, LAST_BENCH, INSTALL_RECORD = agent.HISTORY, agent.LAST_BENCH, agent.INSTALL_RECORD
+BUNDLES, CURRENT = "bundles", "current"
+HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
 SERVICE_UNIT = "henet-edge.service"
 
@@ -144,10 +143,6 @@ class _DeployPlan:
         return self.bundle_id in (self.installed.get("bundles") or [])
 
 
-def venv_key(wheel_sha256: str, python_path: str) -> str:
-    return hashlib.sha256(f"{wheel_sha256}\0{python_path}".encode()).hexdigest()[:16]
-
-
 def _short(bundle_id: str | None) -> str:
     return bundle_id[:12] if bundle_id else "none"
 
@@ -164,6 +159,9 @@ class Installer:
                                      progress=progress, progress_position=progress_position)
         self.log = log or (lambda _msg: None)
         self.info: DeviceInfo | None = None
+        self.lock = DeployLock(connection, self.options.remote_python, name=self.name)
+        self.venvs = DeviceVenvs(self.session, self._agent,
+                                 timeout=self.options.command_timeout, log=self.log)
 
     # -- the session's facts, under the names the deploy steps use
     @property
@@ -194,8 +192,7 @@ class Installer:
                          f"switching {link} to {target}")
 
     def _append_history(self, entry: dict[str, Any]) -> None:
-        entry = {"time": utc_timestamp(),
-                 "by": f"{getpass.getuser()}@{socket.gethostname()}", **entry}
+        entry = {"time": utc_timestamp(), "by": deployer(), **entry}
         line = quote(json.dumps(entry))
         self.session.run(f"printf '%s\\n' {line} >> {quote(self.path(HISTORY))}",
                          "recording the deploy history")
@@ -213,48 +210,8 @@ class Installer:
 
     # -- the device's deploy lock
     def _lock(self) -> dict[str, Any]:
-        """Take the device's deploy lock (held on the device until released or the
-        connection dies); the installed state as read under the lock."""
-        holder = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
-                             "pid": os.getpid(),
-                             "since": utc_timestamp()})
-        timeout = self.options.lock_timeout
-        command = " ".join([quote(self.options.remote_python), "-c", quote(agent_source().decode()),
-                            "lock", quote(self.base), f"{timeout:g}", quote(holder)])
-        held = self.connection.start(command)
-        line = held.readline(timeout + 60)
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            held.close()
-            raise RemoteCommandError(f"{self.name}: could not take the deploy lock in "
-                                     f"{self.base} ({line.strip() or 'no answer'})") from None
-        if not answer.get("ok"):
-            held.close()
-            raise DeployError(self._lock_refusal(answer, timeout))
-        self._held = held
-        return answer.get("installed") or {}
-
-    def _lock_refusal(self, answer: dict[str, Any], timeout: float) -> str:
-        where = f"{self.name}: --remote-dir {self.base}"
-        if answer.get("error") == "foreign":
-            shown = ", ".join(answer.get("entries") or [])
-            more = answer.get("count", 0) - len(answer.get("entries") or [])
-            return (f"{where} is not empty and was not made by henet-edge (it holds {shown}"
-                    + (f" and {more} more" if more > 0 else "") + "); deploy only ever "
-                    f"deletes what it created, so give a new or empty folder "
-                    f"(default {DEFAULT_REMOTE_DIR})")
-        if answer.get("error") == "not_a_folder":
-            return f"{where} exists and is not a folder; give another --remote-dir"
-        holder = answer.get("holder") or {}
-        return (f"{self.name}: another deploy or rollback to {self.base} is in progress "
-                f"(by {holder.get('by', '?')}, pid {holder.get('pid', '?')}, since "
-                f"{holder.get('since', '?')}); waited {timeout:g}s, try again when it ends")
-
-    def _unlock(self) -> None:
-        held, self._held = getattr(self, "_held", None), None
-        if held is not None:
-            held.close()
+        """Take the device's deploy lock; the installed state as read under it."""
+        return self.lock.take(self.base, self.options.lock_timeout)
 
     # -- probe
     def probe(self) -> DeviceInfo:
@@ -269,7 +226,7 @@ class Installer:
         try:
             return self._deploy(bundle_path)
         finally:
-            self._unlock()
+            self.lock.release()
 
     def _deploy(self, bundle_path: str | Path) -> DeployResult:
         t0 = time.monotonic()
@@ -307,7 +264,7 @@ class Installer:
         if not self.options.device_python:
             plan.wheel, plan.wheel_sha = self._wheel()
             plan.key = venv_key(plan.wheel_sha, info.python_path)
-            plan.need_venv = not self._venv_complete(plan.key, plan.installed)
+            plan.need_venv = not self.venvs.is_complete(plan.key, plan.installed)
             if plan.need_venv and self.options.wheelhouse:
                 from .wheel import wheelhouse_files
 
@@ -333,16 +290,16 @@ class Installer:
         if locked != plan.installed:
             plan.installed = locked
             if plan.key:
-                plan.need_venv = plan.need_venv and not self._venv_complete(plan.key, locked)
+                plan.need_venv = plan.need_venv and not self.venvs.is_complete(plan.key, locked)
 
     def _ensure_venv(self, plan: _DeployPlan) -> dict[str, Any]:
         """Install the planned venv, or reuse the complete one; its TFLite runtime."""
         if plan.need_venv:
-            return self._install_venv(plan.key, plan.wheel, plan.wheel_sha, plan.wheelhouse,
+            return self.venvs.install(plan.key, plan.wheel, plan.wheel_sha, plan.wheelhouse,
                                       plan.info)
         if not plan.key:
             return {}
-        record = self._venv_record(plan.key, plan.installed) or {}
+        record = self.venvs.record(plan.key, plan.installed) or {}
         self.log(f"device side henet-edge {record.get('version', '?')} already "
                  f"installed (venv {plan.key}); nothing to install")
         return record.get("runtime", {})
@@ -421,21 +378,6 @@ class Installer:
             project_wheel(log=self.log)
         return wheel, sha256_file(wheel)
 
-    def _venv_complete(self, key: str, installed: dict[str, Any]) -> bool:
-        if installed.get("venv") == key and installed.get("venv_record"):
-            return True
-        result = self.connection.run(f"test -f {quote(self.path(VENVS, key, INSTALL_RECORD))}")
-        return result.ok
-
-    def _venv_record(self, key: str, installed: dict[str, Any]) -> dict[str, Any] | None:
-        if installed.get("venv") == key:
-            return installed.get("venv_record")
-        result = self.connection.run(f"cat {quote(self.path(VENVS, key, INSTALL_RECORD))}")
-        try:
-            return json.loads(result.out) if result.ok else None
-        except json.JSONDecodeError:
-            return None
-
     def _prepare(self) -> None:
         """Create the layout; clear what interrupted runs left (tmp/, unfinished venvs)."""
         b = self.base
@@ -446,67 +388,6 @@ class Installer:
             f"for d in {quote(b)}/{VENVS}/*; do "
             f'[ -d "$d" ] && [ ! -f "$d/{INSTALL_RECORD}" ] && rm -rf "$d"; done; true',
             f"preparing {b}")
-
-    def _verify_uploads(self, pairs: list[tuple[Path, str]]) -> None:
-        remote_hashes = self._agent("sha256", *[remote for _, remote in pairs])
-        bad = [remote.rsplit("/", 1)[-1] for local, remote in pairs
-               if remote_hashes.get(remote) != sha256_file(local)]
-        if bad:
-            raise DeployError(f"{self.name}: {', '.join(bad)} failed the sha256 check after "
-                              f"upload (corrupted in transfer); nothing was changed, re-run")
-
-    def _install_venv(self, key: str, wheel: Path, wheel_sha: str, wheelhouse: list[Path],
-                      info: DeviceInfo) -> dict[str, Any]:
-        """Make ``venvs/<key>`` with the wheel installed and recorded; its TFLite runtime."""
-        stage = self.path(TMP, self.session.unique("install"))
-        venv = self.path(VENVS, key)
-        pairs = [(wheel, f"{stage}/{wheel.name}")]
-        pairs += [(p, f"{stage}/wheelhouse/{p.name}") for p in wheelhouse]
-        source = "the uploaded wheelhouse" if wheelhouse else "the device's package index"
-        self.log(f"installing henet-edge {__version__} [device] into {venv} "
-                 f"(dependencies from {source})")
-        try:
-            self.session.upload(pairs, "wheels")
-            self._verify_uploads(pairs)
-            self.session.run(f"rm -rf {quote(venv)} && {quote(info.python_path)} -m venv "
-                             f"--system-site-packages {quote(venv)}", "creating the venv")
-            self._pip_install(venv, pairs[0][1], f"{stage}/wheelhouse" if wheelhouse else None)
-            runtime = self._venv_runtime(venv)
-            record = {"version": __version__, "wheel": wheel.name, "wheel_sha256": wheel_sha,
-                      "python": info.python_path, "python_version": info.python_text,
-                      "dependencies": "wheelhouse" if wheelhouse else "index",
-                      "runtime": runtime,
-                      "installed": utc_timestamp()}
-            self.session.write_file(f"{venv}/{INSTALL_RECORD}",
-                                    json.dumps(record, indent=1).encode())
-        except BaseException:
-            self.session.run_quietly(f"rm -rf {quote(venv)} {quote(stage)}")
-            raise
-        self.session.run_quietly(f"rm -rf {quote(stage)}")
-        self.log(f"installed; runtime {runtime.get('name')} {runtime.get('version')}")
-        return runtime
-
-    def _pip_install(self, venv: str, wheel: str, wheelhouse: str | None) -> None:
-        """pip-install ``wheel[device]`` into ``venv`` (offline: from ``wheelhouse``)."""
-        pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check",
-               "--no-input"]
-        if wheelhouse:
-            pip += ["--no-index", "--find-links", wheelhouse]
-        pip_line = " ".join(quote(a) for a in pip)
-        result = self.connection.run(f"{pip_line} {quote(wheel + '[device]')}",
-                                     timeout=self.options.command_timeout)
-        if not result.ok:
-            raise RemoteCommandError(f"{self.name}: pip install failed: {result.last_line()}")
-
-    def _venv_runtime(self, venv: str) -> dict[str, Any]:
-        """The TFLite runtime the device side in ``venv`` finds (it must find one)."""
-        check = ("import json; from henet_edge.device.runtime import find_runtime; "
-                 "print(json.dumps(find_runtime().describe()))")
-        result = self.connection.run(f"{quote(venv + '/bin/python')} -c {quote(check)}")
-        if not result.ok:
-            raise RemoteCommandError(f"{self.name}: the installed device side cannot "
-                                     f"load a TFLite runtime: {result.last_line()}")
-        return json.loads(result.out.strip().splitlines()[-1])
 
     def _ensure_bundle(self, bundle: Bundle, bundle_id: str, files: list[str],
                        has_bundle: bool) -> bool:
@@ -634,7 +515,7 @@ class Installer:
         try:
             return self._rollback(to)
         finally:
-            self._unlock()
+            self.lock.release()
 
     def _rollback(self, to: str | None) -> dict[str, Any]:
         state = self.status()
