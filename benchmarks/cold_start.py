@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 
 PLAIN = "from henet_edge.cli import main; main(prog_name='henet-edge')"
 WITH_TF = "import tensorflow; " + PLAIN
@@ -61,7 +61,7 @@ def _time_once(code: str, args: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Image to classify [a generated 640x480 JPEG].")
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,

@@ -23,12 +23,12 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from henet_edge.henet_keras.campaign import check_queue, run_queue  # noqa: E402
 from henet_edge.henet_keras.lineage import Lineage  # noqa: E402
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.argument("action", type=click.Choice(["train", "status"]))
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               default=Path("training"), show_default=True,

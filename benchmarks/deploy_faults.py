@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from henet_edge.deploy.wheel import project_wheel  # noqa: E402
 from henet_edge.device.bundle import load_bundle  # noqa: E402
 from henet_edge.device.classify import DEFAULT_BUNDLE  # noqa: E402
@@ -166,7 +166,7 @@ def dishonest(bench: Bench, expected_previous: str | None) -> str | None:
     return None
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--kills", type=click.IntRange(0), default=10, show_default=True,
               help="Random kills, of the client and of the server alternately.")
 @click.option("--pairs", type=click.IntRange(0), default=4, show_default=True,

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import UsageError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS  # noqa: E402
 from henet_edge.henet_keras.campaign import (  # noqa: E402
     CAMPAIGN_MODELS,
@@ -75,7 +75,7 @@ def report(campaign: Campaign, root: Path, lowering: str, options) -> None:
                                                *pngs]))
 
 
-@click.command(help=__doc__.split("\n\n")[0], epilog=(
+@click.command(help=script_help(__doc__), epilog=(
     "train: run or continue the queue; status: what is finished, in progress, to do; "
     "report: convert and score the finished runs, time them together, write "
     "results.{json,md} and the accuracy-latency PNGs."))

@@ -34,7 +34,7 @@ from PIL import Image, PngImagePlugin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from tests.device_helpers import png_header  # noqa: E402
 
 DEFAULT_BUNDLE = ROOT / "henet_edge" / "device" / "assets" / "default_bundle"
@@ -306,7 +306,7 @@ def attempt(what: str, args: list[str], expected: int | None, timeout: float,
     return outcome
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
                                                       path_type=Path),
               default=DEFAULT_BUNDLE, show_default="the shipped default bundle",

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import quiet_logs, user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, script_help, user_errors  # noqa: E402
 
 # (label, input HxWxC, filters, kernel, stride, groups, uses in HENet-r3)
 HENET_R3 = [
@@ -66,7 +66,7 @@ def macs(shape, filters, kernel, stride, groups) -> int:
     return out * out * filters * kernel * kernel * c // groups
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--runs", type=click.IntRange(1), default=300, show_default=True,
               help="Timed passes per repeat of each conv and precision.")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError, UsageError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -81,7 +81,7 @@ def wait_ready(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) ->
     raise HenetEdgeError("the server did not start")
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--model", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Bundle folder the server classifies with.")
 @click.option("--clients", type=click.IntRange(1), default=8, show_default=True,

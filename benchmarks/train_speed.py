@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
-from henet_edge.cli.base import user_errors  # noqa: E402
+from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 
 FORMULATIONS = ("native", "masked-eigen", "masked")
 
@@ -88,7 +88,7 @@ def measure_pipeline(batch: int, steps: int) -> float:
     return 2 * steps * batch / (time.perf_counter() - t0)
 
 
-@click.command(help=__doc__.split("\n\n")[0])
+@click.command(help=script_help(__doc__))
 @click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
               help="HENet's stride-1 blocks per stage (HENet-r3 is the default model).")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True,

@@ -31,3 +31,38 @@ def test_a_bad_option_is_one_line_and_no_traceback(script, args, option):
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and option in errors[0], done.stderr
     assert done.stdout == ""
+
+
+def test_script_help_keeps_every_paragraph_and_the_layout_of_examples_and_lists():
+    from henet_edge.cli.base import script_help
+
+    doc = ('''One line ``summary``.
+
+    Prose that click
+    may rewrap.
+
+    Usage::
+
+        python benchmarks/x.py --a 1   # a comment
+
+    - a list item
+      continued
+    ''')
+    assert script_help(doc).split("\n\n") == [
+        "One line `summary`.",
+        "Prose that click\nmay rewrap.",
+        "\b\n    python benchmarks/x.py --a 1   # a comment",
+        "\b\n- a list item\n  continued",
+    ]
+
+
+@pytest.mark.parametrize("script, later_words, example", [
+    ("deploy_faults.py", "a **failed re-run**", "--kills 50 --pairs 20 --seed 1"),
+    ("default_model.py", "Killed at any point", "default_model.py train   # run"),
+])
+def test_a_scripts_help_is_its_whole_docstring(script, later_words, example):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert later_words in " ".join(done.stdout.split())  # a paragraph after the first
+    assert any(example in line for line in done.stdout.splitlines())  # kept on one line

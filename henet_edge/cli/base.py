@@ -4,6 +4,7 @@ quiet native logs, JSON output and the grouped ``--help``."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 
@@ -20,6 +21,27 @@ def _quiet_tensorflow() -> None:
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()
+
+
+def script_help(doc: str) -> str:
+    """A script's module docstring as its click ``--help`` text, every paragraph kept.
+
+    Prose paragraphs are rewrapped by click; example command lines, lists and
+    indented tables keep their layout (click's ``\\b`` marker). A bare
+    ``Usage::`` heading is dropped (click prints its own usage line) and reST's
+    double backquotes become single ones.
+    """
+    paragraphs = []
+    for para in inspect.cleandoc(doc).replace("``", "`").split("\n\n"):
+        para = para.strip("\n")
+        if para.strip() == "Usage::":
+            continue
+        if para.endswith("::"):
+            para = para[:-1]
+        lines = para.splitlines()
+        laid_out = any(line[:1].isspace() or line.lstrip()[:2] in ("- ", "* ") for line in lines)
+        paragraphs.append("\b\n" + para if laid_out else para)
+    return "\n\n".join(paragraphs)
 
 
 def user_errors(fn):
