@@ -21,7 +21,7 @@ from henet_edge.device.serve.live import LiveCamera  # noqa: E402
 from henet_edge.device.serve.metrics import Metrics  # noqa: E402
 from henet_edge.device.serve.pool import ClassifierPool  # noqa: E402
 
-from .device_helpers import colour_image  # noqa: E402
+from .device_helpers import colour_image, structured_image  # noqa: E402
 from .serve_helpers import Server  # noqa: E402
 
 
@@ -56,6 +56,35 @@ def test_classify_a_jpeg_matches_classify_json(server, tiny_bundle, tmp_path):
     assert served["top"] == line["top"]
     assert served["logits"] == line["logits"]
     assert set(served) == set(line)
+
+
+def test_a_large_upload_is_decoded_as_classify_decodes_the_file(server, tiny_bundle, tmp_path):
+    # Large enough that `classify` decodes the JPEG at a reduced scale (draft): an upload
+    # of the same bytes must get the same pixels, so the same logits.
+    buf = io.BytesIO()
+    structured_image(3, size=(512, 384)).save(buf, "JPEG", quality=70)
+    data = buf.getvalue()
+    assert len(data) < 200_000
+    (tmp_path / "big.jpg").write_bytes(data)
+    status, _, body = server.request("POST", "/api/classify", data,
+                                     {"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    cli = CliRunner().invoke(main, ["classify", str(tmp_path / "big.jpg"), "--model",
+                                    str(tiny_bundle), "--json"])
+    assert json.loads(body)["logits"] == json.loads(cli.output.splitlines()[0])["logits"]
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "TIFF", "GIF", "PPM"])
+def test_no_decoder_but_jpeg_png_bmp_webp_is_offered_an_upload(server, fmt):
+    # EPS would be handed to Ghostscript where it is installed; the others are readers
+    # the device has no use for. Each is refused before decoding, whatever its type says.
+    buf = io.BytesIO()
+    colour_image(0, size=(32, 32)).save(buf, fmt)
+    got, _, data = server.request("POST", "/api/classify", buf.getvalue(),
+                                  {"Content-Type": "image/jpeg"})
+    reply = json.loads(data)
+    assert got == 400 and reply["kind"] == "bad_image", reply
+    assert "not a JPEG, PNG, BMP or WebP image" in reply["error"]
 
 
 @pytest.mark.parametrize("body,ctype,status,kind", [

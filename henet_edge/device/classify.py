@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -261,10 +261,16 @@ class Classifier:
         x = self.prepare(Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB"))
         return self.predict(x, {"preprocess": _ms(time.perf_counter() - t0)})
 
-    def classify_file(self, path: str | Path) -> Prediction:
+    def open_file(self, path: str | Path | BinaryIO) -> Image.Image:
+        """Decode an image file (a path, or an open binary file such as an upload) the
+        one way every command does: a JPEG drafted down towards the model's input."""
+        source = str(path) if isinstance(path, (str, Path)) else path
+        return open_image(source, draft_size=self.preprocessing.canonical_size)
+
+    def classify_file(self, path: str | Path | BinaryIO) -> Prediction:
         """Decode and classify one image file; ``ValueError``/``OSError`` if unreadable."""
         t0 = time.perf_counter()
-        image = open_image(str(path), draft_size=self.preprocessing.canonical_size)
+        image = self.open_file(path)
         decode = _ms(time.perf_counter() - t0)
         prediction = self.classify_image(image)
         prediction.timings_ms = {"decode": decode, **prediction.timings_ms}

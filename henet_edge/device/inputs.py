@@ -28,6 +28,9 @@ from henet_edge import HenetEdgeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGE_KINDS = "JPEG, PNG, BMP or WebP"
+# The only decoders an image is offered to (Pillow's names), whatever its name or
+# upload type says: never EPS (Ghostscript), TIFF, PSD or Pillow's other readers.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 MAX_LABELS_BYTES = 1_000_000
 
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from .inputs import open_regular
+from .inputs import IMAGE_FORMATS, IMAGE_KINDS, open_regular
 
 # Per-channel statistics of the CIFAR-10 training set (RGB, 0..1).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -227,7 +227,8 @@ def open_image(path: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS,
     Only regular files are opened (a FIFO or a device is an error, not a
     hang). ``draft_size`` lets a JPEG decode at a reduced scale (1/2 to 1/8)
     that keeps both sides at least that large. Raises ``ValueError`` for
-    files that are not images, are truncated or corrupt, declare more than
+    files that are not JPEG, PNG, BMP or WebP images (no other decoder is
+    tried), are truncated or corrupt, declare more than
     ``max_pixels`` pixels or would take more than ``max_bytes`` decoded (both
     checked before any pixel buffer is allocated), or are mostly grey filler
     (a truncated or forged JPEG that the decoder padded).
@@ -246,9 +247,9 @@ def open_image(path: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS,
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.simplefilter("ignore", UserWarning)
         try:
-            image = Image.open(fp)
+            image = Image.open(fp, formats=IMAGE_FORMATS)
         except UnidentifiedImageError as exc:
-            raise ValueError("not an image file (unrecognised format)") from exc
+            raise ValueError(f"not a {IMAGE_KINDS} image (unrecognised format)") from exc
         except Image.DecompressionBombError as exc:
             raise ValueError(_bomb_message(fp, max_pixels)) from exc
         except (OSError, SyntaxError, ValueError, struct.error) as exc:
