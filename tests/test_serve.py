@@ -291,6 +291,33 @@ def test_camera_frames_results_and_a_camera_that_disappears(classifier, frames_f
             camera.stop()
 
 
+def test_a_folder_camera_skips_a_bad_image_and_goes_on(classifier, frames_folder):
+    (frames_folder / "frame1b.jpg").write_bytes(b"not a jpeg")  # between two good frames
+    camera = LiveCamera(str(frames_folder), ClassifierPool(classifier).classify_rgb, every=0)
+    camera.start()
+    try:
+        status = wait_for(lambda: (st := camera.status())["frames"] >= 7 and st,
+                          "frames past the bad image, twice round the folder")
+        assert status["state"] == "running" and status["ok"] is True, status
+        assert status["skipped"] >= 2 and "frame1b.jpg" in status["last_skipped"]
+    finally:
+        camera.stop()
+
+
+def test_a_folder_camera_with_no_good_image_left_fails_naming_why(classifier, frames_folder):
+    camera = LiveCamera(str(frames_folder), ClassifierPool(classifier).classify_rgb, every=0)
+    camera.start()
+    try:
+        wait_for(lambda: camera.status()["frames"] >= 1, "a first frame")
+        for image in frames_folder.iterdir():  # replaced by files that cannot decode
+            image.write_bytes(b"broken")
+        status = wait_for(lambda: (st := camera.status())["state"] == "failed" and st,
+                          "the camera failure")
+        assert "every one skipped" in status["error"], status
+    finally:
+        camera.stop()
+
+
 def test_parse_bind():
     assert parse_bind("0.0.0.0:9000") == ("0.0.0.0", 9000)
     with pytest.raises(ValueError):

@@ -23,7 +23,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 
-from ..camera import CameraError, FrameSource, Picamera2Source, open_source, run
+from ..camera import BadFrame, CameraError, FrameSource, Picamera2Source, open_source, run
 from ..classify import Prediction
 
 JPEG_QUALITY = 80
@@ -31,7 +31,11 @@ JPEG_QUALITY = 80
 
 class _Repeating(FrameSource):
     """A source that reopens recorded ones (a folder, a video file) at their end and
-    keeps the last frame it read."""
+    keeps the last frame it read.
+
+    A bad frame (:class:`BadFrame`, an image that cannot be decoded) is passed on
+    to be skipped; a whole pass without one good frame is a :class:`CameraError`.
+    """
 
     def __init__(self, spec: str, opener: Callable[[str], FrameSource]):
         self.spec, self.opener = spec, opener
@@ -39,15 +43,27 @@ class _Repeating(FrameSource):
         self.name = self.inner.name
         self.live = getattr(self.inner, "live", isinstance(self.inner, Picamera2Source))
         self.last: np.ndarray | None = None
+        self._good_this_pass = False
+        self._last_skip: str | None = None
 
     def read(self) -> np.ndarray | None:
-        frame = self.inner.read()
-        if frame is None and not self.live:
-            self.inner.close()
-            self.inner = self.opener(self.spec)
+        try:
             frame = self.inner.read()
-            if frame is None:
-                raise CameraError(f"frame source {self.name} gives no frames")
+            if frame is None and not self.live:
+                if not self._good_this_pass:
+                    raise CameraError(f"frame source {self.name} gives no frames"
+                                      + (f" (every one skipped; last: {self._last_skip})"
+                                         if self._last_skip else ""))
+                self.inner.close()
+                self.inner = self.opener(self.spec)
+                self._good_this_pass = False
+                frame = self.inner.read()
+                if frame is None:
+                    raise CameraError(f"frame source {self.name} gives no frames")
+        except BadFrame as exc:
+            self._last_skip = str(exc)
+            raise
+        self._good_this_pass = True
         self.last = frame
         return frame
 
@@ -95,6 +111,7 @@ class LiveCamera:
         self._thread: threading.Thread | None = None
         self._seq, self._jpeg, self._result = 0, None, None
         self._state, self._error, self._since = "starting", None, time.time()
+        self._skipped, self._last_skip = 0, None
 
     def start(self) -> LiveCamera:
         self._thread = threading.Thread(target=self._loop, name="henet-camera", daemon=True)
@@ -111,6 +128,13 @@ class LiveCamera:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _skipped_frame(self, message: str) -> None:
+        """A frame that could not be used (an undecodable image in a folder): counted
+        and named in the status, the stream goes on with the next."""
+        with self._lock:
+            self._skipped += 1
+            self._last_skip = message
+
     def _set_state(self, state: str, error: str | None = None) -> None:
         with self._lock:
             self._state, self._error, self._since = state, error, time.time()
@@ -122,7 +146,7 @@ class LiveCamera:
             self.name = source.name
             self._set_state("running")
             for result in run(self.classifier, source, every=self.every,
-                              sleep=self._stop.wait):
+                              sleep=self._stop.wait, on_bad_frame=self._skipped_frame):
                 if self._stop.is_set():
                     break
                 jpeg = _jpeg(source.last)
@@ -146,10 +170,12 @@ class LiveCamera:
         return self._stop.is_set()
 
     def status(self) -> dict[str, Any]:
-        """``source``, ``state`` (starting, running, failed, stopped), ``error``, ``frames``."""
+        """``source``, ``state`` (starting, running, failed, stopped), ``error``, ``frames``,
+        ``skipped`` (bad frames passed over) and ``last_skipped`` (why the last one was)."""
         with self._lock:
             return {"source": self.name, "state": self._state, "ok": self._state == "running",
-                    "error": self._error, "frames": self._seq,
+                    "error": self._error, "frames": self._seq, "skipped": self._skipped,
+                    "last_skipped": self._last_skip,
                     "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._since))}
 
     def snapshot(self) -> Snapshot:
