@@ -41,6 +41,36 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         assert ("WantedBy=default.target" in text) == (scope == "user")
 
 
+def test_unit_words_reach_systemd_unchanged(tmp_path):
+    # systemd reads C escapes inside quotes and expands % (and $ in ExecStart) whatever
+    # the quoting; shell quoting would hand serve another token or camera than given.
+    token = 'a%hb\\c"d$e'
+    camera = '/media/my %i $HOME "cam"'
+    text = service.unit_text("/usr/bin/python3", tmp_path, ["--camera", camera],
+                             scope="user", token=token)
+    assert 'Environment="HENET_EDGE_TOKEN=a%%hb\\\\c\\"d$e"' in text.splitlines()
+    exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert exec_line.endswith(' --camera "/media/my %%i $$HOME \\"cam\\""')
+    if shutil.which("systemd-analyze"):
+        unit = tmp_path / service.UNIT
+        unit.write_text(text)
+        runtime = tmp_path / "run"
+        runtime.mkdir(mode=0o700)
+        done = subprocess.run(["systemd-analyze", "verify", "--user", str(unit)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+        assert not [line for line in done.stderr.splitlines() if "Exec" in line or
+                    "quot" in line.lower()], done.stderr
+
+
+def test_a_token_a_unit_cannot_carry_is_refused_without_showing_it(tmp_path):
+    with pytest.raises(service.ServiceError) as caught:
+        service.unit_text("/usr/bin/python3", tmp_path, [], scope="user",
+                          token="secret\nExecStartPre=/bin/evil")
+    assert "--token holds a control character" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
 def test_a_broken_unit_is_caught_by_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

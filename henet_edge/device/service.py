@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
-import shlex
+import re
 import shutil
 import subprocess
 import sys
@@ -79,11 +79,32 @@ def unit_path(home: Path | None = None) -> tuple[Path, str]:
     return USER_DIR.expanduser() / UNIT, "user"
 
 
+_PLAIN_WORD = re.compile(r"[\w@+=:,./-]+", re.ASCII)  # read by systemd as written
+
+
+def unit_word(value: str, *, command: bool = False, name: str | None = None) -> str:
+    """``value`` as one word of a unit file line, read back by systemd exactly.
+
+    systemd is not a shell: inside double quotes it reads C-style backslash escapes,
+    it expands ``%`` specifiers whatever the quoting, and in a command line ``$VAR``
+    too (``command=True``). So: ``\\`` and ``\"`` escaped, ``%%``, and ``$$`` in
+    commands. A control character (a newline would end the line) is refused, naming
+    the value as ``name`` (a secret's option) or else by itself.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ServiceError(f"{name or repr(value)} holds a control character, which a "
+                           "systemd unit cannot carry; choose another")
+    if _PLAIN_WORD.fullmatch(value):
+        return value
+    word = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return '"' + (word.replace("$", "$$") if command else word) + '"'
+
+
 def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
               token: str | None = None) -> str:
     """The systemd unit that runs ``henet-edge serve SERVE_ARGS`` with ``python``."""
-    command = " ".join(shlex.quote(a) for a in [python, "-m", "henet_edge.cli", "serve",
-                                                 *serve_args])
+    command = " ".join(unit_word(a, command=True)
+                       for a in [python, "-m", "henet_edge.cli", "serve", *serve_args])
     target = "default.target" if scope == "user" else "multi-user.target"
     return "\n".join([
         "[Unit]",
@@ -93,9 +114,10 @@ def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
         "",
         "[Service]",
         "Type=simple",
-        f"Environment={shlex.quote('HENET_EDGE_HOME=' + str(home))}",
+        f"Environment={unit_word('HENET_EDGE_HOME=' + str(home))}",
         "Environment=PYTHONUNBUFFERED=1",
-        *([f"Environment={shlex.quote('HENET_EDGE_TOKEN=' + token)}"] if token else []),
+        *([f"Environment={unit_word('HENET_EDGE_TOKEN=' + token, name='--token')}"]
+          if token else []),
         f"ExecStart={command}",
         "Restart=on-failure",
         "RestartSec=5",
