@@ -148,6 +148,7 @@ DAMAGED = {
     "models a string": (_edit(models="model_int8.tflite"), "'models'"),
     "input_shape 5": (_edit(input_shape=5), "'input_shape'"),
     "input_shape NCHW": (_edit(input_shape=[1, 3, 31, 31]), "'input_shape'"),
+    "input_shape vs input_size": (_edit(input_shape=[1, 32, 32, 3]), "'input_shape'"),
     "preprocessing a string": (_edit(preprocessing="rgb"), "'preprocessing'"),
     "canonical_size 0": (_edit_pre(canonical_size=0), "'preprocessing.canonical_size'"),
     "canonical_size 16": (_edit_pre(canonical_size=16), "'preprocessing.canonical_size'"),
@@ -180,10 +181,12 @@ def _command(command: str, bundle: Path, image_folder) -> list[str]:
         "camera": ["camera", "--source", str(image_folder), "--frames", "1", "--model",
                    str(bundle)],
         "evaluate": ["evaluate", str(bundle), "--data", str(image_folder)],
+        "selftest": ["selftest", str(bundle)],
     }[command]
 
 
-@pytest.mark.parametrize("command", ["classify", "doctor", "bench", "camera", "evaluate"])
+@pytest.mark.parametrize("command", ["classify", "doctor", "bench", "camera", "evaluate",
+                                     "selftest"])
 @pytest.mark.parametrize("case", list(DAMAGED))
 def test_damaged_manifest_is_one_line_naming_the_field(damaged_bundles, image_folder, case,
                                                        command):
@@ -196,7 +199,22 @@ def test_damaged_manifest_is_one_line_naming_the_field(damaged_bundles, image_fo
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-@pytest.mark.parametrize("command", ["classify", "bench", "camera", "evaluate"])
+def test_a_golden_entry_that_is_no_image_fails_the_selftest_in_one_line(tiny_bundle, tmp_path):
+    # golden.json is hashed and names a file inside the bundle, but not an image
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    golden = json.loads((bundle / "golden.json").read_text())
+    golden["images"][0]["file"] = "labels.txt"
+    (bundle / "golden.json").write_text(json.dumps(golden))
+    files = _manifest(bundle)["files"]
+    rewrite_manifest(bundle, files={**files, "golden.json": sha256_file(bundle / "golden.json")})
+    result = CliRunner().invoke(main, ["selftest", str(bundle), "--json"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: {bundle}: golden image labels.txt: not a JPEG, PNG, BMP or WebP image "
+        f"(unrecognised format)"]
+
+
+@pytest.mark.parametrize("command", ["classify", "bench", "camera", "evaluate", "selftest"])
 def test_a_sound_bundle_passes_the_same_commands(tiny_bundle, image_folder, command):
     """The table's checks fail only on damage: the undamaged bundle works."""
     result = CliRunner().invoke(main, _command(command, tiny_bundle, image_folder))

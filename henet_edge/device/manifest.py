@@ -224,6 +224,10 @@ def parse_manifest(value: Any) -> Manifest:
     _require(shape[0] == 1 and shape[3] == 3,
              f"'input_shape' {shape} must be NHWC with batch 1 and 3 channels")
     preprocessing = check_preprocessing(value["preprocessing"])
+    size = preprocessing["input_size"]
+    _require(shape[1] == shape[2] == size,
+             f"'input_shape' {shape} does not match 'preprocessing.input_size' {size} "
+             f"(the model's input is the {size} x {size} crop)")
     files = value["files"]
     _require(isinstance(files, dict) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in files.items()),

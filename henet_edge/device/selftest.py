@@ -95,7 +95,11 @@ def run_selftest(bundle_path: str | Path, *, precisions: list[str] | None = None
     spec = bundle.preprocessing
     inputs: dict[str, np.ndarray] = {}
     for entry in golden["images"]:
-        image = open_image(str(bundle.root / entry["file"]))
+        try:
+            image = open_image(str(bundle.root / entry["file"]))
+        except (OSError, ValueError) as exc:
+            raise SelftestError(f"{bundle.root}: golden image {entry['file']}: "
+                                f"{getattr(exc, 'strerror', None) or exc}") from None
         inputs[entry["file"]] = preprocess_image(image, spec)
     report: dict[str, Any] = {"bundle": str(bundle.root), "id": bundle.id,
                               "name": bundle.manifest.name,
@@ -103,6 +107,9 @@ def run_selftest(bundle_path: str | Path, *, precisions: list[str] | None = None
     passed = True
     for precision in wanted:
         model = TFLiteModel(bundle.model_path(precision), num_threads=1, runtime=runtime)
+        if list(model.input_shape) != list(bundle.manifest.input_shape):
+            raise SelftestError(f"{model.path}: input shape {list(model.input_shape)}, but "
+                                f"the manifest declares {bundle.manifest.input_shape}")
         rows = []
         for entry in golden["images"]:
             expected = entry.get(precision)
