@@ -19,6 +19,7 @@ from henet_edge.device.classify import Classifier  # noqa: E402
 from henet_edge.device.serve.app import create_app, parse_bind  # noqa: E402
 from henet_edge.device.serve.live import LiveCamera  # noqa: E402
 from henet_edge.device.serve.metrics import Metrics  # noqa: E402
+from henet_edge.device.serve.options import serve_url  # noqa: E402
 from henet_edge.device.serve.pool import ClassifierPool  # noqa: E402
 
 from .device_helpers import colour_image, structured_image  # noqa: E402
@@ -320,6 +321,7 @@ def test_a_folder_camera_with_no_good_image_left_fails_naming_why(classifier, fr
 
 def test_parse_bind():
     assert parse_bind("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_bind("[::1]:8080") == ("::1", 8080)
     with pytest.raises(ValueError):
         parse_bind("nonsense")
 
@@ -507,3 +509,10 @@ def test_ctrl_c_ends_as_an_interrupt_even_when_the_server_returns_quietly(int8, 
         serve_app.serve(int8, bind="127.0.0.1:8080")
     monkeypatch.setattr(serve_app._Server, "run", stopped_by(signal.SIGTERM))
     serve_app.serve(int8, bind="127.0.0.1:8080")  # SIGTERM: uvicorn's own re-raise decides
+
+
+@pytest.mark.parametrize("bind, url", [("127.0.0.1:8080", "http://127.0.0.1:8080/"),
+                                       ("[::1]:8080", "http://[::1]:8080/"),
+                                       ("[::]:9000", "http://[::]:9000/")])
+def test_the_printed_url_opens_for_ipv6_binds_too(bind, url):
+    assert serve_url(*parse_bind(bind)) == url

@@ -38,7 +38,7 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
-from .options import check_token, is_loopback, parse_bind
+from .options import check_token, is_loopback, parse_bind, serve_url
 from .page import PAGE
 from .pool import ClassifierPool
 
@@ -315,10 +315,10 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
     check_token(token)
     if token is None and not is_loopback(host):
         token = new_token()
-        print(f"token (shown once): {token}\nopen http://{host}:{port}/?token={token}",
+        print(f"token (shown once): {token}\nopen {serve_url(host, port)}?token={token}",
               flush=True)
     else:
-        print(f"serving on http://{host}:{port}/", flush=True)
+        print(f"serving on {serve_url(host, port)}", flush=True)
     metrics = Metrics()
     pool = ClassifierPool(classifiers)
     live = (LiveCamera(camera, pool.classify_rgb, every=every, on_frame=metrics.frame)

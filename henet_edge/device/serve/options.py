@@ -25,6 +25,11 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def serve_url(host: str, port: int) -> str:
+    """The URL of ``host:port`` as a browser takes it (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1); no other name counts."""
     if host.lower() == "localhost":
