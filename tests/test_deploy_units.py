@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -268,6 +269,84 @@ def test_local_deploy_unwritable_target(tiny_bundle, tmp_path):
     locked.mkdir(mode=0o500)
     with pytest.raises(DeployError, match="preparing"):
         deploy_local(tiny_bundle, locked / "pi", device_python=sys.executable)
+
+
+def test_a_lock_that_cannot_be_taken_says_why(tmp_path):
+    """The agent's reason travels on stdout: its stderr is not read while it holds."""
+    from henet_edge.deploy.connection import LocalConnection
+    from henet_edge.deploy.lock import DeployLock
+
+    (tmp_path / "afile").write_text("x")
+    lock = DeployLock(LocalConnection(), sys.executable, name="local")
+    with pytest.raises(DeployError) as caught:
+        lock.take(str(tmp_path / "afile" / "state"), 1)
+    assert str(caught.value).startswith(f"local: cannot take the deploy lock in "
+                                        f"{tmp_path}/afile/state: Not a directory")
+
+
+def test_a_long_history_keeps_its_newest_entries(tmp_path):
+    line = json.dumps({"action": "deploy", "bundle": "a" * 64, "note": "x" * 200})
+    newest = json.dumps({"action": "rollback", "bundle": "b" * 64})
+    (tmp_path / agent.HISTORY).write_text((line + "\n") * 6000 + newest + "\n")  # 1.6 MB
+    entries = agent._history(str(tmp_path))
+    assert entries[-1]["bundle"] == "b" * 64
+    assert len(entries) > 3000
+    (tmp_path / agent.HISTORY).write_text(line + "\n" + newest + "\n")  # a short one whole
+    assert [e["action"] for e in agent._history(str(tmp_path))] == ["deploy", "rollback"]
+
+
+def _local_installer(target: Path, **options):
+    from henet_edge.deploy.connection import LocalConnection
+    from henet_edge.deploy.installer import Installer, InstallOptions
+
+    return Installer(LocalConnection(name="local"), InstallOptions(
+        remote_dir=str(target), device_python=sys.executable, remote_python=sys.executable,
+        **options), progress=False)
+
+
+def test_a_deploy_clears_only_its_own_leftovers_in_tmp(tmp_path, tiny_bundle):
+    """A remote command's scratch folder (no lock) may be in use: kept unless a day old."""
+    from henet_edge.deploy import deploy_local
+
+    target = tmp_path / "pi"
+    deploy_local(tiny_bundle, target, device_python=sys.executable, progress=False)
+    for name in ("bench-1-aa", "classify-2-bb", "upload-abc-3-cc", "install-4-dd"):
+        (target / "tmp" / name).mkdir()
+        (target / "tmp" / name / "file").write_text("x")
+    day_old = target / "tmp" / "classify-2-bb"
+    os.utime(day_old, (os.path.getmtime(day_old) - 25 * 3600,) * 2)
+    installer = _local_installer(target)
+    installer.probe()
+    installer._prepare()
+    assert sorted(p.name for p in (target / "tmp").iterdir()) == ["bench-1-aa"]
+
+
+def test_a_venv_pruned_while_waiting_for_the_lock_is_installed_again(tmp_path):
+    """Another deploy, holding the lock, may prune the venv this one found complete."""
+    installer = _local_installer(tmp_path / "pi")
+    installer.options.device_python = None
+    plan = SimpleNamespace(key="k1", need_venv=False, wheelhouse=[],
+                           installed={"venv": "k1", "venv_record": {"version": "x"}})
+    installer._lock = lambda: {"venv": "k3", "venv_record": {"version": "y"}}
+    installer.venvs.is_complete = lambda key, installed: key == installed.get("venv")
+    checked = []
+    installer._check_space = checked.append
+    installer._lock_and_replan(plan)
+    assert plan.need_venv is True and checked == [plan]
+
+
+def test_a_service_that_fails_to_install_says_the_version_is_current(tmp_path, tiny_bundle):
+    from henet_edge.deploy import deploy_local
+
+    target = tmp_path / "pi"
+    deploy_local(tiny_bundle, target, device_python=sys.executable, progress=False)
+    b = bundle_variant(tiny_bundle, tmp_path / "b", name="tiny_b")
+    installer = _local_installer(target, service=["--bind", "nonsense"])
+    with pytest.raises(DeployError) as caught:
+        installer.deploy(b)
+    assert os.readlink(target / "current") == f"bundles/{bundle_id(b)}"
+    assert f"{bundle_id(b)[:12]} (tiny_b) is current, so only the service is left" \
+        in str(caught.value)
 
 
 def test_project_wheel_is_cached_and_reproducible(tmp_path):

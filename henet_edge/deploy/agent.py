@@ -55,9 +55,12 @@ LOCK_FILE = ".deploy.lock"
 LEGACY_NAMES = {"bundles", "venvs", "venv", "current", "tmp", HISTORY, LAST_BENCH}
 
 
-def _read_text(path, limit=4096):
+def _read_text(path, limit=4096, *, tail=False):
+    """The first (``tail``: last) ``limit`` bytes of ``path`` as text; None if unreadable."""
     try:
         with open(path, "rb") as f:
+            if tail:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
             return f.read(limit).decode("utf-8", "replace")
     except OSError:
         return None
@@ -210,7 +213,9 @@ def verify(folder, bundle_id):
 
 def _history(base):
     entries = []
-    text = _read_text(os.path.join(base, HISTORY), limit=1 << 20) or ""
+    # the newest entries count: a long history is read from its last MiB (the cut
+    # first line is not JSON and is skipped like a line a kill cut short)
+    text = _read_text(os.path.join(base, HISTORY), limit=1 << 20, tail=True) or ""
     for line in text.splitlines():
         try:
             entry = json.loads(line)
@@ -310,10 +315,14 @@ def claim(base):
 
 def lock(base, timeout, holder):
     """Claim ``base``, take its lock, answer; hold the lock until stdin reaches EOF."""
-    refused = claim(base)
-    if refused:
-        return refused
-    fd = os.open(os.path.join(base, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        refused = claim(base)
+        if refused:
+            return refused
+        fd = os.open(os.path.join(base, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # answered, not printed to stderr: the caller reads stdout
+        where = f" ({exc.filename})" if exc.filename else ""
+        return {"ok": False, "error": "os", "message": f"{exc.strerror or exc}{where}"}
     deadline = time.monotonic() + timeout
     while True:
         try:

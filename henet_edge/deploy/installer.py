@@ -63,7 +63,7 @@ from .probe import (
     run_agent,
 )
 from .session import TMP, DeviceSession
-from .venvs import INSTALL_RECORD, VENV_LINK, VENVS, DeviceVenvs, venv_key
+from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import deploy_order, previous_version, realised_history, resolve_version, to_prune
 
 Log = Callable[[str], None]
@@ -72,6 +72,8 @@ BUNDLES, CURRENT = "bundles", "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
 SERVICE_UNIT = "henet-edge.service"
+UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
+DEPLOY_STAGES = (INSTALL_STAGE, UPLOAD_STAGE)  # the tmp/ folders only a deploy makes
 
 
 @dataclass
@@ -241,7 +243,7 @@ class Installer:
         runtime = selftest.get("runtime") or runtime
         self._switch(plan, previous)
         removed = self._prune(plan.bundle_id, plan.key)
-        service = self._service_after_switch(warnings)
+        service = self._service_after_switch(plan, warnings)
         return DeployResult(
             host=self.name, bundle=plan.bundle_id, name=plan.name, previous=previous,
             version=__version__ if not self.options.device_python else "external",
@@ -265,11 +267,17 @@ class Installer:
             plan.wheel, plan.wheel_sha = self._wheel()
             plan.key = venv_key(plan.wheel_sha, info.python_path)
             plan.need_venv = not self.venvs.is_complete(plan.key, plan.installed)
-            if plan.need_venv and self.options.wheelhouse:
-                from .wheel import wheelhouse_files
-
-                plan.wheelhouse = wheelhouse_files(self.options.wheelhouse)
+            if plan.need_venv:
+                plan.wheelhouse = self._wheelhouse()
         return plan
+
+    def _wheelhouse(self) -> list[Path]:
+        """The dependency wheels to upload for a new venv (``--wheelhouse``), or none."""
+        if not self.options.wheelhouse:
+            return []
+        from .wheel import wheelhouse_files
+
+        return wheelhouse_files(self.options.wheelhouse)
 
     def _check_space(self, plan: _DeployPlan) -> list[str]:
         """Refuse a device without room for the plan; the warnings, logged."""
@@ -285,12 +293,19 @@ class Installer:
         return warnings
 
     def _lock_and_replan(self, plan: _DeployPlan) -> None:
-        """Take the deploy lock; if another deploy finished meanwhile, plan from what is there."""
+        """Take the deploy lock; if another deploy finished meanwhile, plan from what is
+        there: it may have installed the venv this one needs, or pruned the one it found."""
         locked = self._lock()
-        if locked != plan.installed:
-            plan.installed = locked
-            if plan.key:
-                plan.need_venv = plan.need_venv and not self.venvs.is_complete(plan.key, locked)
+        if locked == plan.installed:
+            return
+        plan.installed = locked
+        if not plan.key:
+            return
+        needed, plan.need_venv = plan.need_venv, not self.venvs.is_complete(plan.key, locked)
+        if plan.need_venv and not needed:
+            self.log(f"venv {plan.key} was removed by another deploy; installing it again")
+            plan.wheelhouse = self._wheelhouse()
+            self._check_space(plan)
 
     def _ensure_venv(self, plan: _DeployPlan) -> dict[str, Any]:
         """Install the planned venv, or reuse the complete one; its TFLite runtime."""
@@ -340,11 +355,19 @@ class Installer:
             raise RemoteCommandError(f"{self.name}: henet-edge service {args[0]} gave no "
                                      f"JSON ({result.last_line() or 'no output'})") from None
 
-    def _service_after_switch(self, warnings: list[str]) -> dict[str, Any] | None:
+    def _service_after_switch(self, plan: _DeployPlan,
+                              warnings: list[str]) -> dict[str, Any] | None:
         """Install the unit (``--service``), or restart one already installed, so it
         serves the new ``current``: only ever after the self-test passed and the switch."""
         if self.options.service is not None:
-            state = self.service("install", *self.options.service)
+            try:
+                state = self.service("install", *self.options.service)
+            except DeployError as exc:  # fails the deploy, but says what did happen
+                raise DeployError(
+                    f"{exc}; the rest of the deploy is done: {_short(plan.bundle_id)} "
+                    f"({plan.name}) is current, so only the service is left to install "
+                    f"(deploy --service again, or `henet-edge service install` on the "
+                    f"device)") from None
         else:
             probe = self.connection.run(
                 f"[ -f /etc/systemd/system/{SERVICE_UNIT} ] || "
@@ -379,12 +402,16 @@ class Installer:
         return wheel, sha256_file(wheel)
 
     def _prepare(self) -> None:
-        """Create the layout; clear what interrupted runs left (tmp/, unfinished venvs)."""
+        """Create the layout; clear what interrupted deploys left (their stages under
+        tmp/, unfinished venvs). A ``remote`` command's scratch folder in tmp/ may be in
+        use (it takes no lock): only one a day old is taken for a leftover."""
         b = self.base
+        stages = " ".join(f"{quote(b)}/{TMP}/{kind}-*" for kind in DEPLOY_STAGES)
         self.session.run(
             f"mkdir -p {quote(b)}/{BUNDLES} {quote(b)}/{VENVS} {quote(b)}/{TMP} && "
-            f"rm -rf {quote(b)}/{TMP}/* {quote(b)}/{TMP}/.[!.]* {quote(b)}/.current.new-* "
-            f"{quote(b)}/.venv.new-* && "
+            f"rm -rf {stages} {quote(b)}/.current.new-* {quote(b)}/.venv.new-* && "
+            f"find {quote(b)}/{TMP} -mindepth 1 -maxdepth 1 -mmin +{24 * 60} "
+            f"-exec rm -rf {{}} + && "
             f"for d in {quote(b)}/{VENVS}/*; do "
             f'[ -d "$d" ] && [ ! -f "$d/{INSTALL_RECORD}" ] && rm -rf "$d"; done; true',
             f"preparing {b}")
@@ -401,7 +428,7 @@ class Installer:
                 return False
             self.log(f"the installed copy of {_short(bundle_id)} is damaged "
                      f"({'; '.join(check['problems'][:3])}); uploading it again")
-        stage = self.path(TMP, self.session.unique(f"upload-{bundle_id[:12]}"))
+        stage = self.path(TMP, self.session.unique(f"{UPLOAD_STAGE}-{bundle_id[:12]}"))
         pairs = [(bundle.root / f, f"{stage}/{f}") for f in files]
         try:
             self.session.upload(pairs, "bundle")

@@ -68,6 +68,9 @@ class DeployLock:
                     + (f" and {more} more" if more > 0 else "") + "); deploy only ever "
                     f"deletes what it created, so give a new or empty folder "
                     f"(default {DEFAULT_REMOTE_DIR})")
+        if answer.get("error") == "os":
+            return (f"{self.name}: cannot take the deploy lock in {base}: "
+                    f"{answer.get('message', '?')}")
         if answer.get("error") == "not_a_folder":
             return f"{where} exists and is not a folder; give another --remote-dir"
         holder = answer.get("holder") or {}

@@ -25,6 +25,7 @@ from .probe import DeviceInfo
 from .session import TMP, DeviceSession
 
 VENVS, VENV_LINK, INSTALL_RECORD = "venvs", "venv", agent.INSTALL_RECORD
+INSTALL_STAGE = "install"  # tmp/install-*: the wheels being uploaded for a venv
 
 Log = Callable[[str], None]
 Agent = Callable[..., dict[str, Any]]
@@ -71,7 +72,7 @@ class DeviceVenvs:
                 info: DeviceInfo) -> dict[str, Any]:
         """Make ``venvs/<key>`` with the wheel installed and recorded; its TFLite runtime."""
         session = self.session
-        stage = session.path(TMP, session.unique("install"))
+        stage = session.path(TMP, session.unique(INSTALL_STAGE))
         venv = session.path(VENVS, key)
         pairs = [(wheel, f"{stage}/{wheel.name}")]
         pairs += [(p, f"{stage}/wheelhouse/{p.name}") for p in wheelhouse]
