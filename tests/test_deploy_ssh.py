@@ -186,6 +186,22 @@ Host viajump
         assert json.loads(result.stdout)["hosts"][0]["ok"]
 
 
+def test_host_key_alias_is_looked_up_as_openssh_does_without_the_port(kit, tmp_path):
+    """A key recorded under a HostKeyAlias (as `ssh` records it) is the same host on any
+    port: no `[alias]:port` line is needed, and none is added."""
+    s = kit.server
+    config = tmp_path / "config"
+    config.write_text(f"Host tunnelpi\n  HostName 127.0.0.1\n  Port {s.port}\n"
+                      f"  User {s.user}\n  IdentityFile {s.user_key}\n  HostKeyAlias mypi\n")
+    known = tmp_path / "known_hosts"
+    known.write_text("mypi " + s.known_hosts_line.split(" ", 1)[1])
+    result = CliRunner().invoke(main, ["status", "--host", "tunnelpi", "--ssh-config",
+                                       str(config), "--known-hosts", str(known), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["hosts"][0]["ok"]
+    assert known.read_text().count("\n") == 1
+
+
 def test_command_output_is_complete_and_streamed(kit):
     """Every byte arrives, even when sshd sends the exit status before the output."""
     from henet_edge.deploy.ssh import ConnectOptions, connect

@@ -44,8 +44,11 @@ def describe_key(key) -> str:
     return f"{key_label(key)} {fingerprint(key)}"
 
 
-def known_hosts_name(hostname: str, port: int) -> str:
-    """The name known_hosts files use: ``host`` on port 22, else ``[host]:port``."""
+def known_hosts_name(hostname: str, port: int, alias: str | None = None) -> str:
+    """The name known_hosts files use: ``host`` on port 22, else ``[host]:port``; a
+    ``HostKeyAlias`` as it is, whatever the port (as OpenSSH's ssh looks it up)."""
+    if alias:
+        return alias
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 

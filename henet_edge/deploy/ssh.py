@@ -179,7 +179,7 @@ def _start(sock, target: HostTarget, known: KnownHosts, options: ConnectOptions,
     transport = paramiko.Transport(sock)
     transport.banner_timeout = options.connect_timeout
     transport.handshake_timeout = max(options.connect_timeout, 15.0)
-    name = known_hosts_name(target.host_key_alias or target.hostname, target.port)
+    name = known_hosts_name(target.hostname, target.port, target.host_key_alias)
     _prefer_key_types(transport, known.preferred_types(name))
     try:
         # start_client returns quietly when its own timeout runs out first, so give it longer
