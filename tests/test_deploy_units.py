@@ -349,6 +349,31 @@ def test_a_service_that_fails_to_install_says_the_version_is_current(tmp_path, t
         in str(caught.value)
 
 
+class _Cloned:
+    """A connection to a Pi whose SD card was cloned: the shared host key, its own boot."""
+
+    def __init__(self, boot_id: str):
+        self.boot_id = boot_id
+
+    def host_key_fingerprint(self) -> str:
+        return "SHA256:shared"
+
+    def run(self, command: str, **_kw):
+        from henet_edge.deploy.connection import CommandResult
+
+        assert command == "cat /proc/sys/kernel/random/boot_id"
+        return CommandResult(command, 0, f"{self.boot_id}\n".encode(), b"")
+
+
+def test_cloned_pis_share_a_host_key_but_are_each_deployed_to():
+    from henet_edge.deploy.fleet import SameDevice, device_identity
+
+    seen = SameDevice()
+    assert seen.claim("pi-a", device_identity(_Cloned("boot-1"))) is None
+    assert seen.claim("pi-b", device_identity(_Cloned("boot-2"))) is None  # another Pi
+    assert seen.claim("pi-a.local", device_identity(_Cloned("boot-1"))) == "pi-a"
+
+
 def test_project_wheel_is_cached_and_reproducible(tmp_path):
     import zipfile
 

@@ -23,7 +23,7 @@ from henet_edge import HenetEdgeError, UsageError
 
 from .errors import DeployError
 from .probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
-from .ssh import ConnectOptions
+from .ssh import ConnectOptions, SSHConnection
 
 if TYPE_CHECKING:
     from .installer import Installer, InstallOptions
@@ -128,7 +128,7 @@ def on_fleet(fleet: FleetOptions, work: Callable[[Installer], dict[str, Any]], *
     """Run ``work(installer)`` on every device of ``fleet``; one outcome per host, in order.
 
     ``log(host, message)`` gets each host's progress lines. A host reaching a
-    device already worked on (the same host key) gets ``{"same_device_as": FIRST}``.
+    device already worked on (the same host key and boot) gets ``{"same_device_as": FIRST}``.
     ``hosts`` is ``fleet.resolve()`` when the caller has already resolved it.
     """
     from .installer import Installer, InstallOptions
@@ -145,9 +145,10 @@ def on_fleet(fleet: FleetOptions, work: Callable[[Installer], dict[str, Any]], *
             log(host, message)
 
         with connect(host, fleet.connect, log=host_log) as connection:
-            first = same_device.claim(host, connection.host_key_fingerprint())
+            first = same_device.claim(host, device_identity(connection))
             if first is not None:
-                host_log(f"same device as {first} (the same host key): done once, as {first}")
+                host_log(f"same device as {first} (the same host key and boot): done once, "
+                         f"as {first}")
                 return {"host": host, "same_device_as": first}
             installer = Installer(connection, options, log=host_log, progress=progress,
                                   progress_position=index if several else None)
@@ -214,17 +215,24 @@ def outcome_table(outcomes: Sequence[HostOutcome], headers: Sequence[str],
     return format_table(headers, rows)
 
 
+def device_identity(connection: SSHConnection) -> str:
+    """One running machine: its host key and this boot's id. The key alone is not
+    enough: SD cards cloned after first boot give a fleet of Pis one host key."""
+    boot = connection.run("cat /proc/sys/kernel/random/boot_id", timeout=30)
+    return f"{connection.host_key_fingerprint()} {boot.out.strip() if boot.ok else '?'}"
+
+
 class SameDevice:
-    """Notices two ``--host`` values that reach one device (the same host key)."""
+    """Notices two ``--host`` values that reach one device (:func:`device_identity`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._first: dict[str, str] = {}
 
-    def claim(self, host: str, host_key: str) -> str | None:
-        """None for the first host with this key; else the host that already has it."""
+    def claim(self, host: str, identity: str) -> str | None:
+        """None for the first host with this identity; else the host that already has it."""
         with self._lock:
-            first = self._first.setdefault(host_key, host)
+            first = self._first.setdefault(identity, host)
         return None if first == host else first
 
 

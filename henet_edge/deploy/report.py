@@ -40,8 +40,8 @@ def unhealthy(outcomes: list[HostOutcome]) -> bool:
 def format_status(s: dict[str, Any]) -> str:
     """``henet-edge status`` for one device: platform, device side, versions, bench, service."""
     if "same_device_as" in s:
-        return (f"{s['host']}: the same device as {s['same_device_as']} (same host key), "
-                f"shown there")
+        return (f"{s['host']}: the same device as {s['same_device_as']} (same host key and "
+                f"boot), shown there")
     runtime = s.get("runtime") or {}
     device = s.get("device") or {}
     lines = [f"{s['host']}: {device.get('arch', '?')}, Python {device.get('python', '?')}, "
