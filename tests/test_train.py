@@ -247,3 +247,57 @@ def test_a_run_records_absolute_paths(image_folder, tmp_path, monkeypatch):
     assert config.data == str(image_folder)
     named = _checked_config(TrainConfig(data="cifar10"), tmp_path / "r", False)
     assert named.data == "cifar10"
+
+
+@pytest.mark.parametrize("kill_at", ["weights", "checkpoint", "rename", "state"])
+def test_best_weights_are_always_the_best_epoch_the_history_keeps(tmp_path, monkeypatch,
+                                                                   kill_at):
+    """A kill between any two of an epoch's writes (epoch 2, a new best): after resume,
+    best.weights.npz holds the best epoch of the kept history, never another's."""
+    import os
+
+    import numpy as np
+
+    from henet_edge.henet_keras import epochs
+
+    class Killed(BaseException):
+        pass
+
+    def weights(model, _batches):  # the best's weights (with --ema: recomputed, slow)
+        if kill_at == "weights" and model == "epoch 2":
+            raise Killed
+        return [np.array([model])]
+
+    def save_model(model, path):
+        if kill_at == "checkpoint" and model == "epoch 2":
+            raise Killed
+        path.write_text(model)
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if kill_at == "rename" and str(src).endswith("/best.weights.epoch2.npz"):
+            raise Killed
+        real_replace(src, dst)
+
+    def write_state(path, text):
+        if kill_at == "state" and '"epochs_done": 2' in text:
+            raise Killed
+        path.write_text(text)
+
+    monkeypatch.setattr(epochs, "save_model_atomic", save_model)
+    monkeypatch.setattr(epochs, "shipped_weights", weights)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(epochs, "write_text_atomic", write_state)
+    monkeypatch.setattr(epochs, "write_history", lambda *_a: None)
+    saver = epochs._Checkpointer(tmp_path, [], 0.0)
+    saver.save("epoch 1", {"epoch": 1, "val_accuracy": 0.5})
+    with pytest.raises(Killed):
+        saver.save("epoch 2", {"epoch": 2, "val_accuracy": 0.6})
+    monkeypatch.setattr(os, "replace", real_replace)
+    # resume: the checkpoint's step count says which epochs are kept; each was a new best
+    kept = int((tmp_path / "checkpoint.keras").read_text().split()[-1])
+    epochs.settle_best_weights(tmp_path, kept)
+    with np.load(tmp_path / "best.weights.npz") as z:
+        assert str(z["w0"][0]) == f"epoch {kept}"
+    assert not list(tmp_path.glob("best.weights.epoch*"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,22 @@ from henet_edge.storage import replacing, write_text_atomic
 
 from .ema import averaged, shipped_weights, uses_average
 from .pauses import PauseClock, active_seconds
+
+BEST_WEIGHTS = "best.weights.npz"
+_PENDING_BEST = "best.weights.epoch"  # + N + ".npz": epoch N's best, until its checkpoint
+
+
+def settle_best_weights(run_dir: Path, epochs_kept: int) -> None:
+    """On resume: a best-weights file saved just before a kill becomes the best if the
+    checkpoint of its epoch was saved too (that epoch is kept), else it is dropped."""
+    def epoch(path: Path) -> int:
+        return int(path.name[len(_PENDING_BEST):-len(".npz")])
+
+    for path in sorted(run_dir.glob(f"{_PENDING_BEST}*.npz"), key=epoch):
+        if epoch(path) <= epochs_kept:
+            os.replace(path, run_dir / BEST_WEIGHTS)
+        else:
+            path.unlink()
 
 
 def save_model_atomic(model, path: Path) -> None:
@@ -151,10 +168,14 @@ class _ProgressBar:
 
 
 class _Checkpointer:
-    """After each epoch: history, then the checkpoint, best weights and state, in that order.
+    """After each epoch: history, a new best's weights, the checkpoint, then the best
+    weights put in place and the state, in that order.
 
     A resume trusts the checkpoint's step count and drops any history row beyond
-    it, so a kill anywhere in between loses at most this epoch.
+    it, so a kill anywhere in between loses at most this epoch. A new best's weights
+    are written under their epoch's name before the checkpoint and renamed after it,
+    so ``best.weights.npz`` always holds the best epoch that the history keeps
+    (:func:`settle_best_weights` finishes a rename a kill cut short).
     """
 
     def __init__(self, run_dir: Path, history: list[dict], best: float,
@@ -166,11 +187,13 @@ class _Checkpointer:
         self.history.append(row)
         improved = row["val_accuracy"] > self.best
         write_history(self.run_dir, self.history)
-        save_model_atomic(model, self.run_dir / "checkpoint.keras")
+        pending = self.run_dir / f"{_PENDING_BEST}{row['epoch']}.npz"
         if improved:
             self.best = row["val_accuracy"]
-            save_weights_atomic(shipped_weights(model, self.batches),
-                                self.run_dir / "best.weights.npz")
+            save_weights_atomic(shipped_weights(model, self.batches), pending)
+        save_model_atomic(model, self.run_dir / "checkpoint.keras")  # the epoch is kept
+        if improved:
+            os.replace(pending, self.run_dir / BEST_WEIGHTS)
         write_text_atomic(self.run_dir / "state.json", json.dumps(
             {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
             indent=1))

@@ -37,7 +37,7 @@ from henet_edge.storage import utc_timestamp, write_text_atomic
 from .data import DataError, ImageSet
 from .datasets import make_datasets, recalibration_batches
 from .ema import shipped_weights
-from .epochs import epoch_callback, save_model_atomic
+from .epochs import BEST_WEIGHTS, epoch_callback, save_model_atomic, settle_best_weights
 from .recipes import RECIPES
 from .registry import model_names, model_spec
 from .run import (
@@ -330,6 +330,7 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
     if len(history) < first_epoch:
         raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
                        f"history.json has {plural(len(history), 'epoch')}")
+    settle_best_weights(run_dir, first_epoch)
     log(f"resuming after epoch {first_epoch} (step {int(model.optimizer.iterations)})")
     return model, history
 
@@ -484,9 +485,9 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
                batches: list[np.ndarray] | None = None) -> dict:
     native = to_native(model, config, classes, batches)
     save_model_atomic(native, run_dir / "model.keras")
-    if (run_dir / "best.weights.npz").exists():
+    if (run_dir / BEST_WEIGHTS).exists():
         best_model = build_for(config, classes, fast_groups=False)
-        with np.load(run_dir / "best.weights.npz") as z:
+        with np.load(run_dir / BEST_WEIGHTS) as z:
             best_model.set_weights([z[f"w{i}"] for i in range(len(z.files))])
         save_model_atomic(best_model, run_dir / "best.keras")
     summary = {"run_dir": str(run_dir), "epochs": len(history),
@@ -494,9 +495,9 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
                "best_val_accuracy": best,
                "mean_last5_val_accuracy": mean_of_last(history),
                "finished": True}
-    write_text_atomic(run_dir / "state.json", json.dumps(
-        {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(run_dir / "state.json", json.dumps(  # last: "finished" has its summary
+        {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))
     log(f"done: final val {100 * summary['final_val_accuracy']:.2f}%, best "
         f"{100 * best:.2f}%, mean of last 5 {100 * summary['mean_last5_val_accuracy']:.2f}%")
     return summary
