@@ -298,6 +298,30 @@ def test_a_shipped_held_out_sample_is_what_accuracy_is_measured_on(tiny_run, tmp
         validation_data(src, str(tmp_path / "other.npz"), pixels, labels, None)
 
 
+def test_val_data_with_a_test_split_is_scored_on_that_split(tiny_run, monkeypatch):
+    """A named set's training images are never the report card's "held-out" images."""
+    from henet_edge.convert.bundle_writer import load_source_model
+    from henet_edge.convert.pipeline import validation_data
+    from henet_edge.henet_keras import data as data_module
+    from henet_edge.henet_keras.data import DataSource, ImageSet
+
+    src = load_source_model(tiny_run)
+
+    def images(value: int, n: int) -> ImageSet:
+        return ImageSet(np.full((n, 32, 32, 3), value, np.uint8), np.arange(n) % 3,
+                        list(src.labels), [f"{value}-{i}" for i in range(n)])
+
+    loaded = DataSource("named", "named", images(1, 9), images(2, 6))
+    monkeypatch.setattr(data_module, "load_source", lambda *_a, **_k: loaded)
+    pixels, labels, note = validation_data(src, "named", np.zeros((1, 32, 32, 3), np.uint8),
+                                           np.zeros(1), None)
+    assert len(labels) == 6 and (pixels == 2).all() and note == "the test split of named"
+    folder = DataSource("folder", "folder", images(3, 4))  # no test split: held out whole
+    monkeypatch.setattr(data_module, "load_source", lambda *_a, **_k: folder)
+    pixels, labels, note = validation_data(src, "folder", pixels, labels, None)
+    assert len(labels) == 4 and (pixels == 3).all() and note == "all of folder"
+
+
 # ------------------------------------------------------------------ bare .keras preprocessing
 def test_bare_keras_needs_its_run_config_or_preprocessing(tiny_run, tmp_path):
     """A .keras with no run beside it is not silently given the default preprocessing."""

@@ -36,11 +36,16 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
         note = (f"{len(labels)} held-out images from {Path(val_data).name} (a sample of "
                 f"{held_out.provenance['source']})")
     elif val_data:
-        data = load_source(val_data, src.preprocessing.canonical_size).train
+        # A set with an official test split (cifar10, ...) is scored on that split, never
+        # on its training images; a folder or archive is held out as a whole.
+        loaded = load_source(val_data, src.preprocessing.canonical_size)
+        data = loaded.test if loaded.test is not None else loaded.train
         if data.class_names != src.labels:
             raise ConvertError(f"{val_data}: classes {data.class_names} do not match the "
                                f"model's labels {src.labels}")
-        pixels, labels, note = data.images, data.labels, f"all of {val_data}"
+        pixels, labels = data.images, data.labels
+        note = (f"the test split of {val_data}" if loaded.test is not None
+                else f"all of {val_data}")
     elif src.run is not None:
         val, note = src.run.validation()
         pixels, labels = val.images, val.labels
