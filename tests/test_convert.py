@@ -53,6 +53,26 @@ def test_calibrate_refuses_too_few_and_existing(image_folder, tmp_path):
     assert result.exit_code == 1 and "already exists" in result.output
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "provenance a list",
+                                    "provenance without preprocessing"])
+def test_a_damaged_calibration_file_is_one_line(image_folder, tmp_path, damage):
+    good = tmp_path / "good.npz"
+    calib = make_calibration(str(image_folder), num=6)
+    calib.save(good)
+    bad = tmp_path / "bad.npz"
+    if damage == "truncated":
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        provenance = [] if damage == "provenance a list" else {
+            k: v for k, v in calib.provenance.items() if k != "preprocessing"}
+        np.savez(bad, pixels=calib.pixels, labels=calib.labels,
+                 provenance=json.dumps(provenance))
+    with pytest.raises(CalibrationError, match="not a henet-edge calibration set"):
+        load_calibration(bad)
+
+
 def test_calibration_with_other_preprocessing_is_refused(image_folder):
     calib = make_calibration(str(image_folder), num=6, spec=Preprocessing(mean=(0.5,) * 3))
     with pytest.raises(CalibrationError, match="preprocessed differently"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,9 @@ def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: 
     return CalibrationSet(pixels, sel_labels, provenance)
 
 
+_PROVENANCE_KEYS = ("source", "class_names", "preprocessing", "sha256")
+
+
 def load_calibration(path: str | Path) -> CalibrationSet:
     """Load a ``.npz`` calibration set, checking its recorded hash."""
     path = Path(path)
@@ -119,8 +123,14 @@ def load_calibration(path: str | Path) -> CalibrationSet:
         with np.load(path, allow_pickle=False) as z:
             pixels, labels = z["pixels"], z["labels"]
             provenance = json.loads(str(z["provenance"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise CalibrationError(f"{path}: not a henet-edge calibration set ({exc})") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc) or type(exc).__name__  # a truncated file: EOFError, BadZipFile
+        raise CalibrationError(f"{path}: not a henet-edge calibration set ({reason})") from None
+    missing = [k for k in _PROVENANCE_KEYS if not isinstance(provenance, dict) or k not in
+               provenance]
+    if missing:
+        raise CalibrationError(f"{path}: not a henet-edge calibration set (its provenance "
+                               f"lacks {', '.join(missing)})")
     if _digest(pixels) != provenance.get("sha256"):
         raise CalibrationError(f"{path}: pixels do not match the recorded sha256")
     return CalibrationSet(pixels, labels, provenance)
