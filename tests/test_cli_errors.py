@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,20 @@ def test_convert_labels_file_keeps_labels_with_spaces(tiny_run, tmp_path):
     assert result.exit_code == 1
     assert "labels for a model" not in result.output  # 3 labels, not 5 words
     assert "missing" in result.output
+
+
+def test_convert_keeps_a_label_that_is_no_file_name(tiny_run, image_folder, tmp_path):
+    """Fashion-MNIST's "T-shirt/top": the golden image's file name must not nest."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("T-shirt/top\nice cream\ncake\n")
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["convert", str(tiny_run / "model.keras"),
+                                       "--calibration", str(image_folder), "--num", "6",
+                                       "--labels", str(labels), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    golden = json.loads((out / "golden.json").read_text())["images"]
+    assert {g["label"] for g in golden} >= {"T-shirt/top"}
+    assert all((out / g["file"]).parent == out / "golden" for g in golden)
 
 
 @pytest.mark.parametrize("option, value, message", [

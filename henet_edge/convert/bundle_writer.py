@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -372,7 +373,9 @@ def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: Source
     (tmp / "golden").mkdir()
     entries = []
     for n, i in enumerate(_golden(pixels, labels, src.labels, count)):
-        name = f"golden/{n:02d}_{src.labels[labels[i]]}.png".replace(" ", "_")
+        # a label is any text ("T-shirt/top"); the file name keeps its safe characters
+        safe = re.sub(r"[^\w.-]", "_", src.labels[labels[i]], flags=re.ASCII)
+        name = f"golden/{n:02d}_{safe}.png"
         Image.fromarray(pixels[i]).save(tmp / name)
         x = preprocess_image(open_image(str(tmp / name)), src.preprocessing)
         entry = {"file": name, "label": src.labels[labels[i]],
