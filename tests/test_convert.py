@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,6 +420,24 @@ def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_p
     with pytest.raises(OutputError, match="already exists"):
         check_output(old, force=False)
     check_output(old, force=True)  # a bundle may be replaced
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    from henet_edge.convert.output import OutputError, check_output
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_output(tmp_path / "file" / "b", force=False)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")  # an empty current folder: `--out .`
+    for here in (".", "..", str(tmp_path)):
+        with pytest.raises(OutputError, match="is the current folder or holds it"):
+            check_output(Path(here), force=True)
+    check_output(Path("b"), force=False)  # a new folder in the current one
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "locked").mkdir(mode=0o500)
+        with pytest.raises(OutputError, match="permission denied"):
+            check_output(tmp_path / "locked" / "new" / "b", force=False)
 
 
 def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tmp_path):

@@ -7,6 +7,7 @@ bundle format); anything else of the user's is refused, never deleted.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
@@ -27,8 +28,20 @@ def is_bundle_folder(path: Path) -> bool:
 
 
 def check_output(out: Path, force: bool) -> None:
-    """Refuse an ``--out`` that would lose something: before any slow work."""
+    """Refuse an ``--out`` that would lose something, or that cannot be written: before
+    any slow work."""
     out = Path(out)
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise OutputError(f"{out}: is the current folder or holds it; give --out the name "
+                          f"of a new folder")
+    parent = out.resolve().parent
+    ancestor = next(p for p in (parent, *parent.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise OutputError(f"{out}: {ancestor} is a file, not a folder; pick another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: cannot write in {ancestor} (permission denied); pick "
+                          f"another --out")
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
