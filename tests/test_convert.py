@@ -440,6 +440,35 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, monk
             check_output(tmp_path / "locked" / "new" / "b", force=False)
 
 
+def test_include_validation_is_checked_before_the_conversion(tiny_run, image_folder, tmp_path,
+                                                             monkeypatch):
+    from henet_edge.convert import bundle_writer
+    from henet_edge.convert.pipeline import ConvertOptions, convert
+
+    def no_conversion(*_a, **_k):
+        raise AssertionError("converted before --include-validation was checked")
+
+    monkeypatch.setattr(bundle_writer, "_convert_models", no_conversion)
+    with pytest.raises(CalibrationError, match="--include-validation 2 cannot cover all 3"):
+        convert(tiny_run, str(image_folder), tmp_path / "b",
+                ConvertOptions(num=6, include_validation=2), log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_include_validation_beyond_the_split_ships_all_of_it(tiny_run):
+    from henet_edge.convert.bundle_writer import held_out_sample, load_source_model
+
+    src = load_source_model(tiny_run)
+    val, note = src.run.validation()
+    keep = np.sort(np.concatenate([np.flatnonzero(val.labels == 0)[1:],
+                                   np.flatnonzero(val.labels != 0)]))
+    labels = val.labels[keep]  # the first class one image short
+    assert np.bincount(labels)[0] < np.bincount(labels)[1:].max()
+    sample = held_out_sample(val.images[keep], labels, src, note, 100_000)
+    assert len(sample.labels) == len(labels)
+    assert sorted(sample.labels.tolist()) == sorted(labels.tolist())
+
+
 def test_convert_writes_into_an_existing_empty_folder(tiny_run, image_folder, tmp_path):
     from henet_edge.convert.pipeline import ConvertOptions, convert
     from henet_edge.device.bundle import load_bundle

@@ -85,19 +85,28 @@ def make_calibration(source: str, num: int = 500, seed: int = 0,
 
 
 def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: list[str], *,
-           num: int, seed: int, spec: Preprocessing, source: str) -> CalibrationSet:
+           num: int, seed: int, spec: Preprocessing, source: str,
+           option: str = "--num", all_if_fewer: bool = False) -> CalibrationSet:
+    """A seeded sample of ``num`` images, the classes as equal as ``num`` allows (with
+    ``all_if_fewer``, all the images when there are no more than ``num``). Errors name
+    ``option``."""
     classes = len(class_names)
     if num < classes:
-        raise CalibrationError(f"--num {num} cannot cover all {classes} classes; "
-                               f"use at least {classes} (500 is typical)")
+        raise CalibrationError(f"{option} {num} cannot cover all {classes} classes; "
+                               f"use at least {classes}"
+                               + (" (500 is typical)" if option == "--num" else ""))
     rng = np.random.default_rng(seed)
-    per_class = [num // classes + (1 if c < num % classes else 0) for c in range(classes)]
+    if all_if_fewer and num >= len(labels):  # everything, whatever the classes' sizes
+        per_class = [int((labels == c).sum()) for c in range(classes)]
+    else:
+        per_class = [num // classes + (1 if c < num % classes else 0) for c in range(classes)]
     chosen = []
     for c, want in enumerate(per_class):
         idx = np.flatnonzero(labels == c)
         if len(idx) < want:
-            raise CalibrationError(f"class {class_names[c]!r} has {len(idx)} images, "
-                                   f"fewer than the {want} a stratified sample of {num} needs")
+            raise CalibrationError(f"{option} {num}: class {class_names[c]!r} has "
+                                   f"{len(idx)} images, fewer than the {want} a stratified "
+                                   f"sample of {num} needs")
         chosen.extend(np.sort(rng.choice(idx, size=want, replace=False)).tolist())
     chosen = np.asarray(chosen)
     pixels = images[chosen]

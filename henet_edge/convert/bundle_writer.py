@@ -237,6 +237,9 @@ def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
     out = Path(out)
     check_output(out, options.force)
     calibration.check_matches(src.preprocessing)
+    held_out = (held_out_sample(images.pixels, images.labels, src, images.note,
+                                options.include_validation)
+                if options.include_validation else None)  # refused before any slow work
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -246,7 +249,7 @@ def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
         report = _write_report(src, models, keras_logits, images, audits, tmp, options)
         golden = _write_golden(tmp, images.pixels, images.labels, src, models["float32"],
                                models["int8"], keras_logits, golden_count)
-        _write_extras(src, calibration, images, tmp, options)
+        _write_extras(src, calibration, held_out, tmp, options)
         manifest = _manifest(src, calibration, models, report, len(golden), images.note, tmp,
                              options)
         text = manifest.to_json()
@@ -304,8 +307,8 @@ def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits
     return report
 
 
-def _write_extras(src: SourceModel, calibration: CalibrationSet, images: ReportImages,
-                  tmp: Path, options: ConvertOptions) -> None:
+def _write_extras(src: SourceModel, calibration: CalibrationSet,
+                  held_out: CalibrationSet | None, tmp: Path, options: ConvertOptions) -> None:
     """Step 3: labels, and what was asked to travel with the bundle."""
     (tmp / "labels.txt").write_text("\n".join(src.labels) + "\n")
     if options.include_keras:
@@ -313,9 +316,8 @@ def _write_extras(src: SourceModel, calibration: CalibrationSet, images: ReportI
         shutil.copy2(src.path, tmp / "source" / "model.keras")
     if options.include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
         calibration.save(tmp / "calibration.npz")
-    if options.include_validation:  # ... and measure accuracy on held-out images
-        held_out_sample(images.pixels, images.labels, src, images.note,
-                        options.include_validation).save(tmp / "validation.npz")
+    if held_out is not None:  # ... and measure accuracy on held-out images
+        held_out.save(tmp / "validation.npz")
 
 
 def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, TFLiteModel],
@@ -359,7 +361,8 @@ def held_out_sample(pixels: np.ndarray, labels: np.ndarray, src: SourceModel, no
     from henet_edge.calibration.calibration_set import sample
 
     return sample(pixels, labels, src.labels, [f"validation[{i}]" for i in range(len(labels))],
-                  num=min(num, len(labels)), seed=0, spec=src.preprocessing, source=note)
+                  num=num, seed=0, spec=src.preprocessing, source=note,
+                  option="--include-validation", all_if_fewer=True)
 
 
 def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: SourceModel,
