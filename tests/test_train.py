@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,49 @@ def test_resume_from_another_model_is_refused(tiny_run, image_folder, tmp_path):
     config = TrainConfig(data=str(image_folder), model="shufflenet", repeat=1)
     with pytest.raises(RunError, match="model='henet'"):
         train(config, run, resume=True, echo=lambda _m: None)
+
+
+def test_resume_refuses_every_setting_it_would_ignore(tiny_run, tmp_path):
+    """--resume continues a run with its own settings: one given otherwise is refused,
+    naming it, and nothing is changed (an --epochs 300 is not silently dropped)."""
+    copy = killed_after_last_epoch(tiny_run, tmp_path / "killed")
+    before = (copy / "config.json").read_text()
+    for given, message in ((dict(epochs=300), "epochs=2, not 300"),
+                           (dict(lr=0.5, batch_size=4), "batch_size=8, not 4; lr=None, not 0.5"),
+                           (dict(seed=7), "seed=0, not 7"),
+                           (dict(data=str(tmp_path)), "data=")):
+        with pytest.raises(RunError, match=re.escape(message)):
+            train(TrainConfig(**{"data": None, "model": None, "repeat": None, **given}), copy,
+                  resume=True, echo=lambda _m: None)
+    assert (copy / "config.json").read_text() == before
+    # the run's own settings, stated again, are no difference
+    from henet_edge.henet_keras.run import Run
+    from henet_edge.henet_keras.train import _checked_config
+
+    _checked_config(Run.load(copy).train_config, copy, resume=True)
+
+
+def test_data_that_no_longer_gives_the_runs_split_is_refused(tiny_run, image_folder, tmp_path):
+    """One image added moves the seeded split: a resume (or the run's validation set)
+    would train on images it held out. Refused, naming the counts."""
+    import json
+    import shutil
+
+    from henet_edge.henet_keras.run import Run
+
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    first = sorted((data / "red").iterdir())[0]
+    shutil.copy(first, data / "red" / f"extra{first.suffix}")
+    copy = killed_after_last_epoch(tiny_run, tmp_path / "killed")
+    config = json.loads((copy / "config.json").read_text())
+    config["train"]["data"] = str(data)
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=r"no longer gives the run's split \(train 36 then, 37 now"):
+        train(TrainConfig(data=None, model=None, repeat=None), copy, resume=True,
+              echo=lambda _m: None)
+    with pytest.raises(RunError, match="no longer gives the run's split"):
+        Run.load(copy).validation()
 
 
 def _cli(*args):
@@ -201,10 +245,12 @@ def test_counts_in_the_train_log_agree_in_number():
 
 def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tiny_run, tmp_path):
     """Killed between the last epoch's checkpoint and the final models: resume writes them."""
+    from henet_edge.henet_keras.run import Run
+
     run = killed_after_last_epoch(tiny_run, tmp_path / "killed")
-    config = json.loads((run / "config.json").read_text())["train"]
+    config = Run.load(run).train_config  # its settings, paths resolved
     lines: list[str] = []
-    summary = train(TrainConfig(**config), run, resume=True, show_bar=False, echo=lines.append)
+    summary = train(config, run, resume=True, show_bar=False, echo=lines.append)
     assert any("all 2 epochs are done; writing the final models" in line for line in lines)
     assert summary["finished"] and summary["epochs"] == 2
     assert (run / "model.keras").is_file() and (run / "best.keras").is_file()

@@ -10,13 +10,10 @@ whose config differs from the campaign's, naming the difference.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from .data import same_source
 from .run import Run, RunError, TrainConfig, hours_left
 from .train import train
 
@@ -30,7 +27,6 @@ SHARED_KEYS = ("data", "recipe", "epochs", "seed", "val_split", "limit", "batch_
                "model", "repeat", "width_multiplier", "preprocessing", "init_from", "ema",
                "mixup", "weight_decay", "teachers", "distill_weight", "distill_temperature",
                "teacher_flip", "augment", "qat")
-PATH_KEYS = ("init_from", "teachers")  # saved relative to the run folder, compared resolved
 QueuedRun = tuple[str, Path, TrainConfig]  # (name, run folder, the settings it must have)
 
 
@@ -75,25 +71,9 @@ def _state(run: Run | None) -> str:
 
 
 def config_differences(run: Run, wanted: TrainConfig) -> list[str]:
-    """Each shared setting where ``run``'s saved config differs from ``wanted``.
-
-    A setting newer than the run's config counts as its default, as it trained.
-    """
-    resolved = run.train_config
-    saved = {**json.loads(json.dumps(asdict(resolved))), "data": run.data_path,
-             **{key: _normalised(getattr(resolved, key)) for key in PATH_KEYS}}
-    mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
-    mine.update({key: _normalised(getattr(wanted, key)) for key in PATH_KEYS})
-    return [f"{key}: run has {saved.get(key)!r}, campaign wants {mine[key]!r}"
-            for key in SHARED_KEYS if saved.get(key) != mine[key]
-            and not (key == "data" and same_source(saved.get(key), mine[key]))]
-
-
-def _normalised(paths: str | list[str] | None) -> str | list[str] | None:
-    """Run folders as absolute, normalised paths (one, or a list), so spellings compare."""
-    if paths is None or isinstance(paths, str):
-        return None if paths is None else os.path.normpath(Path(paths).absolute())
-    return [os.path.normpath(Path(p).absolute()) for p in paths] or None
+    """Each shared setting where ``run``'s saved config differs from ``wanted``."""
+    return [f"{key}: run has {saved!r}, campaign wants {mine!r}"
+            for key, saved, mine in run.differences(wanted, SHARED_KEYS)]
 
 
 def check_queue(queue: list[QueuedRun]) -> list[dict]:

@@ -11,8 +11,9 @@ import json
 import os
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -205,6 +206,16 @@ def _read_json(path: Path):
         raise RunError(f"{path}: cannot be read as JSON ({exc})") from None
 
 
+PATH_SETTINGS = ("init_from", "teachers")  # saved relative to the run, compared resolved
+
+
+def _normalised(paths: str | list[str] | None) -> str | list[str] | None:
+    """Run folders as absolute, normalised paths (one, or a list), so spellings compare."""
+    if paths is None or isinstance(paths, str):
+        return None if paths is None else os.path.normpath(Path(paths).absolute())
+    return [os.path.normpath(Path(p).absolute()) for p in paths] or None
+
+
 @dataclass
 class Run:
     """A run folder made by ``henet-edge train``."""
@@ -224,6 +235,20 @@ class Run:
         return cls(root, _read_json(root / CONFIG))
 
     # -- what it was made with
+    def differences(self, wanted: TrainConfig,
+                    keys: Iterable[str]) -> list[tuple[str, Any, Any]]:
+        """``(key, saved, wanted)`` for each of ``keys`` where the run's settings differ
+        from ``wanted``: paths compared resolved, the data as :func:`same_source` does.
+        A setting newer than the run's config counts as its default, as it trained."""
+        resolved = self.train_config
+        saved = {**json.loads(json.dumps(asdict(resolved))), "data": self.data_path,
+                 **{key: _normalised(getattr(resolved, key)) for key in PATH_SETTINGS}}
+        mine = json.loads(json.dumps(asdict(wanted)))  # tuples as lists, as saved
+        mine.update({key: _normalised(getattr(wanted, key)) for key in PATH_SETTINGS})
+        return [(key, saved.get(key), mine[key]) for key in keys
+                if saved.get(key) != mine[key]
+                and not (key == "data" and same_source(saved.get(key), mine[key]))]
+
     @property
     def saved_train(self) -> dict:
         """The ``train`` settings exactly as saved."""
@@ -333,5 +358,20 @@ class Run:
 
     def validation(self) -> tuple[ImageSet, str]:
         """The run's own validation (or test) set, rebuilt from its config, and a description."""
-        _, _, val = load_training_data(self.train_config)
+        _, train, val = load_training_data(self.train_config)
+        self.check_data(train, val)
         return val, f"{shown_path(self.data_path)}, {self.config['data']['validation_kind']}"
+
+    def check_data(self, train: ImageSet, val: ImageSet) -> None:
+        """Refuse data that no longer gives the run's split: images added or removed
+        move the seeded split, and validation images would be trained on or missed."""
+        recorded, labels = self.config.get("data", {}), self.config.get("labels")
+        now = {"train": len(train), "validation": len(val)}
+        changed = [f"{key} {recorded[key]} then, {now[key]} now" for key in now
+                   if key in recorded and recorded[key] != now[key]]
+        if labels is not None and labels != train.class_names:
+            changed.append(f"classes {labels} then, {train.class_names} now")
+        if changed:
+            raise RunError(f"{self.root}: its data ({shown_path(self.data_path)}) no longer "
+                           f"gives the run's split ({'; '.join(changed)}): its validation "
+                           "images would not be the ones it held out")

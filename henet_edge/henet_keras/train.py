@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -170,17 +170,12 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
         run = Run.load(run_dir)
         if run.finished:
             raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        for key in ("model", "repeat", "ema", "mixup", "teacher_flip", "augment", "qat"):
-            mine = getattr(config, key)
-            if mine not in (None, False) and run.saved_train.get(key) != mine:
-                raise RunError(f"{run_dir}: run was made with {key}="
-                               f"{run.saved_train.get(key)!r}, not {mine!r}")
-        saved = run.train_config
-        if config.teachers and _absolute_all(config.teachers) != _absolute_all(saved.teachers):
-            raise RunError(f"{run_dir}: run was made with teachers "
-                           f"{[shown_path(t) for t in saved.teachers or []]}, not "
-                           f"{[shown_path(t) for t in config.teachers]}")
-        config = saved
+        differ = run.differences(config, _given(config))
+        if differ:
+            raise RunError(f"{run_dir}: run was made with " + "; ".join(
+                f"{key}={saved!r}, not {mine!r}" for key, saved, mine in differ)
+                + " (a resumed run keeps its own settings; nothing was changed)")
+        config = run.train_config
     else:
         if config.data is None:
             raise RunError("--data is required (or --resume RUN_DIR)")
@@ -201,6 +196,21 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
     if config.init_from and not resume:
         init_source(config)  # refuse a bad donor before the run folder exists
     return config
+
+
+# Settings whose command-line default is a value: given only when they differ from it.
+_VALUE_DEFAULTS = ("width_multiplier", "recipe", "seed", "val_split", "formulation",
+                   "preprocessing", "jit_compile")
+
+
+def _given(config: TrainConfig) -> list[str]:
+    """The settings ``config`` states (to compare with a resumed run's): every one not
+    left at None, False or, for those with a value as default, that value."""
+    default = TrainConfig(data=None)
+    return [f.name for f in fields(TrainConfig)
+            if getattr(config, f.name) not in (None, False)
+            and not (f.name in _VALUE_DEFAULTS
+                     and getattr(config, f.name) == getattr(default, f.name))]
 
 
 def _absolute_all(paths: list[str] | None) -> list[str] | None:
@@ -235,6 +245,7 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
     formulation = pick_formulation(config.formulation)
     with _strategy().scope():
         if resume and (run_dir / "checkpoint.keras").exists():
+            Run.load(run_dir).check_data(train_set, val_set)
             model, history = _restore(run_dir, plan, log)
         else:
             model = _start(config, classes, formulation, plan, log, train_set)
