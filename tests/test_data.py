@@ -44,6 +44,21 @@ def test_tar_gz_source_with_a_top_folder(image_folder, tmp_path):
     np.testing.assert_array_equal(a.images, b.images)
 
 
+@pytest.mark.parametrize("cut", [0.5, 0.97])  # in the members, in the end-of-archive
+def test_a_truncated_archive_is_one_line(image_folder, tmp_path, cut):
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tar:
+        tar.add(image_folder, arcname="train")
+    archive = tmp_path / "cut.tar.gz"
+    archive.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * cut)])
+    with pytest.raises(DataError, match="the archive is truncated or damaged"):
+        load_source(str(archive), use_cache=False)
+    result = CliRunner().invoke(main, ["train", "--data", str(archive), "--out",
+                                       str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "truncated or damaged" in result.output and not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="shared CIFAR-10 archive not present")
 def test_shared_cifar_archive_as_given(tmp_path, monkeypatch):
     monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path))

@@ -14,6 +14,7 @@ same function the device uses. Corrupt images are skipped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -21,6 +22,7 @@ import pickle
 import tarfile
 import urllib.request
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +157,7 @@ def load_tar(path: Path, size: int, progress=None) -> ImageSet:
         tar = tarfile.open(path)  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
-    with tar:
+    with tar, _damaged_archive(path):
         infos = [m for m in tar.getmembers() if m.isfile()]
         top = _strip_single_root([m.name for m in infos])
 
@@ -165,6 +167,16 @@ def load_tar(path: Path, size: int, progress=None) -> ImageSet:
         members = [(str(Path(m.name).relative_to(top)) if top else m.name, reader(m))
                    for m in infos]
         return _from_members(members, str(path), size, progress)
+
+
+@contextlib.contextmanager
+def _damaged_archive(path: Path) -> Iterator[None]:
+    """A truncated or corrupt archive, found while reading it, as one :class:`DataError`."""
+    try:
+        yield
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DataError(f"{path}: the archive is truncated or damaged "
+                        f"({str(exc) or type(exc).__name__})") from None
 
 
 def _download(url: str, dest: Path) -> Path:
@@ -191,7 +203,7 @@ def _download(url: str, dest: Path) -> Path:
 
 def parse_cifar_archive(path: Path, fine: bool = True) -> tuple[ImageSet, ImageSet]:
     """Parse the official CIFAR-10/100 python archive into (train, test) sets."""
-    with tarfile.open(path) as tar:
+    with _damaged_archive(path), tarfile.open(path) as tar:
         blobs = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers()
                  if m.isfile()}
     if "batches.meta" in blobs:  # CIFAR-10
