@@ -202,8 +202,15 @@ def test_init_from_a_run_with_another_split_is_refused(tiny_run, image_folder, t
     with pytest.raises(RunError, match=r"different seed.*validation images"):
         train(config, tmp_path / "leaky", show_bar=False, echo=lambda _m: None)
     assert not (tmp_path / "leaky").exists()  # refused before the run folder was made
+    for name in ("model.keras", "best.keras"):  # a file of that run: the same check
+        leaky = TrainConfig(data=str(image_folder), repeat=1, epochs=1, batch_size=8,
+                            val_split=0.25, seed=1, init_from=str(tiny_run / name))
+        with pytest.raises(RunError, match=r"different seed.*validation images"):
+            train(leaky, tmp_path / "leaky", show_bar=False, echo=lambda _m: None)
+    bare = tmp_path / "bare.keras"  # no run beside it: nothing to check it against
+    bare.write_bytes((tiny_run / "model.keras").read_bytes())
     other = TrainConfig(data=str(image_folder), repeat=2, epochs=1, batch_size=8,
-                        val_split=0.25, seed=0, init_from=str(tiny_run / "model.keras"))
+                        val_split=0.25, seed=0, init_from=str(bare))
     with pytest.raises(RunError, match="architecture does not match"):
         train(other, tmp_path / "mismatch", show_bar=False, echo=lambda _m: None)
 

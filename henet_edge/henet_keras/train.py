@@ -444,20 +444,21 @@ def _remove_partial_writes(run_dir: Path) -> None:
 def init_source(config: TrainConfig) -> Path:
     """The ``.keras`` file ``--init-from`` names, checked before any work.
 
-    A run folder must have held out the same validation images (same data, seed,
-    split and limit): otherwise its weights have been trained on this run's
-    validation images.
+    A run folder, or a ``.keras`` file inside one (``best.keras``), must have held
+    out the same validation images (same data, seed, split and limit): otherwise its
+    weights have been trained on this run's validation images.
     """
     source = Path(config.init_from)
     path = source / "model.keras" if source.is_dir() else source
     if not path.is_file() and not source.is_dir():
         raise RunError(f"--init-from {source}: no such run folder or .keras file")
-    if source.is_dir():
-        if not Run.is_run(source) or not path.is_file():
-            raise RunError(f"--init-from {source}: not a finished run folder (no {CONFIG} "
-                           "and model.keras)")
+    if source.is_dir() and (not Run.is_run(source) or not path.is_file()):
+        raise RunError(f"--init-from {source}: not a finished run folder (no {CONFIG} "
+                       "and model.keras)")
+    donor = source if source.is_dir() else path.parent if Run.is_run(path.parent) else None
+    if donor is not None:
         keys = (*HELD_OUT_KEYS, "model", "repeat", "width_multiplier")
-        differ = held_out_differences(Run.load(source), config, keys)
+        differ = held_out_differences(Run.load(donor), config, keys)
         if differ:
             raise RunError(f"--init-from {source}: that run used a different "
                            + ", ".join(differ)
