@@ -107,3 +107,25 @@ def test_compare_refuses_an_unknown_lowering():
                                        "grouped,fused"])
     assert result.exit_code != 0
     assert "--lowering" in result.output and "fused" in result.output
+
+
+def test_the_compare_plot_draws_every_lowering_timed(tmp_path, monkeypatch):
+    """Four lowerings side by side: four lines per family and panel, none dropped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from henet_edge.convert.compare import LOWERINGS, plot
+
+    drawn: list[str] = []
+    real_plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **k: (drawn.append(k.get("label")),
+                                                              real_plot(self, *a, **k))[1])
+    rows = [{"family": "henet", "repeat": r, "lowering": lowering, "macs": 1e6 * r,
+             "float32": {"median_ms": 1.0 * r}, "int8": {"median_ms": 0.5 * r}}
+            for lowering in LOWERINGS for r in (2, 3)]
+    plot({"lowerings": list(LOWERINGS), "rows": rows}, tmp_path / "compare.png")
+    assert sorted(drawn) == sorted(f"henet ({lowering})" for lowering in LOWERINGS
+                                   for _panel in ("float32", "int8"))
+    assert (tmp_path / "compare.png").stat().st_size > 0

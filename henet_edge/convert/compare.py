@@ -9,6 +9,7 @@ protocol, interleaved A B A B so the ratios hold on a noisy machine.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +243,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# Marker and line of each lowering in the plot, cycled: every lowering timed is drawn.
+LINE_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
+
+
 def plot(result: dict, path: Path) -> None:
     """Latency against MACs: one panel per precision, a line per family and lowering."""
     import matplotlib
@@ -254,8 +259,7 @@ def plot(result: dict, path: Path) -> None:
     for ax, precision in zip(axes, ("float32", "int8"), strict=True):
         for i, family in enumerate(model_names()):
             color = f"C{i}"
-            for lowering, (marker, line) in zip(lowerings, (("o", "-"), ("s", "--"),
-                                                            ("^", ":")), strict=False):
+            for lowering, (marker, line) in zip(lowerings, itertools.cycle(LINE_STYLES)):
                 rows = sorted((r for r in result["rows"] if r["family"] == family
                                and r.get("lowering", "grouped") == lowering),
                               key=lambda r: r["repeat"])
