@@ -108,3 +108,22 @@ def test_plot_says_where_each_file_landed_and_a_bad_folder_is_one_line(tmp_path)
     assert result.exit_code == 1
     assert "cannot write the plot (No such file or directory)" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_data_is_decoded_at_the_models_canonical_size(tiny_bundle, image_folder, tmp_path):
+    """A bundle made with --preprocessing of canonical size 33: its evaluation images are
+    decoded at 33 (and centre-cropped to 31), as classify decodes them, not at 32."""
+    from henet_edge.convert.eval_data import load_evaluation_data
+    from henet_edge.convert.evaluate import _preprocessing_of, evaluate_model
+
+    from .device_helpers import copy_bundle, rewrite_manifest
+
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b33")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rewrite_manifest(bundle, preprocessing={**manifest["preprocessing"], "canonical_size": 33})
+    spec = _preprocessing_of(bundle, None, None)
+    assert spec.canonical_size == 33
+    data = load_evaluation_data(bundle, str(image_folder), None, spec)
+    assert data.pixels.shape[1:] == (33, 33, 3)
+    result = evaluate_model(bundle, data=str(image_folder), precision="int8")
+    assert result["models"]["int8"]["images"] == len(data.labels)

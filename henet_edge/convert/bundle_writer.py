@@ -85,7 +85,7 @@ def read_preprocessing(value: str) -> tuple[Preprocessing, str]:
     return Preprocessing.from_dict(data), f"--preprocessing {value}"
 
 
-def _run_config(folder: Path) -> dict | None:
+def run_config_in(folder: Path) -> dict | None:
     """The run's ``config.json`` in ``folder``, if there is one."""
     cfg = folder / "config.json"
     if not cfg.is_file():
@@ -126,7 +126,7 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
         raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]})") from exc
     if config is None:
-        config = _run_config(model_path.parent)
+        config = run_config_in(model_path.parent)
     classes = int(model.outputs[0].shape[-1])
     if labels is None:
         labels = config["labels"] if config else [f"class_{i}" for i in range(classes)]

@@ -18,6 +18,7 @@ import numpy as np
 from henet_edge import HenetEdgeError
 from henet_edge.device.evaluate import bundle_validation
 from henet_edge.device.manifest import MANIFEST, ManifestError, read_manifest
+from henet_edge.device.preprocess import DEFAULT, Preprocessing
 from henet_edge.henet_keras.data import same_source
 from henet_edge.henet_keras.run import Run
 
@@ -58,8 +59,10 @@ def _overlap(data: str, model: Path, run: Run | None) -> str | None:
             "held out (omit --data to use the held-out images)")
 
 
-def load_evaluation_data(model: Path, data: str | None, run: Run | None) -> EvaluationData:
-    """The images to evaluate ``model`` (a run folder, model file or bundle) on."""
+def load_evaluation_data(model: Path, data: str | None, run: Run | None,
+                         spec: Preprocessing = DEFAULT) -> EvaluationData:
+    """The images to evaluate ``model`` (a run folder, model file or bundle) on, decoded
+    at the canonical size of its preprocessing ``spec``."""
     from henet_edge.calibration.calibration_set import load_calibration
 
     model = Path(model)
@@ -75,6 +78,7 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None) -> Eval
         data = str(shipped)
     if data.endswith(".npz"):
         held_out = load_calibration(data)
+        held_out.check_matches(spec)  # pixels stored at another canonical size: refused
         names = list(held_out.provenance.get("class_names", []))
         return EvaluationData(held_out.pixels, held_out.labels, names,
                               f"{len(held_out.labels)} held-out images from {Path(data).name} "
@@ -83,6 +87,6 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None) -> Eval
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
-        images = load_source(data).train
+        images = load_source(data, spec.canonical_size).train
     return EvaluationData(images.images, images.labels, images.class_names, str(data),
                           list(images.skipped), _overlap(data, model, run))

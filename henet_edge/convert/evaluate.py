@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
-from henet_edge.device.bundle import is_bundle
+from henet_edge.device.bundle import MANIFEST, is_bundle, load_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
+from henet_edge.device.preprocess import DEFAULT, Preprocessing
 from henet_edge.device.runtime import open_model
 from henet_edge.henet_keras.run import Run
 
@@ -27,7 +28,7 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
     run = Run.load(path) if Run.is_run(path) else None
-    chosen = load_evaluation_data(path, data, run)
+    chosen = load_evaluation_data(path, data, run, _preprocessing_of(path, run, preprocessing))
     pixels, labels, class_names, note = (chosen.pixels, chosen.labels, chosen.class_names,
                                          chosen.note)
 
@@ -49,6 +50,24 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     if plot:
         out["plots"] = [str(p) for p in plot_all(results, class_names, plot)]
     return out
+
+
+def _preprocessing_of(path: Path, run: Run | None, preprocessing: str | None) -> Preprocessing:
+    """How the model reads images (its run's, bundle's or ``--preprocessing``), so the
+    data is decoded at its canonical size; the default for a bare model."""
+    from henet_edge.convert.bundle_writer import read_preprocessing, run_config_in
+
+    if run is not None:
+        return Preprocessing.from_dict(run.config["preprocessing"])
+    if is_bundle(path) or (path.suffix == ".tflite" and (path.parent / MANIFEST).is_file()):
+        return load_bundle(path if is_bundle(path) else path.parent).preprocessing
+    if path.suffix == ".keras":
+        if preprocessing is not None:
+            return read_preprocessing(preprocessing)[0]
+        config = run_config_in(path.parent)
+        if config is not None:
+            return Preprocessing.from_dict(config["preprocessing"])
+    return DEFAULT
 
 
 def _check_classes(path: Path, outputs: int, class_names: list[str], note: str) -> None:
