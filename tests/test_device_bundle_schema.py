@@ -210,8 +210,8 @@ def test_a_golden_entry_that_is_no_image_fails_the_selftest_in_one_line(tiny_bun
     result = CliRunner().invoke(main, ["selftest", str(bundle), "--json"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert result.output.strip().splitlines() == [
-        f"Error: {bundle}: golden image labels.txt: not a JPEG, PNG, BMP or WebP image "
-        f"(unrecognised format)"]
+        f"Error: {bundle}: golden image labels.txt: not an image file that is read here "
+        f"(only JPEG, PNG, BMP or WebP; unrecognised format)"]
 
 
 @pytest.mark.parametrize("command", ["classify", "bench", "camera", "evaluate", "selftest"])

@@ -85,7 +85,7 @@ def test_no_decoder_but_jpeg_png_bmp_webp_is_offered_an_upload(server, fmt):
                                   {"Content-Type": "image/jpeg"})
     reply = json.loads(data)
     assert got == 400 and reply["kind"] == "bad_image", reply
-    assert "not a JPEG, PNG, BMP or WebP image" in reply["error"]
+    assert "only JPEG, PNG, BMP or WebP" in reply["error"]
 
 
 @pytest.mark.parametrize("body,ctype,status,kind", [

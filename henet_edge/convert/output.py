@@ -31,6 +31,16 @@ def check_output(out: Path, force: bool) -> None:
     """Refuse an ``--out`` that would lose something, or that cannot be written: before
     any slow work."""
     out = Path(out)
+    if out.exists() or out.is_symlink():
+        if out.is_symlink() or not out.is_dir():
+            raise OutputError(f"{out}: exists and is not a folder; pick another --out")
+        if any(out.iterdir()):  # an empty folder is written into
+            if not is_bundle_folder(out):
+                raise OutputError(f"{out}: exists, is not empty and is not a bundle (no "
+                                  f"bundle {MANIFEST}); --force replaces only a bundle, so "
+                                  "pick another --out or empty it yourself")
+            if not force:
+                raise OutputError(f"{out}: already exists (use --force to replace it)")
     here = Path.cwd().resolve()
     if out.resolve() in (here, *here.parents):
         raise OutputError(f"{out}: is the current folder or holds it; give --out the name "
@@ -42,15 +52,3 @@ def check_output(out: Path, force: bool) -> None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"{out}: cannot write in {ancestor} (permission denied); pick "
                           f"another --out")
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder; pick another --out")
-    if not any(out.iterdir()):
-        return  # an empty folder is written into
-    if not is_bundle_folder(out):
-        raise OutputError(f"{out}: exists, is not empty and is not a bundle (no bundle "
-                          f"{MANIFEST}); --force replaces only a bundle, so pick another "
-                          "--out or empty it yourself")
-    if not force:
-        raise OutputError(f"{out}: already exists (use --force to replace it)")

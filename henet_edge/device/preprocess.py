@@ -249,7 +249,8 @@ def open_image(path: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS,
         try:
             image = Image.open(fp, formats=IMAGE_FORMATS)
         except UnidentifiedImageError as exc:
-            raise ValueError(f"not a {IMAGE_KINDS} image (unrecognised format)") from exc
+            raise ValueError(f"not an image file that is read here (only {IMAGE_KINDS}; "
+                             f"unrecognised format)") from exc
         except Image.DecompressionBombError as exc:
             raise ValueError(_bomb_message(fp, max_pixels)) from exc
         except (OSError, SyntaxError, ValueError, struct.error) as exc:
