@@ -139,10 +139,7 @@ def held_out_differences(run: Run, config: TrainConfig,
 
     With the default keys: each setting that gives ``run`` another validation split.
     """
-    theirs = {**run.saved_train, "data": run.data_path}
-    return [f"{key} ({theirs.get(key)!r})" for key in keys
-            if theirs.get(key) != getattr(config, key)
-            and not (key == "data" and same_source(theirs.get(key), config.data))]
+    return [f"{key} ({saved!r})" for key, saved, _ in run.differences(config, keys)]
 
 
 def load_runs_on_one_split(run_dirs: Iterable[Path]) -> list[Run]:
