@@ -7,7 +7,9 @@ the one exception: it is sent to a device as a single file and keeps its own cop
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +22,15 @@ def replacing(path: Path, suffix: str | None = None) -> Iterator[Path]:
     On an error inside the block the temporary file is removed and ``path`` is left as it
     was, so a crash or Ctrl-C never leaves half a file under the real name. ``suffix`` is
     the temporary file's suffix (some writers, such as numpy's and Keras's, want theirs);
-    by default the path's own. Temporary names start with a dot and hold ``.tmp``.
+    by default the path's own. Temporary names start with a dot and hold ``.tmp``; each
+    call gets its own, so two processes writing one file (two runs filling one decode
+    cache) never write into each other's temporary file: the last rename wins whole.
+    One that a killed writer left behind is removed by the next write of ``path``.
     """
     path = Path(path)
     suffix = path.suffix if suffix is None else suffix
-    tmp = path.with_name(f".{path.stem}.tmp{suffix}")
+    _remove_abandoned_temporaries(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -32,6 +38,25 @@ def replacing(path: Path, suffix: str | None = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """Temporary files of ``path`` whose writer is gone (killed before its rename)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.stem)}.tmp*"):
+        pid = tmp.name[len(path.stem) + 6:].partition("-")[0]  # ".STEM.tmp-PID-..."
+        if not (pid.isdigit() and _is_running(int(pid))):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,32 @@ def test_a_finished_write_replaces_the_file(tmp_path):
     assert not tmp.exists()
     write_text_atomic(tmp_path / "a.txt", "hot dog\n")
     assert (tmp_path / "a.txt").read_text() == "hot dog\n"
+
+
+def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
+    # Two runs filling one decode cache at once: each write lands whole, none fails.
+    target = tmp_path / "cache.npz"
+    with replacing(target, ".npz") as first:
+        first.write_text("first, " * 1000)
+        with replacing(target, ".npz") as second:
+            assert second != first
+            second.write_text("second")
+        assert target.read_text() == "second"
+    assert target.read_text() == "first, " * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz"]
+
+
+def test_a_killed_writers_temporary_is_removed_a_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "cache.npz"
+    abandoned = tmp_path / f".cache.tmp-{dead.pid}-0a1b2c3d.npz"
+    live = tmp_path / f".cache.tmp-{os.getppid()}-0a1b2c3d.npz"  # a writer still at work
+    for p in (abandoned, live):
+        p.write_text("x" * 100)
+    with replacing(target, ".npz") as tmp:
+        tmp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cache.npz", live.name])
 
 
 def test_timestamp_format():
