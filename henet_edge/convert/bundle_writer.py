@@ -97,6 +97,20 @@ def run_config_in(folder: Path) -> dict | None:
     return config if isinstance(config, dict) and "preprocessing" in config else None
 
 
+def keras_preprocessing(model_path: Path, config: dict | None,
+                        preprocessing: str | None) -> tuple[Preprocessing, str] | None:
+    """A Keras model's preprocessing and where it came from: ``--preprocessing`` when
+    given, else its run's config (``config``, or the one beside the file); None when a
+    bare ``.keras`` has neither."""
+    if preprocessing is not None:
+        return read_preprocessing(preprocessing)
+    if config is None:
+        config = run_config_in(model_path.parent)
+    if config is None:
+        return None
+    return Preprocessing.from_dict(config["preprocessing"]), str(model_path.parent / "config.json")
+
+
 def load_source_model(path: str | Path, labels: list[str] | None = None,
                       preprocessing: str | None = None) -> SourceModel:
     """Load ``RUN_DIR`` (its best.keras, else model.keras) or a ``.keras`` file.
@@ -132,17 +146,14 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
         labels = config["labels"] if config else [f"class_{i}" for i in range(classes)]
     if len(labels) != classes:
         raise ConvertError(f"{len(labels)} labels for a model with {classes} outputs")
-    if preprocessing is not None:
-        spec, source = read_preprocessing(preprocessing)
-    elif config is not None:
-        spec, source = (Preprocessing.from_dict(config["preprocessing"]),
-                        str(model_path.parent / "config.json"))
-    else:
+    found = keras_preprocessing(model_path, config, preprocessing)
+    if found is None:
         raise ConvertError(f"{model_path}: a bare .keras file has no run config.json beside "
                            "it to take the preprocessing from; pass --preprocessing default "
                            "(henet-edge/v1: CIFAR mean/std, 32 -> 31 centre crop) or "
                            "--preprocessing FILE.json (a run's config.json or a bundle's "
                            "manifest.json)")
+    spec, source = found
     size = model.inputs[0].shape[1]
     if size != spec.input_size:
         raise ConvertError(f"model input is {size}x{size} but preprocessing gives "

@@ -53,20 +53,17 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
 
 
 def _preprocessing_of(path: Path, run: Run | None, preprocessing: str | None) -> Preprocessing:
-    """How the model reads images (its run's, bundle's or ``--preprocessing``), so the
-    data is decoded at its canonical size; the default for a bare model."""
-    from henet_edge.convert.bundle_writer import read_preprocessing, run_config_in
+    """How the model reads images (as ``convert`` would take it for a Keras model, or
+    its bundle's), so the data is decoded at its canonical size; the default for a
+    bare model."""
+    from henet_edge.convert.bundle_writer import keras_preprocessing
 
-    if run is not None:
-        return Preprocessing.from_dict(run.config["preprocessing"])
+    if run is not None or path.suffix == ".keras":
+        found = keras_preprocessing(run.model_path() if run else path,
+                                    run.config if run else None, preprocessing)
+        return found[0] if found else DEFAULT
     if is_bundle(path) or (path.suffix == ".tflite" and (path.parent / MANIFEST).is_file()):
         return load_bundle(path if is_bundle(path) else path.parent).preprocessing
-    if path.suffix == ".keras":
-        if preprocessing is not None:
-            return read_preprocessing(preprocessing)[0]
-        config = run_config_in(path.parent)
-        if config is not None:
-            return Preprocessing.from_dict(config["preprocessing"])
     return DEFAULT
 
 
