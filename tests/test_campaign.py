@@ -174,6 +174,11 @@ def test_report_scores_both_precisions_times_them_together_and_plots(finished, i
         assert r["validation_images"] == 12  # the run's own 25 % validation split
         assert all(r["latency_ms"][p] > 0 for p in ("float32", "int8"))
     assert rows["henet-r1"]["macs"] != rows["shufflenet-r1"]["macs"]
+    import keras
+
+    for name, r in rows.items():  # counted as trained: 3 classes, not CIFAR-10's 10
+        trained = keras.models.load_model(finished / name / "model.keras", compile=False)
+        assert r["params"] == sum(int(np.prod(w.shape)) for w in trained.trainable_weights)
     queued_otherwise = _campaign(finished, image_folder,
                                  models=(("shufflenet", 1), ("henet", 1)))
     reordered = build_report(queued_otherwise, finished,

@@ -20,7 +20,7 @@ import numpy as np
 
 from henet_edge.device.bench import BenchOptions, run_bench
 from henet_edge.henet_keras.campaign import Campaign, run_state
-from henet_edge.henet_keras.registry import model_names, model_spec, paper_row
+from henet_edge.henet_keras.registry import model_names, paper_row
 from henet_edge.henet_keras.run import Run, training_hours
 
 from .lowering import DEFAULT_LOWERING
@@ -73,14 +73,16 @@ def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
 
 
 def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
-    from henet_edge.henet_keras import build_model
-    from henet_edge.henet_keras.profile import summarize
+    from henet_edge.device.preprocess import Preprocessing
+    from henet_edge.henet_keras.profile import profile_family
 
     run = Run.load(campaign.run_dir(family, repeat))
     history = run.history
     report = json.loads((bundle / "report.json").read_text())
-    profile = summarize(build_model(family, repeat=repeat, batch_size=1),
-                        conv_bias=model_spec(family).conv_bias)
+    config = run.train_config  # the model as trained: its classes, input size and width
+    profile = profile_family(family, repeat=repeat, classes=len(run.config["labels"]),
+                             input_size=Preprocessing.from_dict(config.preprocessing).input_size,
+                             width_multiplier=config.width_multiplier)
     return {
         "model": f"{family}-r{repeat}", "family": family, "repeat": repeat,
         "params": profile["params"], "macs": profile["macs"],
