@@ -312,11 +312,28 @@ def test_default_model_is_the_installed_bundle(tmp_path, tiny_bundle, monkeypatc
         Classifier()
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "current").symlink_to(tiny_bundle, target_is_directory=True)
-    assert Classifier().bundle.root == tmp_path / "home" / "current"
+    assert Classifier().bundle.root == tiny_bundle.resolve()
     (tmp_path / "home" / "current").unlink()
     (tmp_path / "home" / "current").symlink_to(tmp_path / "deleted-version")
     with pytest.raises(ClassifyError, match="broken"):
         Classifier()
+
+
+def test_a_redeploy_does_not_change_a_loaded_bundle(tmp_path, tiny_bundle, monkeypatch):
+    # A long-running classifier (serve, a camera loop) loaded ``current``; a deploy then
+    # repoints it. Results must keep naming, and models keep coming from, what was loaded.
+    monkeypatch.setenv("HENET_EDGE_HOME", str(tmp_path / "home"))
+    first = copy_bundle(tiny_bundle, tmp_path / "home" / "versions" / "a")
+    second = copy_bundle(tiny_bundle, tmp_path / "home" / "versions" / "b")
+    rewrite_manifest(second, name="the next version")
+    current = tmp_path / "home" / "current"
+    current.symlink_to(first, target_is_directory=True)
+    running = Classifier()
+    current.unlink()
+    current.symlink_to(second, target_is_directory=True)
+    assert running.made_by()["bundle"] == sha256_file(first / "manifest.json")[:12]
+    assert running.bundle.model_path("int8").parent == first.resolve()
+    assert Classifier().made_by()["bundle"] == sha256_file(second / "manifest.json")[:12]
 
 
 def test_default_model_falls_back_to_the_shipped_bundle(tmp_path, tiny_bundle, monkeypatch):

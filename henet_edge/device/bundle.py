@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +75,10 @@ def is_bundle(path: str | Path) -> bool:
 class Bundle:
     """A loaded bundle folder whose files all passed their hashes and the schema."""
 
-    root: Path
+    root: Path  # the folder itself: a ``current`` link is followed once, at load
     manifest: Manifest
+    id: str  # the sha256 of the manifest that was read and checked
     _golden: dict[str, Any] | None = field(default=None, repr=False)
-
-    @cached_property
-    def id(self) -> str:
-        return sha256_file(self.root / MANIFEST)
 
     @property
     def labels(self) -> list[str]:
@@ -137,6 +133,10 @@ def load_bundle(path: str | Path) -> Bundle:
     root = Path(path).expanduser()
     if root.name == MANIFEST:
         root = root.parent
+    # Every read below, and every later one (models opened by a pool, golden images),
+    # goes to one folder: a deploy that repoints ``current`` meanwhile changes nothing
+    # for a bundle already loaded, and its results keep naming the model that made them.
+    root = root.resolve()
     manifest_path = root / MANIFEST
     _readable(root, "bundle folder")
     try:
@@ -158,4 +158,4 @@ def load_bundle(path: str | Path) -> Bundle:
     problems = content_problems(root, manifest)
     if problems:
         raise BundleError(f"{root}: " + "; ".join(problems))
-    return Bundle(root, manifest, read_golden(root, manifest))
+    return Bundle(root, manifest, sha256_file(manifest_path), read_golden(root, manifest))
