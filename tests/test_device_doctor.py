@@ -83,6 +83,13 @@ def test_governor_and_throttling_problems_come_with_fixes(tmp_path):
     assert "[warn] governor: ondemand" in text and "fix: echo performance" in text
 
 
+def test_a_slow_governor_is_no_power_problem(tmp_path):
+    root, vcgencmd = fake_pi(tmp_path, governor="ondemand")
+    found = by_name(check_machine(Probe(root, vcgencmd)))
+    assert found["governor"].status == "warn"
+    assert found["throttling"].status == "ok" and found["throttling"].detail == "0x0: none"
+
+
 def test_no_model_fails(no_default, tmp_path):
     checks = run_doctor(probe=Probe(tmp_path, vcgencmd=None), home=tmp_path)
     bundle = by_name(checks)["bundle"]
