@@ -176,6 +176,28 @@ def test_evaluate_bundle_uses_the_device_runtime(tiny_bundle, image_folder):
     assert "not held out" in out["overlap"] and "not held out" in result.stderr
 
 
+def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, image_folder,
+                                                      tmp_path):
+    from henet_edge.calibration.calibration_set import make_calibration
+    from henet_edge.convert.bundle_writer import held_out_sample, load_source_model
+
+    make_calibration(str(image_folder), num=12).save(tmp_path / "calibration.npz")
+    src = load_source_model(tiny_run)
+    val, note = src.run.validation()
+    held_out_sample(val.images, val.labels, src, note, 6).save(tmp_path / "validation.npz")
+    said = {}
+    for name in ("calibration", "validation"):
+        result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data",
+                                           str(tmp_path / f"{name}.npz"), "--json"])
+        assert result.exit_code == 0, result.output
+        said[name] = json.loads(result.stdout)
+    assert "not a held-out sample" in said["calibration"]["data"]
+    assert "may not be held out" in said["calibration"]["overlap"]
+    assert "12 images" in said["calibration"]["data"]
+    assert said["validation"]["data"].startswith("6 held-out images from validation.npz")
+    assert "overlap" not in said["validation"]
+
+
 def test_evaluate_plot_announces_every_file_it_writes(tiny_bundle, image_folder, tmp_path):
     plot = tmp_path / "cm.png"
     result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(image_folder),

@@ -26,6 +26,11 @@ class CalibrationError(HenetEdgeError, ValueError):
     """A calibration set that cannot be made or used."""
 
 
+def held_out_ids(count: int) -> list[str]:
+    """The ids of a sample of a run's validation split: ``validation[0]``, ..."""
+    return [f"validation[{i}]" for i in range(count)]
+
+
 @dataclass
 class CalibrationSet:
     pixels: np.ndarray
@@ -50,6 +55,19 @@ class CalibrationSet:
                 "calibration set was preprocessed differently from the model ("
                 + ", ".join(f"{k}: {mine.get(k)} vs {theirs[k]}" for k in diff)
                 + "); make a new one with `henet-edge calibrate`")
+
+    @property
+    def held_out(self) -> bool:
+        """Drawn from a run's validation split (``convert --include-validation``); any
+        other sample (``calibrate`` draws from the training data) may hold training images."""
+        ids = self.provenance.get("ids") or []
+        return bool(ids) and all(str(i).startswith("validation[") for i in ids)
+
+    def data_note(self, name: str) -> str:
+        """What an accuracy measured on this sample was measured on."""
+        kind = "held-out images" if self.held_out else "images (not a held-out sample)"
+        return (f"{len(self.labels)} {kind} from {name} (a sample of "
+                f"{self.provenance.get('source', '?')})")
 
     def summary(self) -> dict[str, Any]:
         """The provenance without the per-image ids (what ``calibrate --json`` prints)."""

@@ -369,9 +369,9 @@ def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, T
 def held_out_sample(pixels: np.ndarray, labels: np.ndarray, src: SourceModel, note: str,
                     num: int) -> CalibrationSet:
     """A stratified, seeded sample of the validation images, stored like a calibration set."""
-    from henet_edge.calibration.calibration_set import sample
+    from henet_edge.calibration.calibration_set import held_out_ids, sample
 
-    return sample(pixels, labels, src.labels, [f"validation[{i}]" for i in range(len(labels))],
+    return sample(pixels, labels, src.labels, held_out_ids(len(labels)),
                   num=num, seed=0, spec=src.preprocessing, source=note,
                   option="--include-validation", all_if_fewer=True)
 

@@ -80,9 +80,12 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
         held_out = load_calibration(data)
         held_out.check_matches(spec)  # pixels stored at another canonical size: refused
         names = list(held_out.provenance.get("class_names", []))
+        overlap = None if held_out.held_out else (
+            f"--data {data} is not a held-out sample (a calibration set is drawn from "
+            "training images), so this accuracy may not be held out (omit --data to use "
+            "the held-out images)")
         return EvaluationData(held_out.pixels, held_out.labels, names,
-                              f"{len(held_out.labels)} held-out images from {Path(data).name} "
-                              f"(a sample of {held_out.provenance.get('source', '?')})")
+                              held_out.data_note(Path(data).name), overlap=overlap)
     from henet_edge.henet_keras.data import load_source
 
     with warnings.catch_warnings():

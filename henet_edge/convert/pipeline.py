@@ -26,15 +26,14 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
     """(canonical pixels, labels, note) for the report card."""
     from henet_edge.henet_keras.data import load_source
 
-    if val_data and str(val_data).endswith(".npz"):  # a held-out sample, e.g. a bundle's
+    if val_data and str(val_data).endswith(".npz"):  # a sample, e.g. a bundle's held-out one
         held_out = load_calibration(val_data)
         held_out.check_matches(src.preprocessing)
         if held_out.provenance["class_names"] != src.labels:
             raise ConvertError(f"{val_data}: classes {held_out.provenance['class_names']} do "
                                f"not match the model's labels {src.labels}")
         pixels, labels = held_out.pixels, held_out.labels
-        note = (f"{len(labels)} held-out images from {Path(val_data).name} (a sample of "
-                f"{held_out.provenance['source']})")
+        note = held_out.data_note(Path(val_data).name)
     elif val_data:
         # A set with an official test split (cifar10, ...) is scored on that split, never
         # on its training images; a folder or archive is held out as a whole.
