@@ -3,13 +3,14 @@
 Starts the real server (uvicorn + the service's Starlette app) in its own
 process on a free 127.0.0.1 port, drives it from N client threads in this
 process (one keep-alive connection each, the same JPEG every time), and prints
-throughput, p50/p99 latency, error counts and the server process's RSS at start
-(after a warm-up) and end. ``--workers`` interpreters serve side by side;
+throughput and p50/p99 latency of the classified requests, the count of refused ones
+(503: the queue was full) and the server process's RSS at start (after a warm-up) and
+end. ``--workers`` interpreters serve side by side;
 ``--http`` picks uvicorn's HTTP parser (h11 is pure Python; httptools is
 compiled, used by "auto" when installed).
 
     python benchmarks/serve_load.py --model BUNDLE [--clients 8] [--requests 10000]
-        [--workers 1] [--http auto|h11|httptools]
+        [--workers 1] [--http auto|h11|httptools] [--queue 16]
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import io
 import os
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError, UsageError  # noqa: E402
 from henet_edge.cli.base import script_help, user_errors  # noqa: E402
+from henet_edge.device.serve.app import QUEUE_SIZE  # noqa: E402
 
 SERVER = """
 import sys, uvicorn
@@ -43,7 +44,7 @@ from henet_edge.device.classify import Classifier
 from henet_edge.device.serve.app import create_app
 model, port, workers, http = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 members = Classifier(model) if workers == 1 else [Classifier(model) for _ in range(workers)]
-app = create_app(members, queue_size=64)
+app = create_app(members, queue_size=int(sys.argv[5]))
 uvicorn.run(app, host="127.0.0.1", port=port, http=http, log_level="warning")
 """
 
@@ -61,15 +62,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_log(log) -> str:
+    """The last line the server wrote to stderr, or a note that it wrote none."""
+    log.seek(0)
+    said = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return said[-1].strip() if said else "(empty)"
+
+
 def wait_ready(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            log.seek(0)
-            said = [line for line in log.read().decode(errors="replace").splitlines()
-                    if line.strip()]
-            raise HenetEdgeError(f"the server exited ({proc.returncode})"
-                                 + (f": {said[-1].strip()}" if said else ""))
+            raise HenetEdgeError(f"the server exited ({proc.returncode}): {server_log(log)}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
@@ -93,19 +97,22 @@ def wait_ready(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) ->
 @click.option("--http", "http_parser", type=click.Choice(["auto", "h11", "httptools"]),
               default="auto", show_default=True,
               help="uvicorn's HTTP parser (auto: httptools when installed, else h11).")
+@click.option("--queue", type=click.IntRange(1), default=QUEUE_SIZE, show_default=True,
+              help="Requests that may wait for a classifier; the next gets 503 (serve's "
+                   "own limit by default).")
 @click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=300.0,
               show_default=True, help="Seconds the warm-up, and then the timed requests, "
                                       "may each take before the clients stop.")
 @user_errors
 def main(model: Path, clients: int, requests: int, workers: int, http_parser: str,
-         max_seconds: float) -> None:
+         queue: int, max_seconds: float) -> None:
     if requests < clients:
         raise UsageError(f"--requests {requests} is fewer than --clients {clients}: "
                          "each client needs at least one request")
     port = free_port()
     with tempfile.TemporaryFile() as log:  # the server's stderr (a pipe could fill, stall it)
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port),
-                                 str(workers), http_parser],
+                                 str(workers), http_parser, str(queue)],
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                                 stderr=log)
         try:
@@ -124,11 +131,17 @@ def main(model: Path, clients: int, requests: int, workers: int, http_parser: st
                     if time.monotonic() > deadline:
                         break
                     t0 = time.perf_counter()
-                    conn.request("POST", "/api/classify", body, {"Content-Type": "image/jpeg"})
-                    resp = conn.getresponse()
-                    resp.read()
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    if resp.status != 200:
+                    try:
+                        conn.request("POST", "/api/classify", body,
+                                     {"Content-Type": "image/jpeg"})
+                        resp = conn.getresponse()
+                        resp.read()
+                    except OSError as exc:  # the server died or dropped the connection
+                        raise HenetEdgeError(f"request failed: {exc}; the server's log: "
+                                             f"{server_log(log)}") from None
+                    if resp.status == 200:  # a refusal (503: queue full) is no classification
+                        lat.append((time.perf_counter() - t0) * 1000)
+                    else:
                         errors[resp.status] = errors.get(resp.status, 0) + 1
                 conn.close()
                 return lat, errors
@@ -146,18 +159,19 @@ def main(model: Path, clients: int, requests: int, workers: int, http_parser: st
         finally:
             proc.terminate()
             proc.wait(10)
-    lat = sorted(x for r in results for x in r[0])
+    lat = [x for r in results for x in r[0]]
     if not lat:
-        raise HenetEdgeError(f"no timed request finished within --max-seconds {max_seconds:g}")
+        raise HenetEdgeError(f"no timed request was classified within --max-seconds "
+                             f"{max_seconds:g}")
     errors: dict[int, int] = {}
     for _, e in results:
         for k, v in e.items():
             errors[k] = errors.get(k, 0) + v
     print(f"requests {len(lat)} clients {clients} workers {workers} "
           f"http {http_parser} wall {wall:.1f} s")
-    print(f"throughput {len(lat) / wall:.1f} classifications/s")
-    p99 = lat[int(0.99 * (len(lat) - 1))]
-    print(f"latency p50 {statistics.median(lat):.2f} ms p99 {p99:.2f} ms")
+    print(f"throughput {len(lat) / wall:.1f} classifications/s (refused requests left out)")
+    p50, p99 = np.percentile(lat, [50, 99])
+    print(f"latency p50 {p50:.2f} ms p99 {p99:.2f} ms")
     print(f"errors {sum(errors.values())} {errors}")
     print(f"server RSS start {rss0:.1f} MB end {rss1:.1f} MB growth {rss1 - rss0:.1f} MB")
 

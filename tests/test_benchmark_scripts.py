@@ -33,6 +33,21 @@ def test_a_bad_option_is_one_line_and_no_traceback(script, args, option):
     assert done.stdout == ""
 
 
+def test_the_load_test_counts_only_classified_requests():
+    # 12 clients against a queue of 1: most requests are refused (503), and a refusal,
+    # answered at once, must not count as a fast classification.
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_load.py"),
+                           "--model", BUNDLE, "--clients", "12", "--requests", "48",
+                           "--queue", "1", "--http", "h11"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    classified = int(said["requests"].split()[0])
+    refused = int(said["errors"].split()[0])
+    assert refused > 0 and "503" in said["errors"]
+    assert classified + refused == 48
+
+
 def test_script_help_keeps_every_paragraph_and_the_layout_of_examples_and_lists():
     from henet_edge.cli.base import script_help
 

@@ -125,8 +125,12 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+QUEUE_SIZE = 16  # requests waiting for a classifier before the next gets 503
+
+
 def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, *,
-               token: str | None = None, max_upload: int = MAX_UPLOAD, queue_size: int = 16,
+               token: str | None = None, max_upload: int = MAX_UPLOAD,
+               queue_size: int = QUEUE_SIZE,
                upload_timeout: float = UPLOAD_TIMEOUT_S,
                camera: LiveCamera | None = None, metrics: Metrics | None = None) -> Starlette:
     """The service around loaded classifiers (one interpreter each) and an optional camera.
