@@ -20,6 +20,7 @@ from henet_edge.device.bench import (
     BenchError,
     BenchOptions,
     check_core,
+    format_result,
     latency_stats,
     pinned,
     resolve_models,
@@ -154,9 +155,33 @@ def test_bad_cores_models_and_counts(tiny_bundle, tmp_path):
 def test_pinning_restores_the_old_affinity():
     before = os.sched_getaffinity(0)
     core = max(before)
-    with pinned(core):
+    with pinned([core]):
         assert os.sched_getaffinity(0) == {core}
     assert os.sched_getaffinity(0) == before
+
+
+def test_each_interpreter_thread_gets_its_own_core(tiny_bundle, monkeypatch):
+    # The interpreter's worker threads inherit the affinity it was made under.
+    from henet_edge.device import bench as bench_mod
+
+    made_under = []
+    real_open = bench_mod.open_model
+
+    def recording_open(*args, **kwargs):
+        made_under.append(os.sched_getaffinity(0))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(bench_mod, "open_model", recording_open)
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs 2 cores")
+    result = run_bench([tiny_bundle], BenchOptions(runs=2, repeats=1, warmup=0, threads=2),
+                       probe=Probe(vcgencmd=None)).result
+    assert made_under == [set(result["cores"])] and len(result["cores"]) == 2
+    assert result["core"] == max(allowed) and "cores" in format_result(result)
+    with pytest.raises(BenchError, match="needs"):
+        run_bench([tiny_bundle], BenchOptions(runs=2, repeats=1, threads=len(allowed) + 1),
+                  probe=Probe(vcgencmd=None))
 
 
 # ------------------------------------------------------------------ command line
@@ -183,19 +208,20 @@ def test_cli_bench_table(tiny_bundle):
     assert "model_int8" in result.stdout and "model_float32" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--core", "9999"], "no such core"),
-    (["--runs", "0"], "at least 1"),
-    (["--image", "MISSING"], "MISSING"),
+@pytest.mark.parametrize("args, message, code", [
+    (["--core", "9999"], "no such core", 1),
+    (["--runs", "0"], "'--runs'", 2),  # a command line that cannot work: click's usage error
+    (["--threads", "0"], "'--threads'", 2),
+    (["--image", "MISSING"], "MISSING", 1),
 ])
-def test_cli_bench_user_errors(tiny_bundle, tmp_path, args, message):
+def test_cli_bench_user_errors(tiny_bundle, tmp_path, args, message, code):
     args = [a.replace("MISSING", str(tmp_path / "missing.png")) for a in args]
     message = message.replace("MISSING", "missing.png")
     base = ["bench", str(tiny_bundle), "--repeats", "1", "--warmup", "0"]
     if "--runs" not in args:
         base += ["--runs", "2"]
     result = CliRunner().invoke(main, [*base, *args])
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert "Traceback" not in result.output
     assert message in result.stderr
 

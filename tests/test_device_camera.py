@@ -274,7 +274,10 @@ def test_cli_camera_errors_are_one_line(tmp_path, tiny_bundle):
     assert "Traceback" not in result.output
     assert "unknown source" in result.stderr
     Image.fromarray(colour_pixels(0)).save(tmp_path / "0.png")
-    result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path), "--frames", "-1",
-                                       "--model", str(tiny_bundle)])
-    assert result.exit_code == 1
-    assert "--frames must be 0" in result.stderr
+    for option, value in (("--frames", "-1"), ("--every", "inf"), ("--every", "nan"),
+                          ("--every", "-1"), ("--threads", "0")):
+        # refused as a command line (exit 2), before the model or the source is opened
+        result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path / "none"),
+                                           option, value, "--model", str(tmp_path / "none")])
+        assert result.exit_code == 2, (option, value, result.output)
+        assert f"'{option}'" in result.stderr and "Traceback" not in result.output

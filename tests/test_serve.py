@@ -391,6 +391,9 @@ def test_serve_and_service_check_their_options_one_way(tmp_path):
     from henet_edge.device.serve.options import check_serve_options, service_arguments
 
     assert check_serve_options("[::1]:8080", workers=2) == ("::1", 8080)
+    for every in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(UsageError, match="--every"):
+            check_serve_options("127.0.0.1:8080", every=every)
     for bind in ("127.0.0.1:0", "127.0.0.1:70000", ":8080"):
         with pytest.raises(UsageError, match="expected HOST:PORT"):
             check_serve_options(bind)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import sys
 
 import click
@@ -15,6 +16,22 @@ from henet_edge.henet_keras.registry import model_names
 
 MODEL_CHOICES = model_names()
 _SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
+THREADS = click.IntRange(1, 64)  # interpreter threads
+
+
+class _Seconds(click.FloatRange):
+    """A finite number of seconds, 0 or more (``inf`` and ``nan`` pass a plain range)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds(0)
 
 
 def _quiet_tensorflow() -> None:

@@ -9,7 +9,7 @@ import click
 
 from henet_edge import HenetEdgeError
 
-from .base import _SEED, _err, _warn_loudly, emit_json, main, user_errors
+from .base import _SEED, SECONDS, THREADS, _err, _warn_loudly, emit_json, main, user_errors
 
 _MODEL_HELP = ("Bundle folder, or a .tflite with --labels. Default: the installed bundle "
                "($HENET_EDGE_HOME/current, else ~/.henet-edge/current), else the bundled "
@@ -33,7 +33,7 @@ def _make_classifier(model, labels, precision, top_k, threads):
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
               help="Which model of the bundle [int8 if present].")
 @click.option("--top-k", default=3, show_default=True, help="Labels to show per image.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads (1 to 64).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per image (JSON Lines), errors included. A path that "
@@ -86,13 +86,14 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
               help="Token every request must carry (Authorization: Bearer T or ?token=T); "
                    "generated and printed once when binding beyond loopback.")
-@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
-@click.option("--workers", default=1, show_default=True,
+@click.option("--threads", type=THREADS, default=1, show_default=True,
+              help="Interpreter threads.")
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Interpreters serving requests side by side (one model load each; 1 to 16).")
 @click.option("--camera", default=None, metavar="SOURCE",
               help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
                    "or a folder of images (as `henet-edge camera --source`).")
-@click.option("--every", default=0.1, show_default=True,
+@click.option("--every", type=SECONDS, default=0.1, show_default=True,
               help="Seconds between camera frame starts.")
 @user_errors
 def serve(model, precision, bind, token, threads, workers, camera, every):
@@ -124,14 +125,16 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
 @main.command()
 @click.option("--source", default="auto", show_default=True,
               help="auto, picamera2[:N], opencv:N, a video file, or a folder of images.")
-@click.option("--frames", default=0, show_default=True, help="Stop after N frames (0: never).")
-@click.option("--every", default=0.0, show_default=True,
+@click.option("--frames", type=click.IntRange(0), default=0, show_default=True,
+              help="Stop after N frames (0: never).")
+@click.option("--every", type=SECONDS, default=0.0, show_default=True,
               help="Seconds between frame starts (0: as fast as possible).")
 @click.option("--model", default=None, help=_MODEL_HELP)
 @click.option("--labels", default=None, help="Labels file for a bare .tflite.")
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None)
 @click.option("--top-k", default=3, show_default=True)
-@click.option("--threads", default=1, show_default=True, help="Interpreter threads.")
+@click.option("--threads", type=THREADS, default=1, show_default=True,
+              help="Interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame.")
 @user_errors
 def camera(source, frames, every, model, labels, precision, top_k, threads, as_json):
@@ -169,12 +172,13 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
 @click.argument("models", nargs=-1)
 @click.option("--protocol", type=click.Choice(["paper"]), default="paper", show_default=True,
               help="paper: one image, 1000 passes x 5 repeats on one core, 1 thread.")
-@click.option("--runs", type=int, default=None, help="Passes per repeat [1000].")
-@click.option("--repeats", type=int, default=None, help="Repeats [5].")
-@click.option("--warmup", type=int, default=None, help="Uncounted warm-up passes [50].")
-@click.option("--core", type=int, default=None,
+@click.option("--runs", type=click.IntRange(1), default=None, help="Passes per repeat [1000].")
+@click.option("--repeats", type=click.IntRange(1), default=None, help="Repeats [5].")
+@click.option("--warmup", type=click.IntRange(0), default=None,
+              help="Uncounted warm-up passes [50].")
+@click.option("--core", type=click.IntRange(0), default=None,
               help="CPU core to pin to [the highest-numbered allowed core].")
-@click.option("--threads", default=1, show_default=True,
+@click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads (the paper's protocol uses 1).")
 @click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="int8",
               show_default=True, help="Which model(s) of a bundle to time.")
@@ -285,7 +289,8 @@ def _service_report(state, as_json: bool) -> None:
 @click.option("--bind", default="127.0.0.1:8080", show_default=True,
               help="HOST:PORT the service listens on (beyond loopback needs --token).")
 @click.option("--camera", default=None, metavar="SOURCE", help="As `serve --camera`.")
-@click.option("--workers", default=1, show_default=True, help="As `serve --workers`.")
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="As `serve --workers`.")
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
               help="Token the service requires (kept in the unit, mode 0600).")
 @click.option("--json", "as_json", is_flag=True)

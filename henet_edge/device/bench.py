@@ -72,11 +72,22 @@ def default_core() -> int:
     return max(os.sched_getaffinity(0))
 
 
+def bench_cores(core: int, threads: int) -> list[int]:
+    """One core per interpreter thread: ``core``, then the highest-numbered others allowed
+    (threads made while pinned inherit the pinning, so N threads on one core would share it)."""
+    allowed = sorted(os.sched_getaffinity(0), reverse=True)
+    if threads > len(allowed):
+        raise BenchError(f"--threads {threads} needs {threads} cores; this process may use "
+                         f"{len(allowed)}")
+    return [core, *[c for c in allowed if c != core][:threads - 1]]
+
+
 @contextmanager
-def pinned(core: int) -> Iterator[None]:
-    """Run the calling thread on ``core`` only, restoring the old affinity after."""
+def pinned(cores: Sequence[int]) -> Iterator[None]:
+    """Run the calling thread (and threads it starts) on ``cores`` only, restoring the old
+    affinity after."""
     old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
+    os.sched_setaffinity(0, set(cores))
     try:
         yield
     finally:
@@ -258,13 +269,14 @@ def run_bench(specs: Sequence[str | Path], options: BenchOptions, *,
     if not specs:
         raise BenchError("no model to time")
     core = check_core(options.core if options.core is not None else default_core())
+    cores = bench_cores(core, options.threads)
     probe = probe or Probe()
     runtime = runtime or find_runtime()
     say = progress or (lambda _msg: None)
 
     models: list[BenchModel] = []
     inputs: list[str] = []
-    with pinned(core):
+    with pinned(cores):
         for name, path, spec in resolve_models(specs, options.precision):
             variants = [(name, True)]
             if options.xnnpack_check:
@@ -301,11 +313,12 @@ def run_bench(specs: Sequence[str | Path], options: BenchOptions, *,
                 gc.enable()
         after = probe.snapshot(core)
 
-    result = _result(models, inputs, options, core, runtime, probe, before, after)
+    result = _result(models, inputs, options, cores, runtime, probe, before, after)
     return BenchRun(result, {bench.name: bench.latencies_ns for bench in models})
 
 
-def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions, core: int,
+def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions,
+            cores: list[int],
             runtime: RuntimeInfo, probe: Probe, before: dict[str, Any],
             after: dict[str, Any]) -> dict[str, Any]:
     rows = []
@@ -341,12 +354,12 @@ def _result(models: list[BenchModel], inputs: list[str], options: BenchOptions, 
         "protocol": options.protocol + (f" (changed: {', '.join(changes)})" if changes else ""),
         "paper_protocol": paper,
         "runs": options.runs, "repeats": options.repeats, "warmup": options.warmup,
-        "threads": options.threads, "core": core,
+        "threads": options.threads, "core": cores[0], "cores": cores,
         "models": rows,
         "ratios": {"names": [row["name"] for row in rows], "matrix": ratios},
         "xnnpack_check": check,
         "warnings": warnings,
-        "environment": {**probe.record(core, {**runtime.describe(), "delegates": {
+        "environment": {**probe.record(cores[0], {**runtime.describe(), "delegates": {
                             row["name"]: row["delegate"] for row in rows}}),
                         "before": before, "after": after},
         **status,
@@ -377,7 +390,9 @@ def format_result(result: dict[str, Any]) -> str:
     runtime = env["runtime"]
     w = max(len(row["name"]) for row in result["models"]) + 2
     lines = [f"protocol: {result['protocol']}: {result['runs']} passes x {result['repeats']} "
-             f"repeats (+{result['warmup']} warm-up) on core {result['core']}, "
+             f"repeats (+{result['warmup']} warm-up) on "
+             + (f"core {result['core']}" if len(result.get("cores", [0])) == 1
+                else f"cores {', '.join(map(str, result['cores']))}") + ", "
              f"{result['threads']} thread(s)",
              f"runtime: {runtime.get('name')} {runtime.get('version')}; board: {env['board']}; "
              f"cpu: {env['cpu']} "

@@ -10,6 +10,7 @@ a source is opened.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -271,7 +272,7 @@ def run(classifier: Classifier, source: FrameSource, *, frames: int = 0, every: 
     """
     if frames < 0:
         raise CameraError(f"--frames must be 0 (no limit) or more, got {frames}")
-    if every < 0:
+    if not (math.isfinite(every) and every >= 0):
         raise CameraError(f"--every must be 0 or more seconds, got {every}")
     start = clock()
     done = 0

@@ -7,6 +7,7 @@ same rules as ``serve`` without importing the web stack.
 from __future__ import annotations
 
 import ipaddress
+import math
 
 from henet_edge import UsageError
 
@@ -57,7 +58,7 @@ def check_serve_options(bind: str, *, workers: int = 1, every: float = 0.1,
     if not 1 <= workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be 1 to {MAX_WORKERS} (each loads the model once; "
                          f"more than the cores gain nothing), got {workers}")
-    if every < 0:
+    if not (math.isfinite(every) and every >= 0):
         raise UsageError(f"--every must be 0 or more seconds, got {every}")
     if camera is not None:
         from henet_edge.device.camera import open_source
