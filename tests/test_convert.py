@@ -406,19 +406,30 @@ def test_convert_cli_says_where_the_preprocessing_came_from(tiny_run, image_fold
 
 
 def test_existing_output_is_refused_by_the_one_check(tmp_path, image_folder):
-    """calibrate, convert and the bundle writer share refuse_existing (a dangling link too)."""
-    from henet_edge import OutputExistsError, refuse_existing
+    """calibrate checks its --out before sampling: a dangling link exists too."""
+    from henet_edge import OutputFileError, check_output_file
 
     link = tmp_path / "dangling"
     link.symlink_to(tmp_path / "nowhere")
-    with pytest.raises(OutputExistsError, match="already exists"):
-        refuse_existing(link)
-    refuse_existing(link, force=True)
-    refuse_existing(tmp_path / "new")
+    with pytest.raises(OutputFileError, match="already exists"):
+        check_output_file(link)
+    check_output_file(link, force=True)
+    check_output_file(tmp_path / "new")
     (tmp_path / "c.npz").write_bytes(b"")
     result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--out",
                                        str(tmp_path / "c.npz")])
     assert result.exit_code == 1 and "already exists (use --force" in result.output
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder.npz").mkdir()
+    for out, force, said in ((tmp_path / "a-file" / "c.npz", [], "is a file, not a folder"),
+                             (tmp_path / "a-folder.npz", ["--force"], "is a folder"),
+                             (Path("/proc/c.npz"), [], "cannot write in /proc")):
+        result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder),
+                                           "--out", str(out), *force])
+        assert result.exit_code == 1 and said in result.stderr, result.output
+        assert "Traceback" not in result.output
+
+
 def test_force_replaces_only_a_bundle(tiny_bundle, tiny_run, image_folder, tmp_path):
     import shutil
 

@@ -82,10 +82,13 @@ class CalibrationSet:
 
     def save(self, path: Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path, ".npz") as tmp:
-            np.savez_compressed(tmp, pixels=self.pixels, labels=self.labels,
-                                provenance=np.array(json.dumps(self.provenance)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(path, ".npz") as tmp:
+                np.savez_compressed(tmp, pixels=self.pixels, labels=self.labels,
+                                    provenance=np.array(json.dumps(self.provenance)))
+        except OSError as exc:  # a full disk, a folder that went away
+            raise CalibrationError(f"{path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def _digest(pixels: np.ndarray) -> str:

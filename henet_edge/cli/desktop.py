@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, UsageError, refuse_existing
+from henet_edge import HenetEdgeError, UsageError, check_output_file
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.henet_keras.data import AUGMENTS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
@@ -244,7 +244,7 @@ def calibrate(data, num, seed, out, force, as_json):
 
     if out.suffix != ".npz":
         raise UsageError(f"--out must end in .npz, got {out}")
-    refuse_existing(out, force)
+    check_output_file(out, force)
     calib = make_calibration(data, num=num, seed=seed)
     calib.save(out)
     if as_json:
