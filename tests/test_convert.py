@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -73,6 +74,33 @@ def test_a_damaged_calibration_file_is_one_line(image_folder, tmp_path, damage):
                  provenance=json.dumps(provenance))
     with pytest.raises(CalibrationError, match="not a henet-edge calibration set"):
         load_calibration(bad)
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"preprocessing": "default"}, "'preprocessing' must be an object"),
+    ({"pixels": "channels first"}, "not uint8 [N, 32, 32, 3]"),
+    ({"pixels": "8 x 8"}, "not uint8 [N, 32, 32, 3]"),
+    ({"pixels": "none"}, "no images"),
+    ({"labels": "one short"}, "labels must be 6 class indices"),
+    ({"labels": "out of range"}, "labels must be 6 class indices"),
+])
+def test_a_hand_made_calibration_file_is_checked_as_well_as_hashed(image_folder, tmp_path,
+                                                                   change, said):
+    calib = make_calibration(str(image_folder), num=6)
+    pixels, labels = calib.pixels, calib.labels
+    provenance = dict(calib.provenance)
+    pixels = {"channels first": pixels.transpose(0, 3, 1, 2).copy(),
+              "8 x 8": pixels[:, :8, :8].copy(),
+              "none": pixels[:0]}.get(change.get("pixels"), pixels)
+    labels = {"one short": labels[:-1],
+              "out of range": labels + 5}.get(change.get("labels"), labels)
+    provenance.update({k: v for k, v in change.items() if k == "preprocessing"})
+    provenance["sha256"] = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pixels=pixels, labels=labels, provenance=json.dumps(provenance))
+    with pytest.raises(CalibrationError, match="not a usable calibration set") as refused:
+        load_calibration(bad)
+    assert said in str(refused.value)
 
 
 def test_calibration_with_other_preprocessing_is_refused(image_folder):
@@ -500,7 +528,7 @@ def test_include_validation_beyond_the_split_ships_all_of_it(tiny_run):
     labels = val.labels[keep]  # the first class one image short
     assert np.bincount(labels)[0] < np.bincount(labels)[1:].max()
     sample = held_out_sample(val.images[keep], labels, src, note, 100_000)
-    assert len(sample.labels) == len(labels)
+    assert len(sample.labels) == len(labels) == sample.provenance["num"]  # as drawn
     assert sorted(sample.labels.tolist()) == sorted(labels.tolist())
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from henet_edge import HenetEdgeError
+from henet_edge.device.manifest import ManifestError, check_preprocessing
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, preprocess_pixels
 from henet_edge.storage import replacing
 
@@ -133,7 +134,7 @@ def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: 
     pixels = images[chosen]
     sel_labels = labels[chosen].astype(np.int32)
     provenance = {
-        "source": str(source), "seed": seed, "num": int(num),
+        "source": str(source), "seed": seed, "num": len(chosen),  # as drawn, not as asked
         "class_names": list(class_names),
         "histogram": {class_names[c]: int((sel_labels == c).sum()) for c in range(classes)},
         "ids": [ids[i] for i in chosen],
@@ -163,7 +164,32 @@ def load_calibration(path: str | Path) -> CalibrationSet:
                                f"lacks {', '.join(missing)})")
     if _digest(pixels) != provenance.get("sha256"):
         raise CalibrationError(f"{path}: pixels do not match the recorded sha256")
+    problem = _content_problem(pixels, labels, provenance)
+    if problem:
+        raise CalibrationError(f"{path}: not a usable calibration set ({problem})")
     return CalibrationSet(pixels, labels, provenance)
+
+
+def _content_problem(pixels: np.ndarray, labels: np.ndarray, provenance: dict) -> str | None:
+    """What a hand-made or foreign ``.npz`` gets wrong that the hash cannot catch."""
+    try:
+        spec = check_preprocessing(provenance["preprocessing"])
+    except ManifestError as exc:
+        return str(exc)
+    size = spec["canonical_size"]
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+        return (f"pixels are {pixels.dtype} {list(pixels.shape)}, not uint8 [N, {size}, "
+                f"{size}, 3] as its preprocessing's canonical size says")
+    classes = provenance["class_names"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        return "'class_names' must be a list of names"
+    if len(pixels) == 0:
+        return "it holds no images"
+    if (labels.shape != (len(pixels),) or labels.dtype.kind not in "iu"
+            or labels.min() < 0 or labels.max() >= len(classes)):
+        return (f"labels must be {len(pixels)} class indices from 0 to {len(classes) - 1}, "
+                f"got {labels.dtype} {list(labels.shape)}")
+    return None
 
 
 def resolve_calibration(spec_or_path: str, *, num: int, seed: int,
