@@ -121,3 +121,20 @@ def test_cli_doctor_exit_codes(no_default, tiny_bundle, tmp_path):
     assert bad.exit_code == 1
     assert "[FAIL] bundle" in bad.stdout
     assert "Traceback" not in bad.output
+
+
+def test_a_bare_tflite_is_checked_with_its_labels(no_default, tiny_bundle, tmp_path):
+    model = tmp_path / "model.tflite"  # alone: no bundle or labels beside it
+    model.write_bytes((tiny_bundle / "model_int8.tflite").read_bytes())
+    without = CliRunner().invoke(main, ["doctor", "--model", str(model)])
+    assert without.exit_code == 1 and "fix: pass --labels FILE" in without.stdout
+    labels = tmp_path / "labels.txt"
+    labels.write_text((tiny_bundle / "labels.txt").read_text())
+    given = CliRunner().invoke(main, ["doctor", "--model", str(model), "--labels", str(labels),
+                                      "--json"])
+    assert given.exit_code == 0, given.output
+    assert by_name_json(given.stdout)["classify"]["status"] == "ok"
+
+
+def by_name_json(stdout: str) -> dict:
+    return {c["name"]: c for c in json.loads(stdout)["checks"]}

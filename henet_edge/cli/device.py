@@ -243,10 +243,12 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
 
 
 @main.command()
-@click.option("--model", default=None, help="Check this bundle instead of the default one.")
+@click.option("--model", default=None,
+              help="Check this bundle (or bare .tflite) instead of the default one.")
+@click.option("--labels", default=None, help="Labels file for a bare .tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @user_errors
-def doctor(model, as_json):
+def doctor(model, labels, as_json):
     """Check that this machine can classify, and say how to fix what is wrong.
 
     Architecture, Python, runtimes and numpy, cameras, governor, temperature
@@ -255,7 +257,7 @@ def doctor(model, as_json):
     """
     from henet_edge.device.doctor import format_checks, healthy, run_doctor, to_json
 
-    checks = run_doctor(model)
+    checks = run_doctor(model, labels=labels)
     if as_json:
         emit_json(to_json(checks))
     else:

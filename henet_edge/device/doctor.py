@@ -218,20 +218,24 @@ def check_bundle(model: str | Path | None) -> tuple[Check, Path | None]:
                  f"their sha256; id {bundle.id[:16]}; models {', '.join(bundle.precisions)}"), path
 
 
-def check_classify(model: Path, runtime: RuntimeInfo) -> list[Check]:
-    """Load the model and classify one synthetic image end to end."""
+def check_classify(model: Path, runtime: RuntimeInfo,
+                   labels: str | Path | None = None) -> list[Check]:
+    """Load the model (a bare ``.tflite`` with ``labels``) and classify one synthetic
+    image end to end."""
     from PIL import Image
 
     from .classify import Classifier
 
     checks = []
+    fix = ("pass --labels FILE (one label per line) for a bare .tflite"
+           if model.suffix == ".tflite" else "re-deploy the bundle")
     try:
-        classifier = Classifier(model, runtime=runtime)
+        classifier = Classifier(model, labels=labels, runtime=runtime)
         prediction = classifier.classify_image(Image.new("RGB", (64, 48), (120, 130, 140)))
     except HenetEdgeError as exc:
-        return [Check("classify", "fail", str(exc), "re-deploy the bundle")]
+        return [Check("classify", "fail", str(exc), fix)]
     except Exception as exc:  # any failure here means classify cannot work
-        return [Check("classify", "fail", f"{type(exc).__name__}: {exc}", "re-deploy the bundle")]
+        return [Check("classify", "fail", f"{type(exc).__name__}: {exc}", fix)]
     probs = [p for _, p in prediction.top]
     if not all(0.0 <= p <= 1.0 for p in probs):
         return [Check("classify", "fail", f"invalid probabilities {probs}", "re-deploy")]
@@ -247,7 +251,7 @@ def check_classify(model: Path, runtime: RuntimeInfo) -> list[Check]:
 
 
 def run_doctor(model: str | Path | None = None, probe: Probe | None = None,
-               home: Path | None = None) -> list[Check]:
+               home: Path | None = None, labels: str | Path | None = None) -> list[Check]:
     """Every check, in order."""
     from .classify import edge_home
 
@@ -261,7 +265,7 @@ def run_doctor(model: str | Path | None = None, probe: Probe | None = None,
     bundle_check, model_path = check_bundle(model)
     checks.append(bundle_check)
     if model_path is not None and runtime is not None:
-        checks += check_classify(model_path, runtime)
+        checks += check_classify(model_path, runtime, labels)
     return checks
 
 
