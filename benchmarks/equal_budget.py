@@ -22,7 +22,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge import UsageError  # noqa: E402
+from henet_edge import HenetEdgeError, UsageError  # noqa: E402
 from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS  # noqa: E402
 from henet_edge.henet_keras.campaign import (  # noqa: E402
@@ -119,6 +119,10 @@ def main(action: str, root: Path, data: str, recipe: str, epochs: int, seed: int
         from henet_edge.device.bench import BenchOptions
 
         options = BenchOptions(runs=runs, repeats=repeats, core=core, precision="all")
+        try:  # a core this process may not use: refused before converting anything
+            options.validate_here()
+        except HenetEdgeError as exc:
+            raise UsageError(str(exc)) from None
         report(campaign, root, lowering, options)
     else:
         from henet_edge.henet_keras.tf_env import prepare_tensorflow

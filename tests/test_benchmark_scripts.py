@@ -16,6 +16,7 @@ BUNDLE = "henet_edge/device/assets/default_bundle"
     ("cold_start.py", ["--repeats", "0"], "--repeats"),
     ("cold_start.py", ["--model", "no/such/bundle"], "--model"),
     ("deploy_faults.py", ["--kills", "-1"], "--kills"),
+    ("equal_budget.py", ["report", "--root", "no/such/campaign", "--core", "9999"], "--core"),
     ("henet_bounds.py", ["--runs", "0"], "--runs"),
     ("hostile_inputs.py", ["--timeout", "0"], "--timeout"),
     ("int8_kernels.py", ["--repeats", "0"], "--repeats"),
