@@ -26,6 +26,7 @@ from henet_edge.deploy.fleet import (
     raise_for_failures,
 )
 from henet_edge.deploy.report import deploy_row, format_status
+from henet_edge.deploy.ssh import ConnectOptions
 from henet_edge.device.bench import PROTOCOLS, BenchError, BenchOptions
 
 
@@ -142,6 +143,12 @@ def test_fleet_options_checks_before_any_connection(tmp_path):
         FleetOptions().resolve()
     with pytest.raises(UsageError, match="--jobs"):
         FleetOptions(hosts=["pi"], jobs=0).resolve()
+    for timeout in (0.0, float("inf"), float("nan")):
+        with pytest.raises(UsageError, match="--connect-timeout"):
+            FleetOptions(hosts=["pi"], connect=ConnectOptions(connect_timeout=timeout)).resolve()
+    for command in (["status"], ["deploy", "BUNDLE"]):  # refused as the command line is read
+        result = CliRunner().invoke(main, [*command, "--host", "pi", "--connect-timeout", "inf"])
+        assert result.exit_code == 2 and "'--connect-timeout'" in result.stderr, result.output
     hosts_file = tmp_path / "hosts"
     hosts_file.write_text("# lab\npi2\npi1\n")
     fleet = FleetOptions(hosts=["pi1"], hosts_file=hosts_file)

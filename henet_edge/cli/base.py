@@ -32,6 +32,7 @@ class _Seconds(click.FloatRange):
 
 
 SECONDS = _Seconds(0)
+TIMEOUT = _Seconds(0, min_open=True)  # a wait that must be able to end
 
 
 def _quiet_tensorflow() -> None:

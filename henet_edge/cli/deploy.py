@@ -8,7 +8,7 @@ import click
 
 from henet_edge import HenetEdgeError, UsageError
 
-from .base import _err, emit_json, main, user_errors
+from .base import TIMEOUT, _err, emit_json, main, user_errors
 from .device import bench
 
 
@@ -28,7 +28,7 @@ def _ssh_options(fn):
         click.option("--accept-new-host-key", is_flag=True,
                      help="Trust an unknown host's key and record it (OpenSSH accept-new); "
                           "a changed key is always refused."),
-        click.option("--connect-timeout", default=10.0, show_default=True,
+        click.option("--connect-timeout", type=TIMEOUT, default=10.0, show_default=True,
                      help="Seconds to wait for the TCP connection and SSH banner."),
         click.option("--remote-dir", default="~/.henet-edge", show_default=True,
                      help="State folder on the device."),

@@ -12,6 +12,7 @@ device still lets the rest finish.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +61,7 @@ class FleetOptions:
             raise UsageError("give the device with --host HOST (or --hosts-file FILE)")
         if self.jobs < 1:
             raise UsageError("--jobs must be at least 1")
-        if not self.connect.connect_timeout > 0:
+        if not (math.isfinite(self.connect.connect_timeout) and self.connect.connect_timeout > 0):
             raise UsageError(f"--connect-timeout must be above 0 seconds, got "
                              f"{self.connect.connect_timeout:g}")
         for host in hosts:  # an empty or malformed --host fails before any slow work
