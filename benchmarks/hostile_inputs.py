@@ -7,7 +7,8 @@ invalid UTF-8 (and, with ``--bundles``, damaged copies of a bundle). Runs
 the real ``henet-edge`` commands on them as subprocesses with a timeout,
 and prints, for every input tried: tracebacks, hangs, wrong exit codes,
 invalid JSON lines (strict UTF-8, no lone surrogates) and each image's
-peak RSS, then the totals and the worst image's peak.
+peak RSS, then the totals and the worst image's peak. It exits 1 when it found any
+traceback, hang, wrong exit code or invalid JSON line.
 
     python benchmarks/hostile_inputs.py [--model BUNDLE] [--bundles] [--timeout 60]
 """
@@ -34,6 +35,7 @@ from PIL import Image, PngImagePlugin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from henet_edge import HenetEdgeError  # noqa: E402
 from henet_edge.cli.base import script_help, user_errors  # noqa: E402
 from tests.device_helpers import png_header  # noqa: E402
 
@@ -395,12 +397,18 @@ def main(model_dir: Path, timeout: float, bundles: bool, keep: bool) -> None:
     baseline = next(o for o in image_runs if o.what == "classify 'good.png'")
     print()
     print(f"inputs tried:        {len(outcomes)} commands ({len(image_runs)} single images)")
-    print(f"tracebacks:          {sum(o.traceback for o in outcomes)}")
-    print(f"hangs:               {sum(o.hung for o in outcomes)}")
-    print(f"wrong exit codes:    {sum(1 for o in outcomes if not o.hung and o.expected is not None and o.code != o.expected)}")  # noqa: E501
-    print(f"invalid JSON lines:  {sum(o.bad_json for o in outcomes)}")
+    wrong = sum(1 for o in outcomes
+                if not o.hung and o.expected is not None and o.code != o.expected)
+    found = {"tracebacks": sum(o.traceback for o in outcomes),
+             "hangs": sum(o.hung for o in outcomes), "wrong exit codes": wrong,
+             "invalid JSON lines": sum(o.bad_json for o in outcomes)}
+    for name, count in found.items():
+        print(f"{name + ':':<21}{count}")
     print(f"peak RSS, worst image: {worst.peak_mb:.0f} MB ({worst.what}); a 64x48 PNG: "
           f"{baseline.peak_mb:.0f} MB")
+    if any(found.values()):  # for scripts and CI: a defect found is a failed run
+        raise HenetEdgeError(", ".join(f"{count} {name}" for name, count in found.items()
+                                       if count))
 
 
 if __name__ == "__main__":

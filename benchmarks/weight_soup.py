@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from henet_edge import UsageError
 from henet_edge.cli.base import user_errors
 
 
@@ -33,6 +34,8 @@ from henet_edge.cli.base import user_errors
               help="Save the soup here (.keras).")
 @user_errors
 def main(run_dirs: tuple[Path, ...], samples: int, out: Path | None) -> None:
+    if out is not None and out.suffix != ".keras":
+        raise UsageError(f"--out must end in .keras (Keras saves no other format), got {out}")
     from henet_edge.henet_keras.tf_env import prepare_tensorflow
 
     prepare_tensorflow()

@@ -23,6 +23,7 @@ BUNDLE = "henet_edge/device/assets/default_bundle"
     ("serve_load.py", ["--model", BUNDLE, "--http", "spdy"], "--http"),
     ("serve_load.py", ["--model", BUNDLE, "--requests", "3", "--clients", "8"], "--requests"),
     ("train_speed.py", ["--rounds", "0"], "--rounds"),
+    ("weight_soup.py", ["training/henet-r3-kd2-t1", "--out", "soup.bin"], "--out"),
 ])
 def test_a_bad_option_is_one_line_and_no_traceback(script, args, option):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
