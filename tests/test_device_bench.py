@@ -209,7 +209,8 @@ def test_cli_bench_table(tiny_bundle):
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (["--core", "9999"], "no such core", 1),
+    (["--core", "9999"], "no such core", 2),
+    (["--runs", "1000000", "--repeats", "1000"], "their product at most", 2),
     (["--runs", "0"], "'--runs'", 2),  # a command line that cannot work: click's usage error
     (["--threads", "0"], "'--threads'", 2),
     (["--image", "MISSING"], "MISSING", 1),

@@ -120,9 +120,9 @@ def test_profile_json():
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "resnet"], "unknown model"),
-    (["--repeat", "0"], "--repeat must be at least 1"),
+    (["--repeat", "0"], "Invalid value for '--repeat'"),
     (["--input-size", "64"], "does not reduce to 1x1"),
-    (["--classes", "1"], "--classes must be at least 2"),
+    (["--classes", "1"], "Invalid value for '--classes'"),
 ])
 def test_profile_bad_input_is_one_line_and_nonzero(args, message):
     proc = subprocess.run([sys.executable, "-m", "henet_edge.cli", "profile", *args],

@@ -28,9 +28,9 @@ from .deploy import _fleet_options, _ssh_options
 @main.command()
 @click.option("--model", "model_name", default="henet", show_default=True,
               help=f"Model family: {', '.join(model_names())}.")
-@click.option("--repeat", type=click.IntRange(max=50), default=3, show_default=True,
+@click.option("--repeat", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Stride-1 blocks per stage (at most 50).")
-@click.option("--classes", type=click.IntRange(max=100_000), default=10, show_default=True)
+@click.option("--classes", type=click.IntRange(2, 100_000), default=10, show_default=True)
 @click.option("--input-size", type=click.IntRange(max=1024), default=31, show_default=True)
 @click.option("--width", "width_multiplier", type=click.FloatRange(0.25, 8.0), default=1.0,
               show_default=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError
+from henet_edge import HenetEdgeError, UsageError
 
 from .base import _SEED, SECONDS, THREADS, _err, _warn_loudly, emit_json, main, user_errors
 
@@ -213,6 +213,7 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
       henet-edge bench --core 3 r2/ r3/ --precision all --plot latency.png
     """
     from henet_edge.device.bench import (
+        BenchError,
         BenchOptions,
         check_histogram_target,
         format_result,
@@ -224,6 +225,10 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
     options = BenchOptions.for_protocol(
         protocol, runs=runs, repeats=repeats, warmup=warmup, core=core, threads=threads,
         precision=precision, image=image, seed=seed, xnnpack_check=xnnpack_check)
+    try:  # counts over the limits, a core this process may not use: the command line
+        options.validate_here()
+    except BenchError as exc:
+        raise UsageError(str(exc)) from None
     if plot_path is not None:
         check_histogram_target(plot_path)
     specs = list(models) or [default_model()]
