@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import time
 
 import pytest
@@ -162,6 +163,37 @@ def test_token_is_checked_on_every_request(classifier):
         assert s.request("GET", "/healthz", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert s.request("GET", "/healthz", headers={"Authorization": "Bearer s3cret"})[0] == 200
         assert s.request("GET", "/healthz?token=s3cret")[0] == 200
+
+
+def test_a_request_head_that_never_ends_is_cut_off(classifier):
+    # Slow headers came before the token check and held the connection for ever: enough
+    # of them ran the server out of file descriptors.
+    from henet_edge.device.serve.protocol import http_protocol
+
+    with Server(create_app(classifier, token="s3cret"), http=http_protocol(0.5)) as s:
+        stalled = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
+        stalled[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        stalled[1].sendall(b"GE")  # stalled[2] sends nothing at all
+        kept = socket.create_connection(("127.0.0.1", s.port))  # a well-behaved keep-alive
+        ask = b"GET /healthz?token=s3cret HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        kept.sendall(ask)
+        assert answered(kept) == 200
+        time.sleep(1.5)
+        for sock in stalled:
+            sock.settimeout(5)
+            assert sock.recv(4096) == b""  # closed by the server, no answer
+            sock.close()
+        kept.sendall(ask)  # within uvicorn's keep-alive: still served
+        assert answered(kept) == 200
+        kept.close()
+
+
+def answered(sock: socket.socket) -> int:
+    """Read one whole response from a kept-alive socket; its status."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    response.read()
+    return response.status
 
 
 def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:

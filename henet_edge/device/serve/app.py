@@ -41,6 +41,7 @@ from .metrics import Metrics
 from .options import check_token, is_loopback, parse_bind, serve_url
 from .page import PAGE
 from .pool import ClassifierPool
+from .protocol import http_protocol
 
 MAX_UPLOAD = 4 << 20
 UPLOAD_TIMEOUT_S = 60.0
@@ -331,7 +332,7 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1
     if live is not None:
         live.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=2)
+                            http=http_protocol(), timeout_graceful_shutdown=2)
     server = _Server(config, live)
     try:
         server.run()
