@@ -418,6 +418,23 @@ def test_serve_with_a_camera_stops_cleanly_on_a_signal(frames_folder, signame):
             proc.wait()
 
 
+def test_a_token_file_gives_the_token_and_clashes_with_token(tmp_path):
+    from henet_edge import UsageError
+    from henet_edge.device.serve.options import read_token_file
+
+    (tmp_path / "token").write_text("s3cret\nsecond line ignored\n")
+    assert read_token_file(str(tmp_path / "token")) == "s3cret"
+    (tmp_path / "empty").write_text("\n")
+    for path, token, said in ((tmp_path / "token", "other", "not both"),
+                              (tmp_path / "missing", None, "cannot be read"),
+                              (tmp_path / "empty", None, "first line is empty")):
+        with pytest.raises(UsageError, match=said):
+            read_token_file(str(path), token)
+    result = CliRunner().invoke(main, ["serve", "--token", "x", "--token-file",
+                                       str(tmp_path / "token")])
+    assert result.exit_code == 2 and "not both" in result.stderr
+
+
 def test_serve_and_service_check_their_options_one_way(tmp_path):
     from henet_edge import UsageError
     from henet_edge.device.serve.options import check_serve_options, service_arguments

@@ -24,8 +24,9 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is missing (apt install systemd)")
     for scope in ("system", "user"):
         text = service.unit_text(sys.executable, tmp_path / "edge home",
-                                 ["--bind", "127.0.0.1:8080", "--camera", "opencv:0"],
-                                 scope=scope, token="t0k")
+                                 ["--bind", "127.0.0.1:8080", "--camera", "opencv:0",
+                                  "--token-file", str(tmp_path / "edge home" / "token")],
+                                 scope=scope, user="pi" if scope == "system" else None)
         unit = tmp_path / scope / service.UNIT
         unit.parent.mkdir()
         unit.write_text(text)
@@ -39,16 +40,15 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
         assert done.returncode == 0 and not problems, done.stderr
         assert "Restart=on-failure" in text
         assert ("WantedBy=default.target" in text) == (scope == "user")
+        assert ("User=pi" in text.splitlines()) == (scope == "system")
 
 
 def test_unit_words_reach_systemd_unchanged(tmp_path):
     # systemd reads C escapes inside quotes and expands % (and $ in ExecStart) whatever
     # the quoting; shell quoting would hand serve another token or camera than given.
-    token = 'a%hb\\c"d$e'
     camera = '/media/my %i $HOME "cam"'
     text = service.unit_text("/usr/bin/python3", tmp_path, ["--camera", camera],
-                             scope="user", token=token)
-    assert 'Environment="HENET_EDGE_TOKEN=a%%hb\\\\c\\"d$e"' in text.splitlines()
+                             scope="user")
     exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     assert exec_line.endswith(' --camera "/media/my %%i $$HOME \\"cam\\""')
     if shutil.which("systemd-analyze"):
@@ -65,10 +65,35 @@ def test_unit_words_reach_systemd_unchanged(tmp_path):
 
 def test_a_token_a_unit_cannot_carry_is_refused_without_showing_it(tmp_path):
     with pytest.raises(service.ServiceError) as caught:
-        service.unit_text("/usr/bin/python3", tmp_path, [], scope="user",
-                          token="secret\nExecStartPre=/bin/evil")
+        service.install([], home=tmp_path, token="secret\nExecStartPre=/bin/evil")
     assert "--token holds a control character" in str(caught.value)
     assert "secret" not in str(caught.value)
+    assert not (tmp_path / service.TOKEN_FILE).exists()
+
+
+@pytest.mark.skipif(service.systemd_running(), reason=NO_SYSTEMD)
+def test_the_token_is_kept_out_of_the_unit(tmp_path, monkeypatch):
+    # systemd shows a unit's Environment= lines to every local user (systemctl show).
+    monkeypatch.setenv("HENET_EDGE_HOME", str(tmp_path))
+    monkeypatch.setenv("HENET_EDGE_TOKEN", 'a%hb\\c"d$e')  # as the option takes it
+    result = CliRunner().invoke(main, ["service", "install", "--bind", "0.0.0.0:8080"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / service.UNIT).read_text()
+    kept = tmp_path / service.TOKEN_FILE
+    assert "a%hb" not in text and "HENET_EDGE_TOKEN" not in text
+    assert f"--token-file {kept}" in text
+    assert kept.read_text() == 'a%hb\\c"d$e\n'
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    from henet_edge.device.serve.options import read_token_file
+
+    assert read_token_file(str(kept)) == 'a%hb\\c"d$e'  # what serve gets from the unit
+    monkeypatch.delenv("HENET_EDGE_TOKEN")
+    assert CliRunner().invoke(main, ["service", "install"]).exit_code == 0  # loopback
+    assert not kept.exists() and "--token-file" not in (tmp_path / service.UNIT).read_text()
+    CliRunner().invoke(main, ["service", "install", "--token", "t0k"])
+    assert kept.exists()
+    assert CliRunner().invoke(main, ["service", "uninstall"]).exit_code == 0
+    assert not kept.exists()
 
 
 def test_a_broken_unit_is_caught_by_verify(tmp_path):
@@ -116,3 +141,19 @@ def test_service_beyond_loopback_needs_a_token(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["service", "install", "--bind", "0.0.0.0:8080"])
     assert result.exit_code != 0 and "--token" in result.output
     assert not (tmp_path / service.UNIT).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_system_unit_runs_as_the_state_folders_owner(tmp_path):
+    import pwd
+
+    home = tmp_path / "pi-home"
+    home.mkdir()
+    assert service._service_user(home) is None  # root's own folder: root's unit
+    other = pwd.getpwuid(65534)  # nobody, on every Debian
+    os.chown(home, other.pw_uid, other.pw_gid)
+    assert service._service_user(home) == other.pw_name
+    args = service._keep_token(home, "t0k", other.pw_name)
+    kept = home / service.TOKEN_FILE
+    assert args == ["--token-file", str(kept)]
+    assert (os.stat(kept).st_uid, stat.S_IMODE(os.stat(kept).st_mode)) == (other.pw_uid, 0o600)

@@ -86,6 +86,9 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
               help="Token every request must carry (Authorization: Bearer T or ?token=T); "
                    "generated and printed once when binding beyond loopback.")
+@click.option("--token-file", default=None, metavar="FILE",
+              help="Read the token from FILE's first line instead (kept out of the "
+                   "process list; the service uses this).")
 @click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads.")
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
@@ -96,7 +99,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 @click.option("--every", type=SECONDS, default=0.1, show_default=True,
               help="Seconds between camera frame starts.")
 @user_errors
-def serve(model, precision, bind, token, threads, workers, camera, every):
+def serve(model, precision, bind, token, token_file, threads, workers, camera, every):
     """Serve the classifier over HTTP: a live page, JSON API, streams, metrics.
 
     \b
@@ -115,8 +118,10 @@ def serve(model, precision, bind, token, threads, workers, camera, every):
       curl -N http://127.0.0.1:8080/api/stream
     """
     from henet_edge.device.serve.app import serve as run_server
-    from henet_edge.device.serve.options import check_serve_options
+    from henet_edge.device.serve.options import check_serve_options, read_token_file
 
+    if token_file is not None:
+        token = read_token_file(token_file, token)
     check_serve_options(bind, workers=workers, every=every, camera=camera, token=token)
     classifiers = [_make_classifier(model, None, precision, 3, threads) for _ in range(workers)]
     run_server(classifiers, bind, token, camera=camera, every=every)
@@ -299,7 +304,8 @@ def _service_report(state, as_json: bool) -> None:
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
               help="As `serve --workers`.")
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
-              help="Token the service requires (kept in the unit, mode 0600).")
+              help="Token the service requires (kept in the state folder's service-token, "
+                   "mode 0600, not in the unit).")
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
 def service_install(bind, camera, workers, token, as_json):

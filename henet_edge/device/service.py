@@ -4,9 +4,12 @@ A system unit (``/etc/systemd/system``) when run as root, a user unit
 (``~/.config/systemd/user``) otherwise; a user unit starts at boot without a
 login only with lingering enabled, which :func:`install` says when it is off.
 The unit runs the state folder's ``venv`` (so a redeploy's new venv is used)
-on the ``current`` bundle, with ``Restart=on-failure``. Where systemd is not
-running (a container, a chroot), the unit is written into the state folder
-and the result says it cannot be started there.
+on the ``current`` bundle, with ``Restart=on-failure``; a system unit runs as the
+owner of the state folder, not as root. A token is kept in the state folder's
+``service-token`` (mode 0600, read by ``serve --token-file``), never in the unit:
+systemd shows a unit's ``Environment=`` to every local user. Where systemd is not
+running (a container, a chroot), the unit is written into the state folder and
+the result says it cannot be started there.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from henet_edge.storage import write_text_atomic
 from .classify import edge_home
 
 UNIT = "henet-edge.service"
+TOKEN_FILE = "service-token"  # in the state folder, beside the unit's other inputs
 SYSTEM_DIR = Path("/etc/systemd/system")
 USER_DIR = Path("~/.config/systemd/user")
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # sd_booted(): the boot's init is systemd
@@ -91,18 +95,23 @@ def unit_word(value: str, *, command: bool = False, name: str | None = None) -> 
     commands. A control character (a newline would end the line) is refused, naming
     the value as ``name`` (a secret's option) or else by itself.
     """
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ServiceError(f"{name or repr(value)} holds a control character, which a "
-                           "systemd unit cannot carry; choose another")
+    _refuse_control_characters(value, name)
     if _PLAIN_WORD.fullmatch(value):
         return value
     word = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     return '"' + (word.replace("$", "$$") if command else word) + '"'
 
 
+def _refuse_control_characters(value: str, name: str | None) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ServiceError(f"{name or repr(value)} holds a control character, which a "
+                           "systemd unit cannot carry; choose another")
+
+
 def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
-              token: str | None = None) -> str:
-    """The systemd unit that runs ``henet-edge serve SERVE_ARGS`` with ``python``."""
+              user: str | None = None) -> str:
+    """The systemd unit that runs ``henet-edge serve SERVE_ARGS`` with ``python`` (as
+    ``user``, for a system unit)."""
     command = " ".join(unit_word(a, command=True)
                        for a in [python, "-m", "henet_edge.cli", "serve", *serve_args])
     target = "default.target" if scope == "user" else "multi-user.target"
@@ -114,10 +123,10 @@ def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
         "",
         "[Service]",
         "Type=simple",
+        *([f"User={unit_word(user)}"] if user else []),
         f"Environment={unit_word('HENET_EDGE_HOME=' + str(home))}",
         "Environment=PYTHONUNBUFFERED=1",
-        *([f"Environment={unit_word('HENET_EDGE_TOKEN=' + token, name='--token')}"]
-          if token else []),
+        "NoNewPrivileges=yes",
         f"ExecStart={command}",
         "Restart=on-failure",
         "RestartSec=5",
@@ -128,6 +137,30 @@ def unit_text(python: str, home: Path, serve_args: list[str], *, scope: str,
         f"WantedBy={target}",
         "",
     ])
+
+
+def _service_user(home: Path) -> str | None:
+    """Who a system unit runs as: the state folder's owner (None: root owns it)."""
+    import pwd
+
+    uid = home.stat().st_uid
+    return None if uid == 0 else pwd.getpwuid(uid).pw_name
+
+
+def _keep_token(home: Path, token: str | None, user: str | None) -> list[str]:
+    """Write (or, with no token, remove) the token file; the ``serve`` arguments for it."""
+    path = home / TOKEN_FILE
+    if not token:
+        path.unlink(missing_ok=True)
+        return []
+    _refuse_control_characters(token, "--token")
+    write_text_atomic(path, token + "\n", mode=0o600)
+    if user is not None:  # a system unit's user must read it; nobody else may
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return ["--token-file", str(path)]
 
 
 def _device_python(home: Path) -> str:
@@ -170,17 +203,21 @@ def status(home: Path | None = None) -> ServiceState:
 
 def install(serve_args: list[str], home: Path | None = None,
             token: str | None = None) -> ServiceState:
-    """Write the unit (atomically, readable only by its owner: it may hold the token);
-    where systemd runs, enable it and (re)start it."""
+    """Write the unit (atomically) and the token file (mode 0600 from creation); where
+    systemd runs, enable the unit and (re)start it."""
     home = (home or edge_home()).expanduser().absolute()
     path, scope = unit_path(home)
-    text = unit_text(_device_python(home), home, serve_args,
-                     scope="user" if scope == "user" else "system", token=token)
     try:
+        home.mkdir(parents=True, exist_ok=True)
+        user = _service_user(home) if scope == "system" else None
+        serve_args = [*serve_args, *_keep_token(home, token, user)]
+        text = unit_text(_device_python(home), home, serve_args,
+                         scope="user" if scope == "user" else "system", user=user)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text, mode=0o600)
     except OSError as exc:
-        raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise ServiceError(f"cannot write {exc.filename or path}: "
+                           f"{exc.strerror or exc}") from None
     notes = []
     if scope == "none":
         notes.append(f"systemd is not running on this machine, so the service cannot be "
@@ -214,6 +251,7 @@ def uninstall(home: Path | None = None) -> ServiceState:
         _systemctl(scope, "disable", "--now", UNIT, check=False)
     try:
         path.unlink(missing_ok=True)
+        ((home or edge_home()).expanduser() / TOKEN_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise ServiceError(f"cannot remove {path}: {exc.strerror or exc}") from None
     if scope != "none":

@@ -48,6 +48,22 @@ def check_token(token: str | None) -> None:
                          "(one is generated when binding beyond loopback)")
 
 
+def read_token_file(path: str, token: str | None = None) -> str:
+    """``--token-file``: the token on the file's first line (so it shows in no process
+    list or unit file); refused together with ``--token``."""
+    if token is not None:
+        raise UsageError("give --token (or HENET_EDGE_TOKEN) or --token-file, not both")
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline(4096).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UsageError(f"--token-file {path}: cannot be read ({reason})") from None
+    if not line.strip():
+        raise UsageError(f"--token-file {path}: its first line is empty")
+    return line
+
+
 def check_serve_options(bind: str, *, workers: int = 1, every: float = 0.1,
                         camera: str | None = None,
                         token: str | None = None) -> tuple[str, int]:
