@@ -468,7 +468,7 @@ def test_deploy_reads_the_hosts_file_once(tiny_bundle, tmp_path, monkeypatch):
     (["--host", ""], "--host is empty", 1),
     (["--host", "pi@"], "--host 'pi@': not a host name", 1),
     (["--host", "pi.local", "--connect-timeout", "0"],
-     "--connect-timeout must be above 0 seconds, got 0", 2),  # was "ValueError: Timeout..."
+     "Invalid value for '--connect-timeout'", 2),  # was "ValueError: Timeout..."
 ])
 def test_bad_hosts_and_timeouts_fail_before_any_slow_work(command, extra, message, code):
     """They used to fail after the wheel build (deploy) or the whole conversion (demo)."""
@@ -490,3 +490,27 @@ def test_a_negative_reserve_is_a_usage_error_before_the_wheel_build():
     result = CliRunner().invoke(main, ["deploy", "--host", "pi.local", "--reserve-mb", "-5"])
     assert result.exit_code == 2 and "--reserve-mb must be 0 or more" in result.output
     assert "wheel" not in result.output
+
+
+def test_only_a_folder_an_earlier_henet_edge_made_is_adopted(tmp_path):
+    # A project with a venv link, tmp/ and venvs/ has only names henet-edge uses; taken
+    # for an old state folder, its tmp/ and venvs/ would have been cleaned by a deploy.
+    project = tmp_path / "project"
+    (project / "tmp").mkdir(parents=True)
+    (project / "venvs" / "myenv").mkdir(parents=True)
+    (project / "venv").symlink_to("/usr")
+    assert agent.refusal(str(project))["error"] == "foreign"
+    (project / "venv").unlink()
+    (project / "venv").symlink_to("venvs/myenv")  # a venv, but not one henet-edge made
+    assert agent.refusal(str(project))["error"] == "foreign"
+
+    older = tmp_path / "older"
+    bundle = older / "bundles" / ("ab" * 32)
+    bundle.mkdir(parents=True)
+    (older / "current").symlink_to(f"bundles/{'ab' * 32}")
+    assert agent.refusal(str(older)) is None
+    made = tmp_path / "venv-only"
+    (made / "venvs" / "k1").mkdir(parents=True)
+    (made / "venvs" / "k1" / agent.INSTALL_RECORD).write_text("{}")
+    (made / "venv").symlink_to("venvs/k1")
+    assert agent.refusal(str(made)) is None

@@ -41,6 +41,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import sys
 import time
 import types
@@ -276,11 +277,25 @@ def status(base, check=False):
 
 
 def _is_legacy_state(base, entries):
-    """An unmarked folder laid out by an earlier henet-edge: only its names, and a link."""
+    """An unmarked folder laid out by an earlier henet-edge: only its names, and a link
+    only it makes (``current`` to a bundle named by its hash, or ``venv`` to a venv
+    holding its install record); any ``venv`` link of someone's project is not one."""
     loose = [e for e in entries if e not in LEGACY_NAMES
              and not e.startswith((".current.new-", ".venv.new-"))]
-    links = [e for e in ("current", "venv") if os.path.islink(os.path.join(base, e))]
-    return not loose and bool(links)
+    if loose:
+        return False
+    try:
+        current = os.readlink(os.path.join(base, "current"))
+    except OSError:
+        current = ""
+    if re.fullmatch(r"bundles/[0-9a-f]{64}/?", current):
+        return True
+    try:
+        venv = os.readlink(os.path.join(base, "venv"))
+    except OSError:
+        return False
+    return (re.fullmatch(r"venvs/[^/]+/?", venv) is not None
+            and os.path.isfile(os.path.join(base, venv, INSTALL_RECORD)))
 
 
 def refusal(base):
