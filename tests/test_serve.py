@@ -496,6 +496,27 @@ def test_without_a_token_only_loopback_host_names_are_answered(classifier):
         assert status == 200
 
 
+def test_without_a_token_a_page_from_another_origin_cannot_classify(classifier):
+    """Any site open in a browser on the Pi (or beside a `remote serve` tunnel) could POST
+    images to a tokenless server; the browser names that site in Origin."""
+    with Server(create_app(classifier)) as s:
+        own = f"127.0.0.1:{s.port}"
+        for origin in ("https://evil.example", "null", f"http://localhost:{s.port}",
+                       "http://127.0.0.1:1"):
+            status, _, data = s.request("POST", "/api/classify", jpeg(1), {
+                "Host": own, "Origin": origin, "Content-Type": "image/jpeg"})
+            assert status == 403 and json.loads(data)["kind"] == "origin", origin
+        status, _, _ = s.request("POST", "/api/classify", jpeg(1), {
+            "Host": own, "Origin": f"http://{own}", "Content-Type": "image/jpeg"})
+        assert status == 200  # the service's own page
+        assert s.request("POST", "/api/classify", jpeg(1),
+                         {"Content-Type": "image/jpeg"})[0] == 200  # curl sends no Origin
+    with Server(create_app(classifier, token="t0k")) as s:  # with a token, the token decides
+        status, _, _ = s.request("POST", "/api/classify?token=t0k", jpeg(1), {
+            "Origin": "https://elsewhere.example", "Content-Type": "image/jpeg"})
+        assert status == 200
+
+
 def test_stalled_uploads_time_out_and_never_hold_the_classifier_queue(classifier):
     import socket
 

@@ -74,7 +74,10 @@ class Guard:
     """ASGI middleware: the token on every request, and request counts per known path.
 
     Without a token only loopback names are answered in the Host header, so a web page
-    cannot reach the server through a name it re-points at 127.0.0.1 (DNS rebinding).
+    cannot reach the server through a name it re-points at 127.0.0.1 (DNS rebinding),
+    and a request a browser marks as coming from another origin (its ``Origin`` header
+    names another scheme, host or port) is refused, so a page from elsewhere cannot
+    make it classify (cross-site request forgery). The service's own page is same-origin.
     """
 
     def __init__(self, app: ASGIApp, *, token: str | None, metrics: Metrics,
@@ -104,6 +107,18 @@ class Guard:
                 return None if is_loopback(host_name(host)) else host
         return None  # HTTP/1.0 without Host: no browser sends that
 
+    def foreign_origin(self, scope: Scope) -> str | None:
+        """The Origin header when it must be refused (no token, and another origin)."""
+        if self.token is not None:
+            return None
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if origin is None:  # not sent by a browser for a same-origin GET, nor by curl
+            return None
+        host = headers.get(b"host", b"").decode("latin-1")
+        origin_text = origin.decode("latin-1")
+        return None if origin_text == f"http://{host}" else origin_text
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if not self.authorised(scope):
@@ -115,6 +130,13 @@ class Guard:
                 response = error(403, "host", f"Host {host!r} is not a loopback name; a server "
                                  "without --token answers only 127.0.0.1, [::1] or localhost",
                                  self.metrics)
+                await response(scope, receive, send)
+                return
+            origin = self.foreign_origin(scope)
+            if origin is not None:
+                response = error(403, "origin", f"a request from {origin!r}, another origin; "
+                                 "a server without --token answers only its own page and "
+                                 "clients that send no Origin", self.metrics)
                 await response(scope, receive, send)
                 return
             if scope["path"] in self.paths:
