@@ -324,6 +324,40 @@ def test_camera_frames_results_and_a_camera_that_disappears(classifier, frames_f
             camera.stop()
 
 
+def test_camera_streams_are_capped_and_a_closed_one_frees_its_place(classifier,
+                                                                     frames_folder):
+    camera = LiveCamera(str(frames_folder), ClassifierPool(classifier).classify_rgb,
+                        every=0.05)
+    with Server(create_app(classifier, camera=camera, max_streams=2)) as s:
+        camera.start()
+        try:
+            opened = []
+            for path in ("/api/stream", "/stream.mjpg"):
+                conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+                conn.request("GET", path)
+                response = conn.getresponse()
+                assert response.status == 200
+                response.readline()  # the stream has begun: it holds its place
+                opened.append(conn)
+            status, _, data = s.request("GET", "/api/stream")
+            assert status == 503 and json.loads(data)["kind"] == "busy"
+            opened.pop().close()
+            wait_for(lambda: s.request("GET", "/healthz")[0] == 200 and _stream_opens(s),
+                     "a freed stream place")
+            for conn in opened:
+                conn.close()
+        finally:
+            camera.stop()
+
+
+def _stream_opens(s) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    conn.request("GET", "/stream.mjpg")
+    opened = conn.getresponse().status == 200
+    conn.close()
+    return opened
+
+
 def test_a_folder_camera_skips_a_bad_image_and_goes_on(classifier, frames_folder):
     (frames_folder / "frame1b.jpg").write_bytes(b"not a jpeg")  # between two good frames
     camera = LiveCamera(str(frames_folder), ClassifierPool(classifier).classify_rgb, every=0)

@@ -48,7 +48,7 @@ UPLOAD_TIMEOUT_S = 60.0
 IMAGE_TYPES = ("image/", "application/octet-stream")
 MULTIPART = "multipart/form-data"
 STREAM_POLL_S = 0.03
-
+MAX_STREAMS = 8  # open /stream.mjpg and /api/stream responses together; the next gets 503
 
 def error(status: int, kind: str, message: str, metrics: Metrics,
           headers: dict[str, str] | None = None) -> JSONResponse:
@@ -151,23 +151,26 @@ async def _single(data: bytes) -> AsyncIterator[bytes]:
 QUEUE_SIZE = 16  # requests waiting for a classifier before the next gets 503
 
 
+
+
 def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, *,
                token: str | None = None, max_upload: int = MAX_UPLOAD,
                queue_size: int = QUEUE_SIZE,
-               upload_timeout: float = UPLOAD_TIMEOUT_S,
+               upload_timeout: float = UPLOAD_TIMEOUT_S, max_streams: int = MAX_STREAMS,
                camera: LiveCamera | None = None, metrics: Metrics | None = None) -> Starlette:
     """The service around loaded classifiers (one interpreter each) and an optional camera.
 
     An upload must arrive whole within ``upload_timeout`` seconds (408 otherwise), and
     the uploads being received hold at most ``queue_size * max_upload`` bytes together;
     a place in the classifier queue (``queue_size``, 503 when full) is taken only once
-    the image has arrived, so slow or stalled senders cannot hold it.
+    the image has arrived, so slow or stalled senders cannot hold it. At most
+    ``max_streams`` camera streams are open at once (each polls the camera).
     ``camera`` is started and stopped by the caller; pass the same ``metrics``
     to it (``on_frame``) for the frame counter.
     """
     pool = classifiers if isinstance(classifiers, ClassifierPool) else ClassifierPool(classifiers)
     metrics = metrics or Metrics()
-    waiting = 0
+    waiting = streaming = 0
     buffered, max_buffered = 0, queue_size * max_upload
     # The model by name and bundle id (made_by), not by its folder on the device.
     info = {**pool.first.describe(), **pool.first.made_by(), "henet_edge": __version__,
@@ -276,6 +279,25 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
         return error(404, "no_camera", "this server has no camera; start it with "
                      "henet-edge serve --camera SOURCE", metrics)
 
+    def streamed(body: AsyncIterator[Any], media_type: str) -> Response:
+        """A camera stream, counted against ``max_streams`` while it runs (counted inside
+        the generator, so a client gone before it starts leaves no count behind)."""
+        if streaming >= max_streams:
+            return error(503, "busy", f"{max_streams} camera streams are open already; "
+                         "close one", metrics, headers={"Retry-After": "5"})
+
+        async def counted() -> AsyncIterator[Any]:
+            nonlocal streaming
+            streaming += 1
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                streaming -= 1
+
+        return StreamingResponse(counted(), media_type=media_type,
+                                 headers={"Cache-Control": "no-store"})
+
     async def frames(request: Request) -> Response:
         if camera is None:
             return no_camera()
@@ -290,8 +312,7 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
                            + str(len(shot.jpeg)).encode() + b"\r\n\r\n" + shot.jpeg + b"\r\n")
                 await asyncio.sleep(STREAM_POLL_S)
 
-        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
-                                 headers={"Cache-Control": "no-store"})
+        return streamed(parts(), "multipart/x-mixed-replace; boundary=frame")
 
     async def events(request: Request) -> Response:
         if camera is None:
@@ -309,8 +330,7 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
                     yield f"data: {json.dumps(shot.result)}\n\n"
                 await asyncio.sleep(STREAM_POLL_S)
 
-        return StreamingResponse(lines(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store"})
+        return streamed(lines(), "text/event-stream")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
