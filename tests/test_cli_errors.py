@@ -93,7 +93,8 @@ def test_convert_keeps_a_label_that_is_no_file_name(tiny_run, image_folder, tmp_
     out = tmp_path / "b"
     result = CliRunner().invoke(main, ["convert", str(tiny_run / "model.keras"),
                                        "--calibration", str(image_folder), "--num", "6",
-                                       "--labels", str(labels), "--out", str(out)])
+                                       "--labels", str(labels), "--out", str(out),
+                                       "--no-gate"])  # a 2-epoch model: its int8 may differ
     assert result.exit_code == 0, result.output
     golden = json.loads((out / "golden.json").read_text())["images"]
     assert {g["label"] for g in golden} >= {"T-shirt/top"}
