@@ -547,3 +547,25 @@ def test_the_report_names_the_bundle_files_not_the_temporary_folder(tiny_bundle)
     report = json.loads((tiny_bundle / "report.json").read_text())
     assert {p: a["path"] for p, a in report["audit"].items()} == {
         "float32": "model_float32.tflite", "int8": "model_int8.tflite"}
+
+
+def test_a_failed_swap_puts_the_replaced_bundle_back(tiny_bundle, tmp_path, monkeypatch):
+    from henet_edge.convert import bundle_writer
+
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    before = sorted(p.name for p in out.iterdir())
+    new = tmp_path / ".bundle.tmp-1"
+    new.mkdir()
+    real_replace = os.replace
+
+    def failing_second(src, dst):
+        if Path(src) == new:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_writer.os, "replace", failing_second)
+    with pytest.raises(OSError, match="No space"):
+        bundle_writer._swap_into_place(new, out)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.tmp-1", "bundle"]

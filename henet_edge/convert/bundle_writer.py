@@ -405,10 +405,18 @@ def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: Source
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Move the finished bundle onto ``out``; the bundle it replaces comes back if the
+    second rename fails (only a kill between the two renames can leave ``out`` absent,
+    with the old bundle beside it as ``.NAME.old-PID``)."""
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
