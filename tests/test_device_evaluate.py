@@ -6,9 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from henet_edge.cli import main
+from henet_edge.device.bundle import BundleError
 from henet_edge.device.classify import DEFAULT_BUNDLE
 
 from .device_helpers import wrong_shape_model
@@ -34,7 +37,7 @@ def test_data_may_be_a_held_out_npz(tmp_path):
     sample = shutil.copy(DEFAULT_BUNDLE / "validation.npz", tmp_path / "held_out.npz")
     result = _evaluate(str(DEFAULT_BUNDLE / "model_float32.tflite"), "--data", str(sample))
     assert result.exit_code == 0, result.output
-    assert "model_float32: top-1" in result.stdout and "held_out.npz" in result.stdout
+    assert "float32: top-1" in result.stdout and "held_out.npz" in result.stdout
 
 
 def test_a_bundle_without_validation_and_no_data_is_one_line(tiny_bundle):
@@ -127,3 +130,24 @@ def test_data_is_decoded_at_the_models_canonical_size(tiny_bundle, image_folder,
     assert data.pixels.shape[1:] == (33, 33, 3)
     result = evaluate_model(bundle, data=str(image_folder), precision="int8")
     assert result["models"]["int8"]["images"] == len(data.labels)
+
+
+def test_a_bundles_own_tflite_is_evaluated_as_the_bundle_reads_it(tiny_bundle, tmp_path):
+    """model_int8.tflite inside a bundle: the bundle's preprocessing and hashes, not the
+    defaults of a bare file (its data was decoded one way and its model fed another)."""
+    from henet_edge.device.evaluate import evaluate_tflite, tflite_models
+
+    from .device_helpers import copy_bundle, rewrite_manifest
+
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rewrite_manifest(bundle, preprocessing={**manifest["preprocessing"], "canonical_size": 35,
+                                            "mean": [0.5, 0.5, 0.5]})
+    models, _, spec = tflite_models(bundle / "model_int8.tflite")
+    assert list(models) == ["int8"] and spec.canonical_size == 35 and spec.mean == (0.5,) * 3
+    pixels = np.zeros((2, 35, 35, 3), np.uint8)
+    result = evaluate_tflite(models, pixels, np.zeros(2, int), manifest["labels"])
+    assert result["int8"]["images"] == 2  # fed as loaded, not reopened as a bare file
+    (bundle / "labels.txt").write_text("tampered\n")
+    with pytest.raises(BundleError, match="sha256"):
+        tflite_models(bundle / "model_int8.tflite")

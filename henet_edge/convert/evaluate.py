@@ -8,7 +8,6 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.bundle import MANIFEST, is_bundle, load_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
-from henet_edge.device.runtime import open_model
 from henet_edge.henet_keras.run import Run
 
 from .eval_data import load_evaluation_data
@@ -34,8 +33,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
 
     if path.suffix == ".tflite" or (run is None and is_bundle(path)):
         models, model_labels, spec = tflite_models(path, precision, class_names)
-        for model_path in models.values():
-            _check_classes(model_path, open_model(model_path).output_size, class_names, note)
+        for loaded in models.values():
+            _check_classes(loaded.model.path, loaded.model.output_size, class_names, note)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
                                 f"{class_names}; pass --data with the model's classes")

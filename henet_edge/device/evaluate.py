@@ -24,26 +24,33 @@ def load_models(path: Path, precision: str = "all",
                 labels: list[str] | None = None) -> dict[str, Classifier]:
     """The models to evaluate, loaded and checked as ``classify`` loads them.
 
-    A bare ``.tflite`` takes ``labels.txt`` beside it, else ``labels`` (the data's).
+    A ``.tflite`` a bundle's manifest lists is loaded as that bundle's model (its hash,
+    labels and preprocessing); any other takes ``labels.txt`` beside it, else
+    ``labels`` (the data's).
     """
     path = Path(path)
     if is_bundle(path):
         bundle = load_bundle(path)
         wanted = bundle.precisions if precision == "all" else [precision]
         return {p: Classifier(path, precision=p) for p in wanted}
+    if (path.parent / MANIFEST).is_file():
+        bundle = load_bundle(path.parent)
+        for p in bundle.precisions:
+            if bundle.model_path(p).name == path.name:
+                return {p: Classifier(path.parent, precision=p)}
     beside = path.with_name("labels.txt")
     return {path.stem: Classifier(path, labels=beside if beside.is_file() else labels)}
 
 
 def tflite_models(path: Path, precision: str = "all", labels: list[str] | None = None,
-                  ) -> tuple[dict[str, Path], list[str] | None, Preprocessing]:
-    """The model files to evaluate (each checked by the loader), their own labels (None
-    for a bare ``.tflite`` given ``labels``) and preprocessing."""
+                  ) -> tuple[dict[str, Classifier], list[str] | None, Preprocessing]:
+    """The models to evaluate (loaded and checked), their own labels (None for a bare
+    ``.tflite`` given ``labels``) and preprocessing."""
     models = load_models(path, precision, labels)
     first = next(iter(models.values()))
     own = None if labels is not None and first.bundle is None and first.labels == labels \
         else first.labels
-    return ({name: c.model.path for name, c in models.items()}, own, first.preprocessing)
+    return models, own, first.preprocessing
 
 
 def evaluate_tflite(models: Mapping[str, Path | Classifier], pixels: np.ndarray,
