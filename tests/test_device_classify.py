@@ -258,6 +258,22 @@ def test_wrong_input_shape(tmp_path, tiny_bundle):
         Classifier(declared)
 
 
+def test_the_manifests_tensors_must_be_the_models(tmp_path, tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    int8 = manifest["models"]["int8"]
+    swapped = copy_bundle(tiny_bundle, tmp_path / "swapped")  # int8 names the float32 file
+    rewrite_manifest(swapped, models={**manifest["models"], "int8": {
+        **int8, "file": "model_float32.tflite"}})
+    with pytest.raises(ClassifyError, match="input dtype float32 but the manifest declares int8"):
+        Classifier(swapped, precision="int8")
+    scaled = copy_bundle(tiny_bundle, tmp_path / "scaled")  # wrong output scale: wrong logits
+    rewrite_manifest(scaled, models={**manifest["models"], "int8": {
+        **int8, "output": {**int8["output"], "scale": int8["output"]["scale"] * 2}}})
+    with pytest.raises(ClassifyError, match="output quantization"):
+        Classifier(scaled, precision="int8")
+    Classifier(tiny_bundle, precision="int8")  # the true manifest loads
+
+
 def test_labels_must_match_the_output_size(tmp_path, tiny_bundle):
     labels = read_labels(tiny_bundle / "labels.txt")
     (tmp_path / "short.txt").write_text("\n".join(labels[:-1]) + "\n")

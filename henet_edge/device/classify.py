@@ -13,6 +13,7 @@ rest.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,7 @@ from henet_edge import HenetEdgeError
 from .bundle import MANIFEST, PRECISIONS, Bundle, is_bundle, load_bundle
 from .inputs import iter_inputs, json_path, printable, read_labels
 from .preprocess import DEFAULT, open_image, preprocess_image
-from .runtime import MAX_THREADS, RuntimeInfo, TFLiteModel, open_model, softmax
+from .runtime import MAX_THREADS, Quant, RuntimeInfo, TFLiteModel, open_model, softmax
 
 HOME_ENV = "HENET_EDGE_HOME"
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default_bundle"
@@ -115,6 +116,22 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
+def _quant_mismatch(declared: dict[str, Any] | None, quant: Quant) -> str | None:
+    """How a model's tensor differs from the manifest's entry for it (None: it agrees).
+    The output's scale and zero point turn its integers into logits: a wrong one gives
+    wrong probabilities with no error."""
+    if not declared:  # a manifest may leave a tensor undescribed
+        return None
+    dtype = declared.get("dtype", "float32")
+    if dtype != quant.dtype.name:
+        return f"dtype {quant.dtype.name} but the manifest declares {dtype}"
+    scale, zero = float(declared.get("scale", 0.0)), int(declared.get("zero_point", 0))
+    if not math.isclose(scale, quant.scale, rel_tol=1e-6) or zero != quant.zero_point:
+        return (f"quantization (scale {quant.scale:.6g}, zero point {quant.zero_point}) but "
+                f"the manifest declares (scale {scale:.6g}, zero point {zero})")
+    return None
+
+
 class Classifier:
     """One model with its labels and preprocessing, ready to classify images.
 
@@ -190,10 +207,12 @@ class Classifier:
             if declared != list(m.input_shape):
                 raise ClassifyError(f"{m.path}: wrong input shape {list(m.input_shape)}; "
                                     f"the manifest declares {declared}")
-            dtype = self.bundle.model_info(self.precision).get("input", {}).get("dtype")
-            if dtype and dtype != m.input_quant.dtype.name:
-                raise ClassifyError(f"{m.path}: input dtype {m.input_quant.dtype.name} but the "
-                                    f"manifest declares {dtype}")
+            info = self.bundle.model_info(self.precision)
+            for side, quant in (("input", m.input_quant), ("output", m.output_quant)):
+                problem = _quant_mismatch(info.get(side), quant)
+                if problem:
+                    raise ClassifyError(f"{m.path}: {side} {problem}; is this the "
+                                        f"{self.precision} model the bundle was made with?")
         expected = (1, spec.input_size, spec.input_size, 3)
         if tuple(m.input_shape) != expected:
             raise ClassifyError(f"{m.path}: wrong input shape {list(m.input_shape)}; the "
