@@ -151,3 +151,18 @@ def test_a_bundles_own_tflite_is_evaluated_as_the_bundle_reads_it(tiny_bundle, t
     (bundle / "labels.txt").write_text("tampered\n")
     with pytest.raises(BundleError, match="sha256"):
         tflite_models(bundle / "model_int8.tflite")
+
+
+def test_a_class_without_images_has_no_accuracy_and_stays_valid_json():
+    from henet_edge.convert.evaluate import format_evaluation
+    from henet_edge.device.metrics import classification_metrics
+
+    names = ["a", "b", "c", "d"]
+    logits = np.eye(4)[[0, 0, 2, 3, 3, 1]]  # "b" has no image; labels below
+    metrics = classification_metrics(logits, np.array([0, 2, 2, 3, 0, 0]), names)
+    assert metrics["per_class"] == {"a": 1 / 3, "b": None, "c": 0.5, "d": 1.0}
+    json.loads(json.dumps(metrics, allow_nan=False))  # NaN is no JSON
+    text = format_evaluation({"models": {"int8": metrics}, "data": "six images"})
+    assert "weakest classes: a 33.3%, c 50.0%, d 100.0%" in text
+    with pytest.raises(ValueError, match="labels must be 0 to 3"):
+        classification_metrics(logits, np.array([0, 2, 2, 3, 0, -1]), names)

@@ -95,7 +95,8 @@ def format_evaluation(results: dict) -> str:
     for name, r in results["models"].items():
         lines.append(f"{name}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
                      f"on {r['images']} images ({results['data']})")
-        worst = sorted(r["per_class"].items(), key=lambda kv: kv[1])[:3]
+        scored = [(k, v) for k, v in r["per_class"].items() if v is not None]  # None: no image
+        worst = sorted(scored, key=lambda kv: kv[1])[:3]
         lines.append("  weakest classes: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in worst))
     if "mean_last5_val_accuracy" in results:
         lines.append(f"run history: mean of the last 5 validation evaluations "

@@ -58,7 +58,8 @@ def report_card(keras_logits: np.ndarray, float_logits: np.ndarray, int8_logits:
     agreement_f = float((float_logits.argmax(1) == keras_pred).mean())
     agreement_q = float((int8_logits.argmax(1) == keras_pred).mean())
     drop = 100 * (km["top1"] - qm["top1"])
-    per_class_drop = {c: 100 * (km["per_class"][c] - qm["per_class"][c]) for c in class_names}
+    per_class_drop = {c: None if km["per_class"][c] is None
+                      else 100 * (km["per_class"][c] - qm["per_class"][c]) for c in class_names}
     concats = concat_quantization(int8_path)
     failures = []
     if agreement_q < gates.min_agreement:
@@ -106,7 +107,8 @@ def report_markdown(report: dict, audits: dict, sizes: dict) -> str:
         "| class | Keras | drop |", "|---|---|---|",
     ]
     for c, d in q["per_class_drop_points"].items():
-        lines.append(f"| {c} | {100 * k['per_class'][c]:.1f} % | {d:+.2f} |")
+        lines.append(f"| {c} | no images | |" if d is None
+                     else f"| {c} | {100 * k['per_class'][c]:.1f} % | {d:+.2f} |")
     lines += ["", "## Concatenations (int8)", "",
               "TFLite's int8 CONCATENATION needs one scale for all inputs and the output; a "
               "branch whose own scale is finer than the shared one loses resolution.", "",

@@ -54,24 +54,30 @@ def save_figure(fig: Any, path: Path, dpi: int) -> None:
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray,
                            class_names: list[str]) -> dict:
-    """Top-1, top-5, per-class accuracy and the confusion matrix."""
+    """Top-1, top-5, per-class accuracy and the confusion matrix.
+
+    A class with no image has no accuracy (None, JSON's null, not NaN, which JSON
+    lacks); a label outside the classes is an error, not a count in another row.
+    """
     logits = np.asarray(logits)
     labels = np.asarray(labels)
+    n = len(class_names)
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        raise ValueError(f"labels must be 0 to {n - 1} for {n} classes, got "
+                         f"{int(labels.min())} to {int(labels.max())}")
     pred = logits.argmax(axis=1)
     k = min(5, logits.shape[1])
     top5 = np.argsort(-logits, axis=1)[:, :k]
-    n = len(class_names)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     per_class = {}
     for c, name in enumerate(class_names):
         total = int(confusion[c].sum())
-        per_class[name] = float(confusion[c, c] / total) if total else float("nan")
+        per_class[name] = float(confusion[c, c] / total) if total else None
     return {
         "images": len(labels),
-        "top1": float((pred == labels).mean()) if len(labels) else float("nan"),
-        "top5": float((top5 == labels[:, None]).any(axis=1).mean()) if len(labels) else
-        float("nan"),
+        "top1": float((pred == labels).mean()) if len(labels) else None,
+        "top5": float((top5 == labels[:, None]).any(axis=1).mean()) if len(labels) else None,
         "per_class": per_class,
         "confusion": confusion.tolist(),
     }
