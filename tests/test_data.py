@@ -246,3 +246,20 @@ def test_same_source_is_one_rule_for_resume_campaign_and_overlap(tmp_path, monke
     assert not same_source("other.tar", "set.tar")
     assert not same_source("cifar10", "cifar100")
     assert not same_source(None, "set.tar") and not same_source("", "")
+
+
+def test_a_photo_is_decoded_for_training_as_the_device_decodes_it(tmp_path):
+    # A large JPEG decodes at a reduced scale on the device (draft); training and
+    # evaluate decoded it whole, so one photo gave two arrays (and other logits).
+    from henet_edge.device.preprocess import canonical, open_image
+
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        big = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8).repeat(32, 0).repeat(32, 1)
+        noisy = np.clip(big + rng.normal(0, 20, big.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(tmp_path / name / "photo.jpg", quality=90)
+    loaded = load_source(str(tmp_path), use_cache=False).train
+    for image, rel in zip(loaded.images, loaded.ids, strict=True):
+        on_device = canonical(open_image(str(tmp_path / rel), draft_size=32), 32)
+        np.testing.assert_array_equal(image, on_device)

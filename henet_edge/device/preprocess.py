@@ -218,6 +218,14 @@ def _filler_rows(image: Image.Image) -> int:
     return filler
 
 
+def draft(image: Image.Image, size: int | None) -> None:
+    """Let a JPEG decode at a reduced scale (1/2 to 1/8) that keeps both sides at least
+    ``size``: done before every decode for the model (training, evaluation and the
+    device alike), so one file gives one array everywhere."""
+    if size and image.format == "JPEG":
+        image.draft(image.mode, (size, size))
+
+
 def open_image(path: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS, *,
                draft_size: int | None = None,
                max_bytes: int = MAX_DECODED_BYTES) -> Image.Image:
@@ -262,8 +270,7 @@ def open_image(path: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS,
         if w * h > max_pixels:
             image.close()
             raise ValueError(f"image declares {w}x{h} pixels, over the {max_pixels:,} limit")
-        if draft_size and image.format == "JPEG":
-            image.draft(image.mode, (draft_size, draft_size))
+        draft(image, draft_size)
         need = image.size[0] * image.size[1] * _BYTES_PER_PIXEL.get(image.mode, 4)
         if need > max_bytes:
             raise ValueError(f"{w}x{h} {image.mode} {kind} needs {need / 1e6:.0f} MB "

@@ -32,7 +32,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.inputs import IMAGE_SUFFIXES as DEVICE_SUFFIXES
-from henet_edge.device.preprocess import DEFAULT, canonical
+from henet_edge.device.preprocess import DEFAULT, canonical, draft
 from henet_edge.storage import cache_dir, replacing
 
 # The device's image suffixes, plus formats that only training sets come in.
@@ -85,7 +85,9 @@ class DataSource:
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:
+    """One image at canonical ``size``, decoded as the device decodes it (JPEG draft)."""
     with Image.open(io.BytesIO(data)) as image:
+        draft(image, size)
         image.load()
         return canonical(image, size)
 
@@ -267,7 +269,8 @@ def load_named(name: str, size: int) -> DataSource:
 
 def _cache_key(path: Path, size: int) -> str:
     stat = path.stat()
-    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{DEFAULT.name}"
+    # "draft": arrays decoded as the device decodes (a cache of full decodes is not reused)
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{DEFAULT.name}|draft"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
