@@ -117,6 +117,26 @@ def test_exif_orientation_is_honoured(int8, tmp_path):
     assert to_rgb(jpeg).size == upright.size
 
 
+@pytest.mark.parametrize("size", [(41, 32), (32, 41), (97, 64), (64, 97)])
+def test_every_orientation_crops_the_centre_of_the_photo_as_displayed(tmp_path, size):
+    # An odd difference of the sides: the centre rounds one way in the displayed image,
+    # and each EXIF flip must map that, not round again in the stored pixels.
+    from PIL import ImageOps
+
+    from henet_edge.device.preprocess import canonical
+
+    stored = structured_image(3, size)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.png"
+        stored.save(path, exif=exif)
+        tagged = open_image(str(path))
+        upright = ImageOps.exif_transpose(open_image(str(path)))
+        np.testing.assert_array_equal(canonical(tagged, 32), canonical(upright, 32),
+                                      err_msg=f"orientation {orientation}")
+
+
 def _same_input(classifier, path: Path, reference: Image.Image) -> None:
     decoded = open_image(str(path))
     np.testing.assert_array_equal(classifier.prepare(decoded), classifier.prepare(reference))

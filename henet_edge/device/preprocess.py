@@ -142,6 +142,24 @@ def to_rgb(image: Image.Image, min_side: int | None = None) -> Image.Image:
     return _orient(reduced_rgb(image, None, factor), _orientation(image))
 
 
+def _stored_offsets(w: int, h: int, side: int, orientation: int) -> tuple[int, int]:
+    """Where the centre square of the image *as displayed* starts in the stored pixels.
+
+    The centre is taken (rounding down) in the displayed image, then mapped back
+    through the flips its EXIF orientation makes: rounding down in the stored pixels
+    put a mirrored image's square one pixel off from that of the same photo saved
+    upright.
+    """
+    swapped = orientation in (5, 6, 7, 8)  # displayed x runs along stored y
+    dw, dh = (h, w) if swapped else (w, h)
+    dx, dy = (dw - side) // 2, (dh - side) // 2
+    if not swapped:
+        return ((w - side) - dx if orientation in (2, 3) else dx,
+                (h - side) - dy if orientation in (3, 4) else dy)
+    return ((w - side) - dy if orientation in (7, 8) else dy,
+            (h - side) - dx if orientation in (6, 7) else dx)
+
+
 def canonical(image: Image.Image, size: int = DEFAULT.canonical_size) -> np.ndarray:
     """Centre square, resized to ``size``: uint8 ``(size, size, 3)``.
 
@@ -152,10 +170,11 @@ def canonical(image: Image.Image, size: int = DEFAULT.canonical_size) -> np.ndar
     """
     w, h = image.size
     side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
+    orientation = _orientation(image)
+    left, top = _stored_offsets(w, h, side, orientation)
     factor = max(1, int(side / size / _REDUCING_GAP))
     square = reduced_rgb(image, (left, top, left + side, top + side), factor)
-    square = _orient(square, _orientation(image))
+    square = _orient(square, orientation)
     if square.size != (size, size):
         square = square.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(square, dtype=np.uint8)
