@@ -289,7 +289,8 @@ def test_int8_io_types(tiny_run, io):
 
 
 def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_path,
-                                                                          image_folder):
+                                                                          image_folder,
+                                                                          tiny_bundle):
     """An int8 AVERAGE_POOL_2D is not delegated to XNNPACK: the audit must say so."""
     import keras
 
@@ -314,6 +315,9 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
     audit = audit_model(path)
     assert not audit.ok and not audit.fully_delegated
     assert any("AVERAGE_POOL_2D" in p for p in audit.problems)
+    shown = TFLiteModel(path).delegate  # what classify, bench, doctor and selftest print
+    assert shown.startswith("XNNPACK, partial") and "AVERAGE_POOL_2D" in shown
+    assert TFLiteModel(tiny_bundle / "model_int8.tflite").delegate == "XNNPACK"
 
     model.save(tmp_path / "pooled.keras")
     src = SourceModel(tmp_path / "pooled.keras", model, ["blue", "green", "red"], DEFAULT, None)

@@ -21,8 +21,9 @@ def _make_classifier(model, labels, precision, top_k, threads):
 
     classifier = Classifier(model, labels=labels, precision=precision, top_k=top_k,
                             num_threads=threads)
-    if not classifier.model.delegate.startswith("XNNPACK"):
-        _warn_loudly(f"delegate: {classifier.model.delegate}; inference will be slow")
+    delegate = classifier.model.delegate
+    if not delegate.startswith("XNNPACK") or "partial" in delegate:
+        _warn_loudly(f"delegate: {delegate}; inference will be slow")
     return classifier
 
 

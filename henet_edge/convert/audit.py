@@ -34,33 +34,17 @@ class AuditResult:
 def audit_model(path: str | Path) -> AuditResult:
     """Audit one ``.tflite`` file; ``problems`` says which op fails and why."""
     model = TFLiteModel(path, num_threads=1, xnnpack=True)
-    w = model.interpreter._interpreter
-    nodes = [(w.NodeName(i), list(w.NodeInputs(i)), list(w.NodeOutputs(i)))
-             for i in range(w.NumNodes())]
-    original = [n for n in nodes if n[0] != "DELEGATE"]
-    delegates = [n for n in nodes if n[0] == "DELEGATE"]
-    ops = Counter(name for name, _, _ in original)
+    ops = Counter(name for name in model.op_names() if name != "DELEGATE")
     problems = []
     for name in sorted(ops):
         if name.startswith("Flex") or name in ("CUSTOM", "DELEGATE_FLEX"):
             problems.append(f"{name}: a Flex/SELECT_TF op; the device runtime cannot run it")
         if name in DYNAMIC_SHAPE_OPS:
             problems.append(f"{name}: a dynamic-shape op (export with a static batch of 1)")
-    produced = {t: name for name, _, outs in original for t in outs}
-    model_inputs = {int(i) for i in w.InputIndices()}
-    model_outputs = {int(i) for i in w.OutputIndices()}
-    fully = False
-    if not delegates:
+    partitions, fully, outside = model.delegation()
+    if not partitions:
         problems.append("no op runs in the XNNPACK delegate (is it disabled?)")
-    else:
-        boundary_in = {int(t) for _, ins, _ in delegates for t in ins
-                       if int(t) in produced and int(t) not in model_inputs}
-        outs = {int(t) for _, _, o in delegates for t in o}
-        fully = len(delegates) == 1 and not boundary_in and outs == model_outputs
-        if not fully:
-            outside = sorted({produced[t] for t in boundary_in}
-                             | {name for name, ins, _ in original
-                                if {int(t) for t in ins} & (outs - model_outputs)})
-            problems.append(f"{len(delegates)} XNNPACK partition(s); ops left outside the "
-                            f"delegate: {', '.join(outside) or 'at the graph edges'}")
-    return AuditResult(str(path), dict(sorted(ops.items())), len(delegates), fully, problems)
+    elif not fully:
+        problems.append(f"{partitions} XNNPACK partition(s); ops left outside the "
+                        f"delegate: {', '.join(outside) or 'at the graph edges'}")
+    return AuditResult(str(path), dict(sorted(ops.items())), partitions, fully, problems)

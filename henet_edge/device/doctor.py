@@ -242,7 +242,11 @@ def check_classify(model: Path, runtime: RuntimeInfo,
     checks.append(Check("classify", "ok", f"{classifier.precision} model runs: "
                         f"{prediction.timings_ms['invoke']:.2f} ms invoke"))
     delegate = classifier.model.delegate
-    if delegate.startswith("XNNPACK"):
+    if delegate.startswith("XNNPACK, partial"):
+        checks.append(Check("delegate", "warn", f"{delegate}: those ops run slowly",
+                            "convert the model again with this henet-edge (its op audit "
+                            "refuses such graphs)"))
+    elif delegate.startswith("XNNPACK"):
         checks.append(Check("delegate", "ok", delegate))
     else:
         checks.append(Check("delegate", "warn", f"{delegate}: grouped convolutions will be "

@@ -186,6 +186,27 @@ class TFLiteModel:
         except Exception:  # private API; absent on some runtimes
             return -1
 
+    def delegation(self) -> tuple[int, bool, list[str]]:
+        """The delegate's partitions, whether one of them runs the whole graph (it reads
+        only the model's input and constants, and writes the model's output), and the
+        ops left outside it (built-in kernels)."""
+        w = self.interpreter._interpreter  # private API, as op_names
+        nodes = [(w.NodeName(i), [int(t) for t in w.NodeInputs(i)],
+                  [int(t) for t in w.NodeOutputs(i)]) for i in range(w.NumNodes())]
+        original = [n for n in nodes if n[0] != "DELEGATE"]
+        delegates = [n for n in nodes if n[0] == "DELEGATE"]
+        produced = {t: name for name, _, outs in original for t in outs}
+        model_inputs = {int(i) for i in w.InputIndices()}
+        model_outputs = {int(i) for i in w.OutputIndices()}
+        boundary_in = {t for _, ins, _ in delegates for t in ins
+                       if t in produced and t not in model_inputs}
+        outs = {t for _, _, o in delegates for t in o}
+        fully = len(delegates) == 1 and not boundary_in and outs == model_outputs
+        outside = [] if fully or not delegates else sorted(
+            {produced[t] for t in boundary_in}
+            | {name for name, ins, _ in original if set(ins) & (outs - model_outputs)})
+        return len(delegates), fully, outside
+
     @property
     def delegate(self) -> str:
         """The delegate that actually runs, as far as the interpreter shows it."""
@@ -193,7 +214,14 @@ class TFLiteModel:
             return "none (built-in kernels)"
         nodes = self.delegate_nodes()
         if nodes > 0:
-            return "XNNPACK" if nodes == 1 else f"XNNPACK ({nodes} partitions)"
+            try:
+                _, fully, outside = self.delegation()
+            except Exception:  # private API; absent on some runtimes
+                return "XNNPACK" if nodes == 1 else f"XNNPACK ({nodes} partitions)"
+            if fully:
+                return "XNNPACK"
+            return (f"XNNPACK, partial ({nodes} partition{'s' if nodes > 1 else ''}; on "
+                    f"built-in kernels: {', '.join(outside) or 'ops at the graph edges'})")
         if nodes == 0:
             return "none (XNNPACK requested but not applied)"
         return "XNNPACK (requested; not verifiable with this runtime)"
