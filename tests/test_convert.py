@@ -286,6 +286,10 @@ def test_int8_io_types(tiny_run, io):
     assert model.input_quant.dtype == np.dtype(io)
     assert model.output_quant.dtype == np.dtype(io)
     assert model(calib[0]).shape == (3,)
+    from henet_edge.device.classify import Classifier
+
+    # an int8 graph whatever its io: not called float32, and --precision int8 takes it
+    assert Classifier(path, labels=["a", "b", "c"], precision="int8").precision == "int8"
 
 
 def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_path,

@@ -196,7 +196,7 @@ class Classifier:
 
     def _check_model(self) -> None:
         m, spec = self.model, self.preprocessing
-        actual = "int8" if m.input_quant.quantized else "float32"
+        actual = "int8" if m.quantized else "float32"
         if self.bundle is None:
             if self.precision is not None and self.precision != actual:
                 raise ClassifyError(f"{m.path}: --precision {self.precision} but this file "

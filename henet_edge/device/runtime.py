@@ -262,6 +262,14 @@ class TFLiteModel:
         self.invoke()
         return self.output()
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the graph computes in int8 (its tensors carry int8 scales), even with a
+        float32 input and output (``convert --io float32``)."""
+        return self.input_quant.quantized or any(
+            t["dtype"] in (np.int8, np.uint8) and t["quantization"][0] != 0.0
+            for t in self.interpreter.get_tensor_details())
+
     def op_names(self) -> list[str]:
         """Op names in execution order (as the model file lists them)."""
         details = self.interpreter._get_ops_details()  # the only op-listing API
