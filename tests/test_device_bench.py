@@ -234,3 +234,12 @@ def test_two_bundles_of_one_model_go_by_their_folder_names(tiny_bundle, tmp_path
     assert names == ["folded/int8", "dense/int8"]
     twice = [n for n, _, _ in resolve_models([folded, folded], "int8")]
     assert len(set(twice)) == 2 and all(n.endswith(("#1", "#2")) for n in twice)
+
+
+def test_the_tensorflow_fallback_can_time_without_xnnpack(tiny_bundle):
+    # tf.lite keeps OpResolverType under tf.lite.experimental; --xnnpack-check refused it.
+    from henet_edge.device.runtime import find_runtime, open_model
+
+    runtime = find_runtime("tensorflow")
+    model = open_model(tiny_bundle / "model_int8.tflite", xnnpack=False, runtime=runtime)
+    assert model.delegate == "none (built-in kernels)" and model.delegate_nodes() == 0

@@ -153,7 +153,9 @@ class TFLiteModel:
         self.xnnpack = xnnpack
         kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
         if not xnnpack:
-            resolver = getattr(self.runtime.module, "OpResolverType", None)
+            module = self.runtime.module  # tf.lite keeps it under tf.lite.experimental
+            resolver = getattr(module, "OpResolverType", None) or getattr(
+                getattr(module, "experimental", None), "OpResolverType", None)
             if resolver is None:
                 raise RuntimeMissing(f"{self.runtime.name} cannot disable its default delegates")
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
