@@ -405,7 +405,9 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--quick", "speed", flag_value="quick", help="100 x 2 passes per precision.")
 @click.option("--full", "speed", flag_value="full",
               help="The paper's full protocol: 1000 x 5 passes per precision.")
-@click.option("--core", type=int, default=None, help="Core to time on [the last one].")
+@click.option("--core", type=click.IntRange(0), default=None,
+              help="Core to time on [the last one; refused while every core is busy, as "
+                   "timings would mislead: give a core to time there anyway].")
 @click.option("--no-gate", is_flag=True, help="Go on even if a quantization gate fails.")
 @click.option("--lowering", type=click.Choice(LOWERINGS), default=DEFAULT_LOWERING,
               show_default=True, help="How the conversion lowers grouped convs (as for "
