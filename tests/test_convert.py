@@ -204,6 +204,22 @@ def test_evaluate_bundle_uses_the_device_runtime(tiny_bundle, image_folder):
     assert "not held out" in out["overlap"] and "not held out" in result.stderr
 
 
+def test_evaluate_says_the_data_is_not_held_out_before_decoding_it(tiny_bundle, image_folder,
+                                                                   monkeypatch):
+    # Decoding 50,000 training images took minutes; the warning came only after them.
+    from henet_edge import HenetEdgeError
+    from henet_edge.henet_keras import data as data_module
+
+    def not_now(*_a, **_k):
+        raise HenetEdgeError("stopped before decoding")
+
+    monkeypatch.setattr(data_module, "load_source", not_now)
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data",
+                                       str(image_folder)])
+    assert result.exit_code == 1 and "stopped before decoding" in result.stderr
+    assert "not held out" in result.stderr
+
+
 def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, image_folder,
                                                       tmp_path):
     from henet_edge.calibration.calibration_set import make_calibration

@@ -204,7 +204,7 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     if plot_path is not None:
         check_plot_target(plot_path, "confusion.png")
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
-                             preprocessing=preprocessing)
+                             preprocessing=preprocessing, warn=_warn_loudly)
     if as_json:
         emit_json(results)
     else:

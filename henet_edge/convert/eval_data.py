@@ -10,6 +10,7 @@ images the model was trained on is said when it can be known.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def _overlap(data: str, model: Path, run: Run | None) -> str | None:
 
 
 def load_evaluation_data(model: Path, data: str | None, run: Run | None,
-                         spec: Preprocessing = DEFAULT) -> EvaluationData:
+                         spec: Preprocessing = DEFAULT,
+                         warn: Callable[[str], None] | None = None) -> EvaluationData:
     """The images to evaluate ``model`` (a run folder, model file or bundle) on, decoded
-    at the canonical size of its preprocessing ``spec``."""
+    at the canonical size of its preprocessing ``spec``. ``warn`` hears, before any
+    slow decoding, that ``data`` is what the model was trained on."""
     from henet_edge.calibration.calibration_set import load_calibration
 
     model = Path(model)
@@ -86,10 +89,16 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
             "the held-out images)")
         return EvaluationData(held_out.pixels, held_out.labels, names,
                               held_out.data_note(Path(data).name), overlap=overlap)
+    from tqdm import tqdm
+
     from henet_edge.henet_keras.data import load_source
 
-    with warnings.catch_warnings():
+    overlap = _overlap(data, model, run)
+    if overlap and warn is not None:
+        warn(overlap)
+    with warnings.catch_warnings(), tqdm(desc=f"decoding {Path(data).name}", unit=" images",
+                                         leave=False, disable=None) as bar:
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
-        images = load_source(data, spec.canonical_size).train
+        images = load_source(data, spec.canonical_size, progress=bar.update).train
     return EvaluationData(images.images, images.labels, images.class_names, str(data),
-                          list(images.skipped), _overlap(data, model, run))
+                          list(images.skipped), overlap)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from henet_edge import HenetEdgeError
@@ -18,16 +19,20 @@ class EvaluateError(HenetEdgeError):
 
 
 def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all",
-                   plot: Path | None = None, preprocessing: str | None = None) -> dict:
+                   plot: Path | None = None, preprocessing: str | None = None,
+                   warn: Callable[[str], None] | None = None) -> dict:
     """Evaluate a run folder, ``.keras``, ``.tflite`` or bundle on labelled images.
 
-    ``preprocessing`` is for a bare ``.keras`` with no run beside it (as in convert).
+    ``preprocessing`` is for a bare ``.keras`` with no run beside it (as in convert);
+    ``warn`` hears at once when ``data`` is the model's training data (see the result's
+    ``overlap``).
     """
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
     run = Run.load(path) if Run.is_run(path) else None
-    chosen = load_evaluation_data(path, data, run, _preprocessing_of(path, run, preprocessing))
+    chosen = load_evaluation_data(path, data, run, _preprocessing_of(path, run, preprocessing),
+                                  warn)
     pixels, labels, class_names, note = (chosen.pixels, chosen.labels, chosen.class_names,
                                          chosen.note)
 
