@@ -129,3 +129,20 @@ def test_demo_on_the_shipped_default_model(tmp_path):
            for c in summary["classified"]}
     assert got == expected
     assert all(c["ok"] for c in summary["classified"])
+
+
+def test_the_summary_counts_right_answers_not_only_readable_images():
+    from henet_edge.deploy.demo import classified_line, selftest_phrase
+
+    def result(precision, name, label, truth):
+        return {"precision": precision, "path": f"/x/golden/{name}", "ok": True,
+                "top": [{"label": label, "probability": 0.9}], "truth": truth}
+
+    rows = [result(p, f"{i}.png", "bird", truth) for p in ("int8", "float32")
+            for i, truth in enumerate(["airplane", "bird", "cat"])]
+    line = classified_line(rows)
+    assert line.startswith("classified 3 sample images x 2 precisions; "
+                           "top-1 right: int8 1/3, float32 1/3; e.g. 0.png -> bird")
+    assert selftest_phrase("int8 8/8, float32 8/8") == (
+        "the converter's outputs reproduced on int8 8/8, float32 8/8 golden images")
+    assert selftest_phrase("skipped") == "skipped"

@@ -54,7 +54,7 @@ def _summary(**changes):
          "repeats": 3, "protocol": "paper (changed: runs 300, repeats 3)",
          "paper_protocol": False, "environment": {"cpu": "AMD EPYC",
                                                   "int8_features": ["AVX-512 VNNI"]},
-         "target": "local:/tmp/x/device", "selftest": {"text": "8/8 golden images"},
+         "target": "local:/tmp/x/device", "selftest": {"text": "int8 8/8, float32 8/8"},
          "classified": [], "seconds": 3.0,
          "target_note": "a temporary folder, deleted when the demo ended; --keep or "
                         "--target DIR keeps it"}

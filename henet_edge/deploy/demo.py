@@ -143,8 +143,9 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
                             err=lambda m: None)
     log("4/4 classify sample images with the installed bundle")
     bundle = load_bundle(bundle_dir)
-    images = [str(p) for p in (options.images or
-                               [bundle_dir / e["file"] for e in bundle.golden()["images"]])]
+    golden = bundle.golden()["images"]
+    images = [str(p) for p in (options.images or [bundle_dir / e["file"] for e in golden])]
+    truth = {} if options.images else {Path(e["file"]).name: e["label"] for e in golden}
     classified = []
     for precision in ("int8", "float32"):
         lines: list[str] = []
@@ -152,6 +153,8 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
                         out=lines.append, err=device_errors(log, options.verbose))
         classified += [{"precision": precision, **json.loads(x)} for x in lines
                        if x.strip().startswith("{")]
+    for c in classified:  # the golden images' own labels, to count the right answers
+        c["truth"] = truth.get(Path(c.get("path", "")).name)
     timing = {row["name"].split("/")[-1]: row for row in bench["models"]}
     if set(timing) != {"int8", "float32"}:
         raise DemoError(f"bench timed {sorted(timing)}, expected int8 and float32")
@@ -286,6 +289,31 @@ def protocol_line(s: dict) -> str:
                    "repeats (`demo --full` runs it)")
 
 
+def selftest_phrase(text: str) -> str:
+    """``int8 8/8, float32 8/8`` said as what it is: outputs matched, not labels right."""
+    if not any(c.isdigit() for c in text):  # skipped, no results
+        return text
+    return f"the converter's outputs reproduced on {text} golden images"
+
+
+def classified_line(classified: list[dict]) -> str:
+    """How the sample images were classified: how many were read, and how many right."""
+    ok = [c for c in classified if c.get("ok")]
+    precisions = list(dict.fromkeys(c["precision"] for c in classified))
+    per = len(classified) // max(1, len(precisions))
+    line = f"classified {per} sample images x {len(precisions)} precisions"
+    if len(ok) < len(classified):
+        line += f" ({len(classified) - len(ok)} unreadable)"
+    judged = [c for c in ok if c.get("truth") and c.get("top")]
+    if judged:
+        line += "; top-1 right: " + ", ".join(
+            f"{p} {sum(c['top'][0]['label'] == c['truth'] for c in judged if c['precision'] == p)}"
+            f"/{sum(c['precision'] == p for c in judged)}" for p in precisions)
+    examples = [f"{Path(c['path']).name} -> {c['top'][0]['label']}" for c in ok[:3]
+                if c.get("top")]
+    return line + ("; e.g. " + ", ".join(examples) if examples else "")
+
+
 def format_summary(s: dict) -> str:
     r = s["report"]
     lines = [
@@ -305,11 +333,9 @@ def format_summary(s: dict) -> str:
         protocol_line(s),
         f"self-test on {s['target']}"
         + (f" ({s['target_note']})" if s.get("target_note") else "")
-        + f": {s['selftest'].get('text', '?')}",
+        + f": {selftest_phrase(s['selftest'].get('text', '?'))}",
     ]
-    ok = [c for c in s["classified"] if c.get("ok")]
-    lines.append(f"classified {len(ok)}/{len(s['classified'])} sample images; e.g. " + ", ".join(
-        f"{Path(c['path']).name} -> {c['top'][0]['label']}" for c in ok[:3] if c.get("top")))
+    lines.append(classified_line(s["classified"]))
     if s.get("suspect"):
         lines.append("timing marked SUSPECT: " + "; ".join(s.get("suspect_reasons", [])))
     lines.append(f"deploy, bench and classify took {s['seconds']:.0f}s")
