@@ -278,6 +278,10 @@ def test_failed_gate_writes_nothing(tiny_run, image_folder, tmp_path):
     assert "quantization gates failed" in proc.stderr and "--no-gate" in proc.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gated")]
+    proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "6", "--out",
+                    str(out), "--min-agreement", "1.01", "--no-gate")
+    assert proc.returncode == 0  # written, and the failed gate still said
+    assert "quantization gates FAILED (ignored: --no-gate): int8 top-1 agreement" in proc.stdout
 
 
 def test_calibration_for_another_input_size_is_refused(tiny_run, image_folder, tmp_path):

@@ -257,7 +257,7 @@ def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
         audits = _convert_models(src, calibration, tmp, options, log)
         models = {p: TFLiteModel(tmp / f"model_{p}.tflite") for p in BUILT}
         keras_logits = np.asarray(src.model.predict(images.inputs, batch_size=256, verbose=0))
-        report = _write_report(src, models, keras_logits, images, audits, tmp, options)
+        report = _write_report(src, models, keras_logits, images, audits, tmp, options, log)
         golden = _write_golden(tmp, images.pixels, images.labels, src, models["float32"],
                                models["int8"], keras_logits, golden_count)
         _write_extras(src, calibration, held_out, tmp, options)
@@ -298,7 +298,7 @@ def _convert_models(src: SourceModel, calibration: CalibrationSet, tmp: Path,
 
 def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits: np.ndarray,
                   images: ReportImages, audits: dict, tmp: Path,
-                  options: ConvertOptions) -> dict:
+                  options: ConvertOptions, log: Callable[[str], None] = print) -> dict:
     """Step 2: the report card (Keras vs float32 vs int8), refused if a gate fails."""
     report = report_card(keras_logits, tflite_logits(models["float32"], images.inputs),
                          tflite_logits(models["int8"], images.inputs), images.labels,
@@ -311,10 +311,18 @@ def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits
     (tmp / "report.json").write_text(json.dumps(
         {**report, "audit": audit_dicts, "sizes": sizes}, indent=1))
     (tmp / "report.md").write_text(report_markdown(report, audit_dicts, sizes))
-    if options.gate and not report["gates"]["passed"]:
-        raise ConvertError("quantization gates failed: " + "; ".join(
-            report["gates"]["failures"]) + ". Try a larger or more representative "
-            "--calibration set, or pass --no-gate to write the bundle anyway")
+    if not report["gates"]["passed"]:
+        failures = "; ".join(report["gates"]["failures"])
+        if not options.gate:
+            log(f"quantization gates FAILED (ignored: --no-gate): {failures}")
+            return report
+        keras_top1 = report["keras"]["top1"]
+        barely = (f" The Keras model itself scores {100 * keras_top1:.1f}% here: a barely "
+                  "trained model's int8 rounding flips many of its near-ties, so train it "
+                  "longer first." if keras_top1 < 0.5 else "")
+        raise ConvertError(f"quantization gates failed: {failures}. Try a larger or more "
+                           "representative --calibration set, or pass --no-gate to write "
+                           f"the bundle anyway.{barely}")
     return report
 
 
