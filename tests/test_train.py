@@ -242,6 +242,16 @@ def test_explicit_recipe_values_are_kept_and_none_takes_the_recipe():
     assert _plan(TrainConfig(data="x", weight_decay=0.0), 1280)["weight_decay"] == 0.0
 
 
+def test_a_short_run_warms_up_for_a_quarter_of_it_at_most():
+    # fast's 2 warm-up epochs took all of a 2-epoch run: it ended at its peak rate.
+    from henet_edge.henet_keras.train import _plan
+
+    short = _plan(TrainConfig(data="x", epochs=2), 1280)  # 10 steps an epoch
+    assert (short["total_steps"], short["warmup_steps"]) == (20, 5)
+    for epochs in (10, 30, 200):  # every run the default model came from: 2 epochs, as before
+        assert _plan(TrainConfig(data="x", epochs=epochs), 1280)["warmup_steps"] == 20
+
+
 def test_counts_in_the_train_log_agree_in_number():
     from henet_edge.henet_keras.train import plural
 

@@ -99,7 +99,8 @@ def _plan(config: TrainConfig, n_train: int) -> dict:
     epochs = math.ceil(total / steps)
     return {"batch_size": batch, "steps_per_epoch": steps, "epochs": epochs,
             "total_steps": total, "lr": recipe.lr if config.lr is None else config.lr,
-            "warmup_steps": int(recipe.warmup_epochs * steps),
+            # at most a quarter of the run: a 2-epoch run would end at the peak rate
+            "warmup_steps": min(int(recipe.warmup_epochs * steps), total // 4),
             "milestones": [int(f * total) for f in recipe.milestones],
             "weight_decay": (recipe.weight_decay if config.weight_decay is None
                              else config.weight_decay),
@@ -511,5 +512,6 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
     write_text_atomic(run_dir / "state.json", json.dumps(  # last: "finished" has its summary
         {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))
     log(f"done: final val {100 * summary['final_val_accuracy']:.2f}%, best "
-        f"{100 * best:.2f}%, mean of last 5 {100 * summary['mean_last5_val_accuracy']:.2f}%")
+        f"{100 * best:.2f}%, mean of last {min(5, len(history))} "
+        f"{100 * summary['mean_last5_val_accuracy']:.2f}%")
     return summary
