@@ -138,3 +138,10 @@ def test_a_bare_tflite_is_checked_with_its_labels(no_default, tiny_bundle, tmp_p
 
 def by_name_json(stdout: str) -> dict:
     return {c["name"]: c for c in json.loads(stdout)["checks"]}
+
+
+def test_without_cpufreq_no_governor_command_is_suggested(tmp_path):
+    # A VM or container has no /sys/devices/system/cpu/cpu0/cpufreq to write to.
+    found = by_name(check_machine(Probe(tmp_path, vcgencmd=None)))
+    assert found["governor"].status == "warn" and "no cpufreq" in found["governor"].detail
+    assert not found["governor"].fix

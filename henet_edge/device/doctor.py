@@ -23,7 +23,7 @@ import numpy as np
 from henet_edge import HenetEdgeError
 
 from .bundle import load_bundle
-from .environment import GOVERNOR_FIX, Probe
+from .environment import GOVERNOR_FIX, UNKNOWN, Probe
 from .runtime import RuntimeInfo, _load
 
 MIN_PYTHON = (3, 10)
@@ -160,6 +160,10 @@ def check_machine(probe: Probe) -> list[Check]:
     gov = snap["governor"]
     if gov == "performance":
         checks.append(Check("governor", "ok", gov))
+    elif gov == UNKNOWN:  # no cpufreq: a VM or container, whose host sets the clock
+        checks.append(Check("governor", "warn", "unknown (no cpufreq in /sys: a virtual "
+                            "machine or container, whose host sets the clock); timings "
+                            "may vary"))
     else:
         checks.append(Check("governor", "warn", f"{gov}: timings vary with the clock",
                             GOVERNOR_FIX))
