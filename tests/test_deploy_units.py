@@ -22,6 +22,7 @@ from henet_edge.deploy.versions import (
     deploy_order,
     previous_version,
     realised_history,
+    recency_order,
     resolve_version,
     to_prune,
 )
@@ -514,3 +515,32 @@ def test_only_a_folder_an_earlier_henet_edge_made_is_adopted(tmp_path):
     (made / "venvs" / "k1" / agent.INSTALL_RECORD).write_text("{}")
     (made / "venv").symlink_to("venvs/k1")
     assert agent.refusal(str(made)) is None
+
+
+def test_a_rejected_version_is_neither_rolled_back_to_nor_kept_before_the_good_one():
+    # B was bad and rolled back from; C was then deployed from A. A is what C replaced:
+    # the rollback target and the last to prune. (Both went by deploys alone: B, and A.)
+    history = [{"action": "deploy", "bundle": "A", "from": None},
+               {"action": "deploy", "bundle": "B", "from": "A"},
+               {"action": "rollback", "bundle": "A", "from": "B"},
+               {"action": "deploy", "bundle": "C", "from": "A"}]
+    on_disk = {"A": 1.0, "B": 2.0, "C": 3.0}
+    realised = realised_history(history, "C")
+    assert previous_version(deploy_order(realised, on_disk), "C", realised) == "A"
+    assert to_prune(recency_order(realised, on_disk), "C", 2) == ["B"]
+    # C was current only by a rollback (its deploy was killed before the switch), then D
+    # was deployed from it: C is the previous version and is kept.
+    history = [{"action": "deploy", "bundle": "A", "from": None},
+               {"action": "deploy", "bundle": "B", "from": "A"},
+               {"action": "deploy", "bundle": "C", "from": "B"},  # killed before the switch
+               {"action": "rollback", "bundle": "C", "from": "B"},
+               {"action": "deploy", "bundle": "D", "from": "C"}]
+    on_disk = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
+    realised = realised_history(history, "D")
+    order = deploy_order(realised, on_disk)
+    assert previous_version(order, "D", realised) == "C"
+    assert to_prune(recency_order(realised, on_disk), "D", 2) == ["A", "B"]
+    # after a rollback, a plain rollback goes further back, not to the rejected version
+    realised = realised_history([*history[:2], {"action": "rollback", "bundle": "A",
+                                                "from": "B"}], "A")
+    assert previous_version(deploy_order(realised, {"A": 1.0, "B": 2.0}), "A", realised) is None

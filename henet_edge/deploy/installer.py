@@ -64,7 +64,14 @@ from .probe import (
 )
 from .session import TMP, DeviceSession
 from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
-from .versions import deploy_order, previous_version, realised_history, resolve_version, to_prune
+from .versions import (
+    deploy_order,
+    previous_version,
+    realised_history,
+    recency_order,
+    resolve_version,
+    to_prune,
+)
 
 Log = Callable[[str], None]
 
@@ -478,7 +485,7 @@ class Installer:
     def _prune(self, current: str, venv: str | None) -> list[str]:
         state = self._agent("status", self.base)
         installed = {b["id"]: b["mtime"] for b in state["bundles"]}
-        order = deploy_order(realised_history(state["history"], state["current"]), installed)
+        order = recency_order(realised_history(state["history"], state["current"]), installed)
         # What `current` is on the device now, never only what this deploy switched to.
         doomed = [b for b in to_prune(order, state["current"], self.options.keep)
                   if b != current]
@@ -514,8 +521,9 @@ class Installer:
         state["bundles"].sort(key=lambda b: order.index(b["id"]))
         # Only versions that were really current count (a crash may leave one installed
         # that never was); with no history at all, the folders' order is all there is.
-        state["previous"] = previous_version([b for b in order if b in deployed] or order,
-                                             state["current"])
+        been_current = {entry["bundle"] for entry in state["history"]}
+        state["previous"] = previous_version([b for b in order if b in been_current] or order,
+                                             state["current"], state["history"])
         state["host"] = self.name
         state["device"] = self.info.to_dict() if self.info else {}
         record = state.get("venv_record") or {}

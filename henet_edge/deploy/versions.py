@@ -27,6 +27,20 @@ def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> 
     return unknown + known
 
 
+def recency_order(realised: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
+    """Installed bundle ids, the one current longest ago first: what pruning takes first.
+
+    Rollbacks count here (``realised`` is :func:`realised_history`): after A, B, a
+    rollback to A and a deploy of C, the rejected B goes before A, which C replaced.
+    """
+    last: dict[str, int] = {}
+    for i, entry in enumerate(realised):
+        last[entry["bundle"]] = i
+    known = sorted((b for b in last if b in installed), key=last.__getitem__)
+    unknown = sorted((b for b in installed if b not in last), key=installed.__getitem__)
+    return unknown + known
+
+
 def realised_history(history: list[dict[str, Any]], current: str | None
                      ) -> list[dict[str, Any]]:
     """The entries whose switch happened, judged from ``current`` on disk.
@@ -44,8 +58,17 @@ def realised_history(history: list[dict[str, Any]], current: str | None
     return list(reversed(kept))
 
 
-def previous_version(order: list[str], current: str | None) -> str | None:
-    """The version deployed before ``current`` (what a plain rollback goes back to)."""
+def previous_version(order: list[str], current: str | None,
+                     realised: list[dict[str, Any]] | None = None) -> str | None:
+    """What a plain rollback goes back to: the version that ``current``'s deploy replaced
+    (its ``from`` in the ``realised`` history, if still installed), else the version
+    deployed before ``current`` in ``order`` (so a rollback after a rollback goes further
+    back, not to the version just rejected)."""
+    latest = next((e for e in reversed(realised or []) if e.get("bundle") == current), None)
+    if latest is not None and latest.get("action", "deploy") == "deploy":
+        replaced = latest.get("from")
+        if replaced in order and replaced != current:
+            return replaced
     if current not in order:
         return order[-1] if order else None
     i = order.index(current)
