@@ -179,12 +179,20 @@ def test_fleet_isolates_failures():
             raise DeviceCheckError("bad: full disk")
         if host == "boom":
             raise RuntimeError("unexpected")
+        if host == "gone":
+            raise SystemExit(3)  # ends a thread silently: the host was dropped, exit 0
         return {"host": host}
 
-    outcomes = run_fleet(["a", "bad", "boom", "b"], work, jobs=2)
-    assert [o.ok for o in outcomes] == [True, False, False, True]
+    outcomes = run_fleet(["a", "bad", "boom", "b", "gone"], work, jobs=2)
+    assert [o.ok for o in outcomes] == [True, False, False, True, False]
     assert outcomes[1].error == "bad: full disk"
     assert "RuntimeError" in outcomes[2].error
+    assert outcomes[4].host == "gone" and "without an outcome" in outcomes[4].error
+    from henet_edge.deploy.fleet import fleet_json
+
+    answered = [outcomes[0], outcomes[3]]  # status --verify: answered, but damaged
+    assert fleet_json(answered)["ok"] is True
+    assert fleet_json(answered, healthy=False)["ok"] is False  # as its exit code says
     table = format_table(["host", "state"], [["a", "ok"], ["bad", "FAILED"]])
     assert table.splitlines()[1].startswith("----")
 

@@ -61,7 +61,7 @@ def _host_err(host: str, message: str) -> None:
     click.echo(f"[{host}] {message}", err=True)
 
 
-def _finish_fleet(outcomes, as_json: bool, table=None) -> None:
+def _finish_fleet(outcomes, as_json: bool, table=None, *, healthy: bool = True) -> None:
     """Print the outcomes as JSON or ``table()``; then fail the one way fleets fail.
 
     A single failed host shows only its error; with several, each failure is a
@@ -70,7 +70,7 @@ def _finish_fleet(outcomes, as_json: bool, table=None) -> None:
     from henet_edge.deploy.fleet import failed, fleet_json, raise_for_failures
 
     if as_json:
-        emit_json(fleet_json(outcomes))
+        emit_json(fleet_json(outcomes, healthy=healthy))
     elif table is not None and not (len(outcomes) == 1 and failed(outcomes)):
         text = table()
         if text:  # nothing when every host failed and there is no table
@@ -168,9 +168,10 @@ def status(verify, as_json, **conn):
     from henet_edge.deploy.report import format_status, unhealthy
 
     outcomes = commands.status(_fleet_options(conn), verify=verify, host_log=_host_err)
+    damaged = verify and unhealthy(outcomes)
     _finish_fleet(outcomes, as_json, lambda: "\n".join(
-        format_status(o.result) for o in outcomes if o.ok))
-    if verify and unhealthy(outcomes):
+        format_status(o.result) for o in outcomes if o.ok), healthy=not damaged)
+    if damaged:
         raise HenetEdgeError("the current version is damaged or dangling (WARNING above)")
 
 

@@ -94,6 +94,11 @@ def _one(work: Callable[[str, int], dict[str, Any]], host: str, index: int) -> H
     return HostOutcome(host, True, result=result, seconds=time.monotonic() - t0)
 
 
+def _lost(host: str) -> HostOutcome:
+    """A host whose worker ended without an outcome (a SystemExit in a library)."""
+    return HostOutcome(host, False, error="its worker stopped without an outcome")
+
+
 def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], *,
               jobs: int = 4) -> list[HostOutcome]:
     """Run ``work`` for every host, at most ``jobs`` at a time.
@@ -118,7 +123,7 @@ def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], 
     for thread in threads:
         while thread.is_alive():
             thread.join(0.2)
-    return [o for o in outcomes if o is not None]
+    return [o if o is not None else _lost(h) for o, h in zip(outcomes, hosts, strict=True)]
 
 
 def on_fleet(fleet: FleetOptions, work: Callable[[Installer], dict[str, Any]], *,
@@ -197,8 +202,10 @@ def raise_for_failures(outcomes: Sequence[HostOutcome], echo: Log) -> None:
     raise error
 
 
-def fleet_json(outcomes: Sequence[HostOutcome]) -> dict[str, Any]:
-    return {"ok": not failed(outcomes), "hosts": [o.to_dict() for o in outcomes]}
+def fleet_json(outcomes: Sequence[HostOutcome], *, healthy: bool = True) -> dict[str, Any]:
+    """The outcomes for ``--json``; ``ok`` agrees with the exit code (``healthy`` False:
+    a host answered, but with a problem the command fails on, as ``status --verify``)."""
+    return {"ok": not failed(outcomes) and healthy, "hosts": [o.to_dict() for o in outcomes]}
 
 
 def outcome_table(outcomes: Sequence[HostOutcome], headers: Sequence[str],
