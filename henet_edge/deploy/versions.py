@@ -18,13 +18,8 @@ def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> 
     The order is that of each id's latest *deploy* (rollbacks do not reorder);
     ids without history (history lost) come first, by folder time.
     """
-    last: dict[str, int] = {}
-    for i, entry in enumerate(history):
-        if entry.get("action", "deploy") == "deploy":
-            last[entry["bundle"]] = i
-    known = sorted((b for b in last if b in installed), key=last.__getitem__)
-    unknown = sorted((b for b in installed if b not in last), key=installed.__getitem__)
-    return unknown + known
+    return _by_latest_entry([e for e in history if e.get("action", "deploy") == "deploy"],
+                            installed)
 
 
 def recency_order(realised: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
@@ -33,9 +28,12 @@ def recency_order(realised: list[dict[str, Any]], installed: dict[str, float]) -
     Rollbacks count here (``realised`` is :func:`realised_history`): after A, B, a
     rollback to A and a deploy of C, the rejected B goes before A, which C replaced.
     """
-    last: dict[str, int] = {}
-    for i, entry in enumerate(realised):
-        last[entry["bundle"]] = i
+    return _by_latest_entry(realised, installed)
+
+
+def _by_latest_entry(entries: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
+    """Installed ids in the order of their latest entry; ids with none first, by folder time."""
+    last = {entry["bundle"]: i for i, entry in enumerate(entries)}
     known = sorted((b for b in last if b in installed), key=last.__getitem__)
     unknown = sorted((b for b in installed if b not in last), key=installed.__getitem__)
     return unknown + known
