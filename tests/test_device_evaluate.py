@@ -143,7 +143,8 @@ def test_a_bundles_own_tflite_is_evaluated_as_the_bundle_reads_it(tiny_bundle, t
     manifest = json.loads((bundle / "manifest.json").read_text())
     rewrite_manifest(bundle, preprocessing={**manifest["preprocessing"], "canonical_size": 35,
                                             "mean": [0.5, 0.5, 0.5]})
-    models, _, spec = tflite_models(bundle / "model_int8.tflite")
+    models, _ = tflite_models(bundle / "model_int8.tflite")
+    spec = models["int8"].preprocessing
     assert list(models) == ["int8"] and spec.canonical_size == 35 and spec.mean == (0.5,) * 3
     pixels = np.zeros((2, 35, 35, 3), np.uint8)
     result = evaluate_tflite(models, pixels, np.zeros(2, int), manifest["labels"])

@@ -37,13 +37,13 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
                                          chosen.note)
 
     if path.suffix == ".tflite" or (run is None and is_bundle(path)):
-        models, model_labels, spec = tflite_models(path, precision, class_names)
+        models, model_labels = tflite_models(path, precision, class_names)
         for loaded in models.values():
             _check_classes(loaded.model.path, loaded.model.output_size, class_names, note)
         if model_labels and model_labels != class_names:
             raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
                                 f"{class_names}; pass --data with the model's classes")
-        results = evaluate_tflite(models, pixels, labels, class_names, spec)
+        results = evaluate_tflite(models, pixels, labels, class_names)
     else:
         results = _evaluate_keras(path, pixels, labels, class_names, note, preprocessing)
     out = {"model": str(path), "data": note, "models": results, "skipped": chosen.skipped}

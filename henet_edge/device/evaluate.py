@@ -15,7 +15,7 @@ import numpy as np
 from .bundle import MANIFEST, is_bundle, load_bundle
 from .classify import Classifier
 from .metrics import classification_metrics, plot_confusion
-from .preprocess import Preprocessing, preprocess_pixels
+from .preprocess import preprocess_pixels
 
 VALIDATION = "validation.npz"  # the held-out sample `convert --include-validation` ships
 
@@ -43,25 +43,23 @@ def load_models(path: Path, precision: str = "all",
 
 
 def tflite_models(path: Path, precision: str = "all", labels: list[str] | None = None,
-                  ) -> tuple[dict[str, Classifier], list[str] | None, Preprocessing]:
-    """The models to evaluate (loaded and checked), their own labels (None for a bare
-    ``.tflite`` given ``labels``) and preprocessing."""
+                  ) -> tuple[dict[str, Classifier], list[str] | None]:
+    """The models to evaluate (loaded and checked) and their own labels (None for a bare
+    ``.tflite`` given ``labels``)."""
     models = load_models(path, precision, labels)
     first = next(iter(models.values()))
     own = None if labels is not None and first.bundle is None and first.labels == labels \
         else first.labels
-    return models, own, first.preprocessing
+    return models, own
 
 
-def evaluate_tflite(models: Mapping[str, Path | Classifier], pixels: np.ndarray,
-                    labels: np.ndarray, class_names: list[str],
-                    spec: Preprocessing | None = None) -> dict[str, dict]:
-    """Top-1/top-5/per-class metrics of each model on canonical ``pixels``."""
+def evaluate_tflite(models: Mapping[str, Classifier], pixels: np.ndarray,
+                    labels: np.ndarray, class_names: list[str]) -> dict[str, dict]:
+    """Top-1/top-5/per-class metrics of each loaded model on canonical ``pixels``, each
+    preprocessed as that model reads images."""
     results = {}
     for name, model in models.items():
-        if not isinstance(model, Classifier):
-            model = Classifier(model, labels=list(class_names))
-        inputs = preprocess_pixels(pixels, spec or model.preprocessing)
+        inputs = preprocess_pixels(pixels, model.preprocessing)
         logits = np.stack([model.model(x) for x in inputs])
         results[name] = classification_metrics(logits, labels, class_names)
     return results
