@@ -234,6 +234,27 @@ def test_bundles_already_written_still_load_and_write_back_the_same(tiny_bundle)
         assert load_bundle(bundle).manifest == manifest
 
 
+def test_the_id_names_the_manifest_that_was_checked(monkeypatch, tmp_path, tiny_bundle):
+    """A manifest replaced while the bundle loads does not lend the loaded bundle its id:
+    the id is the hash of the very bytes that were parsed and checked."""
+    import hashlib
+
+    from henet_edge.device import bundle as bundle_module
+
+    folder = copy_bundle(tiny_bundle, tmp_path / "b")
+    checked = (folder / "manifest.json").read_bytes()
+    real = bundle_module.content_problems
+
+    def replaced_meanwhile(root, manifest):
+        (folder / "manifest.json").write_bytes(checked + b"\n")  # same content, new hash
+        return real(root, manifest)
+
+    monkeypatch.setattr(bundle_module, "content_problems", replaced_meanwhile)
+    loaded = load_bundle(folder)
+    assert (folder / "manifest.json").read_bytes() != checked
+    assert loaded.id == hashlib.sha256(checked).hexdigest()
+
+
 def test_is_bundle_is_the_one_test_of_a_model_argument(tiny_bundle, tmp_path):
     assert is_bundle(tiny_bundle) and is_bundle(tiny_bundle / "manifest.json")
     assert is_bundle(tmp_path)  # a folder: load_bundle then says it is not one

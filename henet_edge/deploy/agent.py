@@ -38,6 +38,7 @@ old Python can still run ``probe`` and be told it is too old.
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -193,17 +194,21 @@ def verify(folder, bundle_id):
     manifest_path = os.path.join(folder, MANIFEST)
     try:
         os.listdir(folder)
-        actual = manifest_module.sha256_file(manifest_path)
+        data = manifest_module.manifest_bytes(manifest_path)
     except (FileNotFoundError, IsADirectoryError):
         return {"ok": False, "problems": ["manifest.json: missing"]}
     except OSError as exc:
         what = MANIFEST if exc.filename == manifest_path else folder
         reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
         return {"ok": False, "problems": [f"{what}: cannot be read ({reason})"]}
+    except manifest_module.ManifestError as exc:
+        return {"ok": False, "problems": [f"manifest.json: {exc}"]}
+    # The id and the schema check come from the same bytes: one read, no window.
+    actual = hashlib.sha256(data).hexdigest()
     if bundle_id and actual != bundle_id:
         problems.append("manifest.json: sha256 mismatch (file changed or corrupt)")
     try:
-        manifest = manifest_module.read_manifest(manifest_path)
+        manifest = manifest_module.manifest_from_bytes(data)
     except manifest_module.ManifestError as exc:
         problems.append(f"manifest.json: {exc}")
         return {"ok": False, "problems": problems, "id": actual}

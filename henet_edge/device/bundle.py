@@ -50,7 +50,7 @@ from .manifest import (
     content_problems,
     named_file_problems,
     read_golden,
-    read_manifest,
+    read_manifest_and_id,
     sha256_file,
     verify_files,
 )
@@ -146,7 +146,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if not found:
         raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
     try:
-        manifest = read_manifest(manifest_path)
+        manifest, bundle_id = read_manifest_and_id(manifest_path)
     except ManifestError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from exc
     problems = named_file_problems(root, manifest)
@@ -158,4 +158,4 @@ def load_bundle(path: str | Path) -> Bundle:
     problems = content_problems(root, manifest)
     if problems:
         raise BundleError(f"{root}: " + "; ".join(problems))
-    return Bundle(root, manifest, sha256_file(manifest_path), read_golden(root, manifest))
+    return Bundle(root, manifest, bundle_id, read_golden(root, manifest))

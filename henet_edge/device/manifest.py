@@ -124,15 +124,18 @@ class Manifest:
 
 
 # ------------------------------------------------------------------ the reader
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read and check ``manifest.json``; :class:`ManifestError` names what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as exc:
-        raise ManifestError(_cannot_read(exc)) from exc
+def manifest_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of ``manifest.json``, read once; ``OSError`` passes through, and a file
+    too large to be a manifest is a :class:`ManifestError`."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"larger than {MAX_MANIFEST_BYTES >> 20} MB; not a manifest")
+    return data
+
+
+def manifest_from_bytes(data: bytes) -> Manifest:
+    """Parse and check a manifest's bytes; :class:`ManifestError` names what is wrong."""
     try:
         value = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -140,6 +143,23 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     except RecursionError as exc:
         raise ManifestError("not valid JSON (nested too deeply)") from exc
     return parse_manifest(value)
+
+
+def read_manifest_and_id(path: str | os.PathLike) -> tuple[Manifest, str]:
+    """Read and check ``manifest.json`` and give its sha256 (the bundle's id).
+
+    Both come from one read, so the id always names the manifest that was checked,
+    even if the file is replaced meanwhile."""
+    try:
+        data = manifest_bytes(path)
+    except OSError as exc:
+        raise ManifestError(_cannot_read(exc)) from exc
+    return manifest_from_bytes(data), hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read and check ``manifest.json``; :class:`ManifestError` names what is wrong."""
+    return read_manifest_and_id(path)[0]
 
 
 def _number(value: Any) -> bool:
