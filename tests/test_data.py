@@ -44,6 +44,31 @@ def test_tar_gz_source_with_a_top_folder(image_folder, tmp_path):
     np.testing.assert_array_equal(a.images, b.images)
 
 
+def test_a_changed_archive_leaves_one_decode_in_the_cache(image_folder, tmp_path, monkeypatch):
+    """The decode cache keeps one decode per archive and size: a new decode of a changed
+    archive removes its stale one (and any of an older naming), never another archive's."""
+    import os
+
+    monkeypatch.setenv("HENET_EDGE_CACHE", str(tmp_path / "cache"))
+    archives = [tmp_path / "a.tar.gz", tmp_path / "b.tar"]
+    for archive in archives:
+        with tarfile.open(archive, "w:gz" if archive.suffix == ".gz" else "w") as tar:
+            tar.add(image_folder, arcname="train")
+        load_source(str(archive))
+    decoded = tmp_path / "cache" / "decoded"
+    first = sorted(p.name for p in decoded.iterdir())
+    assert len(first) == 2
+    (decoded / "0123456789abcdef0123.npz").write_bytes(b"an older naming")
+    (decoded / ".other.tmp-1-ab.npz").write_bytes(b"someone's write in progress")
+    stat = archives[0].stat()
+    os.utime(archives[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "changed"
+    again = load_source(str(archives[0])).train
+    after = sorted(p.name for p in decoded.iterdir())
+    assert len(after) == 3 and ".other.tmp-1-ab.npz" in after
+    assert len(set(after) & set(first)) == 1  # b's decode stays; a's stale one is gone
+    assert len(again) == len(load_source(str(image_folder), use_cache=False).train)
+
+
 @pytest.mark.parametrize("cut", [0.5, 0.97])  # in the members, in the end-of-archive
 def test_a_truncated_archive_is_one_line(image_folder, tmp_path, cut):
     whole = tmp_path / "whole.tar.gz"

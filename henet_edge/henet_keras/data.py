@@ -267,11 +267,25 @@ def load_named(name: str, size: int) -> DataSource:
                       augment="none")
 
 
-def _cache_key(path: Path, size: int) -> str:
+def _cache_file(path: Path, size: int) -> Path:
+    """Where archive ``path``'s decode at ``size`` is kept: named by the archive and size,
+    then by the archive's state and the decode, so a stale one can be found and removed."""
     stat = path.stat()
+    archive = f"{path.resolve()}|{size}"
     # "draft": arrays decoded as the device decodes (a cache of full decodes is not reused)
-    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{DEFAULT.name}|draft"
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    state = f"{stat.st_size}|{stat.st_mtime_ns}|{DEFAULT.name}|draft"
+    name = "-".join(hashlib.sha256(t.encode()).hexdigest()[:12] for t in (archive, state))
+    return cache_dir() / "decoded" / f"{name}.npz"
+
+
+def _remove_stale_decodes(kept: Path) -> None:
+    """Remove decodes no load can use any more: the same archive's at an older state (it
+    changed, or the decode did), and any named before decodes were named by archive."""
+    archive = kept.name.partition("-")[0]
+    for old in kept.parent.glob("*.npz"):
+        ours = old.name.startswith(f"{archive}-") or "-" not in old.name
+        if old != kept and ours and not old.name.startswith("."):  # "." a writer's temp
+            old.unlink(missing_ok=True)
 
 
 def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: bool = True,
@@ -286,7 +300,7 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
     is_tar = path.is_file() and any(str(path).endswith(s) for s in (".tar", ".tar.gz", ".tgz"))
     if path.is_file() and not is_tar:
         raise DataError(f"{spec}: not a folder or a .tar/.tar.gz/.tgz archive")
-    cache = cache_dir() / "decoded" / f"{_cache_key(path, size)}.npz" if is_tar else None
+    cache = _cache_file(path, size) if is_tar else None
     if cache is not None and use_cache and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             train = ImageSet(z["images"], z["labels"], list(z["class_names"]), list(z["ids"]),
@@ -299,6 +313,7 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
                 np.savez(tmp, images=train.images, labels=train.labels,
                          class_names=np.array(train.class_names), ids=np.array(train.ids),
                          skipped=np.array(train.skipped, dtype=str))
+            _remove_stale_decodes(cache)
     return DataSource(str(path), "tar" if is_tar else "folder", train)
 
 
