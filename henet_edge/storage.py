@@ -10,9 +10,12 @@ import contextlib
 import glob
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from henet_edge import OutputFileError
 
 
 @contextlib.contextmanager
@@ -85,3 +88,24 @@ def cache_dir() -> Path:
     """``$HENET_EDGE_CACHE``, or ``~/.cache/henet-edge``: downloads, wheels, emulated roots."""
     value = os.environ.get("HENET_EDGE_CACHE")
     return Path(value).expanduser() if value else Path.home() / ".cache" / "henet-edge"
+
+
+def check_output_file(path: str | os.PathLike[str], force: bool = False) -> Path:
+    """Refuse, before any slow work, an output file that exists (unless ``force``), is a
+    folder, or could not be written: its nearest existing folder must take a new file."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputFileError(f"{path}: is a folder; give the name of a file")
+    if not force and os.path.lexists(path):
+        raise OutputFileError(f"{path}: already exists (use --force to replace it)")
+    parent = path.absolute().parent
+    folder = next(p for p in (parent, *parent.parents) if os.path.lexists(p))
+    if not folder.is_dir():
+        raise OutputFileError(f"{path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise OutputFileError(f"{path}: cannot write in {folder} "
+                              f"({exc.strerror or exc})") from None
+    return path

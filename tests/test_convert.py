@@ -463,7 +463,8 @@ def test_convert_cli_says_where_the_preprocessing_came_from(tiny_run, image_fold
 
 def test_existing_output_is_refused_by_the_one_check(tmp_path, image_folder):
     """calibrate checks its --out before sampling: a dangling link exists too."""
-    from henet_edge import OutputFileError, check_output_file
+    from henet_edge import OutputFileError
+    from henet_edge.storage import check_output_file
 
     link = tmp_path / "dangling"
     link.symlink_to(tmp_path / "nowhere")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, UsageError, check_output_file
+from henet_edge import HenetEdgeError, UsageError
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.henet_keras.data import AUGMENTS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
+from henet_edge.storage import check_output_file
 
 from .base import (
     _SEED,
