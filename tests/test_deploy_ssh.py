@@ -422,6 +422,35 @@ def test_remote_bench_saves_result_and_status_shows_it(kit, tmp_path):
     assert "last bench" in result.output and "none" not in result.output.split("last bench")[1]
 
 
+def test_remote_bench_on_several_hosts_keeps_one_plot_per_host(kit, tmp_path, monkeypatch):
+    """Hosts benched together each fetched their plot into the one --plot file, each
+    overwriting the last; now each gets NAME-HOST.png, drawn here from the device's
+    latencies (the device has no matplotlib). One device reached under two names is
+    benched once."""
+    from henet_edge.deploy.remote import default_bench_path
+    from henet_edge.device.bench import read_latencies
+
+    ensure_current(kit, kit.bundle)
+    monkeypatch.chdir(tmp_path)  # the results' JSON files land here
+    s = kit.server
+    kit.ssh_config.write_text(f"Host samepi\n  HostName 127.0.0.1\n  Port {s.port}\n"
+                              f"  User {s.user}\n")
+    try:
+        result = cli(kit, "remote", "bench", "--host", kit.spec, "--host", "samepi",
+                     "--runs", "4", "--repeats", "2", "--warmup", "1",
+                     "--plot", str(tmp_path / "latency.png"),
+                     "--latencies", str(tmp_path / "ns.json"))
+    finally:
+        kit.ssh_config.write_text("")
+    assert result.exit_code == 0, result.output
+    part = default_bench_path(kit.spec).name.split("-")[1]  # the host, as a file name
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"latency-{part}.png"]
+    assert (tmp_path / f"latency-{part}.png").read_bytes()[:4] == b"\x89PNG"
+    latencies = read_latencies(tmp_path / f"ns-{part}.json")
+    assert [len(v) for v in latencies.values()] == [4 * 2]
+    assert "/tmp" not in result.output.replace(str(tmp_path), "")  # no device paths shown
+
+
 # ------------------------------------------------------------------ bad input
 def test_unreachable_and_wrong_port_and_unknown_name(kit):
     closed = free_port()

@@ -198,6 +198,30 @@ def test_cli_bench_json_and_plot(tiny_bundle, tmp_path):
         assert png.format == "PNG" and png.size[0] > 100
 
 
+def test_cli_bench_latencies_file_holds_every_timed_pass(tiny_bundle, tmp_path):
+    from henet_edge.device.bench import BenchError, read_latencies
+
+    out = tmp_path / "deep" / "latencies.json"  # its folder is made
+    result = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--precision", "all",
+                                       "--runs", "7", "--repeats", "3", "--warmup", "2",
+                                       "--json", "--latencies", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    latencies = read_latencies(out)
+    assert sorted(latencies) == sorted(m["name"] for m in data["models"])
+    for model in data["models"]:
+        ns = latencies[model["name"]]
+        assert len(ns) == 7 * 3 and min(ns) > 0  # the timed passes, not the warm-up
+        assert np.median(ns) / 1e6 == pytest.approx(model["per_inference_ms"]["median"],
+                                                    rel=1e-6)
+    out.write_text('{"unit": "ms", "models": {"m": [1]}}')
+    with pytest.raises(BenchError, match="not a latencies file"):
+        read_latencies(out)
+    result = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--runs", "3",
+                                       "--latencies", str(tmp_path)])
+    assert result.exit_code == 1 and "is a folder" in result.output
+
+
 def test_cli_bench_table(tiny_bundle):
     result = CliRunner().invoke(main, ["bench", str(tiny_bundle / "model_int8.tflite"),
                                        str(tiny_bundle / "model_float32.tflite"),

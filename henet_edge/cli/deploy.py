@@ -232,16 +232,21 @@ def remote_serve_command(port, local_port, **conn):
 
 def _check_bench_args(bench_args: tuple[str, ...]) -> None:
     """Parse and check `bench`'s options here, before any SSH work, as the device will."""
-    from henet_edge.device.bench import BenchOptions
-    from henet_edge.device.metrics import check_plot_target
+    from henet_edge.device.bench import (
+        BenchOptions,
+        check_histogram_target,
+        check_latencies_target,
+    )
 
     with bench.make_context("henet-edge remote bench", list(bench_args)) as ctx:
         p = ctx.params
         BenchOptions.for_protocol(p["protocol"], runs=p["runs"], repeats=p["repeats"],
                                   warmup=p["warmup"], threads=p["threads"],
                                   precision=p["precision"]).validate()
-        if p["plot_path"] is not None:
-            check_plot_target(p["plot_path"].expanduser(), "latency.png")  # drawn there
+        if p["plot_path"] is not None:  # drawn here, from the device's latencies
+            check_histogram_target(p["plot_path"].expanduser())
+        if p["latencies_path"] is not None:  # fetched here
+            check_latencies_target(p["latencies_path"].expanduser())
 
 
 @remote.command("bench", context_settings={"ignore_unknown_options": True,
@@ -258,7 +263,8 @@ def remote_bench_command(out_path, as_json, bench_args, **conn):
     \b
     Every other option is passed to `bench` on the device (see
     `henet-edge bench --help`); MODELS are paths on the device (default: its
-    current bundle). --image uploads a local image; --plot fetches the PNG.
+    current bundle). --image uploads a local image; --plot draws the histogram
+    here (the device needs no matplotlib); --latencies fetches every pass's latency.
 
     \b
     Example:

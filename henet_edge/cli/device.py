@@ -195,11 +195,13 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
 @click.option("--xnnpack-check", is_flag=True,
               help="Also time every model without the XNNPACK delegate.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="Write a latency histogram PNG.")
+              help="Write a latency histogram PNG (needs matplotlib).")
+@click.option("--latencies", "latencies_path", type=click.Path(path_type=Path), default=None,
+              help="Write every pass's latency (ns, per model) as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def bench(models, protocol, runs, repeats, warmup, core, threads, precision, image, seed,
-          xnnpack_check, plot_path, as_json):
+          xnnpack_check, plot_path, latencies_path, as_json):
     """Time models with the paper's protocol, with the environment recorded.
 
     \b
@@ -222,8 +224,10 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
         BenchError,
         BenchOptions,
         check_histogram_target,
+        check_latencies_target,
         format_result,
         run_bench,
+        write_latencies,
     )
     from henet_edge.device.bench import plot_histogram as plot
     from henet_edge.device.classify import default_model
@@ -237,12 +241,16 @@ def bench(models, protocol, runs, repeats, warmup, core, threads, precision, ima
         raise UsageError(str(exc)) from None
     if plot_path is not None:
         check_histogram_target(plot_path)
+    if latencies_path is not None:
+        check_latencies_target(latencies_path)
     specs = list(models) or [default_model()]
     run = run_bench(specs, options, progress=_err)
     result = run.result
     if plot_path is not None:
         written = plot(run, plot_path)
         click.echo(f"wrote {written}", err=True)
+    if latencies_path is not None:
+        click.echo(f"wrote {write_latencies(run, latencies_path)}", err=True)
     if as_json:
         emit_json(result)
     else:

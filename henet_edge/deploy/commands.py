@@ -103,7 +103,8 @@ def classify(fleet: FleetOptions, inputs: list[str], *, precision: str | None = 
 
 def bench(fleet: FleetOptions, bench_args: list[str], *, out_path: Path | None = None,
           err: HostLog = _silent, host_log: HostLog = _silent) -> list[HostOutcome]:
-    """Run ``henet-edge bench BENCH_ARGS`` on every device; save each result here as JSON."""
+    """Run ``henet-edge bench BENCH_ARGS`` on every device; save each result here as JSON
+    (with several, a ``--plot`` or ``--latencies`` file is kept per host)."""
     from .remote import remote_bench
 
     if fleet.several and out_path is not None:
@@ -113,6 +114,7 @@ def bench(fleet: FleetOptions, bench_args: list[str], *, out_path: Path | None =
     def work(installer) -> dict[str, Any]:
         host = installer.name
         result, path = remote_bench(installer, list(bench_args), out_path=out_path,
+                                    per_host_files=fleet.several,
                                     err=lambda line: err(host, line))
         host_log(host, f"saved {path}")
         return {"host": host, "path": str(path), "result": result}

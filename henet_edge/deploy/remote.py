@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from henet_edge.device import bench as device_bench
 from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
-from henet_edge.device.metrics import check_plot_target
 from henet_edge.storage import utc_timestamp
 
 from .errors import DeployError
@@ -28,11 +28,13 @@ Echo = Callable[[str], None]
 
 
 class LineSink:
-    """Collect output chunks and hand complete lines (path-mapped) to ``emit``."""
+    """Collect output chunks and hand complete lines (path-mapped) to ``emit``; lines in
+    ``hidden`` (as the device wrote them) are dropped."""
 
     def __init__(self, emit: Echo, mapping: dict[str, str]):
         self.emit = emit
         self.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
+        self.hidden: set[str] = set()
         self.buffer = b""
 
     def map(self, text: str) -> str:
@@ -44,11 +46,15 @@ class LineSink:
         self.buffer += chunk
         while b"\n" in self.buffer:
             line, self.buffer = self.buffer.split(b"\n", 1)
-            self.emit(self.map(line.decode("utf-8", "replace")))
+            text = line.decode("utf-8", "replace")
+            if text not in self.hidden:
+                self.emit(self.map(text))
 
     def flush(self) -> None:
         if self.buffer:
-            self.emit(self.map(self.buffer.decode("utf-8", "replace")))
+            text = self.buffer.decode("utf-8", "replace")
+            if text not in self.hidden:
+                self.emit(self.map(text))
             self.buffer = b""
 
 
@@ -129,23 +135,50 @@ def _take_option(args: list[str], name: str) -> tuple[list[str], str | None]:
     return rest, value
 
 
+def _file_name_part(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", host).strip("_") or "device"
+
+
 def default_bench_path(host: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host).strip("_") or "device"
-    return Path(f"bench-{safe}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    return Path(f"bench-{_file_name_part(host)}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+
+
+def _per_host(path: Path, host: str, per_host: bool) -> Path:
+    return path.with_name(f"{path.stem}-{_file_name_part(host)}{path.suffix}") if per_host else path
+
+
+def _fetch_latencies(session, remote: str, local: Path | None) -> dict[str, list[int]]:
+    """Fetch the device's latencies file (into ``local``, kept, or a temporary file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="henet-edge-bench-") as scratch:
+        target = local or Path(scratch) / "latencies.json"
+        session.connection.get(remote, target)
+        try:
+            return device_bench.read_latencies(target)
+        except device_bench.BenchError as exc:
+            raise DeployError(f"{session.name}: {exc}") from None
 
 
 def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path | None = None,
-                 err: Echo = print) -> tuple[dict[str, Any], Path]:
+                 per_host_files: bool = False, err: Echo = print) -> tuple[dict[str, Any], Path]:
     """Run ``henet-edge bench BENCH_ARGS --json`` on the device; save its result locally.
 
-    ``--image`` names a local file (uploaded); ``--plot`` a local PNG (fetched
-    back). Model arguments are paths on the device (default: its current bundle).
+    ``--image`` names a local file (uploaded). ``--plot`` names a local PNG, drawn here
+    from the device's latencies (so the device needs no matplotlib), and ``--latencies``
+    a local JSON file of them; with ``per_host_files`` each is ``NAME-HOST.SUFFIX``, so
+    that hosts benched together keep one each. Model arguments are paths on the device
+    (default: its current bundle).
     """
     args = [a for a in bench_args if a != "--json"]
     args, image = _take_option(args, "--image")
     args, plot = _take_option(args, "--plot")
-    if plot:  # before any SSH work: a plot that cannot land here would waste the timing
-        plot = str(check_plot_target(Path(plot).expanduser(), "latency.png"))
+    args, latencies = _take_option(args, "--latencies")
+    # Before any SSH work: a file that cannot land here would waste the timing.
+    plot_file = (_per_host(device_bench.check_histogram_target(Path(plot).expanduser()),
+                           installer.name, per_host_files) if plot else None)
+    latencies_file = (_per_host(device_bench.check_latencies_target(Path(latencies).expanduser()),
+                                installer.name, per_host_files) if latencies else None)
     state = installer.status()
     _require_install(installer, state)
     session = installer.session
@@ -160,9 +193,13 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
             session.upload([(local, remote)], "image")
             args += ["--image", remote]
             mapping[remote] = str(local)
-        if plot:
-            args += ["--plot", f"{stage}/latency.png"]
-            mapping[f"{stage}/latency.png"] = plot
+        remote_latencies = f"{stage}/latencies.json"
+        if plot_file or latencies_file:
+            args += ["--latencies", remote_latencies]
+            if latencies_file:
+                mapping[remote_latencies] = str(latencies_file)  # fetched there below
+            else:
+                stderr.hidden.add(f"wrote {remote_latencies}")  # only the plot's input
         stderr.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
         result = session.connection.run(installer.henet_command(["bench", *args, "--json"]),
                                         stderr_sink=stderr, timeout=session.timeout)
@@ -174,8 +211,11 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
             data = json.loads(result.out[result.out.index("{"):])
         except ValueError:
             raise DeployError(f"{installer.name}: bench gave no JSON result") from None
-        if plot:
-            session.connection.get(f"{stage}/latency.png", Path(plot))
+        if plot_file or latencies_file:
+            per_model = _fetch_latencies(session, remote_latencies, latencies_file)
+        if plot_file:
+            run = device_bench.BenchRun(data, per_model)
+            err(f"wrote {device_bench.plot_histogram(run, plot_file)}")
     current = next((b for b in state["bundles"] if b["id"] == state["current"]), {})
     data["remote"] = {"host": installer.name, "bundle": state["current"],
                       "bundle_name": current.get("name"), "args": bench_args,

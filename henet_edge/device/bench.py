@@ -15,6 +15,7 @@ each model once more without the XNNPACK delegate.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from henet_edge import HenetEdgeError
+from henet_edge.storage import check_output_file, write_text_atomic
 
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import UNKNOWN, Probe, assess, describe_int8_features
@@ -451,6 +453,35 @@ def check_histogram_target(path: str | Path) -> Path:
     """Before any timing: matplotlib is there and the histogram's folder is writable."""
     _pyplot()
     return check_plot_target(path, "latency.png")
+
+
+def check_latencies_target(path: str | Path) -> Path:
+    """Before any timing: the latencies file could be written (it is replaced if there)."""
+    return check_output_file(path, force=True)
+
+
+def write_latencies(run: BenchRun, path: str | Path) -> Path:
+    """Every timed pass's latency, per model, as JSON ``{"unit": "ns", "models": {...}}``:
+    for one's own analysis, or a histogram drawn elsewhere (``remote bench --plot``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"unit": "ns", "models": run.latencies_ns}))
+    return path
+
+
+def read_latencies(path: str | Path) -> dict[str, list[int]]:
+    """The per-model latencies :func:`write_latencies` wrote; :class:`BenchError` if not."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        models = data["models"]
+        ok = data["unit"] == "ns" and isinstance(models, dict) and all(
+            isinstance(v, list) and v and all(isinstance(t, int) for t in v)
+            for v in models.values())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{path}: not a latencies file ({exc})") from None
+    if not ok or not models:
+        raise BenchError(f"{path}: not a latencies file (no models, or not in ns)")
+    return models
 
 
 def plot_histogram(run: BenchRun, path: str | Path) -> Path:
