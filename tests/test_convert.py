@@ -220,6 +220,38 @@ def test_evaluate_says_the_data_is_not_held_out_before_decoding_it(tiny_bundle, 
     assert "not held out" in result.stderr
 
 
+def test_evaluate_on_a_named_set_scores_its_test_split(tiny_bundle, monkeypatch):
+    """evaluate --data cifar10 scored the training split: the 50,000 images a model trained
+    on the same images as JPEGs had seen, shown as if held out."""
+    from henet_edge.convert.eval_data import load_evaluation_data
+    from henet_edge.henet_keras import data as data_module
+    from henet_edge.henet_keras.data import DataSource, ImageSet
+
+    def images(value: int, n: int) -> ImageSet:
+        return ImageSet(np.full((n, 32, 32, 3), value, np.uint8), np.arange(n) % 3,
+                        ["a", "b", "c"], [f"{value}-{i}" for i in range(n)])
+
+    named = DataSource("cifar10", "named", images(1, 9), images(2, 6))
+    monkeypatch.setattr(data_module, "load_source", lambda *_a, **_k: named)
+    data = load_evaluation_data(tiny_bundle, "cifar10", None)
+    assert len(data.labels) == 6 and (data.pixels == 2).all()
+    assert data.note == "the test split of cifar10" and data.overlap is None
+
+
+def test_convert_says_when_its_val_data_is_the_training_data(tiny_run, image_folder, tmp_path):
+    """convert --val-data RUN's-OWN-DATA scored training images on the report card, silently."""
+    from henet_edge.convert.pipeline import ConvertOptions, convert
+
+    lines: list[str] = []
+    result = convert(tiny_run, str(image_folder), tmp_path / "b",
+                     ConvertOptions(num=6, gate=False, val_data=str(image_folder)),
+                     log=lines.append)
+    warning = [line for line in lines if line.startswith("warning: --val-data")]
+    assert len(warning) == 1 and "not held out" in warning[0], lines
+    card = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert "(the model's training data: not held out)" in json.dumps(card), result
+
+
 def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, image_folder,
                                                       tmp_path):
     from henet_edge.calibration.calibration_set import make_calibration

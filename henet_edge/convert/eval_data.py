@@ -20,7 +20,7 @@ from henet_edge import HenetEdgeError
 from henet_edge.device.evaluate import bundle_validation
 from henet_edge.device.manifest import MANIFEST, ManifestError, read_manifest
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
-from henet_edge.henet_keras.data import same_source
+from henet_edge.henet_keras.data import training_overlap
 from henet_edge.henet_keras.run import Run
 
 
@@ -53,11 +53,7 @@ def _training_source(model: Path, run: Run | None) -> str | None:
 
 
 def _overlap(data: str, model: Path, run: Run | None) -> str | None:
-    source = _training_source(model, run)
-    if source is None or not same_source(data, str(source)):
-        return None
-    return (f"--data {data} is the data the model was trained on, so this accuracy is not "
-            "held out (omit --data to use the held-out images)")
+    return training_overlap(data, _training_source(model, run))
 
 
 def load_evaluation_data(model: Path, data: str | None, run: Run | None,
@@ -91,7 +87,7 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
                               held_out.data_note(Path(data).name), overlap=overlap)
     from tqdm import tqdm
 
-    from henet_edge.henet_keras.data import load_source
+    from henet_edge.henet_keras.data import evaluation_images
 
     overlap = _overlap(data, model, run)
     if overlap and warn is not None:
@@ -99,6 +95,6 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
     with warnings.catch_warnings(), tqdm(desc=f"decoding {Path(data).name}", unit=" images",
                                          leave=False, disable=None) as bar:
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
-        images = load_source(data, spec.canonical_size, progress=bar.update).train
-    return EvaluationData(images.images, images.labels, images.class_names, str(data),
+        images, note = evaluation_images(data, spec.canonical_size, progress=bar.update)
+    return EvaluationData(images.images, images.labels, images.class_names, note,
                           list(images.skipped), overlap)

@@ -22,9 +22,11 @@ from .output import check_output
 
 
 def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.ndarray,
-                    fallback_labels: np.ndarray, limit: int | None):
-    """(canonical pixels, labels, note) for the report card."""
-    from henet_edge.henet_keras.data import load_source
+                    fallback_labels: np.ndarray, limit: int | None,
+                    warn: Callable[[str], None] = print):
+    """(canonical pixels, labels, note) for the report card; ``warn`` hears that
+    ``val_data`` is the run's own training data."""
+    from henet_edge.henet_keras.data import evaluation_images, training_overlap
 
     if val_data and str(val_data).endswith(".npz"):  # a sample, e.g. a bundle's held-out one
         held_out = load_calibration(val_data)
@@ -35,16 +37,16 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
         pixels, labels = held_out.pixels, held_out.labels
         note = held_out.data_note(Path(val_data).name)
     elif val_data:
-        # A set with an official test split (cifar10, ...) is scored on that split, never
-        # on its training images; a folder or archive is held out as a whole.
-        loaded = load_source(val_data, src.preprocessing.canonical_size)
-        data = loaded.test if loaded.test is not None else loaded.train
-        if data.class_names != src.labels:
-            raise ConvertError(f"{val_data}: classes {data.class_names} do not match the "
+        images, note = evaluation_images(val_data, src.preprocessing.canonical_size)
+        if images.class_names != src.labels:
+            raise ConvertError(f"{val_data}: classes {images.class_names} do not match the "
                                f"model's labels {src.labels}")
-        pixels, labels = data.images, data.labels
-        note = (f"the test split of {val_data}" if loaded.test is not None
-                else f"all of {val_data}")
+        pixels, labels = images.images, images.labels
+        overlap = training_overlap(val_data, src.run.data_path if src.run else None,
+                                   "--val-data")
+        if overlap:
+            warn(overlap)
+            note += " (the model's training data: not held out)"
     elif src.run is not None:
         val, note = src.run.validation()
         pixels, labels = val.images, val.labels
@@ -76,7 +78,8 @@ def convert(source: str | Path, calibration: str, out: str | Path,
         f"from {src.preprocessing_source}")
     calib = _calibration(calibration, src, options)
     pixels, val_labels, note = validation_data(src, options.val_data, calib.pixels,
-                                               calib.labels, options.report_images)
+                                               calib.labels, options.report_images,
+                                               warn=lambda text: log(f"warning: {text}"))
     images = ReportImages(pixels, val_labels, note, preprocess_pixels(pixels, src.preprocessing))
     return convert_bundle(src, calib, out, images, options, log=log)
 

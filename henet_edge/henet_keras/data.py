@@ -317,6 +317,26 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
     return DataSource(str(path), "tar" if is_tar else "folder", train)
 
 
+def evaluation_images(spec: str, size: int = DEFAULT.canonical_size, *,
+                      progress=None) -> tuple[ImageSet, str]:
+    """The images of ``spec`` to measure a model on, and how to name them: a named set's
+    official test split (never its training images), a folder or archive whole."""
+    loaded = load_source(spec, size, progress=progress)
+    if loaded.test is not None:
+        return loaded.test, f"the test split of {spec}"
+    return loaded.train, f"all of {spec}"
+
+
+def training_overlap(data: str, trained_on: str | None, option: str = "--data") -> str | None:
+    """Why measuring on ``data`` (given as ``option``) is not held out, when it is the data
+    a model was trained on (``trained_on``, if known); else None. A named set is measured
+    on its test split, so it never overlaps."""
+    if data in NAMED_SETS or trained_on is None or not same_source(data, str(trained_on)):
+        return None
+    return (f"{option} {data} is the data the model was trained on, so this accuracy is not "
+            f"held out (omit {option} to use the held-out images)")
+
+
 def same_source(a: str | None, b: str | None) -> bool:
     """Whether two data values name the same data.
 
