@@ -252,6 +252,23 @@ def test_convert_says_when_its_val_data_is_the_training_data(tiny_run, image_fol
     assert "(the model's training data: not held out)" in json.dumps(card), result
 
 
+def test_convert_calibrates_on_the_run_s_data_without_its_validation_split(
+        tiny_bundle, tiny_run, image_folder):
+    """Calibration sampled the run's whole data, so int8 ranges were fitted partly on the
+    validation images the report card scores (107 of the shipped bundle's 1,000)."""
+    from henet_edge.convert.bundle_writer import ConvertOptions, load_source_model
+    from henet_edge.convert.pipeline import _calibration
+    from henet_edge.henet_keras.run import Run
+
+    val_ids = set(Run.load(tiny_run).validation()[0].ids)
+    calib = _calibration(str(image_folder), load_source_model(tiny_run),
+                         ConvertOptions(num=36))  # all that is left: 48 less 12
+    assert len(val_ids) == 12 and calib.provenance["excluded"] == 12
+    assert len(set(calib.provenance["ids"])) == 36 and not val_ids & set(calib.provenance["ids"])
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["calibration"]["excluded"] == 12  # the bundle says so
+
+
 def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, image_folder,
                                                       tmp_path):
     from henet_edge.calibration.calibration_set import make_calibration

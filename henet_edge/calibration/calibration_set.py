@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,21 @@ def _digest(pixels: np.ndarray) -> str:
 
 
 def make_calibration(source: str, num: int = 500, seed: int = 0,
-                     spec: Preprocessing = DEFAULT) -> CalibrationSet:
-    """Sample ``num`` images, as evenly across classes as the data allows."""
+                     spec: Preprocessing = DEFAULT, *,
+                     exclude: Collection[str] = ()) -> CalibrationSet:
+    """Sample ``num`` images, as evenly across classes as the data allows, never one whose
+    id is in ``exclude`` (a run's validation split: its accuracy is measured there)."""
     from henet_edge.henet_keras.data import load_source
 
     data = load_source(source, spec.canonical_size).train
-    return sample(data.images, data.labels, data.class_names, data.ids, num=num, seed=seed,
-                  spec=spec, source=source)
+    excluded = set(exclude)
+    keep = np.asarray([i not in excluded for i in data.ids], bool)
+    calib = sample(data.images[keep], data.labels[keep], data.class_names,
+                   [i for i in data.ids if i not in excluded], num=num, seed=seed, spec=spec,
+                   source=source)
+    if exclude:
+        calib.provenance["excluded"] = int((~keep).sum())
+    return calib
 
 
 def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: list[str], *,
@@ -193,11 +202,14 @@ def _content_problem(pixels: np.ndarray, labels: np.ndarray, provenance: dict) -
 
 
 def resolve_calibration(spec_or_path: str, *, num: int, seed: int,
-                        preprocessing: Preprocessing) -> CalibrationSet:
-    """An ``.npz`` calibration set, or a fresh sample of a data source."""
+                        preprocessing: Preprocessing,
+                        exclude: Collection[str] = ()) -> CalibrationSet:
+    """An ``.npz`` calibration set, or a fresh sample of a data source (without the
+    images whose ids are in ``exclude``)."""
     if str(spec_or_path).endswith(".npz"):
         calib = load_calibration(spec_or_path)
     else:
-        calib = make_calibration(spec_or_path, num=num, seed=seed, spec=preprocessing)
+        calib = make_calibration(spec_or_path, num=num, seed=seed, spec=preprocessing,
+                                 exclude=exclude)
     calib.check_matches(preprocessing)
     return calib

@@ -85,9 +85,16 @@ def convert(source: str | Path, calibration: str, out: str | Path,
 
 
 def _calibration(calibration: str, src: SourceModel, options: ConvertOptions):
-    """The calibration set, refused when its classes are not the model's."""
+    """The calibration set, refused when its classes are not the model's; drawn from the
+    run's own data, it leaves out the run's validation split (the report card's images)."""
+    from henet_edge.henet_keras.data import same_source
+
+    exclude: list[str] = []
+    if (src.run is not None and not calibration.endswith(".npz")
+            and same_source(calibration, src.run.data_path)):
+        exclude = src.run.validation()[0].ids
     calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
-                                preprocessing=src.preprocessing)
+                                preprocessing=src.preprocessing, exclude=exclude)
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
