@@ -61,6 +61,17 @@ def test_width_multiplier_rederives_groups():
     assert model.output_shape == (None, 10)
 
 
+@pytest.mark.parametrize("width", [0.3, 0.45, 0.7, 1.1, 1.3, 2.6])
+def test_any_width_builds_each_stage_doubling_the_last(width):
+    """44 of the widths 0.25, 0.30, ... 3.00 failed in Keras: each stage was rounded on its
+    own, so a stage's input (twice the stage before) no longer divided into its groups."""
+    model = build_henet(1, width_multiplier=width)
+    first = model.get_layer("s1b1_pw_conv").filters
+    assert model.get_layer("s2b1_pw_conv").filters == 2 * first
+    assert model.get_layer("s3b1_pw_conv").filters == 4 * first
+    assert model.output_shape == (None, 10)
+
+
 def test_relu_only_after_stem_and_second_convs():
     model = build_henet(2)
     relus = [layer.name for layer in model.layers if layer.__class__.__name__ == "ReLU"]

@@ -62,7 +62,10 @@ def build_henet(
     check_model_args(repeat, classes)
     check_input_size(input_size)
     conv_kw = {"fast_groups": fast_groups, "weight_decay": weight_decay}
-    widths = [scaled_width(w, width_multiplier) for w in STAGE_WIDTHS]
+    # Each stage doubles the last (24, 48, 96): only the first is scaled, so that every
+    # stage's input (the block before's 2x output) has the width its groups divide.
+    first = scaled_width(STAGE_WIDTHS[0], width_multiplier)
+    widths = [first * STAGE_WIDTHS[i] // STAGE_WIDTHS[0] for i in range(len(STAGE_WIDTHS))]
 
     inputs = keras.Input((input_size, input_size, 3), batch_size=batch_size, name="image")
     x = conv_bn(inputs, widths[0], 3, relu=True, name="stem", **conv_kw)
