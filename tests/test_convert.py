@@ -471,6 +471,15 @@ def test_val_data_with_a_test_split_is_scored_on_that_split(tiny_run, monkeypatc
     assert len(labels) == 4 and (pixels == 3).all() and note == "all of folder"
 
 
+def test_labels_the_manifest_would_refuse_stop_convert_before_the_slow_work(tiny_run):
+    """A label with surrounding spaces went through conversion, audit and scoring, then
+    the manifest refused it with a traceback."""
+    from henet_edge.convert.bundle_writer import ConvertError, load_source_model
+
+    with pytest.raises(ConvertError, match="no surrounding spaces"):
+        load_source_model(tiny_run, labels=["red ", "green", "blue"])
+
+
 # ------------------------------------------------------------------ bare .keras preprocessing
 def test_bare_keras_needs_its_run_config_or_preprocessing(tiny_run, tmp_path):
     """A .keras with no run beside it is not silently given the default preprocessing."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import pickle
+import re
 import socket
 import tarfile
 import threading
@@ -168,8 +169,16 @@ def test_mixed_image_sizes_become_canonical(tmp_path):
     assert src.train.images.shape[1:] == (32, 32, 3)
 
 
-@pytest.mark.parametrize("layout", ["missing", "empty", "all_bad", "empty_class", "one_class"])
-def test_bad_data_sources(tmp_path, layout):
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "no such file or folder"),
+    ("empty", "the folder is empty"),
+    ("all_bad", "all 2 images are unreadable"),
+    ("empty_class", "class folder(s) with no readable images: zzz"),
+    ("one_class", "only one class folder ('red')"),
+    ("two_splits", "is in 2 folders (test/"),
+    ("spaced_name", "class folder names ['red '] cannot be labels"),
+])
+def test_bad_data_sources(tmp_path, layout, message):
     root = tmp_path / "d"
     if layout != "missing":
         root.mkdir()
@@ -187,7 +196,13 @@ def test_bad_data_sources(tmp_path, layout):
             for f in (root / c).iterdir():
                 f.unlink()
             (root / c).rmdir()
-    with pytest.raises(DataError), warnings.catch_warnings():
+    if layout == "two_splits":  # its test images would be trained on, or validated on
+        write_image_folder(root / "train", per_class=2)
+        write_image_folder(root / "test", per_class=2)
+    if layout == "spaced_name":  # trained for hours, then refused by convert's manifest
+        write_image_folder(root, per_class=2)
+        (root / "red").rename(root / "red ")
+    with pytest.raises(DataError, match=re.escape(message)), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped-image warnings before the failure
         load_source(str(root), use_cache=False)
 

@@ -28,6 +28,7 @@ from henet_edge.device.manifest import (
     Manifest,
     ManifestError,
     ModelEntry,
+    check_labels,
     check_preprocessing,
     parse_manifest,
     sha256_file,
@@ -146,6 +147,10 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
         labels = config["labels"] if config else [f"class_{i}" for i in range(classes)]
     if len(labels) != classes:
         raise ConvertError(f"{len(labels)} labels for a model with {classes} outputs")
+    try:  # before the slow work: the manifest refuses them at the end otherwise
+        check_labels(list(labels))
+    except ManifestError as exc:
+        raise ConvertError(f"labels {list(labels)!r}: {exc}") from None
     found = keras_preprocessing(model_path, config, preprocessing)
     if found is None:
         raise ConvertError(f"{model_path}: a bare .keras file has no run config.json beside "

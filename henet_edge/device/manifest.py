@@ -223,6 +223,13 @@ def _check_models(models: Any) -> dict[str, ModelEntry]:
     return entries
 
 
+def check_labels(labels: Any) -> None:
+    """The rule for class names, from training's folder names to the manifest."""
+    _require(isinstance(labels, list) and bool(labels) and all(
+        isinstance(x, str) and x and x.strip() == x and "\n" not in x for x in labels),
+        "'labels' must be a non-empty list of non-empty strings (no surrounding spaces)")
+
+
 def parse_manifest(value: Any) -> Manifest:
     """The :class:`Manifest` of a decoded ``manifest.json``, checked field by field."""
     _require(isinstance(value, dict),
@@ -232,9 +239,7 @@ def parse_manifest(value: Any) -> Manifest:
     for key in ("labels", "input_shape", "preprocessing", "models", "files"):
         _require(key in value, f"missing {key!r}")
     labels = value["labels"]
-    _require(isinstance(labels, list) and bool(labels) and all(
-        isinstance(x, str) and x and x.strip() == x and "\n" not in x for x in labels),
-        "'labels' must be a non-empty list of non-empty strings (no surrounding spaces)")
+    check_labels(labels)
     twice = sorted({x for x in labels if labels.count(x) > 1})
     _require(not twice, f"'labels': {twice[0]!r} appears more than once" if twice else "")
     shape = value["input_shape"]

@@ -32,6 +32,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.inputs import IMAGE_SUFFIXES as DEVICE_SUFFIXES
+from henet_edge.device.manifest import ManifestError, check_labels
 from henet_edge.device.preprocess import DEFAULT, canonical, draft
 from henet_edge.storage import cache_dir, replacing
 
@@ -98,14 +99,26 @@ def _from_members(
 ) -> ImageSet:
     """Build an ImageSet from ``(relative path, reader)`` pairs laid out as ``class/file``."""
     by_class: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
+    folders: dict[str, set[str]] = {}
     for rel, reader in members:
         parts = Path(rel).parts
         if len(parts) < 2 or Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
             continue
         by_class.setdefault(parts[-2], []).append((rel, reader))
+        folders.setdefault(parts[-2], set()).add(str(Path(*parts[:-1])))
     if not by_class:
         raise DataError(f"{source}: no images found (expected <class>/<image> files)")
+    for name, where in folders.items():
+        if len(where) > 1:  # train/cat and test/cat: two splits would become one pool
+            raise DataError(f"{source}: class {name!r} is in {len(where)} folders "
+                            f"({', '.join(sorted(where)[:3])}); give the folder of one split")
     class_names = sorted(by_class)
+    try:
+        check_labels(class_names)
+    except ManifestError:
+        bad = [n for n in class_names if n.strip() != n or "\n" in n]
+        raise DataError(f"{source}: class folder names {bad!r} cannot be labels (no "
+                        "surrounding spaces or line breaks); rename them") from None
     if len(class_names) < 2:
         raise DataError(f"{source}: only one class folder ({class_names[0]!r}); need at least 2")
     images, labels, ids, skipped = [], [], [], []
