@@ -274,6 +274,35 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_resume(tiny_run, tmp_p
     assert json.loads((run / "state.json").read_text())["finished"] is True
 
 
+def test_a_run_being_trained_is_not_trained_twice(tiny_run, image_folder, tmp_path):
+    """Two trains of one folder (two resumes, or two starts with one --out) both trained,
+    both exited 0, and the last to write won the checkpoint, history and models."""
+    import fcntl
+
+    from henet_edge.henet_keras.run import LOCK, Run
+
+    run = killed_after_last_epoch(tiny_run, tmp_path / "killed")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for folder in (run, fresh):
+        with open(folder / LOCK, "a+") as held:  # a train of the folder is running
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.write("train (pid 4242)")
+            held.flush()
+            before = sorted(p.name for p in folder.iterdir())
+            with pytest.raises(RunError, match=re.escape("train (pid 4242) is training")):
+                if folder == run:
+                    train(Run.load(run).train_config, run, resume=True, show_bar=False,
+                          echo=lambda _m: None)
+                else:
+                    train(TrainConfig(data=str(image_folder), repeat=1, epochs=1,
+                                      batch_size=8), fresh, echo=lambda _m: None)
+            assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
+    summary = train(Run.load(run).train_config, run, resume=True, show_bar=False,
+                    echo=lambda _m: None)  # the lock is free again
+    assert summary["finished"]
+
+
 def _one_class_folder(root):
     from tests.conftest import write_image_folder
 

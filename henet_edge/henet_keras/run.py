@@ -34,6 +34,7 @@ from .registry import model_spec
 
 CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "summary.json"
 FINAL_MODEL, BEST_MODEL, CHECKPOINT = "model.keras", "best.keras", "checkpoint.keras"
+LOCK = ".train.lock"  # held (flock) by the train writing the run
 HELD_OUT_KEYS = ("data", "seed", "val_split", "limit")  # what decides the validation split
 LAST_N = 5  # the paper's statistic: the mean of the last five validation evaluations
 

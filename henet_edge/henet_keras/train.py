@@ -20,14 +20,17 @@ last checkpoint with the same schedule as an uninterrupted run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -43,6 +46,7 @@ from .registry import model_names, model_spec
 from .run import (
     CONFIG,
     HELD_OUT_KEYS,
+    LOCK,
     RELATIVE_TO_RUN,
     Run,
     RunError,
@@ -132,6 +136,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     config = _checked_config(config, run_dir, resume)
     teachers = check_teachers(config)  # refuse unusable teachers before any folder exists
     created = _make_folder(run_dir)
+    lock = _lock_run(run_dir, created)
     log_path = run_dir / "train.log"
     log_existed = log_path.exists()
     log_file = open(log_path, "a")  # noqa: SIM115 - lives for the run
@@ -151,6 +156,25 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         raise
     finally:
         log_file.close()
+        lock.close()
+
+
+def _lock_run(run_dir: Path, created: Path | None) -> IO[str]:
+    """Hold ``run_dir``'s lock for the run: a second ``train`` on the same folder (two
+    resumes, or two starts with one ``--out``) is refused instead of both writing it."""
+    lock = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise RunError(f"{run_dir}: {holder} is training this run already; wait for it to "
+                       "end (or stop it) before starting or resuming it again") from None
+    lock.truncate(0)
+    lock.write(f"train (pid {os.getpid()})")
+    lock.flush()
+    return lock
 
 
 DEFAULT_MODEL, DEFAULT_REPEAT = "henet", 3  # what a new run trains when not told
@@ -180,7 +204,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
     else:
         if config.data is None:
             raise RunError("--data is required (or --resume RUN_DIR)")
-        if run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
+        if run_dir.exists() and any(p.name not in ("train.log", LOCK) for p in run_dir.iterdir()):
             raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to "
                            "continue it, or pick a new --out)")
         # Absolute, so evaluate and convert find the data from any folder.
@@ -233,8 +257,10 @@ def _remove_failed_start(run_dir: Path, created: Path | None, log_existed: bool)
     """Undo a start that failed before writing its config: the folders or log it made."""
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)
-    elif not log_existed:
+        return
+    if not log_existed:
         (run_dir / "train.log").unlink(missing_ok=True)
+    (run_dir / LOCK).unlink(missing_ok=True)
 
 
 def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool,
