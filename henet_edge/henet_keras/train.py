@@ -384,6 +384,7 @@ def _start(config: TrainConfig, classes: int, formulation: str, plan: dict,
 
     from .schedule import RecipeSchedule
 
+    keras.utils.set_random_seed(config.seed)  # --seed fixes the initial weights too
     model = build_for(config, classes, fast_groups=formulation == "masked",
                       weight_decay=plan["weight_decay"])
     if config.init_from:
