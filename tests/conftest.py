@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# .ci/run installs every tool and service the tests use (sshd, Chromium, hadolint...):
+# there a missing one is a failure, not a skip that would hide whole test modules.
+IN_CI = os.environ.get("HENET_EDGE_CI") == "1"
+
+
+def skip_unless_ci(missing: str | None) -> pytest.MarkDecorator:
+    """Skip for want of ``missing`` (why a tool is unusable, or None) outside CI; in CI the
+    tests run, and fail on what is missing."""
+    return pytest.mark.skipif(missing is not None and not IN_CI, reason=missing or "")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose tool or service cannot be used here; in CI, fail it."""
+    if IN_CI:
+        pytest.fail(f"{reason} (HENET_EDGE_CI=1: CI installs it, so this is a failure)")
+    pytest.skip(reason)
+
 
 CLASSES = ("red", "green", "blue")
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \

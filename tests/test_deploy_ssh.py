@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from henet_edge.cli import main
 from henet_edge.device.bundle import load_bundle
 
+from .conftest import skip_unless_ci, unavailable
 from .deploy_helpers import (
     NotSSHServer,
     SSHServer,
@@ -41,8 +42,7 @@ from .deploy_helpers import (
     sshd_missing_reason,
 )
 
-pytestmark = pytest.mark.skipif(sshd_missing_reason() is not None,
-                                reason=sshd_missing_reason() or "")
+pytestmark = skip_unless_ci(sshd_missing_reason())
 
 
 @dataclass
@@ -96,14 +96,14 @@ def kit(tmp_path_factory, tiny_bundle):
             check = t.run("python3 -c 'import sys, venv, ensurepip; "
                           "print(\"%d.%d\" % sys.version_info[:2])'")
         if not check.ok:
-            pytest.skip("the device side of this machine (python3 on sshd's PATH) cannot make "
+            unavailable("the device side of this machine (python3 on sshd's PATH) cannot make "
                         f"venvs: {check.last_line()}; apt-get install python3-venv")
         device_py = check.out.strip()
         wheel = project_wheel(cache=root / "cache")
         wheelhouse = root / "wheelhouse"
         made = make_wheelhouse(wheel, wheelhouse, device_py)
         if made.returncode != 0:
-            pytest.skip(f"cannot make the device wheelhouse (no package index?): "
+            unavailable(f"cannot make the device wheelhouse (no package index?): "
                         f"{made.stderr.strip().splitlines()[-1:]}")
         bundle_b = bundle_variant(tiny_bundle, root / "bundle_b", name="tiny_b")
         yield Kit(server, root, known_hosts, ssh_config, wheel, wheelhouse, tiny_bundle,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,10 +23,10 @@ from henet_edge.device.camera import (
 )
 from henet_edge.device.classify import Classifier
 
+from .conftest import skip_unless_ci
 from .device_helpers import colour_pixels, structured_image
 
 HAS_CV2 = importlib.util.find_spec("cv2") is not None
-HAS_PICAMERA2 = importlib.util.find_spec("picamera2") is not None
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_known_colour_gives_the_same_prediction_through_every_source(classifier,
     assert classifier.classify_rgb(bgr).logits != via_folder.logits
 
 
-@pytest.mark.skipif(not HAS_CV2, reason="OpenCV not installed")
+@skip_unless_ci(None if HAS_CV2 else "OpenCV not installed (dev extra)")
 def test_video_file_source_matches_the_folder(classifier, tmp_path):
     import cv2
 
@@ -176,7 +177,7 @@ def test_a_bad_frame_is_reported_and_skipped_and_frames_counts_good_ones(tmp_pat
     assert result.exit_code == 1
 
 
-@pytest.mark.skipif(not HAS_CV2, reason="OpenCV not installed")
+@skip_unless_ci(None if HAS_CV2 else "OpenCV not installed (dev extra)")
 def test_a_corrupt_video_with_no_frames_fails(tmp_path, tiny_bundle):
     import cv2
 
@@ -229,8 +230,8 @@ def test_bad_sources(tmp_path):
         open_source("opencv:front")
 
 
-@pytest.mark.skipif(HAS_CV2, reason="OpenCV is installed here")
-def test_missing_opencv_names_the_fix(tmp_path):
+def test_missing_opencv_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if not installed: import fails
     with pytest.raises(CameraError, match="pip install opencv-python-headless"):
         open_source("opencv:0")
     (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
@@ -238,15 +239,16 @@ def test_missing_opencv_names_the_fix(tmp_path):
         open_source(str(tmp_path / "clip.mp4"))
 
 
-@pytest.mark.skipif(HAS_PICAMERA2, reason="picamera2 is installed here")
-def test_missing_picamera2_names_the_fix():
+def test_missing_picamera2_names_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(CameraError, match="apt install python3-picamera2") as info:
         open_source("picamera2")
     assert "--system-site-packages" in str(info.value)
 
 
-@pytest.mark.skipif(HAS_PICAMERA2 or HAS_CV2, reason="a camera library is installed here")
-def test_auto_without_any_camera_names_both_fixes(classifier, tmp_path):
+def test_auto_without_any_camera_names_both_fixes(classifier, tmp_path, monkeypatch):
+    for name in ("cv2", "picamera2"):  # neither installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(CameraError, match="no camera found") as info:
         open_source("auto")
     assert "python3-picamera2" in str(info.value)

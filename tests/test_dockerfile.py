@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from .conftest import skip_unless_ci
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile.arm64"
 
@@ -17,7 +17,7 @@ def _hadolint() -> str | None:
     return str(local) if local.exists() else shutil.which("hadolint")
 
 
-@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (dev extra)")
+@skip_unless_ci(None if _hadolint() else "hadolint not installed (dev extra)")
 def test_hadolint_is_clean():
     proc = subprocess.run([_hadolint(), str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -16,11 +16,11 @@ from henet_edge.cli import main
 from henet_edge.device.classify import DEFAULT_BUNDLE, Classifier
 from henet_edge.device.serve.app import create_app
 
+from .conftest import skip_unless_ci
 from .deploy_helpers import SSHServer, free_port, sshd_missing_reason
 from .serve_helpers import Server
 
-pytestmark = pytest.mark.skipif(sshd_missing_reason() is not None,
-                                reason=sshd_missing_reason() or "")
+pytestmark = skip_unless_ci(sshd_missing_reason())
 
 
 @pytest.fixture(scope="module")

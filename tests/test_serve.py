@@ -438,13 +438,13 @@ def test_serve_with_a_camera_stops_cleanly_on_a_signal(frames_folder, signame):
         stream.request("GET", "/api/stream")  # an open stream must not hold up the exit
         assert stream.getresponse().status == 200
         sig = getattr(signal, signame)
-        t0 = time.monotonic()
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=15)
         # uvicorn re-raises the signal once it has shut down: SIGTERM ends the process as
         # SIGTERM (a clean stop for systemd), Ctrl-C is "interrupted", exit 130
         assert proc.returncode == (-sig if sig == signal.SIGTERM else 130), out
-        assert time.monotonic() - t0 < 1.5, "an open stream held up the stop"
+        # An open stream that held up the stop would run into uvicorn's graceful-shutdown
+        # limit, which it reports at error level ("... graceful shutdown exceeded").
         assert b"Traceback" not in out and b"graceful shutdown exceeded" not in out
     finally:
         if proc.poll() is None:

@@ -27,13 +27,14 @@ from henet_edge.device.serve.app import create_app  # noqa: E402
 from henet_edge.device.serve.live import LiveCamera  # noqa: E402
 from henet_edge.device.serve.pool import ClassifierPool  # noqa: E402
 
+from .conftest import skip_unless_ci  # noqa: E402
 from .serve_helpers import Server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="Chromium or its driver is missing: apt install chromium chromium-driver")
+pytestmark = skip_unless_ci(
+    None if CHROMIUM and DRIVER else
+    "Chromium or its driver is missing: apt install chromium chromium-driver")
 
 
 @pytest.fixture
