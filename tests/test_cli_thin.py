@@ -155,9 +155,20 @@ def test_fleet_options_checks_before_any_connection(tmp_path):
     assert fleet.resolve() == ["pi1", "pi2"] and fleet.several
 
 
-def test_deploy_checks_the_bundle_before_any_host(tmp_path):
-    with pytest.raises(Exception, match="manifest"):
-        commands.bundle_to_deploy(tmp_path)
+def test_deploy_checks_the_bundle_before_any_host(tmp_path, monkeypatch):
+    """A bundle failing its own checks stops deploy before any wheel build or connection."""
+    from henet_edge.deploy import fleet, ssh, wheel
+    from henet_edge.device.bundle import BundleError
+
+    def reached(*_a, **_k):
+        raise AssertionError("the wheel build or a connection came before the bundle check")
+
+    for module, name in ((ssh, "connect"), (wheel, "project_wheel"), (fleet, "on_fleet"),
+                         (commands, "on_fleet")):
+        monkeypatch.setattr(module, name, reached)
+    with pytest.raises(BundleError, match=r"not a bundle \(no manifest.json\)"):
+        commands.deploy(tmp_path, FleetOptions(hosts=["pi.local"]), commands.InstallOptions(),
+                        log=lambda _m: None)
     with pytest.raises(UsageError, match="give the device"):
         commands.deploy(None, FleetOptions(), commands.InstallOptions(), log=lambda _m: None)
 

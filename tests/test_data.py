@@ -163,10 +163,17 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
 
 
 def test_mixed_image_sizes_become_canonical(tmp_path):
+    from henet_edge.device.preprocess import canonical, open_image
+
     root = write_image_folder(tmp_path / "d", per_class=3)
-    Image.new("RGB", (200, 90), (255, 0, 0)).save(root / "red" / "wide.png")
+    wide = np.zeros((90, 200, 3), np.uint8)
+    wide[:, :, 0] = np.arange(200, dtype=np.uint8)  # a ramp: the crop's place shows
+    Image.fromarray(wide).save(root / "red" / "wide.png")
     src = load_source(str(root), use_cache=False)
-    assert src.train.images.shape[1:] == (32, 32, 3)
+    assert src.train.images.shape == (10, 32, 32, 3)  # none dropped for its size
+    got = src.train.images[src.train.ids.index("red/wide.png")]
+    np.testing.assert_array_equal(got, canonical(open_image(str(root / "red" / "wide.png"))))
+    assert 40 < got[:, :, 0].mean() < 160  # the centre of the ramp, not an edge
 
 
 @pytest.mark.parametrize("layout, message", [
