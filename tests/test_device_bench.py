@@ -267,3 +267,10 @@ def test_the_tensorflow_fallback_can_time_without_xnnpack(tiny_bundle):
     runtime = find_runtime("tensorflow")
     model = open_model(tiny_bundle / "model_int8.tflite", xnnpack=False, runtime=runtime)
     assert model.delegate == "none (built-in kernels)" and model.delegate_nodes() == 0
+    result = run_bench([tiny_bundle / "model_int8.tflite"],
+                       BenchOptions(runs=3, repeats=1, warmup=1, xnnpack_check=True),
+                       probe=Probe(vcgencmd=None), runtime=runtime).result
+    delegates = sorted(m["delegate"] for m in result["models"])
+    assert len(delegates) == 2 and delegates[0].startswith("XNNPACK")
+    assert delegates[1] == "none (built-in kernels)"
+    assert all(m["per_inference_ms"]["median"] > 0 for m in result["models"])
