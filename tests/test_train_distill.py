@@ -168,6 +168,15 @@ def test_a_distilled_run_records_its_teachers_and_ships_a_plain_model(distilled,
     shipped = keras.models.load_model(run_dir / "model.keras")
     plain = keras.models.load_model(tiny_run / "model.keras")
     assert [w.shape for w in shipped.get_weights()] == [w.shape for w in plain.get_weights()]
+    assert shipped.output_shape == plain.output_shape == (None, 3)  # logits, no teachers'
+    assert [type(x).__name__ for x in shipped.layers] == [type(x).__name__ for x in plain.layers]
+    import zipfile
+
+    for name in ("model.keras", "best.keras"):  # nothing of the distillation is shipped
+        with zipfile.ZipFile(run_dir / name) as saved:
+            assert "Distillation" not in saved.read("config.json").decode()
+    with zipfile.ZipFile(run_dir / "checkpoint.keras") as saved:  # only resume needs it
+        assert "DistillationLoss" in saved.read("config.json").decode()
 
 
 def test_the_checkpoint_keeps_the_distillation_loss_and_resume_finishes(distilled, tmp_path):
