@@ -167,7 +167,7 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
                        preprocessing_source=source, run=run)
 
 
-def _golden(pixels: np.ndarray, labels: np.ndarray, class_names: list[str], count: int):
+def _golden(labels: np.ndarray, class_names: list[str], count: int):
     """Up to ``count`` images, one per class first."""
     picked: list[int] = []
     for c in range(len(class_names)):
@@ -399,7 +399,7 @@ def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: Source
     """
     (tmp / "golden").mkdir()
     entries = []
-    for n, i in enumerate(_golden(pixels, labels, src.labels, count)):
+    for n, i in enumerate(_golden(labels, src.labels, count)):
         # a label is any text ("T-shirt/top"); the file name keeps its safe characters
         safe = re.sub(r"[^\w.-]", "_", src.labels[labels[i]], flags=re.ASCII)
         name = f"golden/{n:02d}_{safe}.png"

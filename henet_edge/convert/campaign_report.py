@@ -20,7 +20,7 @@ import numpy as np
 
 from henet_edge.device.bench import BenchOptions, run_bench
 from henet_edge.henet_keras.campaign import Campaign, run_state
-from henet_edge.henet_keras.registry import model_names, paper_row
+from henet_edge.henet_keras.registry import model_names, paper_row, run_name
 from henet_edge.henet_keras.run import Run, training_hours
 
 from .lowering import DEFAULT_LOWERING
@@ -84,7 +84,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
                              input_size=Preprocessing.from_dict(config.preprocessing).input_size,
                              width_multiplier=config.width_multiplier)
     return {
-        "model": f"{family}-r{repeat}", "family": family, "repeat": repeat,
+        "model": run_name(family, repeat), "family": family, "repeat": repeat,
         "params": profile["params"], "macs": profile["macs"],
         "accuracy": {"keras": report["keras"]["top1"], "float32": report["float32"]["top1"],
                      "int8": report["int8"]["top1"],
@@ -104,11 +104,11 @@ def build_report(campaign: Campaign, out: Path, options: BenchOptions,
     """Time every scored bundle together and assemble the side-by-side answer."""
     rows, missing = [], []
     for family, repeat in campaign.models:
-        bundle = out / f"bundles{suffix(lowering)}" / f"{family}-r{repeat}"
+        bundle = out / f"bundles{suffix(lowering)}" / run_name(family, repeat)
         if (bundle / "report.json").is_file():
             rows.append(_row(campaign, family, repeat, bundle))
         else:
-            missing.append(f"{family}-r{repeat}")
+            missing.append(run_name(family, repeat))
     if not rows:
         raise RuntimeError("no scored run yet: train and score at least one model first")
     rows.sort(key=lambda r: (r["family"], r["repeat"]))  # not the queue's priority order

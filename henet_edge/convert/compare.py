@@ -25,6 +25,7 @@ from henet_edge.henet_keras.registry import (
     model_spec,
     paper_row,
     paper_table,
+    run_name,
 )
 
 from .lowering import LOWERINGS
@@ -72,7 +73,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.family}-r{self.repeat}"
+        return run_name(self.family, self.repeat)
 
 
 def convert_audited(model, calibration: np.ndarray, stem: Path) -> dict[str, Path]:
@@ -110,8 +111,8 @@ def build_candidates(models, calibration: np.ndarray, workdir: Path,
         profile = summarize(model, conv_bias=model_spec(family).conv_bias)
         for lowering in lowerings:
             files = convert_audited(lower(model, lowering), calibration,
-                                    workdir / f"{family}-r{repeat}_{lowering}")
-            log(f"built and converted {family}-r{repeat} ({lowering})")
+                                    workdir / f"{run_name(family, repeat)}_{lowering}")
+            log(f"built and converted {run_name(family, repeat)} ({lowering})")
             out.append(Candidate(family, repeat, lowering, profile, files))
     return out
 

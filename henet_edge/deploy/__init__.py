@@ -26,7 +26,6 @@ device (the demo)::
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .errors import (
@@ -64,8 +63,3 @@ def deploy_local(bundle: str | Path, folder: str | Path, *, device_python: str |
                              wheelhouse=Path(wheelhouse) if wheelhouse else None)
     with LocalConnection(name=f"local:{folder}") as connection:
         return Installer(connection, options, log=log, progress=progress).deploy(bundle)
-
-
-def default_device_python() -> str:
-    """This interpreter: what the demo uses as its local "device" Python."""
-    return sys.executable

@@ -102,7 +102,7 @@ def _prefer_key_types(transport, preferred: list[str]) -> None:
         options.key_types = wanted + [k for k in available if k not in wanted]
 
 
-def _load_keys(target: HostTarget, options: ConnectOptions, display: str):
+def _load_keys(target: HostTarget, options: ConnectOptions):
     """``(source, key)`` pairs to offer, and the locked key files found on the way."""
     import paramiko
 
@@ -139,7 +139,7 @@ def _load_keys(target: HostTarget, options: ConnectOptions, display: str):
 def _authenticate(transport, target: HostTarget, options: ConnectOptions, display: str) -> None:
     import paramiko
 
-    keys, locked = _load_keys(target, options, display)
+    keys, locked = _load_keys(target, options)
     tried: list[str] = []
     for source, key in keys:
         try:

@@ -131,11 +131,6 @@ def check_wheel(path: str | Path) -> Path:
     return path
 
 
-def wheel_version(path: Path) -> str:
-    parts = path.name.split("-")
-    return parts[1] if len(parts) > 2 else "?"
-
-
 def wheelhouse_files(folder: str | Path) -> list[Path]:
     """The wheels in ``--wheelhouse DIR`` (refusing an empty or missing folder)."""
     folder = Path(folder).expanduser()

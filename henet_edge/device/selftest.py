@@ -46,10 +46,11 @@ class SelftestError(HenetEdgeError, ValueError):
     """A bundle that cannot be self-tested (no golden images, unknown precision)."""
 
 
-def tolerance(precision: str, expected: np.ndarray, output_scale: float, *,
+def tolerance(expected: np.ndarray, output_scale: float, *,
               atol: float = FLOAT_ATOL, rtol: float = FLOAT_RTOL,
               int8_steps: float = INT8_STEPS) -> float:
-    """The largest logit difference accepted for this precision and output."""
+    """The largest logit difference accepted for these logits and this output (a quantised
+    one, ``output_scale > 0``, is allowed a few steps of its grid)."""
     tol = atol + rtol * float(np.max(np.abs(expected))) if expected.size else atol
     if output_scale > 0:  # quantised output: a few steps of its grid
         tol = max(tol, int8_steps * output_scale)
@@ -117,7 +118,7 @@ def run_selftest(bundle_path: str | Path, *, precisions: list[str] | None = None
                 continue
             got = model(inputs[entry["file"]])
             exp = np.asarray(expected["logits"], dtype=np.float64)
-            tol = tolerance(precision, exp, model.output_quant.scale, atol=atol, rtol=rtol,
+            tol = tolerance(exp, model.output_quant.scale, atol=atol, rtol=rtol,
                             int8_steps=int8_steps)
             row = compare(exp, got, tol)
             row.update(

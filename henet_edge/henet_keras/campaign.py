@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .registry import run_name
 from .run import Run, RunError, TrainConfig, hours_left
 from .train import train
 
@@ -43,7 +44,7 @@ class Campaign:
     models: tuple[tuple[str, int], ...] = CAMPAIGN_MODELS
 
     def run_dir(self, family: str, repeat: int) -> Path:
-        return Path(self.root) / f"{family}-r{repeat}"
+        return Path(self.root) / run_name(family, repeat)
 
     def config(self, family: str, repeat: int) -> TrainConfig:
         return TrainConfig(data=self.data, model=family, repeat=repeat, recipe=self.recipe,
@@ -51,8 +52,8 @@ class Campaign:
                            limit=self.limit, batch_size=self.batch_size)
 
     def queue(self) -> list[QueuedRun]:
-        return [(f"{family}-r{repeat}", self.run_dir(family, repeat), self.config(family, repeat))
-                for family, repeat in self.models]
+        return [(run_name(family, repeat), self.run_dir(family, repeat),
+                 self.config(family, repeat)) for family, repeat in self.models]
 
 
 def run_state(run_dir: Path) -> str:

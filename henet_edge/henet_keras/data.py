@@ -381,8 +381,3 @@ def split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[Imag
     val_mask = np.zeros(len(images), bool)
     val_mask[val_idx] = True
     return images.subset(np.flatnonzero(~val_mask)), images.subset(np.flatnonzero(val_mask))
-
-
-def iter_batches(n: int, batch: int) -> Iterator[slice]:
-    for start in range(0, n, batch):
-        yield slice(start, min(start + batch, n))

@@ -82,12 +82,12 @@ class ModelSpec:
         module, _, function = self.builder.partition(":")
         return getattr(importlib.import_module(module), function)
 
-    def run_name(self, repeat: int) -> str:
-        """``henet-r3``: the name of a run folder and a comparison row."""
-        return f"{self.name}-r{repeat}"
-
-
 _REGISTRY: dict[str, ModelSpec] = {}
+
+
+def run_name(family: str, repeat: int) -> str:
+    """``henet-r3``: how a model is named in run folders, tables and comparison rows."""
+    return f"{family}-r{repeat}"
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:

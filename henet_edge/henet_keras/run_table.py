@@ -11,6 +11,7 @@ from pathlib import Path
 
 from henet_edge.storage import replacing
 
+from .registry import run_name
 from .run import LAST_N, Run, mean_of_last, shown_path, training_hours
 
 
@@ -23,7 +24,7 @@ def run_row(run: Run) -> dict:
     raw = [{"val_accuracy": h["raw_val_accuracy"]} for h in history if "raw_val_accuracy" in h]
     return {
         "run": shown_path(str(run.root)),
-        "model": f"{train.model}-r{train.repeat}"
+        "model": run_name(train.model, train.repeat)
                  + ("" if train.width_multiplier == 1.0 else f"-w{train.width_multiplier:g}"),
         "init_from": shown_path(train.init_from),
         "teachers": len(train.teachers or []),

@@ -42,7 +42,7 @@ from .datasets import make_datasets, recalibration_batches
 from .ema import shipped_weights
 from .epochs import BEST_WEIGHTS, epoch_callback, save_model_atomic, settle_best_weights
 from .recipes import RECIPES
-from .registry import model_names, model_spec
+from .registry import model_names, model_spec, run_name
 from .run import (
     CONFIG,
     HELD_OUT_KEYS,
@@ -184,7 +184,7 @@ def default_run_dir(model: str | None, repeat: int | None) -> Path:
     """``runs/<model>-r<repeat>-<time>``: where a new run goes without ``--out``."""
     model = DEFAULT_MODEL if model is None else model
     repeat = DEFAULT_REPEAT if repeat is None else repeat
-    return Path("runs") / f"{model}-r{repeat}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{run_name(model, repeat)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
