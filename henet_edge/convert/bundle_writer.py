@@ -24,18 +24,26 @@ from PIL import Image
 from henet_edge import HenetEdgeError
 from henet_edge.calibration.calibration_set import CalibrationSet
 from henet_edge.device.manifest import (
+    CALIBRATION_FILE,
+    GOLDEN_FILE,
+    LABELS_FILE,
     MANIFEST,
+    REPORT_JSON,
+    REPORT_MD,
+    SOURCE_MODEL,
+    VALIDATION_FILE,
     Manifest,
     ManifestError,
     ModelEntry,
     check_labels,
     check_preprocessing,
+    model_file,
     parse_manifest,
     sha256_file,
 )
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, preprocess_image
 from henet_edge.device.runtime import TFLiteModel
-from henet_edge.henet_keras.run import Run
+from henet_edge.henet_keras.run import CONFIG, Run
 from henet_edge.henet_keras.tf_env import library_versions
 from henet_edge.storage import utc_timestamp
 
@@ -88,7 +96,7 @@ def read_preprocessing(value: str) -> tuple[Preprocessing, str]:
 
 def run_config_in(folder: Path) -> dict | None:
     """The run's ``config.json`` in ``folder``, if there is one."""
-    cfg = folder / "config.json"
+    cfg = folder / CONFIG
     if not cfg.is_file():
         return None
     try:
@@ -109,7 +117,7 @@ def keras_preprocessing(model_path: Path, config: dict | None,
         config = run_config_in(model_path.parent)
     if config is None:
         return None
-    return Preprocessing.from_dict(config["preprocessing"]), str(model_path.parent / "config.json")
+    return Preprocessing.from_dict(config["preprocessing"]), str(model_path.parent / CONFIG)
 
 
 def load_source_model(path: str | Path, labels: list[str] | None = None,
@@ -260,7 +268,7 @@ def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         audits = _convert_models(src, calibration, tmp, options, log)
-        models = {p: TFLiteModel(tmp / f"model_{p}.tflite") for p in BUILT}
+        models = {p: TFLiteModel(tmp / model_file(p)) for p in BUILT}
         keras_logits = np.asarray(src.model.predict(images.inputs, batch_size=256, verbose=0))
         report = _write_report(src, models, keras_logits, images, audits, tmp, options, log)
         golden = _write_golden(tmp, images.pixels, images.labels, src, models["float32"],
@@ -293,7 +301,7 @@ def _convert_models(src: SourceModel, calibration: CalibrationSet, tmp: Path,
     (tmp / "model_int8.tflite").write_bytes(to_int8(graph, calibration.inputs(), io=options.io))
     log(f"int8 converted with {len(calibration.pixels)} calibration images "
         f"({time.perf_counter() - t0:.1f}s)")
-    audits = {p: audit_model(tmp / f"model_{p}.tflite") for p in BUILT}
+    audits = {p: audit_model(tmp / model_file(p)) for p in BUILT}
     problems = [f"{p}: {msg}" for p, a in audits.items() for msg in a.problems]
     if problems:
         raise ConvertError("op audit failed: " + "; ".join(problems))
@@ -312,10 +320,10 @@ def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits
     for entry in audit_dicts.values():  # name the bundle's file, not the temporary folder
         if "path" in entry:
             entry["path"] = Path(entry["path"]).name
-    sizes = {p: (tmp / f"model_{p}.tflite").stat().st_size for p in BUILT}
-    (tmp / "report.json").write_text(json.dumps(
+    sizes = {p: (tmp / model_file(p)).stat().st_size for p in BUILT}
+    (tmp / REPORT_JSON).write_text(json.dumps(
         {**report, "audit": audit_dicts, "sizes": sizes}, indent=1))
-    (tmp / "report.md").write_text(report_markdown(report, audit_dicts, sizes))
+    (tmp / REPORT_MD).write_text(report_markdown(report, audit_dicts, sizes))
     if not report["gates"]["passed"]:
         failures = "; ".join(report["gates"]["failures"])
         if not options.gate:
@@ -334,21 +342,21 @@ def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits
 def _write_extras(src: SourceModel, calibration: CalibrationSet,
                   held_out: CalibrationSet | None, tmp: Path, options: ConvertOptions) -> None:
     """Step 3: labels, and what was asked to travel with the bundle."""
-    (tmp / "labels.txt").write_text("\n".join(src.labels) + "\n")
+    (tmp / LABELS_FILE).write_text("\n".join(src.labels) + "\n")
     if options.include_keras:
-        (tmp / "source").mkdir()
-        shutil.copy2(src.path, tmp / "source" / "model.keras")
+        (tmp / SOURCE_MODEL).parent.mkdir()
+        shutil.copy2(src.path, tmp / SOURCE_MODEL)
     if options.include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
-        calibration.save(tmp / "calibration.npz")
+        calibration.save(tmp / CALIBRATION_FILE)
     if held_out is not None:  # ... and measure accuracy on held-out images
-        held_out.save(tmp / "validation.npz")
+        held_out.save(tmp / VALIDATION_FILE)
 
 
 def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, TFLiteModel],
               report: dict, golden_count: int, note: str, tmp: Path,
               options: ConvertOptions) -> Manifest:
     """Step 4: the manifest of everything in ``tmp``, each file with its sha256."""
-    entries = {p: ModelEntry(f"model_{p}.tflite", _quant(m.input_quant), _quant(m.output_quant))
+    entries = {p: ModelEntry(model_file(p), _quant(m.input_quant), _quant(m.output_quant))
                for p, m in models.items()}
     files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*"))
              if p.is_file()}
@@ -360,7 +368,7 @@ def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, T
         input_shape=list(models["float32"].input_shape),
         preprocessing=src.preprocessing.to_dict(),
         models=entries,
-        golden="golden.json",
+        golden=GOLDEN_FILE,
         extra={
             "lowering": options.lowering,
             "golden_count": golden_count,
@@ -413,7 +421,7 @@ def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: Source
             entry[precision] = {"top1": int(logits.argmax()),
                                 "logits": [float(v) for v in logits]}
         entries.append(entry)
-    (tmp / "golden.json").write_text(json.dumps({"images": entries}, indent=1))
+    (tmp / GOLDEN_FILE).write_text(json.dumps({"images": entries}, indent=1))
     return entries
 
 

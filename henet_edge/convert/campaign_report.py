@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from henet_edge.device.bench import BenchOptions, run_bench
+from henet_edge.device.manifest import (
+    CALIBRATION_FILE,
+    MANIFEST,
+    REPORT_JSON,
+    model_file,
+)
 from henet_edge.henet_keras.campaign import Campaign, run_state
 from henet_edge.henet_keras.registry import model_names, paper_row, run_name
 from henet_edge.henet_keras.run import Run, training_hours
@@ -57,13 +63,13 @@ def score_runs(campaign: Campaign, out: Path, *, calibration_images: int = 500,
     """Convert every finished, not yet converted run to ``out/bundles[-LOWERING]/<run>``."""
     from .pipeline import ConvertOptions, convert
 
-    calib_path = out / "calibration.npz"
+    calib_path = out / CALIBRATION_FILE
     campaign_calibration(campaign, calib_path, calibration_images)
     done = []
     for family, repeat in campaign.models:
         run_dir = campaign.run_dir(family, repeat)
         bundle = out / f"bundles{suffix(lowering)}" / run_dir.name
-        if run_state(run_dir) != "finished" or (bundle / "manifest.json").is_file():
+        if run_state(run_dir) != "finished" or (bundle / MANIFEST).is_file():
             continue
         log(f"{run_dir.name}: converting ({lowering}) and scoring on its validation split")
         convert(run_dir, str(calib_path), bundle,
@@ -78,7 +84,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
 
     run = Run.load(campaign.run_dir(family, repeat))
     history = run.history
-    report = json.loads((bundle / "report.json").read_text())
+    report = json.loads((bundle / REPORT_JSON).read_text())
     config = run.train_config  # the model as trained: its classes, input size and width
     profile = profile_family(family, repeat=repeat, classes=len(run.config["labels"]),
                              input_size=Preprocessing.from_dict(config.preprocessing).input_size,
@@ -94,7 +100,7 @@ def _row(campaign: Campaign, family: str, repeat: int, bundle: Path) -> dict:
         "train_hours": training_hours(history),
         "epochs": len(history),
         "paper": paper_row(family, repeat),
-        "files": {p: str(bundle / f"model_{p}.tflite") for p in PRECISIONS},
+        "files": {p: str(bundle / model_file(p)) for p in PRECISIONS},
     }
 
 
@@ -105,7 +111,7 @@ def build_report(campaign: Campaign, out: Path, options: BenchOptions,
     rows, missing = [], []
     for family, repeat in campaign.models:
         bundle = out / f"bundles{suffix(lowering)}" / run_name(family, repeat)
-        if (bundle / "report.json").is_file():
+        if (bundle / REPORT_JSON).is_file():
             rows.append(_row(campaign, family, repeat, bundle))
         else:
             missing.append(run_name(family, repeat))

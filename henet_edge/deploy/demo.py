@@ -25,11 +25,12 @@ from henet_edge import HenetEdgeError
 from henet_edge.convert.lowering import DEFAULT_LOWERING
 from henet_edge.device.bundle import MANIFEST, load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
+from henet_edge.device.manifest import CALIBRATION_FILE, SOURCE_MODEL, VALIDATION_FILE
 
 from .fleet import FleetOptions
 
-DEFAULT_CALIBRATION = DEFAULT_BUNDLE / "calibration.npz"
-DEFAULT_VALIDATION = DEFAULT_BUNDLE / "validation.npz"  # held-out images of the default run
+DEFAULT_CALIBRATION = DEFAULT_BUNDLE / CALIBRATION_FILE
+DEFAULT_VALIDATION = DEFAULT_BUNDLE / VALIDATION_FILE  # held-out images of the default run
 
 
 class DemoError(HenetEdgeError):
@@ -70,7 +71,7 @@ def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], 
 
 
 def _default_model() -> Path:
-    source = DEFAULT_BUNDLE / "source" / "model.keras"
+    source = DEFAULT_BUNDLE / SOURCE_MODEL
     if not source.is_file():
         raise DemoError("no default model is shipped with this install; pass --model "
                         "RUN_DIR_OR_MODEL.keras (e.g. a `henet-edge train` run folder)")

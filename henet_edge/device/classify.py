@@ -28,6 +28,7 @@ from henet_edge import HenetEdgeError
 
 from .bundle import MANIFEST, PRECISIONS, Bundle, is_bundle, load_bundle
 from .inputs import iter_inputs, json_path, printable, read_labels
+from .manifest import LABELS_FILE
 from .preprocess import DEFAULT, open_image, preprocess_image
 from .runtime import MAX_THREADS, Quant, RuntimeInfo, TFLiteModel, open_model, softmax
 
@@ -182,7 +183,7 @@ class Classifier:
                 raise ClassifyError(f"{path}: classify needs a bundle folder or a .tflite file; "
                                     "make one with: henet-edge convert MODEL --out BUNDLE")
             if labels is None:
-                labels = path.with_name("labels.txt")
+                labels = path.with_name(LABELS_FILE)
                 if not labels.is_file():
                     raise ClassifyError(f"{path}: a bare .tflite needs --labels FILE "
                                         "(one label per line)")

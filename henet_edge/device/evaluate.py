@@ -14,10 +14,9 @@ import numpy as np
 
 from .bundle import MANIFEST, is_bundle, load_bundle
 from .classify import Classifier
+from .manifest import LABELS_FILE, VALIDATION_FILE
 from .metrics import classification_metrics, plot_confusion
 from .preprocess import preprocess_pixels
-
-VALIDATION = "validation.npz"  # the held-out sample `convert --include-validation` ships
 
 
 def load_models(path: Path, precision: str = "all",
@@ -38,7 +37,7 @@ def load_models(path: Path, precision: str = "all",
         for p in bundle.precisions:
             if bundle.model_path(p).name == path.name:
                 return {p: Classifier(path.parent, precision=p)}
-    beside = path.with_name("labels.txt")
+    beside = path.with_name(LABELS_FILE)
     return {path.stem: Classifier(path, labels=beside if beside.is_file() else labels)}
 
 
@@ -71,7 +70,7 @@ def bundle_validation(path: Path) -> Path | None:
     if not is_bundle(path) or (path.is_dir() and not (path / MANIFEST).is_file()):
         return None
     bundle = load_bundle(path)
-    return bundle.root / VALIDATION if VALIDATION in bundle.manifest.files else None
+    return bundle.root / VALIDATION_FILE if VALIDATION_FILE in bundle.manifest.files else None
 
 
 def plot_all(results: dict[str, dict], class_names: list[str], plot: Path) -> list[Path]:

@@ -26,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "henet-edge-bundle/1"
+# The files of a bundle folder, as convert writes them (the manifest lists each).
 MANIFEST = "manifest.json"
 LABELS_FILE = "labels.txt"
+GOLDEN_FILE = "golden.json"  # golden images' desktop results (the images in golden/)
+REPORT_JSON, REPORT_MD = "report.json", "report.md"  # convert's report card
+CALIBRATION_FILE = "calibration.npz"  # convert --include-calibration
+VALIDATION_FILE = "validation.npz"  # convert --include-validation: held-out images
+SOURCE_MODEL = "source/model.keras"  # convert --include-keras
 PRECISIONS = ("int8", "float32")
 TENSOR_DTYPES = ("float32", "int8", "uint8", "int16")
 MAX_MANIFEST_BYTES = 16 << 20
@@ -38,6 +44,11 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 ORDER = ("format", "name", "created", "model", "labels", "input_shape", "preprocessing",
          "models", "lowering", "golden", "golden_count", "calibration", "report",
          "source_model", "versions")
+
+
+def model_file(precision: str) -> str:
+    """``model_int8.tflite``: the bundle's model file of ``precision``."""
+    return f"model_{precision}.tflite"
 
 
 class ManifestError(ValueError):

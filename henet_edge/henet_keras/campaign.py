@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .registry import run_name
-from .run import Run, RunError, TrainConfig, hours_left
+from .run import Run, RunError, TrainConfig, holds_no_run, hours_left
 from .train import train
 
 # In the order of priority: if time forces a cut, the first four are the minimum.
@@ -89,7 +89,7 @@ def check_queue(queue: list[QueuedRun]) -> list[dict]:
                 raise RunError(f"{run_dir}: made with other settings than this campaign ("
                                + "; ".join(differ) + "); nothing was changed. Use another "
                                "--root, or the campaign's settings.")
-        elif run_dir.exists() and any(p.name != "train.log" for p in run_dir.iterdir()):
+        elif not holds_no_run(run_dir):
             raise RunError(f"{run_dir}: folder exists, holds files and no config.json; "
                            "it is not a run folder this campaign made")
         row = {"run": name, "run_dir": str(run_dir), "state": state}

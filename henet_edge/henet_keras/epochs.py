@@ -20,6 +20,7 @@ from henet_edge.storage import replacing, write_text_atomic
 
 from .ema import averaged, shipped_weights, uses_average
 from .pauses import PauseClock, active_seconds
+from .run import CHECKPOINT, HISTORY, HISTORY_CSV, STATE
 
 BEST_WEIGHTS = "best.weights.npz"
 _PENDING_BEST = "best.weights.epoch"  # + N + ".npz": epoch N's best, until its checkpoint
@@ -82,9 +83,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
     """history.json and history.csv (every column any row has; older rows leave new ones empty)."""
-    write_text_atomic(run_dir / "history.json", json.dumps(history, indent=1))
+    write_text_atomic(run_dir / HISTORY, json.dumps(history, indent=1))
     columns = list(dict.fromkeys(key for row in history for key in row))
-    with replacing(run_dir / "history.csv") as tmp, open(tmp, "w", newline="") as f:
+    with replacing(run_dir / HISTORY_CSV) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
@@ -191,10 +192,10 @@ class _Checkpointer:
         if improved:
             self.best = row["val_accuracy"]
             save_weights_atomic(shipped_weights(model, self.batches), pending)
-        save_model_atomic(model, self.run_dir / "checkpoint.keras")  # the epoch is kept
+        save_model_atomic(model, self.run_dir / CHECKPOINT)  # the epoch is kept
         if improved:
             os.replace(pending, self.run_dir / BEST_WEIGHTS)
-        write_text_atomic(self.run_dir / "state.json", json.dumps(
+        write_text_atomic(self.run_dir / STATE, json.dumps(
             {"epochs_done": row["epoch"], "best_val_accuracy": self.best, "finished": False},
             indent=1))
         return improved

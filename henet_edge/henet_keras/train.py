@@ -44,15 +44,22 @@ from .epochs import BEST_WEIGHTS, epoch_callback, save_model_atomic, settle_best
 from .recipes import RECIPES
 from .registry import model_names, model_spec, run_name
 from .run import (
+    BEST_MODEL,
+    CHECKPOINT,
     CONFIG,
+    FINAL_MODEL,
     HELD_OUT_KEYS,
     LOCK,
     RELATIVE_TO_RUN,
+    STATE,
+    SUMMARY,
+    TRAIN_LOG,
     Run,
     RunError,
     TrainConfig,
     absolute_source,
     held_out_differences,
+    holds_no_run,
     load_training_data,
     mean_of_last,
     recorded_path,
@@ -137,7 +144,7 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     teachers = check_teachers(config)  # refuse unusable teachers before any folder exists
     created = _make_folder(run_dir)
     lock = _lock_run(run_dir, created)
-    log_path = run_dir / "train.log"
+    log_path = run_dir / TRAIN_LOG
     log_existed = log_path.exists()
     log_file = open(log_path, "a")  # noqa: SIM115 - lives for the run
 
@@ -204,7 +211,7 @@ def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainCo
     else:
         if config.data is None:
             raise RunError("--data is required (or --resume RUN_DIR)")
-        if run_dir.exists() and any(p.name not in ("train.log", LOCK) for p in run_dir.iterdir()):
+        if not holds_no_run(run_dir):
             raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to "
                            "continue it, or pick a new --out)")
         # Absolute, so evaluate and convert find the data from any folder.
@@ -259,7 +266,7 @@ def _remove_failed_start(run_dir: Path, created: Path | None, log_existed: bool)
         shutil.rmtree(created, ignore_errors=True)
         return
     if not log_existed:
-        (run_dir / "train.log").unlink(missing_ok=True)
+        (run_dir / TRAIN_LOG).unlink(missing_ok=True)
     (run_dir / LOCK).unlink(missing_ok=True)
 
 
@@ -271,7 +278,7 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
     plan = _plan(config, len(train_set))
     formulation = pick_formulation(config.formulation)
     with _strategy().scope():
-        if resume and (run_dir / "checkpoint.keras").exists():
+        if resume and (run_dir / CHECKPOINT).exists():
             Run.load(run_dir).check_data(train_set, val_set)
             model, history = _restore(run_dir, plan, log)
         else:
@@ -360,7 +367,7 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
     from . import qat as _qat  # noqa: F401 - registers the quantization-aware layers
 
     _remove_partial_writes(run_dir)
-    model = keras.models.load_model(run_dir / "checkpoint.keras")
+    model = keras.models.load_model(run_dir / CHECKPOINT)
     # The checkpoint's own step count is the truth: state.json may lag it by one
     # epoch when a kill came between the two writes.
     first_epoch = int(model.optimizer.iterations.numpy()) // plan["steps_per_epoch"]
@@ -477,7 +484,7 @@ def init_source(config: TrainConfig) -> Path:
     weights have been trained on this run's validation images.
     """
     source = Path(config.init_from)
-    path = source / "model.keras" if source.is_dir() else source
+    path = source / FINAL_MODEL if source.is_dir() else source
     if not path.is_file() and not source.is_dir():
         raise RunError(f"--init-from {source}: no such run folder or .keras file")
     if source.is_dir() and (not Run.is_run(source) or not path.is_file()):
@@ -524,19 +531,19 @@ def finish_run(config: TrainConfig, run_dir: Path, model, classes: int, history:
                best: float, log: Callable[[str], None],
                batches: list[np.ndarray] | None = None) -> dict:
     native = to_native(model, config, classes, batches)
-    save_model_atomic(native, run_dir / "model.keras")
+    save_model_atomic(native, run_dir / FINAL_MODEL)
     if (run_dir / BEST_WEIGHTS).exists():
         best_model = build_for(config, classes, fast_groups=False)
         with np.load(run_dir / BEST_WEIGHTS) as z:
             best_model.set_weights([z[f"w{i}"] for i in range(len(z.files))])
-        save_model_atomic(best_model, run_dir / "best.keras")
+        save_model_atomic(best_model, run_dir / BEST_MODEL)
     summary = {"run_dir": str(run_dir), "epochs": len(history),
                "final_val_accuracy": history[-1]["val_accuracy"],
                "best_val_accuracy": best,
                "mean_last5_val_accuracy": mean_of_last(history),
                "finished": True}
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
-    write_text_atomic(run_dir / "state.json", json.dumps(  # last: "finished" has its summary
+    write_text_atomic(run_dir / SUMMARY, json.dumps(summary, indent=1))
+    write_text_atomic(run_dir / STATE, json.dumps(  # last: "finished" has its summary
         {"epochs_done": len(history), "best_val_accuracy": best, "finished": True}, indent=1))
     log(f"done: final val {100 * summary['final_val_accuracy']:.2f}%, best "
         f"{100 * best:.2f}%, mean of last {min(5, len(history))} "
