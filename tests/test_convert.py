@@ -390,7 +390,14 @@ def test_audit_names_ops_left_outside_xnnpack_and_convert_writes_nothing(tmp_pat
     assert any("AVERAGE_POOL_2D" in p for p in audit.problems)
     shown = TFLiteModel(path).delegate  # what classify, bench, doctor and selftest print
     assert shown.startswith("XNNPACK, partial") and "AVERAGE_POOL_2D" in shown
-    assert TFLiteModel(tiny_bundle / "model_int8.tflite").delegate == "XNNPACK"
+    assert TFLiteModel(path).delegate_kind == "partial"  # what classify and doctor judge by
+    full = TFLiteModel(tiny_bundle / "model_int8.tflite")
+    assert full.delegate == "XNNPACK" and full.delegate_kind == "full"
+    bare = TFLiteModel(tiny_bundle / "model_int8.tflite", xnnpack=False)
+    assert bare.delegate_kind == "none"
+    result = CliRunner().invoke(main, ["classify", str(tiny_bundle / "golden"), "--model",
+                                       str(path), "--labels", str(tiny_bundle / "labels.txt")])
+    assert "inference will be slow" in result.stderr  # the partial graph is warned about
 
     model.save(tmp_path / "pooled.keras")
     src = SourceModel(tmp_path / "pooled.keras", model, ["blue", "green", "red"], DEFAULT, None)

@@ -21,9 +21,8 @@ def _make_classifier(model, labels, precision, top_k, threads):
 
     classifier = Classifier(model, labels=labels, precision=precision, top_k=top_k,
                             num_threads=threads)
-    delegate = classifier.model.delegate
-    if not delegate.startswith("XNNPACK") or "partial" in delegate:
-        _warn_loudly(f"delegate: {delegate}; inference will be slow")
+    if classifier.model.delegate_kind in ("partial", "none"):
+        _warn_loudly(f"delegate: {classifier.model.delegate}; inference will be slow")
     return classifier
 
 

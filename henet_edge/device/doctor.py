@@ -245,12 +245,12 @@ def check_classify(model: Path, runtime: RuntimeInfo,
         return [Check("classify", "fail", f"invalid probabilities {probs}", "re-deploy")]
     checks.append(Check("classify", "ok", f"{classifier.precision} model runs: "
                         f"{prediction.timings_ms['invoke']:.2f} ms invoke"))
-    delegate = classifier.model.delegate
-    if delegate.startswith("XNNPACK, partial"):
+    delegate, kind = classifier.model.delegate, classifier.model.delegate_kind
+    if kind == "partial":
         checks.append(Check("delegate", "warn", f"{delegate}: those ops run slowly",
                             "convert the model again with this henet-edge (its op audit "
                             "refuses such graphs)"))
-    elif delegate.startswith("XNNPACK"):
+    elif kind in ("full", "unverified"):
         checks.append(Check("delegate", "ok", delegate))
     else:
         checks.append(Check("delegate", "warn", f"{delegate}: grouped convolutions will be "

@@ -8,6 +8,7 @@ CPU delegate; it is what runs grouped convolutions fast.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -212,21 +213,34 @@ class TFLiteModel:
     @property
     def delegate(self) -> str:
         """The delegate that actually runs, as far as the interpreter shows it."""
+        return self._delegate_report[1]
+
+    @property
+    def delegate_kind(self) -> str:
+        """``full``, ``partial`` (ops left on slow built-in kernels), ``none`` or
+        ``unverified`` (a runtime that does not show its graph): for checks and warnings."""
+        return self._delegate_report[0]
+
+    @functools.cached_property
+    def _delegate_report(self) -> tuple[str, str]:
+        """(kind, text), worked out once: the graph does not change after loading."""
         if not self.xnnpack:
-            return "none (built-in kernels)"
+            return "none", "none (built-in kernels)"
         nodes = self.delegate_nodes()
         if nodes > 0:
             try:
                 _, fully, outside = self.delegation()
             except Exception:  # private API; absent on some runtimes
-                return "XNNPACK" if nodes == 1 else f"XNNPACK ({nodes} partitions)"
+                return ("full", "XNNPACK") if nodes == 1 else (
+                    "partial", f"XNNPACK ({nodes} partitions)")
             if fully:
-                return "XNNPACK"
-            return (f"XNNPACK, partial ({nodes} partition{'s' if nodes > 1 else ''}; on "
-                    f"built-in kernels: {', '.join(outside) or 'ops at the graph edges'})")
+                return "full", "XNNPACK"
+            return "partial", (
+                f"XNNPACK, partial ({nodes} partition{'s' if nodes > 1 else ''}; on "
+                f"built-in kernels: {', '.join(outside) or 'ops at the graph edges'})")
         if nodes == 0:
-            return "none (XNNPACK requested but not applied)"
-        return "XNNPACK (requested; not verifiable with this runtime)"
+            return "none", "none (XNNPACK requested but not applied)"
+        return "unverified", "XNNPACK (requested; not verifiable with this runtime)"
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.runtime.name, "runtime_version": self.runtime.version,
