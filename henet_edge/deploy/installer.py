@@ -45,6 +45,7 @@ from shlex import quote
 from typing import Any
 
 from henet_edge import __version__
+from henet_edge.device import service as service_unit
 from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from henet_edge.storage import utc_timestamp
 
@@ -78,7 +79,6 @@ Log = Callable[[str], None]
 BUNDLES, CURRENT = "bundles", "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
-SERVICE_UNIT = "henet-edge.service"
 UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
 DEPLOY_STAGES = (INSTALL_STAGE, UPLOAD_STAGE)  # the tmp/ folders only a deploy makes
 
@@ -376,9 +376,9 @@ class Installer:
                     f"(deploy --service again, or `henet-edge service install` on the "
                     f"device)") from None
         else:
-            probe = self.connection.run(
-                f"[ -f /etc/systemd/system/{SERVICE_UNIT} ] || "
-                f"[ -f \"$HOME\"/.config/systemd/user/{SERVICE_UNIT} ]")
+            system = service_unit.SYSTEM_DIR / service_unit.UNIT
+            user = f"$HOME/{str(service_unit.USER_DIR / service_unit.UNIT).removeprefix('~/')}"
+            probe = self.connection.run(f"[ -f {quote(str(system))} ] || [ -f \"{user}\" ]")
             if not probe.ok:
                 return None
             try:
