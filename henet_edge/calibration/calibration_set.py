@@ -23,6 +23,8 @@ from henet_edge.device.manifest import ManifestError, check_preprocessing
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, preprocess_pixels
 from henet_edge.storage import replacing
 
+DEFAULT_NUM = 500  # calibration images: enough for the ranges, quick to convert
+
 
 class CalibrationError(HenetEdgeError, ValueError):
     """A calibration set that cannot be made or used."""
@@ -97,7 +99,7 @@ def _digest(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
-def make_calibration(source: str, num: int = 500, seed: int = 0,
+def make_calibration(source: str, num: int = DEFAULT_NUM, seed: int = 0,
                      spec: Preprocessing = DEFAULT, *,
                      exclude: Collection[str] = ()) -> CalibrationSet:
     """Sample ``num`` images, as evenly across classes as the data allows, never one whose
@@ -125,7 +127,7 @@ def sample(images: np.ndarray, labels: np.ndarray, class_names: list[str], ids: 
     if num < classes:
         raise CalibrationError(f"{option} {num} cannot cover all {classes} classes; "
                                f"use at least {classes}"
-                               + (" (500 is typical)" if option == "--num" else ""))
+                               + (f" ({DEFAULT_NUM} is typical)" if option == "--num" else ""))
     rng = np.random.default_rng(seed)
     if all_if_fewer and num >= len(labels):  # everything, whatever the classes' sizes
         per_class = [int((labels == c).sum()) for c in range(classes)]

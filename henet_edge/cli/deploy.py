@@ -7,6 +7,11 @@ from pathlib import Path
 import click
 
 from henet_edge import HenetEdgeError, UsageError
+from henet_edge.deploy.fleet import DEFAULT_JOBS
+from henet_edge.deploy.installer import DEFAULT_KEEP, DEFAULT_RESERVE_MB
+from henet_edge.deploy.probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
+from henet_edge.deploy.ssh import CONNECT_TIMEOUT
+from henet_edge.device.serve.options import DEFAULT_PORT
 
 from .base import TIMEOUT, _err, emit_json, main, user_errors
 from .device import bench
@@ -28,13 +33,13 @@ def _ssh_options(fn):
         click.option("--accept-new-host-key", is_flag=True,
                      help="Trust an unknown host's key and record it (OpenSSH accept-new); "
                           "a changed key is always refused."),
-        click.option("--connect-timeout", type=TIMEOUT, default=10.0, show_default=True,
+        click.option("--connect-timeout", type=TIMEOUT, default=CONNECT_TIMEOUT, show_default=True,
                      help="Seconds to wait for the TCP connection and SSH banner."),
-        click.option("--remote-dir", default="~/.henet-edge", show_default=True,
+        click.option("--remote-dir", default=DEFAULT_REMOTE_DIR, show_default=True,
                      help="State folder on the device."),
-        click.option("--remote-python", default="python3", show_default=True,
+        click.option("--remote-python", default=DEFAULT_REMOTE_PYTHON, show_default=True,
                      help="The device's Python 3 (used to probe and to create the venv)."),
-        click.option("--jobs", default=4, show_default=True,
+        click.option("--jobs", default=DEFAULT_JOBS, show_default=True,
                      help="Hosts worked on in parallel."),
         click.option("--verbose", is_flag=True, help="Show the SSH library's own log."),
     ]
@@ -86,8 +91,9 @@ def _finish_fleet(outcomes, as_json: bool, table=None, *, healthy: bool = True) 
 @click.option("--wheelhouse", type=click.Path(path_type=Path), default=None,
               help="Upload the device's dependency wheels from DIR (offline devices); "
                    "default: the device installs them from its package index.")
-@click.option("--keep", default=3, show_default=True, help="Bundle versions kept on the device.")
-@click.option("--reserve-mb", default=50, show_default=True,
+@click.option("--keep", default=DEFAULT_KEEP, show_default=True,
+              help="Bundle versions kept on the device.")
+@click.option("--reserve-mb", default=DEFAULT_RESERVE_MB, show_default=True,
               help="Free space (MB) the deploy must leave on the device.")
 @click.option("--no-selftest", is_flag=True,
               help="Switch without checking the golden images on the device (not advised).")
@@ -207,7 +213,7 @@ def remote_classify_command(inputs, precision, top_k, threads, as_json, **conn):
 
 @remote.command("serve")
 @_ssh_options
-@click.option("--port", default=8080, show_default=True,
+@click.option("--port", default=DEFAULT_PORT, show_default=True,
               help="The device's loopback port that `henet-edge serve` listens on.")
 @click.option("--local-port", default=0,
               help="Port on this machine's 127.0.0.1 [--port if free, else any].")

@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from henet_edge import HenetEdgeError, UsageError
+from henet_edge.calibration.calibration_set import DEFAULT_NUM
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
+from henet_edge.convert.report import DEFAULT_GATES
+from henet_edge.device.bench import PROTOCOLS
 from henet_edge.henet_keras.data import AUGMENTS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
 from henet_edge.storage import check_output_file
@@ -24,6 +27,8 @@ from .base import (
     user_errors,
 )
 from .deploy import _fleet_options, _ssh_options
+
+PAPER = PROTOCOLS["paper"]  # the paper's timing protocol: compare's defaults
 
 
 @main.command()
@@ -227,7 +232,7 @@ def _report_evaluation_data(results: dict) -> None:
 
 @main.command()
 @click.option("--data", required=True, help="Training images (folder, archive or named set).")
-@click.option("--num", default=500, show_default=True, help="Images in the set.")
+@click.option("--num", default=DEFAULT_NUM, show_default=True, help="Images in the set.")
 @click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the sample (the same seed and data give the same set).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
@@ -259,7 +264,7 @@ def calibrate(data, num, seed, out, force, as_json):
 @click.option("--calibration", required=True,
               help="A calibration .npz (henet-edge calibrate) or a data source to sample.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder.")
-@click.option("--num", default=500, show_default=True,
+@click.option("--num", default=DEFAULT_NUM, show_default=True,
               help="Calibration images when sampling a data source.")
 @click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of that calibration sample.")
@@ -271,9 +276,9 @@ def calibrate(data, num, seed, out, force, as_json):
               help="Use at most N validation images for the report card.")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, path_type=Path),
               default=None, help="labels.txt for a bare .keras file.")
-@click.option("--min-agreement", default=0.98, show_default=True,
+@click.option("--min-agreement", default=DEFAULT_GATES.min_agreement, show_default=True,
               help="Gate: int8 top-1 agreement with Keras.")
-@click.option("--max-drop", default=1.0, show_default=True,
+@click.option("--max-drop", default=DEFAULT_GATES.max_drop, show_default=True,
               help="Gate: int8 accuracy drop in points.")
 @click.option("--no-gate", is_flag=True, help="Write the bundle even if a gate fails.")
 @click.option("--include-keras", is_flag=True, help="Copy the source .keras into the bundle.")
@@ -332,9 +337,10 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
 @main.command()
 @click.option("--models", default="henet:2,3,4;shufflenet:2,3,4,5", show_default=True,
               help="Families and repeats to compare.")
-@click.option("--runs", default=1000, show_default=True, help="Passes per repeat.")
-@click.option("--repeats", default=5, show_default=True, help="Repeats of the passes.")
-@click.option("--warmup", default=50, show_default=True)
+@click.option("--runs", default=PAPER["runs"], show_default=True, help="Passes per repeat.")
+@click.option("--repeats", default=PAPER["repeats"], show_default=True,
+              help="Repeats of the passes.")
+@click.option("--warmup", default=PAPER["warmup"], show_default=True)
 @click.option("--core", type=int, default=None, help="CPU core to pin to [the last one].")
 @click.option("--calibration", default=None,
               help="Calibration images (data source or .npz) [random inputs].")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from henet_edge import HenetEdgeError, UsageError
+from henet_edge.device.serve.options import DEFAULT_BIND, MAX_WORKERS
 
 from .base import _SEED, SECONDS, THREADS, _err, _warn_loudly, emit_json, main, user_errors
 
@@ -81,7 +82,7 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 @click.option("--model", default=None, help=_MODEL_HELP)
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
               help="Which model of the bundle [int8 if present].")
-@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+@click.option("--bind", default=DEFAULT_BIND, show_default=True,
               help="HOST:PORT to listen on; any non-loopback host requires a token.")
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
               help="Token every request must carry (Authorization: Bearer T or ?token=T); "
@@ -91,8 +92,9 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
                    "process list; the service uses this).")
 @click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads.")
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Interpreters serving requests side by side (one model load each; 1 to 16).")
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
+              help="Interpreters serving requests side by side (one model load each; 1 to "
+                   f"{MAX_WORKERS}).")
 @click.option("--camera", default=None, metavar="SOURCE",
               help="Classify live frames too: auto, picamera2[:N], opencv:N, a video file "
                    "or a folder of images (as `henet-edge camera --source`).")
@@ -306,10 +308,10 @@ def _service_report(state, as_json: bool) -> None:
 
 
 @service.command("install")
-@click.option("--bind", default="127.0.0.1:8080", show_default=True,
+@click.option("--bind", default=DEFAULT_BIND, show_default=True,
               help="HOST:PORT the service listens on (beyond loopback needs --token).")
 @click.option("--camera", default=None, metavar="SOURCE", help="As `serve --camera`.")
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=1, show_default=True,
               help="As `serve --workers`.")
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
               help="Token the service requires (kept in the state folder's service-token, "

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from henet_edge import HenetEdgeError
-from henet_edge.calibration.calibration_set import CalibrationSet
+from henet_edge.calibration.calibration_set import DEFAULT_NUM, CalibrationSet
 from henet_edge.device.manifest import (
     CALIBRATION_FILE,
     GOLDEN_FILE,
@@ -211,7 +211,7 @@ def _quant(quant) -> dict:
 class ConvertOptions:
     """How ``convert`` samples, scores, gates and packs a bundle (the CLI's options)."""
 
-    num: int = 500  # calibration images when sampling a data source
+    num: int = DEFAULT_NUM  # calibration images when sampling a data source
     seed: int = 0
     val_data: str | None = None  # report-card images [the run's validation split]
     report_images: int | None = None  # at most this many of them

@@ -29,6 +29,8 @@ from .ssh import ConnectOptions, SSHConnection
 if TYPE_CHECKING:
     from .installer import Installer, InstallOptions
 
+DEFAULT_JOBS = 4  # hosts worked on in parallel
+
 Log = Callable[[str], None]
 
 
@@ -41,7 +43,7 @@ class FleetOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     remote_dir: str = DEFAULT_REMOTE_DIR
     remote_python: str = DEFAULT_REMOTE_PYTHON
-    jobs: int = 4
+    jobs: int = DEFAULT_JOBS
 
     @property
     def several(self) -> bool:
@@ -100,7 +102,7 @@ def _lost(host: str) -> HostOutcome:
 
 
 def run_fleet(hosts: Sequence[str], work: Callable[[str, int], dict[str, Any]], *,
-              jobs: int = 4) -> list[HostOutcome]:
+              jobs: int = DEFAULT_JOBS) -> list[HostOutcome]:
     """Run ``work`` for every host, at most ``jobs`` at a time.
 
     Workers are daemon threads, so Ctrl-C stops the command at once (each

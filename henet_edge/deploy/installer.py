@@ -79,6 +79,8 @@ Log = Callable[[str], None]
 BUNDLES, CURRENT = "bundles", "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
+DEFAULT_KEEP = 3  # bundle versions kept on a device (current included)
+DEFAULT_RESERVE_MB = 50  # free space a deploy leaves on the device
 UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
 DEPLOY_STAGES = (INSTALL_STAGE, UPLOAD_STAGE)  # the tmp/ folders only a deploy makes
 
@@ -92,8 +94,8 @@ class InstallOptions:
     wheel: Path | None = None          # a prebuilt henet_edge wheel; default: build one
     wheelhouse: Path | None = None     # offline device: install dependencies from these
     device_python: str | None = None   # skip the venv: this interpreter has henet-edge[device]
-    keep: int = 3                      # bundles kept (current included)
-    reserve_bytes: int = 50 * MB       # free space to leave on the device
+    keep: int = DEFAULT_KEEP
+    reserve_bytes: int = DEFAULT_RESERVE_MB * MB
     venv_bytes: int = 300 * MB         # estimate of a new venv's size (index installs)
     selftest: bool = True
     lock_timeout: float = 600.0        # wait this long for another deploy to the device

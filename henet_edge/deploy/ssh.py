@@ -26,6 +26,8 @@ from .errors import ConnectError, DeployError, RemoteCommandError
 from .hostkeys import KnownHosts, check_host_key, known_hosts_name
 from .hosts import DEFAULT_IDENTITIES, HostTarget, load_ssh_config, resolve_host
 
+CONNECT_TIMEOUT = 10.0  # seconds for the TCP connection and the SSH banner
+
 Log = Callable[[str], None]
 
 
@@ -37,7 +39,7 @@ class ConnectOptions:
     identities: list[str] = field(default_factory=list)
     known_hosts: str | None = None
     accept_new_host_key: bool = False
-    connect_timeout: float = 10.0
+    connect_timeout: float = CONNECT_TIMEOUT
     use_agent: bool = True
     verbose: bool = False           # let paramiko's own log reach stderr
 

@@ -38,7 +38,7 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
-from .options import check_token, is_loopback, parse_bind, serve_url
+from .options import DEFAULT_BIND, check_token, is_loopback, parse_bind, serve_url
 from .page import PAGE
 from .pool import ClassifierPool
 from .protocol import http_protocol
@@ -355,7 +355,7 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
     return app
 
 
-def serve(classifiers: Classifier | Sequence[Classifier], bind: str = "127.0.0.1:8080",
+def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BIND,
           token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)

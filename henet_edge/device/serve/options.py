@@ -12,6 +12,8 @@ import math
 from henet_edge import UsageError
 
 MAX_WORKERS = 16  # interpreters; a Pi has 4 cores, and each one holds the model
+DEFAULT_PORT = 8080
+DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"  # loopback: no token needed
 
 
 class BindError(UsageError, ValueError):
