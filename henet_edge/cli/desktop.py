@@ -205,7 +205,7 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     run in the device runtime (LiteRT), never in TensorFlow.
     """
     from henet_edge.convert.evaluate import evaluate_model, format_evaluation
-    from henet_edge.device.metrics import check_plot_target
+    from henet_edge.plots import check_plot_target
 
     if plot_path is not None:
         check_plot_target(plot_path, "confusion.png")
@@ -368,7 +368,7 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     """
     from henet_edge.convert.compare import parse_lowerings, parse_models
     from henet_edge.device.bench import BenchOptions
-    from henet_edge.device.metrics import check_plot_target
+    from henet_edge.plots import check_plot_target
 
     # Every check before TensorFlow and the slow builds.
     wanted, chosen = parse_models(models), parse_lowerings(lowerings)

@@ -28,6 +28,7 @@ from henet_edge.device.manifest import (
 from henet_edge.henet_keras.campaign import Campaign, run_state
 from henet_edge.henet_keras.registry import model_names, paper_row, run_name
 from henet_edge.henet_keras.run import Run, training_hours
+from henet_edge.plots import pyplot, save_figure
 
 from .lowering import DEFAULT_LOWERING
 
@@ -210,11 +211,7 @@ def format_report(report: dict) -> str:
 
 def plot_accuracy_latency(report: dict, out: Path) -> list[Path]:
     """One PNG per precision: accuracy against latency, each family's Pareto front."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lowering = report.get("lowering", DEFAULT_LOWERING)
     written = []
     for precision in PRECISIONS:
@@ -240,7 +237,5 @@ def plot_accuracy_latency(report: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"accuracy-latency-{precision}{suffix(lowering)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, path, dpi=120))
     return written

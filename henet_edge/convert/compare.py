@@ -27,6 +27,7 @@ from henet_edge.henet_keras.registry import (
     paper_table,
     run_name,
 )
+from henet_edge.plots import pyplot, save_figure
 
 from .lowering import LOWERINGS
 
@@ -250,11 +251,7 @@ LINE_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."))
 
 def plot(result: dict, path: Path) -> None:
     """Latency against MACs: one panel per precision, a line per family and lowering."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lowerings = result.get("lowerings") or ["grouped"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, precision in zip(axes, ("float32", "int8"), strict=True):
@@ -279,5 +276,4 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("median latency per inference (ms)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from henet_edge import HenetEdgeError
+from henet_edge.plots import check_plot_target, png_path, pyplot, save_figure
 from henet_edge.storage import check_output_file, write_text_atomic
 
 from .bundle import PRECISIONS, is_bundle, load_bundle, sha256_file
 from .environment import UNKNOWN, Probe, assess, describe_int8_features
-from .metrics import check_plot_target, png_path, save_figure
 from .preprocess import DEFAULT, Preprocessing, normalize, open_image, preprocess_image
 from .runtime import (
     MAX_THREADS,
@@ -438,20 +438,9 @@ def _unit(value: Any, unit: str) -> str:
     return f"{value:g} {unit}" if isinstance(value, (int, float)) else str(value)
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BenchError("--plot needs matplotlib: `pip install matplotlib`") from None
-    return plt
-
-
 def check_histogram_target(path: str | Path) -> Path:
     """Before any timing: matplotlib is there and the histogram's folder is writable."""
-    _pyplot()
+    pyplot()
     return check_plot_target(path, "latency.png")
 
 
@@ -490,7 +479,7 @@ def plot_histogram(run: BenchRun, path: str | Path) -> Path:
     A folder gets ``latency.png`` inside it; a name without a suffix gets ``.png``.
     """
     result, latencies = run.result, run.latencies_ns
-    plt = _pyplot()
+    plt = pyplot()
     path = png_path(path, "latency.png")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     all_ms = np.concatenate([np.asarray(v, np.float64) / 1e6 for v in latencies.values()])

@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from henet_edge import HenetEdgeError
-
-
-class PlotError(HenetEdgeError, ValueError):
-    """A plot that cannot be written where it was asked for."""
-
-
-def png_path(path: str | Path, default_name: str) -> Path:
-    """Where a plot asked for at ``path`` lands: a folder gets ``default_name`` inside it,
-    a name without a suffix gets ``.png`` (as matplotlib would write it)."""
-    path = Path(path)
-    if path.is_dir():
-        return path / default_name
-    return path.with_suffix(".png") if not path.suffix else path
-
-
-def check_plot_target(path: str | Path, default_name: str) -> Path:
-    """Fail before slow work when a plot could not be written at ``path``.
-
-    Makes (and removes) a scratch file in the folder the PNG lands in: the only
-    check that permissions, read-only mounts and missing folders all answer.
-    Returns the PNG's path (see :func:`png_path`).
-    """
-    target = png_path(path, default_name)
-    try:
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".plot-check-"):
-            pass
-    except OSError as exc:
-        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    return target
-
-
-def save_figure(fig: Any, path: Path, dpi: int) -> None:
-    """``fig.savefig`` and close it; a path that cannot be written is a :class:`PlotError`."""
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.savefig(path, dpi=dpi)
-    except OSError as exc:
-        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
+from henet_edge.plots import png_path, pyplot, save_figure
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray,
@@ -87,11 +44,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
                    title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG; returns where it was written
     (see :func:`png_path`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=float)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from henet_edge.plots import pyplot, save_figure
 from henet_edge.storage import replacing, write_text_atomic
 
 from .ema import averaged, shipped_weights, uses_average
@@ -51,11 +52,7 @@ def save_weights_atomic(weights: list, path: Path) -> None:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
     ax1.plot(epochs, [h["loss"] for h in history], label="train")
@@ -76,9 +73,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
-    with replacing(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:

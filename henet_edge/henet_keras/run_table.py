@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from henet_edge.storage import replacing
+from henet_edge.plots import pyplot, save_figure
 
 from .registry import run_name
 from .run import LAST_N, Run, mean_of_last, shown_path, training_hours
@@ -82,11 +82,7 @@ def plot_runs(runs: list[Run], path: Path, from_epoch: int = 1) -> list[str]:
     run's own (a warm restart starts again at 1). Returns the labels of the accuracy
     lines drawn, in order.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (acc, lr) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=(2, 1))
     labels = []
     for run in runs:
@@ -107,7 +103,5 @@ def plot_runs(runs: list[Run], path: Path, from_epoch: int = 1) -> list[str]:
         ax.grid(alpha=0.3)
     acc.legend(fontsize=8)
     fig.tight_layout()
-    with replacing(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return labels

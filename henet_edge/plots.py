@@ -1,0 +1,69 @@
+"""Figures: matplotlib headless, where a PNG lands, a check before slow work, one writer.
+
+matplotlib is imported only when a figure is drawn (the device side runs without it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from henet_edge import HenetEdgeError
+from henet_edge.storage import replacing
+
+
+class PlotError(HenetEdgeError, ValueError):
+    """A plot that cannot be drawn, or written where it was asked for."""
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("plots need matplotlib: `pip install matplotlib`") from None
+    return plt
+
+
+def png_path(path: str | Path, default_name: str) -> Path:
+    """Where a plot asked for at ``path`` lands: a folder gets ``default_name`` inside it,
+    a name without a suffix gets ``.png`` (as matplotlib would write it)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / default_name
+    return path.with_suffix(".png") if not path.suffix else path
+
+
+def check_plot_target(path: str | Path, default_name: str) -> Path:
+    """Fail before slow work when a plot could not be written at ``path``.
+
+    Makes (and removes) a scratch file in the folder the PNG lands in: the only
+    check that permissions, read-only mounts and missing folders all answer.
+    Returns the PNG's path (see :func:`png_path`).
+    """
+    target = png_path(path, default_name)
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".plot-check-"):
+            pass
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    return target
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` as a PNG at ``path`` whole or not at all, and close it; a path that
+    cannot be written is a :class:`PlotError`."""
+    plt = pyplot()
+    path = Path(path)
+    try:
+        with replacing(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+    return path
