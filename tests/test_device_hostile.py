@@ -272,7 +272,7 @@ def _never(*_args, **_kwargs):
 
 @pytest.mark.parametrize("command, slow", [
     (["bench", "BUNDLE", "--runs", "3"], "henet_edge.device.bench.run_bench"),
-    (["evaluate", "BUNDLE"], "henet_edge.convert.evaluate.evaluate_model"),
+    (["evaluate", "BUNDLE"], "henet_edge.convert.evaluate.load_evaluation_data"),
     (["compare", "--runs", "3"], "henet_edge.convert.compare.compare"),
     (["remote", "bench", "--host", "127.0.0.1", "--runs", "3"],
      "henet_edge.deploy.commands.bench"),

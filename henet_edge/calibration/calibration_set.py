@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from henet_edge import HenetEdgeError
+from henet_edge import HenetEdgeError, UsageError
 from henet_edge.device.manifest import ManifestError, check_preprocessing
 from henet_edge.device.preprocess import DEFAULT, Preprocessing, preprocess_pixels
-from henet_edge.storage import replacing
+from henet_edge.storage import check_output_file, replacing
 
 DEFAULT_NUM = 500  # calibration images: enough for the ranges, quick to convert
 
@@ -114,6 +114,19 @@ def make_calibration(source: str, num: int = DEFAULT_NUM, seed: int = 0,
                    source=source)
     if exclude:
         calib.provenance["excluded"] = int((~keep).sum())
+    return calib
+
+
+def write_calibration(source: str, out: str | Path, *, num: int = DEFAULT_NUM, seed: int = 0,
+                      force: bool = False) -> CalibrationSet:
+    """``henet-edge calibrate``: sample ``source`` and save the set as ``out`` (``.npz``);
+    an existing ``out`` is replaced only with ``force``, and checked before sampling."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise UsageError(f"--out must end in .npz, got {out}")
+    check_output_file(out, force)
+    calib = make_calibration(source, num=num, seed=seed)
+    calib.save(out)
     return calib
 
 

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError, UsageError
+from henet_edge import HenetEdgeError
 from henet_edge.calibration.calibration_set import DEFAULT_NUM
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.convert.report import DEFAULT_GATES
 from henet_edge.device.bench import PROTOCOLS
 from henet_edge.henet_keras.data import AUGMENTS
 from henet_edge.henet_keras.registry import check_model_args, model_names, model_spec
-from henet_edge.storage import check_output_file
 
 from .base import (
     _SEED,
@@ -205,10 +204,7 @@ def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):
     run in the device runtime (LiteRT), never in TensorFlow.
     """
     from henet_edge.convert.evaluate import evaluate_model, format_evaluation
-    from henet_edge.plots import check_plot_target
 
-    if plot_path is not None:
-        check_plot_target(plot_path, "confusion.png")
     results = evaluate_model(model_path, data=data, precision=precision, plot=plot_path,
                              preprocessing=preprocessing, warn=_warn_loudly)
     if as_json:
@@ -246,13 +242,9 @@ def calibrate(data, num, seed, out, force, as_json):
     The set holds canonical images after the shared preprocessing, with its
     provenance: source, seed, image ids, class histogram and sha256.
     """
-    from henet_edge.calibration.calibration_set import make_calibration
+    from henet_edge.calibration.calibration_set import write_calibration
 
-    if out.suffix != ".npz":
-        raise UsageError(f"--out must end in .npz, got {out}")
-    check_output_file(out, force)
-    calib = make_calibration(data, num=num, seed=seed)
-    calib.save(out)
+    calib = write_calibration(data, out, num=num, seed=seed, force=force)
     if as_json:
         emit_json({"out": str(out), **calib.summary()})
     else:

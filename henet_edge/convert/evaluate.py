@@ -10,6 +10,7 @@ from henet_edge.device.bundle import MANIFEST, is_bundle, load_bundle
 from henet_edge.device.evaluate import evaluate_tflite, plot_all, tflite_models
 from henet_edge.device.preprocess import DEFAULT, Preprocessing
 from henet_edge.henet_keras.run import Run
+from henet_edge.plots import check_plot_target
 
 from .eval_data import load_evaluation_data
 
@@ -30,6 +31,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
+    if plot is not None:  # before the slow work: a plot that cannot land wastes it
+        check_plot_target(plot, "confusion.png")
     run = Run.load(path) if Run.is_run(path) else None
     chosen = load_evaluation_data(path, data, run, _preprocessing_of(path, run, preprocessing),
                                   warn)
