@@ -7,6 +7,7 @@ the one exception: it is sent to a device as a single file and keeps its own cop
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
 import glob
 import os
 import secrets
@@ -60,6 +61,27 @@ def _is_running(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``):
+    at no moment is either name missing. False, having changed nothing, where the
+    system cannot (another OS, an old kernel or C library, a file system without it)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (errno_codes.EINVAL, errno_codes.ENOSYS, errno_codes.EOPNOTSUPP):
+        return False
+    raise OSError(errno, os.strerror(errno), str(a))
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int | None = None) -> None:

@@ -659,7 +659,35 @@ def test_a_failed_swap_puts_the_replaced_bundle_back(tiny_bundle, tmp_path, monk
         real_replace(src, dst)
 
     monkeypatch.setattr(bundle_writer.os, "replace", failing_second)
+    monkeypatch.setattr(bundle_writer, "exchange", lambda _a, _b: False)  # a system without
     with pytest.raises(OSError, match="No space"):
         bundle_writer._swap_into_place(new, out)
     assert sorted(p.name for p in out.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".bundle.tmp-1", "bundle"]
+
+
+def test_a_replaced_bundle_is_exchanged_in_one_step_where_the_system_can(tiny_bundle, tmp_path,
+                                                                         monkeypatch):
+    """Moving the old bundle aside and the new one in left a moment with no bundle under
+    the name (a kill there left none); Linux swaps the two folders in one rename."""
+    from henet_edge.convert import bundle_writer
+    from henet_edge.storage import exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x").write_text("a"), (b / "y").write_text("b")
+    if not exchange(a, b):
+        pytest.skip("this system cannot exchange two paths atomically")
+    assert (a / "y").read_text() == "b" and (b / "x").read_text() == "a"
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    new = tmp_path / ".bundle.tmp-1"
+    new.mkdir()
+    (new / "marker").write_text("new")
+
+    def never(*_a):
+        raise AssertionError("moved aside: the name was briefly without a bundle")
+
+    monkeypatch.setattr(bundle_writer.os, "replace", never)
+    bundle_writer._swap_into_place(new, out)
+    assert [p.name for p in out.iterdir()] == ["marker"] and not new.exists()

@@ -45,7 +45,7 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing, open_image, pre
 from henet_edge.device.runtime import TFLiteModel
 from henet_edge.henet_keras.run import CONFIG, Run
 from henet_edge.henet_keras.tf_env import library_versions
-from henet_edge.storage import utc_timestamp
+from henet_edge.storage import exchange, utc_timestamp
 
 from .audit import audit_model
 from .lowering import DEFAULT_LOWERING
@@ -426,9 +426,13 @@ def _write_golden(tmp: Path, pixels: np.ndarray, labels: np.ndarray, src: Source
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Move the finished bundle onto ``out``; the bundle it replaces comes back if the
-    second rename fails (only a kill between the two renames can leave ``out`` absent,
-    with the old bundle beside it as ``.NAME.old-PID``)."""
+    """Move the finished bundle onto ``out``. A bundle already there is exchanged with it
+    in one step where the system can (Linux); elsewhere it is moved aside first and comes
+    back if the second rename fails (only a kill between the two renames can then leave
+    ``out`` absent, with the old bundle beside it as ``.NAME.old-PID``)."""
+    if out.exists() and exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old bundle
+        return
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
