@@ -439,7 +439,7 @@ def test_remote_bench_on_several_hosts_keeps_one_plot_per_host(kit, tmp_path, mo
         result = cli(kit, "remote", "bench", "--host", kit.spec, "--host", "samepi",
                      "--runs", "4", "--repeats", "2", "--warmup", "1",
                      "--plot", str(tmp_path / "latency.png"),
-                     "--latencies", str(tmp_path / "ns.json"))
+                     "--latencies", str(tmp_path / "deep" / "ns.json"))
     finally:
         kit.ssh_config.write_text("")
     assert result.exit_code == 0, result.output
@@ -449,8 +449,9 @@ def test_remote_bench_on_several_hosts_keeps_one_plot_per_host(kit, tmp_path, mo
     assert len(pngs) == 1 and pngs[0] in {f"latency-{part}.png" for part in parts}, pngs
     part = pngs[0].removeprefix("latency-").removesuffix(".png")
     assert (tmp_path / pngs[0]).read_bytes()[:4] == b"\x89PNG"
-    latencies = read_latencies(tmp_path / f"ns-{part}.json")
+    latencies = read_latencies(tmp_path / "deep" / f"ns-{part}.json")  # its folder made
     assert [len(v) for v in latencies.values()] == [4 * 2]
+    assert f"wrote {tmp_path / 'deep' / f'ns-{part}.json'}" in result.output
     assert "/tmp" not in result.output.replace(str(tmp_path), "")  # no device paths shown
 
 

@@ -214,9 +214,13 @@ def test_cli_bench_latencies_file_holds_every_timed_pass(tiny_bundle, tmp_path):
         assert len(ns) == 7 * 3 and min(ns) > 0  # the timed passes, not the warm-up
         assert np.median(ns) / 1e6 == pytest.approx(model["per_inference_ms"]["median"],
                                                     rel=1e-6)
-    out.write_text('{"unit": "ms", "models": {"m": [1]}}')
-    with pytest.raises(BenchError, match="not a latencies file"):
-        read_latencies(out)
+    for bad in ('{"unit": "ms", "models": {"m": [1]}}', '{"unit": "ns", "models": {"m": [0]}}',
+                '{"unit": "ns", "models": {"m": [true]}}', '{"unit": "ns", "models": {}}',
+                '{"unit": "ns", "models": {"m": [1e400]}}', '{"unit": "ns", "models": {"m": [-5]}}',
+                '{"unit": "ns", "models": {"m": [' + "9" * 400 + ']}}', "[" * 100_000):
+        out.write_text(bad)  # what a damaged or hostile device could send back
+        with pytest.raises(BenchError, match="not a latencies file"):
+            read_latencies(out)
     result = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--runs", "3",
                                        "--latencies", str(tmp_path)])
     assert result.exit_code == 1 and "is a folder" in result.output

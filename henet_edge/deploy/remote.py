@@ -19,7 +19,7 @@ from typing import Any
 
 from henet_edge.device import bench as device_bench
 from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
-from henet_edge.storage import utc_timestamp
+from henet_edge.storage import utc_timestamp, write_text_atomic
 
 from .errors import DeployError
 from .installer import CURRENT, LAST_BENCH, Installer
@@ -147,17 +147,24 @@ def _per_host(path: Path, host: str, per_host: bool) -> Path:
     return path.with_name(f"{path.stem}-{_file_name_part(host)}{path.suffix}") if per_host else path
 
 
-def _fetch_latencies(session, remote: str, local: Path | None) -> dict[str, list[int]]:
-    """Fetch the device's latencies file (into ``local``, kept, or a temporary file)."""
+def _fetch_latencies(session, remote: str, local: Path | None,
+                     echo: Echo) -> dict[str, list[int]]:
+    """Fetch the device's latencies file and check it; with ``local``, keep it there (its
+    folder made, a file already there replaced only by a sound one)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="henet-edge-bench-") as scratch:
-        target = local or Path(scratch) / "latencies.json"
-        session.connection.get(remote, target)
+        fetched = Path(scratch) / "latencies.json"
+        session.connection.get(remote, fetched)
         try:
-            return device_bench.read_latencies(target)
+            latencies = device_bench.read_latencies(fetched)
         except device_bench.BenchError as exc:
-            raise DeployError(f"{session.name}: {exc}") from None
+            raise DeployError(f"{session.name}: the device's {exc}") from None
+        if local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(local, fetched.read_text(encoding="utf-8"))
+            echo(f"wrote {local}")
+    return latencies
 
 
 def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path | None = None,
@@ -196,23 +203,23 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
         remote_latencies = f"{stage}/latencies.json"
         if plot_file or latencies_file:
             args += ["--latencies", remote_latencies]
-            if latencies_file:
-                mapping[remote_latencies] = str(latencies_file)  # fetched there below
-            else:
-                stderr.hidden.add(f"wrote {remote_latencies}")  # only the plot's input
+            stderr.hidden.add(f"wrote {remote_latencies}")  # said here once it has landed
         stderr.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
         result = session.connection.run(installer.henet_command(["bench", *args, "--json"]),
                                         stderr_sink=stderr, timeout=session.timeout)
         stderr.flush()
         if not result.ok:
-            raise DeployError(f"{installer.name}: bench failed on the device: "
-                              f"{stderr.map(result.last_line())}")
+            last = stderr.map(result.last_line())
+            if "No such option" in last and "--latencies" in last:
+                last += (" (the device's henet-edge predates --latencies, which --plot "
+                         "uses: deploy again to update it)")
+            raise DeployError(f"{installer.name}: bench failed on the device: {last}")
         try:
             data = json.loads(result.out[result.out.index("{"):])
         except ValueError:
             raise DeployError(f"{installer.name}: bench gave no JSON result") from None
         if plot_file or latencies_file:
-            per_model = _fetch_latencies(session, remote_latencies, latencies_file)
+            per_model = _fetch_latencies(session, remote_latencies, latencies_file, err)
         if plot_file:
             run = device_bench.BenchRun(data, per_model)
             err(f"wrote {device_bench.plot_histogram(run, plot_file)}")

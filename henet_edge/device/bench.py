@@ -458,18 +458,31 @@ def write_latencies(run: BenchRun, path: str | Path) -> Path:
     return path
 
 
+MAX_LATENCY_NS = 10**12  # 1000 s: no pass takes longer; a larger figure is not a timing
+MAX_LATENCIES_BYTES = 256 << 20  # MAX_PASSES timings per model, a few models, as JSON
+
+
+def _is_latency(value: Any) -> bool:
+    return type(value) is int and 0 < value <= MAX_LATENCY_NS  # bool is no timing
+
+
 def read_latencies(path: str | Path) -> dict[str, list[int]]:
-    """The per-model latencies :func:`write_latencies` wrote; :class:`BenchError` if not."""
+    """The per-model latencies :func:`write_latencies` wrote; :class:`BenchError` if not
+    (also for one that came from elsewhere, such as a device: sizes and values checked)."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_LATENCIES_BYTES:
+            raise ValueError(f"larger than {MAX_LATENCIES_BYTES >> 20} MB")
+        data = json.loads(path.read_text(encoding="utf-8"))
         models = data["models"]
         ok = data["unit"] == "ns" and isinstance(models, dict) and all(
-            isinstance(v, list) and v and all(isinstance(t, int) for t in v)
-            for v in models.values())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            isinstance(name, str) and isinstance(v, list) and v and all(map(_is_latency, v))
+            for name, v in models.items())
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BenchError(f"{path}: not a latencies file ({exc})") from None
     if not ok or not models:
-        raise BenchError(f"{path}: not a latencies file (no models, or not in ns)")
+        raise BenchError(f"{path}: not a latencies file (each model needs passes of 1 ns to "
+                         f"{MAX_LATENCY_NS:,} ns)")
     return models
 
 
