@@ -55,15 +55,18 @@ def check_plot_target(path: str | Path, default_name: str) -> Path:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
-    """Write ``fig`` as a PNG at ``path`` whole or not at all, and close it; a path that
-    cannot be written is a :class:`PlotError`."""
+    """Write ``fig`` at ``path`` whole or not at all, in the format its suffix names (PNG,
+    SVG, PDF...), and close it; a path that cannot be written, or a format matplotlib
+    does not know, is a :class:`PlotError`."""
     plt = pyplot()
     path = Path(path)
     try:
-        with replacing(path, ".png") as tmp:
+        with replacing(path) as tmp:  # the temporary name keeps the suffix: the format
             fig.savefig(tmp, dpi=dpi)
     except OSError as exc:
         raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    except ValueError as exc:  # "Format 'xyz' is not supported"
+        raise PlotError(f"{path}: cannot write the plot ({exc})") from None
     finally:
         plt.close(fig)
     return path
