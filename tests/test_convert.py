@@ -253,10 +253,10 @@ def test_convert_says_when_its_val_data_is_the_training_data(tiny_run, image_fol
 
 
 def test_convert_calibrates_on_the_run_s_data_without_its_validation_split(
-        tiny_bundle, tiny_run, image_folder):
+        tiny_bundle, tiny_run, image_folder, tmp_path):
     """Calibration sampled the run's whole data, so int8 ranges were fitted partly on the
     validation images the report card scores (107 of the shipped bundle's 1,000)."""
-    from henet_edge.convert.bundle_writer import ConvertOptions, load_source_model
+    from henet_edge.convert.bundle_writer import ConvertError, ConvertOptions, load_source_model
     from henet_edge.convert.pipeline import _calibration
     from henet_edge.henet_keras.run import Run
 
@@ -267,6 +267,29 @@ def test_convert_calibrates_on_the_run_s_data_without_its_validation_split(
     assert len(set(calib.provenance["ids"])) == 36 and not val_ids & set(calib.provenance["ids"])
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["calibration"]["excluded"] == 12  # the bundle says so
+    with pytest.raises(ConvertError, match="once the run's 12 validation images"):
+        _calibration(str(image_folder), load_source_model(tiny_run), ConvertOptions(num=48))
+    # A ready .npz of the same data cannot leave them out: used, and said so.
+    from henet_edge.calibration.calibration_set import make_calibration
+
+    npz = make_calibration(str(image_folder), num=48)
+    npz.save(tmp_path / "all.npz")
+    heard: list[str] = []
+    _calibration(str(tmp_path / "all.npz"), load_source_model(tiny_run), ConvertOptions(),
+                 warn=heard.append)
+    assert len(heard) == 1 and "holds 12 of the run's validation images" in heard[0]
+    # calibrate --run makes one without them, which convert then uses without a word.
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(image_folder), "--num", "36",
+                                       "--out", str(tmp_path / "clean.npz"), "--run",
+                                       str(tiny_run), "--json"])
+    assert result.exit_code == 0, result.output
+    heard.clear()
+    clean = _calibration(str(tmp_path / "clean.npz"), load_source_model(tiny_run),
+                         ConvertOptions(), warn=heard.append)
+    assert not heard and not val_ids & set(clean.provenance["ids"])
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(tmp_path), "--out",
+                                       str(tmp_path / "x.npz"), "--run", str(tiny_run)])
+    assert result.exit_code == 2 and "not on --data" in result.output
 
 
 def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, image_folder,

@@ -118,14 +118,26 @@ def make_calibration(source: str, num: int = DEFAULT_NUM, seed: int = 0,
 
 
 def write_calibration(source: str, out: str | Path, *, num: int = DEFAULT_NUM, seed: int = 0,
-                      force: bool = False) -> CalibrationSet:
+                      force: bool = False, run: str | Path | None = None) -> CalibrationSet:
     """``henet-edge calibrate``: sample ``source`` and save the set as ``out`` (``.npz``);
-    an existing ``out`` is replaced only with ``force``, and checked before sampling."""
+    an existing ``out`` is replaced only with ``force``, and checked before sampling.
+    With ``run`` (the run folder the set will convert), the run's validation split is
+    left out: its accuracy is measured there."""
     out = Path(out)
     if out.suffix != ".npz":
         raise UsageError(f"--out must end in .npz, got {out}")
     check_output_file(out, force)
-    calib = make_calibration(source, num=num, seed=seed)
+    exclude: list[str] = []
+    if run is not None:
+        from henet_edge.henet_keras.data import same_source
+        from henet_edge.henet_keras.run import Run
+
+        trained = Run.load(run)
+        if not same_source(source, trained.data_path):
+            raise UsageError(f"--run {run} trained on {trained.data_path}, not on --data "
+                             f"{source}: there is no validation split of it to leave out")
+        exclude = trained.validation()[0].ids
+    calib = make_calibration(source, num=num, seed=seed, exclude=exclude)
     calib.save(out)
     return calib
 

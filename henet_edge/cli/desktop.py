@@ -233,10 +233,13 @@ def _report_evaluation_data(results: dict) -> None:
               help="Seed of the sample (the same seed and data give the same set).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .npz file.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="The run folder the set will convert: its validation split (the report "
+                   "card's images) is left out.")
 @click.option("--json", "as_json", is_flag=True)
 @quiet_logs
 @user_errors
-def calibrate(data, num, seed, out, force, as_json):
+def calibrate(data, num, seed, out, force, run_dir, as_json):
     """Make a class-stratified, deterministic int8 calibration set.
 
     The set holds canonical images after the shared preprocessing, with its
@@ -244,7 +247,7 @@ def calibrate(data, num, seed, out, force, as_json):
     """
     from henet_edge.calibration.calibration_set import write_calibration
 
-    calib = write_calibration(data, out, num=num, seed=seed, force=force)
+    calib = write_calibration(data, out, num=num, seed=seed, force=force, run=run_dir)
     if as_json:
         emit_json({"out": str(out), **calib.summary()})
     else:

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from henet_edge.calibration.calibration_set import load_calibration, resolve_calibration
+from henet_edge.calibration.calibration_set import (
+    CalibrationError,
+    load_calibration,
+    resolve_calibration,
+)
 from henet_edge.device.preprocess import preprocess_pixels
 
 from .bundle_writer import (
@@ -76,7 +80,7 @@ def convert(source: str | Path, calibration: str, out: str | Path,
     spec = src.preprocessing
     log(f"preprocessing {spec.name} ({spec.canonical_size} -> {spec.input_size} centre crop) "
         f"from {src.preprocessing_source}")
-    calib = _calibration(calibration, src, options)
+    calib = _calibration(calibration, src, options, warn=lambda text: log(f"warning: {text}"))
     pixels, val_labels, note = validation_data(src, options.val_data, calib.pixels,
                                                calib.labels, options.report_images,
                                                warn=lambda text: log(f"warning: {text}"))
@@ -84,17 +88,34 @@ def convert(source: str | Path, calibration: str, out: str | Path,
     return convert_bundle(src, calib, out, images, options, log=log)
 
 
-def _calibration(calibration: str, src: SourceModel, options: ConvertOptions):
-    """The calibration set, refused when its classes are not the model's; drawn from the
-    run's own data, it leaves out the run's validation split (the report card's images)."""
-    from henet_edge.henet_keras.data import same_source
+def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
+                 warn: Callable[[str], None] = print):
+    """The calibration set, refused when its classes are not the model's. Drawn from the
+    run's own data it leaves out the run's validation split (the report card's images);
+    a ready ``.npz`` that holds some of them is used, and ``warn`` hears how many."""
+    from henet_edge.henet_keras.data import NAMED_SETS, same_source
 
-    exclude: list[str] = []
-    if (src.run is not None and not calibration.endswith(".npz")
-            and same_source(calibration, src.run.data_path)):
-        exclude = src.run.validation()[0].ids
-    calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
-                                preprocessing=src.preprocessing, exclude=exclude)
+    held_out: set[str] = set()
+    source = calibration
+    if calibration.endswith(".npz"):
+        source = load_calibration(calibration).provenance.get("source") or ""
+    if (src.run is not None and source not in NAMED_SETS  # a named set's split is its own
+            and same_source(source, src.run.data_path)):
+        held_out = set(src.run.validation()[0].ids)
+    exclude = () if calibration.endswith(".npz") else held_out
+    try:
+        calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
+                                    preprocessing=src.preprocessing, exclude=exclude)
+    except CalibrationError as exc:
+        if not exclude:
+            raise
+        raise ConvertError(f"{exc} (once the run's {len(exclude)} validation images, which "
+                           "calibration leaves out, are set aside)") from None
+    overlap = held_out & set(calib.provenance.get("ids", ()))
+    if calibration.endswith(".npz") and overlap:
+        warn(f"{calibration} holds {len(overlap)} of the run's validation images, on which "
+             "the report card measures int8: its ranges are fitted partly on them (give "
+             "--calibration the data itself, and convert leaves them out)")
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
