@@ -239,6 +239,8 @@ def check_labels(labels: Any) -> None:
     _require(isinstance(labels, list) and bool(labels) and all(
         isinstance(x, str) and x and x.strip() == x and "\n" not in x for x in labels),
         "'labels' must be a non-empty list of non-empty strings (no surrounding spaces)")
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    _require(not twice, f"'labels': {twice[0]!r} appears more than once" if twice else "")
 
 
 def parse_manifest(value: Any) -> Manifest:
@@ -251,8 +253,6 @@ def parse_manifest(value: Any) -> Manifest:
         _require(key in value, f"missing {key!r}")
     labels = value["labels"]
     check_labels(labels)
-    twice = sorted({x for x in labels if labels.count(x) > 1})
-    _require(not twice, f"'labels': {twice[0]!r} appears more than once" if twice else "")
     shape = value["input_shape"]
     _require(isinstance(shape, list) and len(shape) == 4 and all(
         type(x) is int and x > 0 for x in shape),

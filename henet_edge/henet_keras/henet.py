@@ -53,7 +53,8 @@ def build_henet(
         repeat: stride-1 blocks per stage (the paper uses 2, 3 and 4).
         classes: output classes (logits; no softmax).
         input_size: square input side; must reduce to 1x1 (31 in the paper).
-        width_multiplier: scales every width; groups are re-derived per block.
+        width_multiplier: scales the first stage's width (24); each later stage doubles
+            the one before, and groups are re-derived per block.
         batch_size: a static batch (1 for TFLite export) or None.
         fast_groups: compute grouped convs as masked dense convs (fast CPU
             training); the weights are identical in shape to the native form.

@@ -70,7 +70,7 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
           teachers=("henet-r3-long", "henet-r3-cifar10-longer",
                     "equal-budget/shufflenet-r5", "henet-r3-kd3")),
     # Its low-rate finish, as henet-r3-kd2-t1 finished henet-r3-kd2 (there +0.14 pt, within
-    # the noise): plain crops, sharp (T=1) targets, a tenth of the last rate.
+    # the noise): plain crops, sharp (T=1) targets, a restart at lr 0.002 decaying to 0.
     Stage("henet-r3-kd-scratch-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
           distill_temperature=1.0, init_from="henet-r3-kd-scratch",
           teachers=("henet-r3-long", "henet-r3-cifar10-longer",

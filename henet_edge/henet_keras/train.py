@@ -20,6 +20,7 @@ last checkpoint with the same schedule as an uninterrupted run.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -143,10 +144,14 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     config = _checked_config(config, run_dir, resume)
     teachers = check_teachers(config)  # refuse unusable teachers before any folder exists
     created = _make_folder(run_dir)
-    lock = _lock_run(run_dir, created)
+    lock = _lock_run(run_dir)
     log_path = run_dir / TRAIN_LOG
     log_existed = log_path.exists()
-    log_file = open(log_path, "a")  # noqa: SIM115 - lives for the run
+    try:
+        log_file = open(log_path, "a")  # noqa: SIM115 - lives for the run
+    except BaseException:
+        lock.close()
+        raise
 
     def log(msg: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -166,9 +171,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
         lock.close()
 
 
-def _lock_run(run_dir: Path, created: Path | None) -> IO[str]:
+def _lock_run(run_dir: Path) -> IO[str]:
     """Hold ``run_dir``'s lock for the run: a second ``train`` on the same folder (two
-    resumes, or two starts with one ``--out``) is refused instead of both writing it."""
+    resumes, or two starts with one ``--out``) is refused instead of both writing it.
+    A file system without locks (some network mounts) trains unlocked, as before."""
     lock = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -178,6 +184,10 @@ def _lock_run(run_dir: Path, created: Path | None) -> IO[str]:
         lock.close()
         raise RunError(f"{run_dir}: {holder} is training this run already; wait for it to "
                        "end (or stop it) before starting or resuming it again") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            lock.close()
+            raise
     lock.truncate(0)
     lock.write(f"train (pid {os.getpid()})")
     lock.flush()
