@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,7 +389,9 @@ def test_failing_selftest_keeps_previous_version(kit, tmp_path):
     result = deploy(kit, bad)
     assert result.exit_code == 1
     assert "self-test FAILED" in result.output
-    assert "desktop" in result.output and "device" in result.output
+    # each failing image named with both predictions, as `henet-edge selftest` words it
+    assert re.search(r"int8 golden/\S+\.png: desktop \w+ \(-?[\d.]+\), device \w+ "
+                     r"\(-?[\d.]+\): ", result.output), result.output
     assert kit.current() == bundle_id(kit.bundle)
     assert not (kit.edge / "bundles" / bundle_id(bad)).exists()
 

@@ -47,6 +47,7 @@ from typing import Any
 from henet_edge import __version__
 from henet_edge.device import service as service_unit
 from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from henet_edge.device.selftest import failure_line
 from henet_edge.storage import utc_timestamp
 
 from . import agent
@@ -621,14 +622,9 @@ def _selftest_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def _selftest_message(host: str, report: dict[str, Any]) -> str:
     """One paragraph: which golden images failed, with both predictions."""
-    problems = []
-    for precision, part in report.get("precisions", {}).items():
-        for row in part.get("results", []):
-            if not row.get("passed"):
-                exp, got = row["expected"], row["got"]
-                problems.append(f"{precision} {row['file']}: desktop {exp['label']} "
-                                f"({exp['logit']:.3f}) vs device {got['label']} "
-                                f"({got['logit']:.3f}), {row['reason']}")
+    problems = [f"{precision} {failure_line(row)}"
+                for precision, part in report.get("precisions", {}).items()
+                for row in part.get("results", []) if not row.get("passed")]
     shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
                                        else "")
     return (f"{host}: self-test FAILED, the device does not reproduce the desktop's results "

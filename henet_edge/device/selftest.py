@@ -156,6 +156,13 @@ def format_selftest(report: dict[str, Any]) -> str:
     return "\n".join([head, *("  " + line for line in format_report(report))])
 
 
+def failure_line(row: dict[str, Any]) -> str:
+    """One failing golden image: both predictions and why it failed."""
+    exp, got = row["expected"], row["got"]
+    return (f"{row['file']}: desktop {exp['label']} ({exp['logit']:.3f}), device "
+            f"{got['label']} ({got['logit']:.3f}): {row['reason']}")
+
+
 def format_report(report: dict[str, Any]) -> list[str]:
     """Human lines: one per precision, and one per failing image with both predictions."""
     lines = []
@@ -164,9 +171,5 @@ def format_report(report: dict[str, Any]) -> list[str]:
         lines.append(f"{precision}: {state} ({part['images'] - part['failed']}/"
                      f"{part['images']} golden images, max |logit diff| "
                      f"{part['max_abs_diff']:.3g})")
-        for row in part["results"]:
-            if not row["passed"]:
-                exp, got = row["expected"], row["got"]
-                lines.append(f"  {row['file']}: desktop {exp['label']} ({exp['logit']:.3f}), "
-                             f"device {got['label']} ({got['logit']:.3f}): {row['reason']}")
+        lines += [f"  {failure_line(row)}" for row in part["results"] if not row["passed"]]
     return lines
