@@ -47,7 +47,6 @@ from typing import Any
 from henet_edge import __version__
 from henet_edge.device import service as service_unit
 from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
-from henet_edge.device.selftest import failure_line
 from henet_edge.storage import utc_timestamp
 
 from . import agent
@@ -64,6 +63,7 @@ from .probe import (
     probe,
     run_agent,
 )
+from .report import selftest_message, selftest_summary, service_summary
 from .session import TMP, DeviceSession
 from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import (
@@ -258,7 +258,7 @@ class Installer:
             host=self.name, bundle=plan.bundle_id, name=plan.name, previous=previous,
             version=__version__ if not self.options.device_python else "external",
             venv=plan.key, installed=plan.need_venv, uploaded=uploaded, runtime=runtime,
-            selftest=_selftest_summary(selftest), device=plan.info.to_dict(),
+            selftest=selftest_summary(selftest), device=plan.info.to_dict(),
             warnings=warnings, removed=removed, service=service,
             seconds=round(time.monotonic() - t0, 2))
 
@@ -479,8 +479,8 @@ class Installer:
             raise SelftestFailed(f"{self.name}: the self-test could not run: "
                                  f"{result.last_line()}") from None
         if not report.get("passed") or not result.ok:
-            raise SelftestFailed(_selftest_message(self.name, report), report)
-        summary = _selftest_summary(report)
+            raise SelftestFailed(selftest_message(self.name, report), report)
+        summary = selftest_summary(report)
         self.log(f"self-test passed: {summary['text']}")
         return report
 
@@ -581,7 +581,7 @@ class Installer:
         self._switch_link(CURRENT, f"{BUNDLES}/{target}")
         self.log(f"current -> {_short(target)} ({name}), was {_short(current)}")
         return {"host": self.name, "bundle": target, "name": name, "previous": current,
-                "selftest": _selftest_summary(report)}
+                "selftest": selftest_summary(report)}
 
 
 def current_problems(state: dict[str, Any]) -> list[str]:
@@ -598,35 +598,3 @@ def current_problems(state: dict[str, Any]) -> list[str]:
         return [f"current {_short(current)} is damaged ({'; '.join(check['problems'][:2])}): "
                 f"deploy it again"]
     return []
-
-
-def service_summary(state: dict[str, Any]) -> str:
-    if not state.get("installed"):
-        return "not installed"
-    if not state.get("systemd"):
-        return f"unit written to {state['unit']}; systemd is not running there, not started"
-    return f"{state['scope']} unit {state['active']}, {state['enabled']}"
-
-
-def _selftest_summary(report: dict[str, Any]) -> dict[str, Any]:
-    if not report:
-        return {"passed": None, "text": "skipped"}
-    parts = []
-    for precision, part in report.get("precisions", {}).items():
-        parts.append(f"{precision} {part['images'] - part['failed']}/{part['images']}")
-    return {"passed": bool(report.get("passed")),
-            "text": ", ".join(parts) or "no results",
-            "max_abs_diff": {p: part.get("max_abs_diff")
-                             for p, part in report.get("precisions", {}).items()}}
-
-
-def _selftest_message(host: str, report: dict[str, Any]) -> str:
-    """One paragraph: which golden images failed, with both predictions."""
-    problems = [f"{precision} {failure_line(row)}"
-                for precision, part in report.get("precisions", {}).items()
-                for row in part.get("results", []) if not row.get("passed")]
-    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
-                                       else "")
-    return (f"{host}: self-test FAILED, the device does not reproduce the desktop's results "
-            f"({shown or report.get('error', 'no details')}); current left at the previous "
-            f"version")

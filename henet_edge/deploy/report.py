@@ -2,15 +2,17 @@
 
 Each ``*_row`` turns one host's result into its row of the fleet table
 (:func:`~henet_edge.deploy.fleet.outcome_table`); :func:`format_status` is the
-per-device block of ``henet-edge status``.
+per-device block of ``henet-edge status``; the service and self-test summaries and the
+failed self-test's message are the words deploy uses for them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from henet_edge.device.selftest import failure_line
+
 from .fleet import HostOutcome, format_table
-from .installer import service_summary
 from .probe import human_bytes
 
 DEPLOY_HEADERS = ["host", "bundle", "device side", "runtime", "self-test", "time"]
@@ -77,3 +79,35 @@ def _bench_lines(result: dict[str, Any] | None) -> list[str]:
             f"{(m.get('per_inference_ms') or {}).get('mean', 0):.3f} ms mean"
             + (" (SUSPECT)" if result.get("suspect") else "")
             for m in result.get("models", [])]
+
+
+def service_summary(state: dict[str, Any]) -> str:
+    if not state.get("installed"):
+        return "not installed"
+    if not state.get("systemd"):
+        return f"unit written to {state['unit']}; systemd is not running there, not started"
+    return f"{state['scope']} unit {state['active']}, {state['enabled']}"
+
+
+def selftest_summary(report: dict[str, Any]) -> dict[str, Any]:
+    if not report:
+        return {"passed": None, "text": "skipped"}
+    parts = []
+    for precision, part in report.get("precisions", {}).items():
+        parts.append(f"{precision} {part['images'] - part['failed']}/{part['images']}")
+    return {"passed": bool(report.get("passed")),
+            "text": ", ".join(parts) or "no results",
+            "max_abs_diff": {p: part.get("max_abs_diff")
+                             for p, part in report.get("precisions", {}).items()}}
+
+
+def selftest_message(host: str, report: dict[str, Any]) -> str:
+    """One paragraph: which golden images failed, with both predictions."""
+    problems = [f"{precision} {failure_line(row)}"
+                for precision, part in report.get("precisions", {}).items()
+                for row in part.get("results", []) if not row.get("passed")]
+    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
+                                       else "")
+    return (f"{host}: self-test FAILED, the device does not reproduce the desktop's results "
+            f"({shown or report.get('error', 'no details')}); current left at the previous "
+            f"version")
