@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -664,6 +665,15 @@ def test_the_report_names_the_bundle_files_not_the_temporary_folder(tiny_bundle)
     report = json.loads((tiny_bundle / "report.json").read_text())
     assert {p: a["path"] for p, a in report["audit"].items()} == {
         "float32": "model_float32.tflite", "int8": "model_int8.tflite"}
+
+
+def test_a_bundle_folder_is_readable_as_the_umask_allows(tiny_bundle):
+    """Bundles came out 0700 (the temporary folder's mode), so a service running as
+    another user, or another user, could not read them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(tiny_bundle.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tiny_bundle / "golden").stat().st_mode) == 0o777 & ~umask
 
 
 def test_a_failed_swap_puts_the_replaced_bundle_back(tiny_bundle, tmp_path, monkeypatch):

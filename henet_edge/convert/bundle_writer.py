@@ -266,6 +266,9 @@ def convert_bundle(src: SourceModel, calibration: CalibrationSet, out: Path,
                 if options.include_validation else None)  # refused before any slow work
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would lock others (a service user) out
     try:
         audits = _convert_models(src, calibration, tmp, options, log)
         models = {p: TFLiteModel(tmp / model_file(p)) for p in BUILT}
