@@ -400,6 +400,28 @@ def test_cli_serve_rejects_a_bad_bind_in_one_line(tiny_bundle):
     assert "Traceback" not in result.output
 
 
+def test_a_port_in_use_or_an_unknown_host_is_one_line_before_anything_is_printed(tiny_bundle):
+    """serve printed "serving on ..." (or a new token) and then died in uvicorn with exit 3."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--bind",
+                                           f"127.0.0.1:{port}"])
+    finally:
+        taken.close()
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: --bind 127.0.0.1:{port}: cannot listen there (address already in use)"]
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--bind",
+                                       "no-such-host.invalid:8080"])
+    assert result.exit_code == 1 and "token" not in result.output, result.output
+    assert "--bind no-such-host.invalid:8080: cannot listen there" in result.output
+
+
 def test_cli_serve_rejects_a_camera_source_that_cannot_open(tiny_bundle, tmp_path):
     result = CliRunner().invoke(main, ["serve", "--model", str(tiny_bundle), "--camera",
                                        str(tmp_path / "missing.mp4")])
@@ -611,11 +633,14 @@ def test_ctrl_c_ends_as_an_interrupt_even_when_the_server_returns_quietly(int8, 
             self.handle_exit(sig, None)  # the signal arrives; uvicorn then shuts down quietly
         return run
 
+    from .deploy_helpers import free_port
+
+    bind = f"127.0.0.1:{free_port()}"  # serve binds it before running the server
     monkeypatch.setattr(serve_app._Server, "run", stopped_by(signal.SIGINT))
     with pytest.raises(KeyboardInterrupt):
-        serve_app.serve(int8, bind="127.0.0.1:8080")
+        serve_app.serve(int8, bind=bind)
     monkeypatch.setattr(serve_app._Server, "run", stopped_by(signal.SIGTERM))
-    serve_app.serve(int8, bind="127.0.0.1:8080")  # SIGTERM: uvicorn's own re-raise decides
+    serve_app.serve(int8, bind=bind)  # SIGTERM: uvicorn's own re-raise decides
 
 
 @pytest.mark.parametrize("bind, url", [("127.0.0.1:8080", "http://127.0.0.1:8080/"),

@@ -38,7 +38,14 @@ from henet_edge import __version__
 from ..classify import Classifier
 from .live import LiveCamera
 from .metrics import Metrics
-from .options import DEFAULT_BIND, check_token, is_loopback, parse_bind, serve_url
+from .options import (
+    DEFAULT_BIND,
+    check_token,
+    is_loopback,
+    listening_socket,
+    parse_bind,
+    serve_url,
+)
 from .page import PAGE
 from .pool import ClassifierPool
 from .protocol import http_protocol
@@ -360,6 +367,7 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BI
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)
     check_token(token)
+    sock = listening_socket(host, port)  # in use, or not here: said before anything else
     if token is None and not is_loopback(host):
         token = new_token()
         print(f"token (shown once): {token}\nopen {serve_url(host, port)}?token={token}",
@@ -377,8 +385,9 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BI
                             http=http_protocol(), timeout_graceful_shutdown=2)
     server = _Server(config, live)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         if live is not None:
             live.stop()
     if signal.SIGINT in server.stopped_by:

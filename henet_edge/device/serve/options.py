@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 
-from henet_edge import UsageError
+from henet_edge import HenetEdgeError, UsageError
 
 MAX_WORKERS = 16  # interpreters; a Pi has 4 cores, and each one holds the model
 DEFAULT_PORT = 8080
@@ -18,6 +19,25 @@ DEFAULT_BIND = f"127.0.0.1:{DEFAULT_PORT}"  # loopback: no token needed
 
 class BindError(UsageError, ValueError):
     """A ``--bind`` that is not HOST:PORT."""
+
+
+class ListenError(HenetEdgeError, OSError):
+    """The address cannot be listened on (in use, not this machine's, unknown name)."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds one), made before anything is
+    printed or loaded: a port in use or a name that does not resolve is one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(f"--bind {host}:{port}: cannot listen there ({reason})") from None
+    return sock
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
