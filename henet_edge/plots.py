@@ -46,12 +46,25 @@ def check_plot_target(path: str | Path, default_name: str) -> Path:
     Returns the PNG's path (see :func:`png_path`).
     """
     target = png_path(path, default_name)
+    formats = _formats()
+    if formats and target.suffix.lstrip(".").lower() not in formats:
+        raise PlotError(f"{path}: cannot write the plot (no image format {target.suffix!r}; "
+                        f"use one of {', '.join('.' + f for f in sorted(formats))})")
     try:
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".plot-check-"):
             pass
     except OSError as exc:
         raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     return target
+
+
+def _formats() -> set[str]:
+    """The file types matplotlib writes (none known without matplotlib: not checked)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return set()
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:

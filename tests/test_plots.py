@@ -27,3 +27,19 @@ def test_an_unknown_format_or_folder_is_a_plot_error_and_leaves_nothing(tmp_path
     with pytest.raises(PlotError, match="cannot write the plot"):
         save_figure(_figure(), tmp_path / "missing" / "a.png", dpi=50)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plot_of_an_unknown_type_is_refused_before_the_slow_work(tmp_path, tiny_bundle):
+    """bench --plot lat.txt timed for minutes and then failed on the format."""
+    from click.testing import CliRunner
+
+    from henet_edge.cli import main
+    from henet_edge.plots import check_plot_target
+
+    assert check_plot_target(tmp_path / "a.svg", "x.png") == tmp_path / "a.svg"
+    with pytest.raises(PlotError, match=r"no image format '\.txt'; use one of .*\.png"):
+        check_plot_target(tmp_path / "a.txt", "x.png")
+    result = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--runs", "100000",
+                                       "--plot", str(tmp_path / "lat.txt")])
+    assert result.exit_code == 1 and "no image format '.txt'" in result.output
+    assert "repeat" not in result.output  # refused before any timing
