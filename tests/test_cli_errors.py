@@ -129,3 +129,12 @@ def test_a_seed_out_of_range_is_a_usage_error_not_a_traceback(command, tiny_run,
         assert result.exit_code == 2, result.output
         assert f"'--seed': {seed} is not in the range 0<=x<=4294967295" in result.output
         assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["classify", "x.jpg"], ["camera", "--frames", "1"],
+                                     ["remote", "classify", "x.jpg", "--host", "pi"]])
+def test_top_k_below_one_is_a_usage_error(command):
+    """--top-k 0 exited 1 with no usage, where --threads 0 exits 2 with it."""
+    result = CliRunner().invoke(main, [*command, "--top-k", "0"])
+    assert result.exit_code == 2 and "Usage:" in result.output
+    assert "'--top-k': 0 is not in the range x>=1" in result.output

@@ -167,3 +167,12 @@ def test_a_class_without_images_has_no_accuracy_and_stays_valid_json():
     assert "weakest classes: a 33.3%, c 50.0%, d 100.0%" in text
     with pytest.raises(ValueError, match="labels must be 0 to 3"):
         classification_metrics(logits, np.array([0, 2, 2, 3, 0, -1]), names)
+
+
+def test_evaluate_of_a_file_that_is_no_model_says_so(tmp_path, image_folder):
+    """evaluate README.md asked for --data, and with --data leaked a cut-off Keras error."""
+    (tmp_path / "notes.md").write_text("# not a model\n")
+    for extra in ([], ["--data", str(image_folder)]):
+        result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "notes.md"), *extra])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "notes.md: not a model: give a .keras or .tflite file" in result.output

@@ -17,6 +17,7 @@ from henet_edge.henet_keras.registry import model_names
 MODEL_CHOICES = model_names()
 _SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
 THREADS = click.IntRange(1, 64)  # interpreter threads
+TOP_K = click.IntRange(min=1)  # labels shown per image (at most the model's classes)
 
 
 class _Seconds(click.FloatRange):

@@ -13,7 +13,7 @@ from henet_edge.deploy.probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
 from henet_edge.deploy.ssh import CONNECT_TIMEOUT
 from henet_edge.device.serve.options import DEFAULT_PORT
 
-from .base import TIMEOUT, _err, emit_json, main, user_errors
+from .base import TIMEOUT, TOP_K, _err, emit_json, main, user_errors
 from .device import bench
 
 
@@ -191,7 +191,7 @@ def remote() -> None:
 @_ssh_options
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
               help="Which model of the bundle [int8 if present].")
-@click.option("--top-k", default=3, show_default=True)
+@click.option("--top-k", type=TOP_K, default=3, show_default=True)
 @click.option("--threads", default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 @user_errors

@@ -10,7 +10,17 @@ import click
 from henet_edge import HenetEdgeError, UsageError
 from henet_edge.device.serve.options import DEFAULT_BIND, MAX_WORKERS
 
-from .base import _SEED, SECONDS, THREADS, _err, _warn_loudly, emit_json, main, user_errors
+from .base import (
+    _SEED,
+    SECONDS,
+    THREADS,
+    TOP_K,
+    _err,
+    _warn_loudly,
+    emit_json,
+    main,
+    user_errors,
+)
 
 _MODEL_HELP = ("Bundle folder, or a .tflite with --labels. Default: the installed bundle "
                "($HENET_EDGE_HOME/current, else ~/.henet-edge/current), else the bundled "
@@ -33,7 +43,7 @@ def _make_classifier(model, labels, precision, top_k, threads):
 @click.option("--labels", default=None, help="Labels file (one per line) for a bare .tflite.")
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None,
               help="Which model of the bundle [int8 if present].")
-@click.option("--top-k", default=3, show_default=True, help="Labels to show per image.")
+@click.option("--top-k", type=TOP_K, default=3, show_default=True, help="Labels to show per image.")
 @click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads (1 to 64).")
 @click.option("--json", "as_json", is_flag=True,
@@ -139,7 +149,7 @@ def serve(model, precision, bind, token, token_file, threads, workers, camera, e
 @click.option("--model", default=None, help=_MODEL_HELP)
 @click.option("--labels", default=None, help="Labels file for a bare .tflite.")
 @click.option("--precision", type=click.Choice(["int8", "float32"]), default=None)
-@click.option("--top-k", default=3, show_default=True)
+@click.option("--top-k", type=TOP_K, default=3, show_default=True)
 @click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame.")

@@ -31,6 +31,9 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     path = Path(path)
     if not path.exists():
         raise EvaluateError(f"{path}: no such model, run folder or bundle")
+    if not (path.is_dir() or path.suffix in (".keras", ".tflite") or path.name == MANIFEST):
+        raise EvaluateError(f"{path}: not a model: give a .keras or .tflite file, a run "
+                            "folder or a bundle")
     if plot is not None:  # before the slow work: a plot that cannot land wastes it
         check_plot_target(plot, "confusion.png")
     run = Run.load(path) if Run.is_run(path) else None
