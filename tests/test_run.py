@@ -124,3 +124,20 @@ def test_hours_left_go_by_the_recent_pace_without_pauses():
     assert hours_left(history, 10) == pytest.approx(4 * 100 / 3600)  # median of the last 5
     assert hours_left(history, 6) == 0
     assert hours_left(history, None) is None and hours_left([], 10) is None
+
+
+def test_a_run_whose_data_is_not_here_says_so(tiny_run, tmp_path):
+    """From a checkout laid out otherwise, a committed run's validation split failed with
+    a bare 'no such file' naming a path the user never typed."""
+    import json
+    import shutil
+
+    from henet_edge.henet_keras.run import Run, RunError
+
+    moved = tmp_path / "deep" / "run"
+    shutil.copytree(tiny_run, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["train"]["data"] = "../../elsewhere/data"  # relative to the run, as recorded
+    (moved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=r"the run's data .*elsewhere/data is not here"):
+        Run.load(moved).validation()

@@ -316,8 +316,8 @@ def load_source(spec: str, size: int = DEFAULT.canonical_size, *, use_cache: boo
     cache = _cache_file(path, size) if is_tar else None
     if cache is not None and use_cache and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
-            train = ImageSet(z["images"], z["labels"], list(z["class_names"]), list(z["ids"]),
-                             list(z["skipped"]))
+            train = ImageSet(z["images"], z["labels"], [str(c) for c in z["class_names"]],
+                             [str(i) for i in z["ids"]], [str(s) for s in z["skipped"]])
     else:
         train = load_tar(path, size, progress) if is_tar else load_folder(path, size, progress)
         if cache is not None and use_cache:

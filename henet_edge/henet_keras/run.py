@@ -363,6 +363,11 @@ class Run:
 
     def validation(self) -> tuple[ImageSet, str]:
         """The run's own validation (or test) set, rebuilt from its config, and a description."""
+        data = self.data_path
+        if data not in NAMED_SETS and data is not None and not Path(data).exists():
+            raise RunError(f"{self.root}: the run's data {data} is not here, and its validation "
+                           "split is rebuilt from it; put the data there (a run records it "
+                           "relative to its folder), or give the images to measure on")
         _, train, val = load_training_data(self.train_config)
         self.check_data(train, val)
         return val, f"{shown_path(self.data_path)}, {self.config['data']['validation_kind']}"
