@@ -198,3 +198,19 @@ def test_calibrate_and_selftest_text_come_from_the_library(image_folder, tiny_bu
     lines = result.output.splitlines()
     assert lines[0].startswith("self-test of ") and lines[0].endswith(":")
     assert lines[1].startswith("  int8: passed (")
+
+
+def test_a_host_name_that_does_not_resolve_stops_demo_and_deploy_before_the_slow_work(
+        monkeypatch, tiny_bundle):
+    """demo --host typo converted for half a minute before saying the name did not resolve."""
+    from henet_edge.deploy import demo, wheel
+
+    def slow(*_a, **_k):
+        raise AssertionError("the conversion or wheel build ran before the name was checked")
+
+    monkeypatch.setattr(demo, "convert_default", slow)
+    monkeypatch.setattr(wheel, "project_wheel", slow)
+    for command in (["demo", "--quick", "--core", "0"], ["deploy", str(tiny_bundle)]):
+        result = CliRunner().invoke(main, [*command, "--host", "pi@no-such-host.invalid"])
+        assert result.exit_code == 1, result.output
+        assert "cannot resolve host name 'no-such-host.invalid'" in result.output

@@ -188,6 +188,10 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
         options.core = preflight_local(target, options.core)
     else:
         hosts = options.fleet.resolve()  # a bad --host fails before the conversion
+        if len(hosts) == 1:  # ... and so does a name that does not resolve
+            from .ssh import check_resolvable
+
+            check_resolvable(hosts[0], options.fleet.connect)
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)

@@ -59,13 +59,27 @@ def _quiet_paramiko(verbose: bool) -> None:
             logger.addHandler(logging.NullHandler())
 
 
-def _open_socket(hostname: str, port: int, timeout: float, display: str) -> socket.socket:
+def _addresses(hostname: str, port: int, display: str) -> list[tuple]:
     try:
-        infos = socket.getaddrinfo(hostname, port, 0, socket.SOCK_STREAM)
+        return socket.getaddrinfo(hostname, port, 0, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConnectError(f"{display}: cannot resolve host name {hostname!r} ({reason})") \
             from None
+
+
+def check_resolvable(spec: str, options: ConnectOptions | None = None) -> None:
+    """Fail now, as :func:`connect` would, when ``spec``'s first hop has a name that does not
+    resolve: for commands with slow work (a conversion, a wheel build) before they connect."""
+    options = options or ConnectOptions()
+    config = load_ssh_config(options.ssh_config)
+    target = resolve_host(spec, config, identities=options.identities)
+    first = resolve_host(target.proxy_jump[0], config) if target.proxy_jump else target
+    _addresses(first.hostname, first.port, spec)
+
+
+def _open_socket(hostname: str, port: int, timeout: float, display: str) -> socket.socket:
+    infos = _addresses(hostname, port, display)
     last: OSError | None = None
     for family, kind, proto, _, addr in infos:
         sock = socket.socket(family, kind, proto)
