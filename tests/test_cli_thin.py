@@ -214,3 +214,22 @@ def test_a_host_name_that_does_not_resolve_stops_demo_and_deploy_before_the_slow
         result = CliRunner().invoke(main, [*command, "--host", "pi@no-such-host.invalid"])
         assert result.exit_code == 1, result.output
         assert "cannot resolve host name 'no-such-host.invalid'" in result.output
+
+
+def test_ctrl_c_during_a_started_run_says_how_to_go_on(tiny_run, image_folder, tmp_path,
+                                                        monkeypatch):
+    """train printed just 'interrupted' on Ctrl-C, not the --resume that goes on."""
+    import shutil
+
+    from henet_edge.henet_keras import train as train_module
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    assert result.exit_code == 130
+    assert f"henet-edge train --resume {run}" in result.output and "interrupted" in result.output

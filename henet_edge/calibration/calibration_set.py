@@ -80,8 +80,10 @@ class CalibrationSet:
     def describe(self, out: Path) -> str:
         """Two lines for ``calibrate``: where it came from, its hash, its classes."""
         p = self.provenance
+        left_out = (f", {p['excluded']} validation images left out" if p.get("excluded")
+                    else "")
         return (f"{out}: {len(self.pixels)} images from {p.get('source')} (seed "
-                f"{p.get('seed')}), sha256 {p['sha256'][:16]}...\nper class: "
+                f"{p.get('seed')}{left_out}), sha256 {p['sha256'][:16]}...\nper class: "
                 + ", ".join(f"{k} {v}" for k, v in p["histogram"].items()))
 
     def save(self, path: Path) -> None:

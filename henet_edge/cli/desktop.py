@@ -101,7 +101,8 @@ def profile(model_name, repeat, classes, input_size, width_multiplier, show_laye
 @click.option("--formulation", type=click.Choice(["auto", "masked", "native"]), default="auto",
               show_default=True,
               help="Grouped convs as masked dense convs (fast on CPU) or native (GPU).")
-@click.option("--limit", type=int, default=None, help="Use only N training images (quick).")
+@click.option("--limit", type=int, default=None,
+              help="Use only N images of the data, before the validation split (quick).")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="Start from the weights of a finished run folder (same data, seed and "
                    "split, so validation stays held out) or a .keras file; the schedule "
@@ -161,6 +162,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
           --teacher-flip --teacher runs/henet-r4 --teacher runs/shufflenet-r5
     """
     _quiet_tensorflow()
+    from henet_edge.henet_keras.run import Run
     from henet_edge.henet_keras.train import TrainConfig, default_run_dir
     from henet_edge.henet_keras.train import train as run_training
 
@@ -177,7 +179,13 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     target = (resume_dir if resume_dir is not None else run_dir if run_dir is not None
               else default_run_dir(model_name, repeat))
     echo = _err if as_json else click.echo
-    summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
+    try:
+        summary = run_training(config, target, resume=resume_dir is not None, echo=echo)
+    except KeyboardInterrupt:
+        if Run.is_run(target):  # begun: its last finished epoch is kept
+            _err(f"stopped; go on from the last finished epoch with: henet-edge train "
+                 f"--resume {target}")
+        raise
     if as_json:
         emit_json(summary)
 
@@ -191,7 +199,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
 @click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="all",
               show_default=True, help="For bundles: which model(s).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="Write a confusion-matrix PNG here.")
+              help="Write a confusion-matrix PNG here; with several models the first "
+                   "goes here, each other beside it as NAME-MODEL.png.")
 @click.option("--preprocessing", default=None, metavar="default|FILE.json",
               help="For a bare .keras with no run beside it, as in convert.")
 @click.option("--json", "as_json", is_flag=True)

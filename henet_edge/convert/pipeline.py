@@ -115,7 +115,8 @@ def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
     if calibration.endswith(".npz") and overlap:
         warn(f"{calibration} holds {len(overlap)} of the run's validation images, on which "
              "the report card measures int8: its ranges are fitted partly on them (give "
-             "--calibration the data itself, and convert leaves them out)")
+             "--calibration the data itself, and convert leaves them out, or make the set "
+             "with `henet-edge calibrate --run RUN_DIR`)")
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
