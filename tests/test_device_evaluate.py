@@ -176,3 +176,28 @@ def test_evaluate_of_a_file_that_is_no_model_says_so(tmp_path, image_folder):
         result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "notes.md"), *extra])
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert "notes.md: not a model: give a .keras or .tflite file" in result.output
+
+
+def test_a_bundle_is_scored_on_photos_of_some_of_its_classes(tiny_bundle, tmp_path):
+    """Photos of a few of the model's classes were refused (10 classes against 5)."""
+    import shutil
+
+    from .conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "mine", per_class=4)
+    shutil.rmtree(data / "green")  # the model knows red, green, blue; these are red, blue
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(data),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["data"].endswith("(2 of the model's 3 classes)")
+    for model in out["models"].values():
+        assert model["images"] == 8 and model["per_class"]["green"] is None
+        assert model["per_class"]["red"] is not None and model["per_class"]["blue"] is not None
+        assert sum(map(sum, model["confusion"])) == 8
+        labels = json.loads((tiny_bundle / "manifest.json").read_text())["labels"]
+        assert sum(model["confusion"][labels.index("green")]) == 0  # no green image
+    (data / "cyan").mkdir()
+    shutil.copy(next((data / "red").iterdir()), data / "cyan" / "x.jpg")
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_bundle), "--data", str(data)])
+    assert result.exit_code == 1 and "differ from the data's classes" in result.output

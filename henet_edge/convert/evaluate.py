@@ -44,11 +44,11 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
 
     if path.suffix == ".tflite" or (run is None and is_bundle(path)):
         models, model_labels = tflite_models(path, precision, class_names)
+        if model_labels and model_labels != class_names:
+            labels, class_names, note = _onto_model_classes(labels, class_names, model_labels,
+                                                            note)
         for loaded in models.values():
             _check_classes(loaded.model.path, loaded.model.output_size, class_names, note)
-        if model_labels and model_labels != class_names:
-            raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
-                                f"{class_names}; pass --data with the model's classes")
         results = evaluate_tflite(models, pixels, labels, class_names)
     else:
         results = _evaluate_keras(path, pixels, labels, class_names, note, preprocessing)
@@ -75,6 +75,19 @@ def _preprocessing_of(path: Path, run: Run | None, preprocessing: str | None) ->
     if is_bundle(path) or (path.suffix == ".tflite" and (path.parent / MANIFEST).is_file()):
         return load_bundle(path if is_bundle(path) else path.parent).preprocessing
     return DEFAULT
+
+
+def _onto_model_classes(labels, class_names: list[str], model_labels: list[str], note: str):
+    """Data of some of the model's classes (folders named by label), labelled by the
+    model's indices: each class is matched by name, absent ones have no accuracy."""
+    import numpy as np
+
+    if not set(class_names) <= set(model_labels):
+        raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
+                            f"{class_names}; pass --data with (some of) the model's classes")
+    index = np.asarray([model_labels.index(name) for name in class_names])
+    return (index[np.asarray(labels)], list(model_labels),
+            f"{note} ({len(class_names)} of the model's {len(model_labels)} classes)")
 
 
 def _check_classes(path: Path, outputs: int, class_names: list[str], note: str) -> None:
