@@ -119,6 +119,17 @@ def make_calibration(source: str, num: int = DEFAULT_NUM, seed: int = 0,
     return calib
 
 
+def run_validation_ids(run: Any, source: str) -> set[str] | None:
+    """The ids of ``run``'s validation images (a :class:`~henet_edge.henet_keras.run.Run`)
+    that ``source`` holds: None when ``source`` is not the data ``run`` trained on, and
+    none for a named set (its test split is never among its training images)."""
+    from henet_edge.henet_keras.data import NAMED_SETS, same_source
+
+    if not same_source(source, run.data_path):
+        return None
+    return set() if source in NAMED_SETS else set(run.validation()[0].ids)
+
+
 def write_calibration(source: str, out: str | Path, *, num: int = DEFAULT_NUM, seed: int = 0,
                       force: bool = False, run: str | Path | None = None) -> CalibrationSet:
     """``henet-edge calibrate``: sample ``source`` and save the set as ``out`` (``.npz``);
@@ -129,16 +140,16 @@ def write_calibration(source: str, out: str | Path, *, num: int = DEFAULT_NUM, s
     if out.suffix != ".npz":
         raise UsageError(f"--out must end in .npz, got {out}")
     check_output_file(out, force)
-    exclude: list[str] = []
+    exclude: set[str] = set()
     if run is not None:
-        from henet_edge.henet_keras.data import same_source
         from henet_edge.henet_keras.run import Run
 
         trained = Run.load(run)
-        if not same_source(source, trained.data_path):
+        ids = run_validation_ids(trained, source)
+        if ids is None:
             raise UsageError(f"--run {run} trained on {trained.data_path}, not on --data "
                              f"{source}: there is no validation split of it to leave out")
-        exclude = trained.validation()[0].ids
+        exclude = ids
     calib = make_calibration(source, num=num, seed=seed, exclude=exclude)
     calib.save(out)
     return calib
@@ -231,14 +242,11 @@ def _content_problem(pixels: np.ndarray, labels: np.ndarray, provenance: dict) -
 
 
 def resolve_calibration(spec_or_path: str, *, num: int, seed: int,
-                        preprocessing: Preprocessing,
-                        exclude: Collection[str] = ()) -> CalibrationSet:
-    """An ``.npz`` calibration set, or a fresh sample of a data source (without the
-    images whose ids are in ``exclude``)."""
+                        preprocessing: Preprocessing) -> CalibrationSet:
+    """An ``.npz`` calibration set, or a fresh sample of a data source."""
     if str(spec_or_path).endswith(".npz"):
         calib = load_calibration(spec_or_path)
     else:
-        calib = make_calibration(spec_or_path, num=num, seed=seed, spec=preprocessing,
-                                 exclude=exclude)
+        calib = make_calibration(spec_or_path, num=num, seed=seed, spec=preprocessing)
     calib.check_matches(preprocessing)
     return calib

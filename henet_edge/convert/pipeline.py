@@ -10,7 +10,8 @@ import numpy as np
 from henet_edge.calibration.calibration_set import (
     CalibrationError,
     load_calibration,
-    resolve_calibration,
+    make_calibration,
+    run_validation_ids,
 )
 from henet_edge.device.preprocess import preprocess_pixels
 
@@ -93,30 +94,29 @@ def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
     """The calibration set, refused when its classes are not the model's. Drawn from the
     run's own data it leaves out the run's validation split (the report card's images);
     a ready ``.npz`` that holds some of them is used, and ``warn`` hears how many."""
-    from henet_edge.henet_keras.data import NAMED_SETS, same_source
+    def held_out(source: str) -> set[str]:
+        return (run_validation_ids(src.run, source) if src.run is not None else None) or set()
 
-    held_out: set[str] = set()
-    source = calibration
     if calibration.endswith(".npz"):
-        source = load_calibration(calibration).provenance.get("source") or ""
-    if (src.run is not None and source not in NAMED_SETS  # a named set's split is its own
-            and same_source(source, src.run.data_path)):
-        held_out = set(src.run.validation()[0].ids)
-    exclude = () if calibration.endswith(".npz") else held_out
-    try:
-        calib = resolve_calibration(calibration, num=options.num, seed=options.seed,
-                                    preprocessing=src.preprocessing, exclude=exclude)
-    except CalibrationError as exc:
-        if not exclude:
-            raise
-        raise ConvertError(f"{exc} (once the run's {len(exclude)} validation images, which "
-                           "calibration leaves out, are set aside)") from None
-    overlap = held_out & set(calib.provenance.get("ids", ()))
-    if calibration.endswith(".npz") and overlap:
-        warn(f"{calibration} holds {len(overlap)} of the run's validation images, on which "
-             "the report card measures int8: its ranges are fitted partly on them (give "
-             "--calibration the data itself, and convert leaves them out, or make the set "
-             "with `henet-edge calibrate --run RUN_DIR`)")
+        calib = load_calibration(calibration)
+        calib.check_matches(src.preprocessing)
+        overlap = held_out(calib.provenance.get("source") or "") & set(
+            calib.provenance.get("ids", ()))
+        if overlap:
+            warn(f"{calibration} holds {len(overlap)} of the run's validation images, on "
+                 "which the report card measures int8: its ranges are fitted partly on them "
+                 "(give --calibration the data itself, and convert leaves them out, or make "
+                 "the set with `henet-edge calibrate --run RUN_DIR`)")
+    else:
+        exclude = held_out(calibration)
+        try:
+            calib = make_calibration(calibration, num=options.num, seed=options.seed,
+                                     spec=src.preprocessing, exclude=exclude)
+        except CalibrationError as exc:
+            if not exclude:
+                raise
+            raise ConvertError(f"{exc} (once the run's {len(exclude)} validation images, "
+                               "which calibration leaves out, are set aside)") from None
     if len(calib.provenance["class_names"]) != len(src.labels):
         raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
                            f"the model {len(src.labels)}")
