@@ -298,10 +298,10 @@ def _convert_models(src: SourceModel, calibration: CalibrationSet, tmp: Path,
 
     t0 = time.perf_counter()
     graph = lower(src.model, options.lowering)  # the same function; the report card checks it
-    (tmp / "model_float32.tflite").write_bytes(to_float32(graph))
+    (tmp / model_file("float32")).write_bytes(to_float32(graph))
     log(f"float32 converted, {options.lowering} lowering ({time.perf_counter() - t0:.1f}s)")
     t0 = time.perf_counter()
-    (tmp / "model_int8.tflite").write_bytes(to_int8(graph, calibration.inputs(), io=options.io))
+    (tmp / model_file("int8")).write_bytes(to_int8(graph, calibration.inputs(), io=options.io))
     log(f"int8 converted with {len(calibration.pixels)} calibration images "
         f"({time.perf_counter() - t0:.1f}s)")
     audits = {p: audit_model(tmp / model_file(p)) for p in BUILT}
@@ -318,7 +318,7 @@ def _write_report(src: SourceModel, models: dict[str, TFLiteModel], keras_logits
     """Step 2: the report card (Keras vs float32 vs int8), refused if a gate fails."""
     report = report_card(keras_logits, tflite_logits(models["float32"], images.inputs),
                          tflite_logits(models["int8"], images.inputs), images.labels,
-                         src.labels, tmp / "model_int8.tflite", options.gates, images.note)
+                         src.labels, tmp / model_file("int8"), options.gates, images.note)
     audit_dicts = {p: a.to_dict() for p, a in audits.items()}
     for entry in audit_dicts.values():  # name the bundle's file, not the temporary folder
         if "path" in entry:
