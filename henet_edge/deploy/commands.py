@@ -51,7 +51,6 @@ def deploy(bundle: str | Path | None, fleet: FleetOptions, options: InstallOptio
     Without ``options.wheel`` a wheel of this source tree is built (cached).
     """
     from .hosts import load_ssh_config
-    from .ssh import check_resolvable
     from .wheel import check_wheel, project_wheel
 
     path = bundle_to_deploy(bundle)
@@ -60,10 +59,8 @@ def deploy(bundle: str | Path | None, fleet: FleetOptions, options: InstallOptio
     if options.reserve_bytes < 0:
         raise UsageError("--reserve-mb must be 0 or more (it is free space the deploy leaves "
                          "on the device)")
-    hosts = fleet.resolve()  # no host: stop before the wheel build
+    hosts = fleet.resolve_before_slow_work()  # no host, or one that does not resolve
     load_ssh_config(fleet.connect.ssh_config)  # a typo there: likewise
-    if len(hosts) == 1:  # one device whose name does not resolve: likewise (of several,
-        check_resolvable(hosts[0], fleet.connect)  # each is said in the fleet's table)
     options.wheel = check_wheel(options.wheel) if options.wheel else project_wheel(log=log)
     return on_fleet(fleet, lambda inst: inst.deploy(path).to_dict(), install_options=options,
                     log=host_log, hosts=hosts)

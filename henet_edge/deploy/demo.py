@@ -187,11 +187,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
     if options.fleet is None:
         options.core = preflight_local(target, options.core)
     else:
-        hosts = options.fleet.resolve()  # a bad --host fails before the conversion
-        if len(hosts) == 1:  # ... and so does a name that does not resolve
-            from .ssh import check_resolvable
-
-            check_resolvable(hosts[0], options.fleet.connect)
+        hosts = options.fleet.resolve_before_slow_work()  # a bad --host: before converting
     with tempfile.TemporaryDirectory(prefix="henet-demo-") as tmp:
         work = Path(tmp)
         manifest = convert_default(options, work / "bundle", log)

@@ -24,7 +24,7 @@ from henet_edge import HenetEdgeError, UsageError
 
 from .errors import DeployError
 from .probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
-from .ssh import ConnectOptions, SSHConnection
+from .ssh import ConnectOptions, SSHConnection, check_resolvable
 
 if TYPE_CHECKING:
     from .installer import Installer, InstallOptions
@@ -69,6 +69,14 @@ class FleetOptions:
         for host in hosts:  # an empty or malformed --host fails before any slow work
             parse_host_spec(host)
         return list(dict.fromkeys(hosts))  # the same device twice would race with itself
+
+    def resolve_before_slow_work(self) -> list[str]:
+        """:meth:`resolve`, and with one device its name resolved too: a typo then fails
+        before a conversion or a wheel build (of several, each failure is in the table)."""
+        hosts = self.resolve()
+        if len(hosts) == 1:
+            check_resolvable(hosts[0], self.connect)
+        return hosts
 
 
 @dataclass
