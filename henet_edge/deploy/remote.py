@@ -42,19 +42,20 @@ class LineSink:
             text = text.replace(remote, local)
         return text
 
+    def _line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace")
+        if text not in self.hidden:
+            self.emit(self.map(text))
+
     def __call__(self, chunk: bytes) -> None:
         self.buffer += chunk
         while b"\n" in self.buffer:
             line, self.buffer = self.buffer.split(b"\n", 1)
-            text = line.decode("utf-8", "replace")
-            if text not in self.hidden:
-                self.emit(self.map(text))
+            self._line(line)
 
     def flush(self) -> None:
         if self.buffer:
-            text = self.buffer.decode("utf-8", "replace")
-            if text not in self.hidden:
-                self.emit(self.map(text))
+            self._line(self.buffer)
             self.buffer = b""
 
 
