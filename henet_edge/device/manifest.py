@@ -234,11 +234,16 @@ def _check_models(models: Any) -> dict[str, ModelEntry]:
     return entries
 
 
+def is_label(name: Any) -> bool:
+    """Whether ``name`` may name a class: a non-empty string, one line, no surrounding
+    spaces."""
+    return isinstance(name, str) and bool(name) and name.strip() == name and "\n" not in name
+
+
 def check_labels(labels: Any) -> None:
     """The rule for class names, from training's folder names to the manifest."""
-    _require(isinstance(labels, list) and bool(labels) and all(
-        isinstance(x, str) and x and x.strip() == x and "\n" not in x for x in labels),
-        "'labels' must be a non-empty list of non-empty strings (no surrounding spaces)")
+    _require(isinstance(labels, list) and bool(labels) and all(map(is_label, labels)),
+             "'labels' must be a non-empty list of non-empty strings (no surrounding spaces)")
     twice = sorted({x for x in labels if labels.count(x) > 1})
     _require(not twice, f"'labels': {twice[0]!r} appears more than once" if twice else "")
 

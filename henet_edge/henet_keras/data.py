@@ -32,7 +32,7 @@ from PIL import Image
 
 from henet_edge import HenetEdgeError
 from henet_edge.device.inputs import IMAGE_SUFFIXES as DEVICE_SUFFIXES
-from henet_edge.device.manifest import ManifestError, check_labels
+from henet_edge.device.manifest import is_label
 from henet_edge.device.preprocess import DEFAULT, canonical, draft
 from henet_edge.storage import cache_dir, replacing
 
@@ -112,13 +112,11 @@ def _from_members(
         if len(where) > 1:  # train/cat and test/cat: two splits would become one pool
             raise DataError(f"{source}: class {name!r} is in {len(where)} folders "
                             f"({', '.join(sorted(where)[:3])}); give the folder of one split")
-    class_names = sorted(by_class)
-    try:
-        check_labels(class_names)
-    except ManifestError:
-        bad = [n for n in class_names if n.strip() != n or "\n" in n]
+    class_names = sorted(by_class)  # folder names: distinct and never empty
+    bad = [name for name in class_names if not is_label(name)]
+    if bad:
         raise DataError(f"{source}: class folder names {bad!r} cannot be labels (no "
-                        "surrounding spaces or line breaks); rename them") from None
+                        "surrounding spaces or line breaks); rename them")
     if len(class_names) < 2:
         raise DataError(f"{source}: only one class folder ({class_names[0]!r}); need at least 2")
     images, labels, ids, skipped = [], [], [], []

@@ -36,14 +36,14 @@ CONFIG, HISTORY, STATE, SUMMARY = "config.json", "history.json", "state.json", "
 FINAL_MODEL, BEST_MODEL, CHECKPOINT = "model.keras", "best.keras", "checkpoint.keras"
 LOCK = ".train.lock"  # held (flock) by the train writing the run
 TRAIN_LOG, HISTORY_CSV = "train.log", "history.csv"
+HELD_OUT_KEYS = ("data", "seed", "val_split", "limit")  # what decides the validation split
+LAST_N = 5  # the paper's statistic: the mean of the last five validation evaluations
 
 
 def holds_no_run(folder: Path) -> bool:
     """Whether a new run may start in ``folder``: absent, or holding no more than what a
     start that failed leaves (its log, and the lock of a train now running there)."""
     return not folder.exists() or all(p.name in (TRAIN_LOG, LOCK) for p in folder.iterdir())
-HELD_OUT_KEYS = ("data", "seed", "val_split", "limit")  # what decides the validation split
-LAST_N = 5  # the paper's statistic: the mean of the last five validation evaluations
 
 
 class RunError(HenetEdgeError, ValueError):
