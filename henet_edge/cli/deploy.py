@@ -8,9 +8,9 @@ import click
 
 from henet_edge import HenetEdgeError, UsageError
 from henet_edge.deploy.fleet import DEFAULT_JOBS
-from henet_edge.deploy.installer import DEFAULT_KEEP, DEFAULT_RESERVE_MB
-from henet_edge.deploy.probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
+from henet_edge.deploy.probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, DEFAULT_RESERVE_MB
 from henet_edge.deploy.ssh import CONNECT_TIMEOUT
+from henet_edge.deploy.versions import DEFAULT_KEEP
 from henet_edge.device.serve.options import DEFAULT_PORT
 
 from .base import TIMEOUT, TOP_K, _err, emit_json, main, user_errors

@@ -56,6 +56,7 @@ from .lock import DeployLock, deployer
 from .probe import (
     DEFAULT_REMOTE_DIR,
     DEFAULT_REMOTE_PYTHON,
+    DEFAULT_RESERVE_MB,
     DeviceInfo,
     SpaceNeeded,
     check_device,
@@ -67,6 +68,7 @@ from .report import selftest_message, selftest_summary, service_summary
 from .session import TMP, DeviceSession
 from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import (
+    DEFAULT_KEEP,
     deploy_order,
     previous_version,
     realised_history,
@@ -80,8 +82,6 @@ Log = Callable[[str], None]
 BUNDLES, CURRENT = "bundles", "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
-DEFAULT_KEEP = 3  # bundle versions kept on a device (current included)
-DEFAULT_RESERVE_MB = 50  # free space a deploy leaves on the device
 UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
 DEPLOY_STAGES = (INSTALL_STAGE, UPLOAD_STAGE)  # the tmp/ folders only a deploy makes
 

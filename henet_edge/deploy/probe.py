@@ -25,6 +25,7 @@ SUPPORTED_MACHINES = {"aarch64": "aarch64", "arm64": "aarch64", "x86_64": "x86_6
 MIN_PYTHON = (3, 10)
 DEFAULT_REMOTE_DIR = "~/.henet-edge"
 DEFAULT_REMOTE_PYTHON = "python3"
+DEFAULT_RESERVE_MB = 50  # free space a deploy leaves on the device
 
 
 def agent_source() -> bytes:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import DeployError
 
+DEFAULT_KEEP = 3  # bundle versions kept on a device (current included)
 
 def deploy_order(history: list[dict[str, Any]], installed: dict[str, float]) -> list[str]:
     """Installed bundle ids, oldest deploy first (``installed`` maps id -> folder mtime).
