@@ -5,12 +5,11 @@ matplotlib is imported only when a figure is drawn (the device side runs without
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from henet_edge import HenetEdgeError
-from henet_edge.storage import replacing
+from henet_edge.storage import probe_folder, replacing
 
 
 class PlotError(HenetEdgeError, ValueError):
@@ -41,8 +40,8 @@ def png_path(path: str | Path, default_name: str) -> Path:
 def check_plot_target(path: str | Path, default_name: str) -> Path:
     """Fail before slow work when a plot could not be written at ``path``.
 
-    Makes (and removes) a scratch file in the folder the PNG lands in: the only
-    check that permissions, read-only mounts and missing folders all answer.
+    Missing folders are fine (they are made when the plot is written, as for every
+    output file); a file in the way or a folder that takes no new file is not.
     Returns the PNG's path (see :func:`png_path`).
     """
     target = png_path(path, default_name)
@@ -51,8 +50,7 @@ def check_plot_target(path: str | Path, default_name: str) -> Path:
         raise PlotError(f"{path}: cannot write the plot (no image format {target.suffix!r}; "
                         f"use one of {', '.join('.' + f for f in sorted(formats))})")
     try:
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".plot-check-"):
-            pass
+        probe_folder(target)
     except OSError as exc:
         raise PlotError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
     return target
@@ -68,12 +66,13 @@ def _formats() -> set[str]:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
-    """Write ``fig`` at ``path`` whole or not at all, in the format its suffix names (PNG,
-    SVG, PDF...), and close it; a path that cannot be written, or a format matplotlib
-    does not know, is a :class:`PlotError`."""
+    """Write ``fig`` at ``path`` whole or not at all (making missing folders), in the
+    format its suffix names (PNG, SVG, PDF...), and close it; a path that cannot be
+    written, or a format matplotlib does not know, is a :class:`PlotError`."""
     plt = pyplot()
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with replacing(path) as tmp:  # the temporary name keeps the suffix: the format
             fig.savefig(tmp, dpi=dpi)
     except OSError as exc:

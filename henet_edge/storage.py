@@ -112,6 +112,26 @@ def cache_dir() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "henet-edge"
 
 
+def probe_folder(path: str | os.PathLike[str]) -> Path:
+    """The nearest existing folder above ``path``, checked to take a new file (the folders
+    between are made when the file is written); an :class:`OSError` naming it if not.
+
+    A scratch file is made there and removed: the only check that permissions, read-only
+    mounts and a file in the way all answer.
+    """
+    parent = Path(path).absolute().parent
+    folder = next(p for p in (parent, *parent.parents) if os.path.lexists(p))
+    if not folder.is_dir():
+        raise NotADirectoryError(errno_codes.ENOTDIR, os.strerror(errno_codes.ENOTDIR),
+                                 str(folder))
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    return folder
+
+
 def check_output_file(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Refuse, before any slow work, an output file that exists (unless ``force``), is a
     folder, or could not be written: its nearest existing folder must take a new file."""
@@ -120,14 +140,11 @@ def check_output_file(path: str | os.PathLike[str], force: bool = False) -> Path
         raise OutputFileError(f"{path}: is a folder; give the name of a file")
     if not force and os.path.lexists(path):
         raise OutputFileError(f"{path}: already exists (use --force to replace it)")
-    parent = path.absolute().parent
-    folder = next(p for p in (parent, *parent.parents) if os.path.lexists(p))
-    if not folder.is_dir():
-        raise OutputFileError(f"{path}: {folder} is a file, not a folder")
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
+        probe_folder(path)
+    except NotADirectoryError as exc:
+        raise OutputFileError(f"{path}: {exc.filename} is a file, not a folder") from None
     except OSError as exc:
-        raise OutputFileError(f"{path}: cannot write in {folder} "
+        raise OutputFileError(f"{path}: cannot write in {exc.filename} "
                               f"({exc.strerror or exc})") from None
     return path

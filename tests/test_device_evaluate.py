@@ -106,10 +106,11 @@ def test_plot_says_where_each_file_landed_and_a_bad_folder_is_one_line(tmp_path)
         assert [f"confusion matrix: {p}" for p in expected] == [
             line for line in result.stdout.splitlines() if line.startswith("confusion matrix")]
         assert all(p.is_file() for p in expected)
+    (tmp_path / "a-file").write_text("in the way")
     result = _evaluate(str(DEFAULT_BUNDLE), "--data", str(sample), "--plot",
-                       str(tmp_path / "missing" / "cm.png"))
+                       str(tmp_path / "a-file" / "cm.png"))
     assert result.exit_code == 1
-    assert "cannot write the plot (No such file or directory)" in result.stderr
+    assert "cannot write the plot (Not a directory)" in result.stderr
     assert result.stderr.count("\n") == 1
 
 

@@ -266,6 +266,22 @@ def test_bench_plot_names_the_file_it_wrote(tiny_bundle, tmp_path):
     assert f"wrote {tmp_path / 'latency.png'}" in result.stderr
 
 
+def test_bench_outputs_make_their_folders_and_latencies_are_named_json(tiny_bundle,
+                                                                          tmp_path):
+    """--latencies made missing folders but --plot refused them; lat.csv held JSON."""
+    plot, latencies = tmp_path / "new" / "lat.png", tmp_path / "other" / "sub" / "lat.json"
+    result = _invoke(["bench", str(tiny_bundle), "--runs", "3", "--repeats", "1", "--warmup",
+                      "0", "--plot", str(plot), "--latencies", str(latencies)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert json.loads(latencies.read_text())["unit"] == "ns"
+    result = _invoke(["bench", str(tiny_bundle), "--runs", "3", "--latencies",
+                      str(tmp_path / "lat.csv")])
+    assert result.exit_code == 1
+    assert "lat.csv: the latencies are written as JSON; name the file .json" in result.stderr
+    assert "repeat" not in result.output and not (tmp_path / "lat.csv").exists()
+
+
 def _never(*_args, **_kwargs):
     raise AssertionError("the slow work ran before the plot's folder was checked")
 
@@ -283,8 +299,8 @@ def test_a_plot_that_cannot_land_is_refused_before_the_slow_work(command, slow, 
     monkeypatch.setattr(slow, _never)
     (tmp_path / "a-file").write_text("not a folder")
     args = [str(tiny_bundle) if a == "BUNDLE" else a for a in command]
-    for target, reason in ((tmp_path / "missing" / "out.png", "No such file or directory"),
-                           (tmp_path / "a-file" / "out.png", "Not a directory")):
+    for target, reason in ((tmp_path / "a-file" / "out.png", "Not a directory"),
+                           (tmp_path / "a-file" / "deeper" / "out.png", "Not a directory")):
         result = _invoke([*args, "--plot", str(target)])
         assert result.exit_code == 1, result.output
         assert f"{target}: cannot write the plot ({reason})" in result.stderr

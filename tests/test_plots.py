@@ -22,11 +22,22 @@ def test_a_figure_is_written_in_the_format_its_suffix_names(tmp_path, name, head
 
 
 def test_an_unknown_format_or_folder_is_a_plot_error_and_leaves_nothing(tmp_path):
+    (tmp_path / "a-file").write_text("in the way")
     with pytest.raises(PlotError, match="Format 'xyz' is not supported"):
         save_figure(_figure(), tmp_path / "a.xyz", dpi=50)
     with pytest.raises(PlotError, match="cannot write the plot"):
-        save_figure(_figure(), tmp_path / "missing" / "a.png", dpi=50)
-    assert list(tmp_path.iterdir()) == []
+        save_figure(_figure(), tmp_path / "a-file" / "a.png", dpi=50)
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_missing_folders_are_made_as_for_every_other_output_file(tmp_path):
+    """--latencies made its folders, --plot refused them: one rule now."""
+    from henet_edge.plots import check_plot_target
+
+    target = tmp_path / "new" / "sub" / "a.png"
+    assert check_plot_target(target, "x.png") == target
+    assert not (tmp_path / "new").exists()  # the check makes nothing
+    assert save_figure(_figure(), target, dpi=50).read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_plot_of_an_unknown_type_is_refused_before_the_slow_work(tmp_path, tiny_bundle):

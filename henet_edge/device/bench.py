@@ -445,7 +445,11 @@ def check_histogram_target(path: str | Path) -> Path:
 
 
 def check_latencies_target(path: str | Path) -> Path:
-    """Before any timing: the latencies file could be written (it is replaced if there)."""
+    """Before any timing: the latencies file could be written (it is replaced if there),
+    and its name does not promise another format (``lat.csv`` would have held JSON)."""
+    suffix = Path(path).suffix
+    if suffix and suffix.lower() != ".json":
+        raise BenchError(f"{path}: the latencies are written as JSON; name the file .json")
     return check_output_file(path, force=True)
 
 
