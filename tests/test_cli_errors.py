@@ -140,3 +140,15 @@ def test_top_k_below_one_is_a_usage_error(command):
     result = CliRunner().invoke(main, [*command, "--top-k", "0"])
     assert result.exit_code == 2 and "Usage:" in result.output
     assert "'--top-k': 0 is not in the range x>=1" in result.output
+
+
+def test_demo_with_both_quick_and_full_is_refused_before_any_work(monkeypatch):
+    """The two flags shared one destination, so the last one given won without a word."""
+    def never(*_args, **_kwargs):
+        raise AssertionError("the demo ran")
+
+    monkeypatch.setattr("henet_edge.deploy.demo.run_demo", never)
+    for order in (["--quick", "--full"], ["--full", "--quick"]):
+        result = CliRunner().invoke(main, ["demo", *order])
+        assert result.exit_code == 2, result.output
+        assert "--quick and --full: give one of them" in result.output

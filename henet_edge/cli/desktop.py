@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from henet_edge import HenetEdgeError
+from henet_edge import HenetEdgeError, UsageError
 from henet_edge.calibration.calibration_set import DEFAULT_NUM
 from henet_edge.convert.lowering import DEFAULT_LOWERING, LOWERINGS
 from henet_edge.convert.report import DEFAULT_GATES
@@ -413,8 +413,8 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--keep", is_flag=True,
               help="Keep the temporary device folder (and say where it is).")
 @_ssh_options
-@click.option("--quick", "speed", flag_value="quick", help="100 x 2 passes per precision.")
-@click.option("--full", "speed", flag_value="full",
+@click.option("--quick", is_flag=True, help="100 x 2 passes per precision.")
+@click.option("--full", is_flag=True,
               help="The paper's full protocol: 1000 x 5 passes per precision.")
 @click.option("--core", type=click.IntRange(0), default=None,
               help="Core to time on [the last one; refused while every core is busy, as "
@@ -426,8 +426,8 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @quiet_logs(add_option=False)
 @user_errors
-def demo(model, calibration, val_data, target, keep, speed, core, no_gate, lowering, as_json,
-         **conn):
+def demo(model, calibration, val_data, target, keep, quick, full, core, no_gate, lowering,
+         as_json, **conn):
     """The whole pipeline in a few minutes: convert, deploy, bench, classify.
 
     \b
@@ -440,12 +440,15 @@ def demo(model, calibration, val_data, target, keep, speed, core, no_gate, lower
     4. classifies the bundle's sample images with the installed bundle;
     then prints one summary table.
     """
+    if quick and full:  # one destination for both flags let the last one win unsaid
+        raise UsageError("--quick and --full: give one of them")
     _quiet_tensorflow()
     from henet_edge.deploy.demo import DemoOptions, format_summary, run_demo
 
     options = DemoOptions(model=model, calibration=calibration, val_data=val_data, core=core,
                           gate=not no_gate, lowering=lowering,
-                          verbose=conn["verbose"]).at_speed(speed)
+                          verbose=conn["verbose"]).at_speed(
+                              "quick" if quick else "full" if full else None)
     if conn["hosts"] or conn["hosts_file"]:
         options.fleet = _fleet_options(conn)
     log = _err if as_json else click.echo
