@@ -5,6 +5,8 @@ uses) answered by the library."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -198,6 +200,20 @@ def test_calibrate_and_selftest_text_come_from_the_library(image_folder, tiny_bu
     lines = result.output.splitlines()
     assert lines[0].startswith("self-test of ") and lines[0].endswith(":")
     assert lines[1].startswith("  int8: passed (")
+
+
+def test_selftest_is_listed_and_checks_the_installed_bundle_by_default(tiny_bundle, tmp_path,
+                                                                       monkeypatch):
+    """It was hidden, and needed a path although the installed bundle is the usual one."""
+    home = tmp_path / "edge"
+    home.mkdir()
+    os.symlink(tiny_bundle, home / "current")
+    monkeypatch.setenv("HENET_EDGE_HOME", str(home))
+    assert "\n  selftest " in CliRunner().invoke(main, ["--help"]).output
+    result = CliRunner().invoke(main, ["selftest", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["passed"] is True and Path(report["bundle"]) == tiny_bundle.resolve()
 
 
 def test_a_host_name_that_does_not_resolve_stops_demo_and_deploy_before_the_slow_work(

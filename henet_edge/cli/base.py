@@ -128,7 +128,8 @@ COMMAND_GROUPS = (
     ("Desktop (train and convert)", ("profile", "train", "evaluate", "calibrate", "convert",
                                      "compare")),
     ("Deploy (to devices over SSH)", ("deploy", "status", "rollback", "remote")),
-    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "service", "doctor")),
+    ("Device (on the Pi)", ("classify", "camera", "bench", "serve", "service", "doctor",
+                            "selftest")),
 )
 
 

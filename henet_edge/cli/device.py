@@ -367,21 +367,29 @@ def service_uninstall(as_json):
     _service_report(svc.uninstall(), as_json)
 
 
-@main.command(hidden=True)
-@click.argument("bundle", type=click.Path(path_type=Path))
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--precision", "precisions", multiple=True,
               type=click.Choice(["int8", "float32"]), help="Test only this precision.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def selftest(bundle, precisions, as_json):
-    """(maintenance) Check the bundle's golden images reproduce on this machine.
+    """Check a bundle reproduces its desktop results on this machine.
 
-    Deploy runs this on the device before switching to a bundle. Exits 1 if
-    any golden image's top-1 or logits differ beyond tolerance.
+    \b
+    Classifies the golden images the desktop stored in BUNDLE (default: the
+    installed bundle) and compares top-1 and logits with the desktop's within
+    tolerance. Deploy runs it on the device before switching to a bundle; run
+    it yourself after changing the runtime. Exits 1 if any image differs.
+
+    \b
+    Example:
+      henet-edge selftest --precision int8
     """
+    from henet_edge.device.classify import default_model
     from henet_edge.device.selftest import format_selftest, run_selftest
 
-    report = run_selftest(bundle, precisions=list(precisions) or None)
+    report = run_selftest(bundle or default_model(), precisions=list(precisions) or None)
     click.echo(json.dumps(report) if as_json else format_selftest(report))
     if not report["passed"]:
         raise HenetEdgeError("self-test failed: the golden images do not reproduce here")
