@@ -155,11 +155,16 @@ def test_info_page_and_metrics_count_what_happened(server, classifier):
     assert "henet_uptime_seconds" in after
 
 
-def test_token_is_checked_on_every_request(classifier):
+def test_token_is_checked_on_every_request_but_the_pages(classifier):
+    """The page holds no data and takes its token from the URL's fragment, which no
+    browser sends: it is served to anyone, and only to GET and HEAD."""
     with Server(create_app(classifier, token="s3cret")) as s:
-        for path in ("/", "/healthz", "/metrics", "/api/info", "/nope"):
+        for path in ("/healthz", "/metrics", "/api/info", "/nope"):
             status, _, data = s.request("GET", path)
-            assert status == 401 and json.loads(data)["kind"] == "unauthorised"
+            assert status == 401 and json.loads(data)["kind"] == "unauthorised", path
+        assert s.request("POST", "/", b"x")[0] == 401
+        status, _, data = s.request("GET", "/")
+        assert status == 200 and b"<!doctype html>" in data and b"s3cret" not in data
         assert s.request("GET", "/healthz", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert s.request("GET", "/healthz", headers={"Authorization": "Bearer s3cret"})[0] == 200
         assert s.request("GET", "/healthz?token=s3cret")[0] == 200
@@ -648,3 +653,14 @@ def test_ctrl_c_ends_as_an_interrupt_even_when_the_server_returns_quietly(int8, 
                                        ("[::]:9000", "http://[::]:9000/")])
 def test_the_printed_url_opens_for_ipv6_binds_too(bind, url):
     assert serve_url(*parse_bind(bind)) == url
+
+
+def test_a_generated_token_is_shown_once_in_the_pages_fragment_not_its_query():
+    """The printed ?token= URL put the token in the browser's history and in every log
+    of the first request; a fragment is never sent and the page takes it out at once."""
+    from henet_edge.device.serve.app import startup_message
+
+    assert startup_message("0.0.0.0", 8080, None) == "serving on http://0.0.0.0:8080/"
+    text = startup_message("::", 8081, "abc")
+    assert text == "token (shown once): abc\nopen http://[::]:8081/#token=abc"
+    assert "?token" not in text

@@ -52,6 +52,17 @@ def browser():
         driver.quit()
 
 
+def test_a_token_in_an_old_query_link_also_works_and_a_reload_keeps_it(browser):
+    with Server(create_app(ClassifierPool(Classifier(DEFAULT_BUNDLE)), token="t0k")) as server:
+        wait = WebDriverWait(browser, 20)
+        base = f"http://127.0.0.1:{server.port}/"
+        browser.get(base + "?token=t0k")
+        for _ in range(2):  # the first load, then a reload of the clean URL
+            wait.until(lambda d: "XNNPACK" in d.find_element(By.ID, "model").text)
+            assert browser.current_url == base
+            browser.refresh()
+
+
 def test_page_shows_live_frames_a_label_and_an_upload_result(browser, tmp_path, monkeypatch):
     shot = os.environ.get("SERVE_SCREENSHOT")
     shot_path = Path(shot).resolve() if shot else None
@@ -68,8 +79,9 @@ def test_page_shows_live_frames_a_label_and_an_upload_result(browser, tmp_path, 
         camera.start()
         try:
             wait = WebDriverWait(browser, 20)
-            browser.get(f"http://127.0.0.1:{server.port}/?token=t0k")
+            browser.get(f"http://127.0.0.1:{server.port}/#token=t0k")
             wait.until(lambda d: d.find_element(By.ID, "live").is_displayed())
+            assert browser.current_url == f"http://127.0.0.1:{server.port}/"  # token out
             wait.until(lambda d: d.execute_script(
                 "const i = document.getElementById('frame');"
                 "return i.complete && i.naturalWidth > 0;"))  # an MJPEG frame was drawn

@@ -95,7 +95,8 @@ def classify(inputs, model, labels, precision, top_k, threads, as_json):
 @click.option("--bind", default=DEFAULT_BIND, show_default=True,
               help="HOST:PORT to listen on; any non-loopback host requires a token.")
 @click.option("--token", default=None, envvar="HENET_EDGE_TOKEN",
-              help="Token every request must carry (Authorization: Bearer T or ?token=T); "
+              help="Token every request but the page's must carry (Authorization: Bearer T "
+                   "or ?token=T; the page takes it from its URL, http://HOST:PORT/#token=T); "
                    "generated and printed once when binding beyond loopback.")
 @click.option("--token-file", default=None, metavar="FILE",
               help="Read the token from FILE's first line instead (kept out of the "

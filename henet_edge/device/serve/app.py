@@ -77,8 +77,15 @@ def host_name(header: str) -> str:
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
+def is_page(scope: Scope) -> bool:
+    """A request for the page itself: it holds no data and takes its token from the URL's
+    fragment, which browsers never send (see :mod:`.page`), so it is served to anyone."""
+    return scope["path"] == "/" and scope["method"] in ("GET", "HEAD")
+
+
 class Guard:
-    """ASGI middleware: the token on every request, and request counts per known path.
+    """ASGI middleware: the token on every request but the page's, and request counts per
+    known path.
 
     Without a token only loopback names are answered in the Host header, so a web page
     cannot reach the server through a name it re-points at 127.0.0.1 (DNS rebinding),
@@ -92,7 +99,7 @@ class Guard:
         self.app, self.token, self.metrics, self.paths = app, token, metrics, paths
 
     def authorised(self, scope: Scope) -> bool:
-        if self.token is None:
+        if self.token is None or is_page(scope):
             return True
         given = ""
         for name, value in scope["headers"]:
@@ -362,18 +369,26 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
     return app
 
 
+def startup_message(host: str, port: int, generated_token: str | None) -> str:
+    """Where the service listens; a token made for it is shown this once, with the page's
+    URL carrying it in the fragment (kept out of server logs and the browser's history)."""
+    url = serve_url(host, port)
+    if generated_token is None:
+        return f"serving on {url}"
+    return f"token (shown once): {generated_token}\nopen {url}#token={generated_token}"
+
+
 def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BIND,
           token: str | None = None, camera: str | None = None, every: float = 0.1) -> None:
     """Run the service with uvicorn until Ctrl-C or SIGTERM (the camera stops with it)."""
     host, port = parse_bind(bind)
     check_token(token)
     sock = listening_socket(host, port)  # in use, or not here: said before anything else
-    if token is None and not is_loopback(host):
+    generated = token is None and not is_loopback(host)
+    if generated:
         token = new_token()
-        print(f"token (shown once): {token}\nopen {serve_url(host, port)}?token={token}",
-              flush=True)
-    else:
-        print(f"serving on {serve_url(host, port)}", flush=True)
+    print(startup_message(host, sock.getsockname()[1], token if generated else None),
+          flush=True)
     metrics = Metrics()
     pool = ClassifierPool(classifiers)
     live = (LiveCamera(camera, pool.classify_rgb, every=every, on_frame=metrics.frame)

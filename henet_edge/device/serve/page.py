@@ -1,8 +1,11 @@
 """The page at ``GET /``: live frames and results with a camera, an upload form always.
 
 One self-contained HTML file (no external scripts or styles, so it works on a
-Pi with no internet). The token of the page's own URL (``?token=``) is passed
-on to every request it makes.
+Pi with no internet). The page holds no data, so it is served without a token;
+the token comes in the URL's fragment (``/#token=T``, never sent to the server nor
+kept in the address bar or history: the page takes it out at once and keeps it for
+the tab) or, from older links, its query (``/?token=T``), and is passed on to every
+request the page makes.
 """
 
 PAGE = """<!doctype html>
@@ -45,7 +48,16 @@ PAGE = """<!doctype html>
  <div id="upload-timings" class="muted"></div>
 </fieldset>
 <script>
-const q = location.search;
+const token = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get('token')
+    || new URLSearchParams(location.search).get('token');
+  if (given) {
+    sessionStorage.setItem('henet-token', given);
+    history.replaceState(null, '', location.pathname);  // out of the address bar
+  }
+  return given || sessionStorage.getItem('henet-token');
+})();
+const q = token ? '?token=' + encodeURIComponent(token) : '';
 const $ = id => document.getElementById(id);
 const ms = t => Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(' · ');
 function showTop(el, top) {
