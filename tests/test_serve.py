@@ -664,3 +664,26 @@ def test_a_generated_token_is_shown_once_in_the_pages_fragment_not_its_query():
     text = startup_message("::", 8081, "abc")
     assert text == "token (shown once): abc\nopen http://[::]:8081/#token=abc"
     assert "?token" not in text
+
+
+def test_connections_beyond_the_limit_are_answered_503_and_then_served_again(classifier):
+    """Nothing bounded the open connections: enough of them ran a Pi out of descriptors."""
+    from henet_edge.device.serve.app import CONNECTION_LIMIT, server_settings
+
+    assert server_settings()["limit_concurrency"] == CONNECTION_LIMIT  # what serve() uses
+    ask = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with Server(create_app(classifier), **server_settings(connection_limit=3)) as s:
+        held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(2)]
+        for sock in held:  # kept alive: each still counts
+            sock.sendall(ask)
+            assert answered(sock) == 200
+        extra = socket.create_connection(("127.0.0.1", s.port))
+        extra.sendall(ask)
+        assert answered(extra) == 503
+        extra.close()
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 5
+        while s.request("GET", "/healthz")[0] != 200:  # the server has seen them close
+            assert time.monotonic() < deadline, "still refused after the others closed"
+            time.sleep(0.05)

@@ -369,6 +369,17 @@ def create_app(classifiers: Classifier | Sequence[Classifier] | ClassifierPool, 
     return app
 
 
+CONNECTION_LIMIT = 64  # open connections (or requests in progress) before the next gets 503
+
+
+def server_settings(connection_limit: int = CONNECTION_LIMIT) -> dict[str, Any]:
+    """uvicorn's settings for the service: quiet, request heads with a deadline, and at
+    most ``connection_limit`` connections at once, so a flood of them is answered 503 at
+    once instead of running a small device out of file descriptors and memory."""
+    return {"log_level": "warning", "http": http_protocol(), "timeout_graceful_shutdown": 2,
+            "limit_concurrency": connection_limit}
+
+
 def startup_message(host: str, port: int, generated_token: str | None) -> str:
     """Where the service listens; a token made for it is shown this once, with the page's
     URL carrying it in the fragment (kept out of server logs and the browser's history)."""
@@ -396,8 +407,7 @@ def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BI
     app = create_app(pool, token=token, camera=live, metrics=metrics)
     if live is not None:
         live.start()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            http=http_protocol(), timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, host=host, port=port, **server_settings())
     server = _Server(config, live)
     try:
         server.run(sockets=[sock])
