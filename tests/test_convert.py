@@ -343,6 +343,38 @@ def test_convert_refuses_existing_output_and_non_keras(tiny_bundle, tiny_run, im
     assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
 
 
+def test_the_bundle_holds_the_model_bytes_that_were_loaded(tiny_run, image_folder, tmp_path,
+                                                           monkeypatch):
+    """convert loaded model.keras, then copied and hashed the file again: a training run
+    saving a new model.keras meanwhile gave a bundle whose source was not what it
+    converted, under a hash that vouched for it."""
+    import hashlib
+
+    import keras
+
+    from henet_edge.convert.pipeline import ConvertOptions, convert
+    from henet_edge.henet_keras.run import Run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    source = Run.load(run).model_path()  # best.keras here
+    loaded = source.read_bytes()
+    load = keras.models.load_model
+
+    def load_then_replace(path, *args, **kwargs):
+        model = load(path, *args, **kwargs)
+        source.write_bytes(b"a newer model saved by the training run")
+        return model
+
+    monkeypatch.setattr(keras.models, "load_model", load_then_replace)
+    out = tmp_path / "bundle"
+    convert(run, str(image_folder), out, ConvertOptions(num=6, gate=False, include_keras=True),
+            log=lambda _msg: None)
+    manifest = load_bundle(out).manifest.to_dict()  # every hash checked
+    assert (out / "source" / "model.keras").read_bytes() == loaded
+    assert manifest["source_model"]["sha256"] == hashlib.sha256(loaded).hexdigest()
+
+
 def test_failed_gate_writes_nothing(tiny_run, image_folder, tmp_path):
     out = tmp_path / "gated"
     proc = _convert(str(tiny_run), "--calibration", str(image_folder), "--num", "6", "--out",

@@ -8,6 +8,7 @@ bundle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -61,7 +62,10 @@ class ConvertError(HenetEdgeError):
 
 @dataclass
 class SourceModel:
-    """A Keras model with what its run folder knows about it."""
+    """A Keras model with what its run folder knows about it.
+
+    ``file_bytes`` are the bytes the model was loaded from: the bundle copies and hashes
+    those, not the file as it is later (a training run may replace it meanwhile)."""
 
     path: Path
     model: object
@@ -70,6 +74,14 @@ class SourceModel:
     run_config: dict | None
     preprocessing_source: str = "the run's config.json"
     run: Run | None = None
+    file_bytes: bytes | None = None
+
+    def source_bytes(self) -> bytes:
+        """The model file's bytes as loaded (read now where none were kept)."""
+        return self.file_bytes if self.file_bytes is not None else self.path.read_bytes()
+
+    def source_sha256(self) -> str:
+        return hashlib.sha256(self.source_bytes()).hexdigest()
 
 
 def read_preprocessing(value: str) -> tuple[Preprocessing, str]:
@@ -143,11 +155,19 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
         model_path = path
         if not path.exists():
             raise ConvertError(f"{path}: no such file")
-    try:
-        model = keras.models.load_model(model_path, compile=False)
-    except Exception as exc:
-        raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200]})") from exc
+    try:  # read once: what is loaded is what the bundle copies and hashes
+        file_bytes = model_path.read_bytes()
+    except OSError as exc:
+        raise ConvertError(f"{model_path}: cannot be read ({exc.strerror or exc})") from None
+    with tempfile.TemporaryDirectory(prefix="henet-edge-model-") as scratch:
+        snapshot = Path(scratch) / f"model{model_path.suffix}"
+        snapshot.write_bytes(file_bytes)
+        try:
+            model = keras.models.load_model(snapshot, compile=False)
+        except Exception as exc:
+            said = str(exc).replace(str(snapshot), str(model_path)).splitlines()
+            raise ConvertError(f"{model_path}: not a Keras model ({type(exc).__name__}: "
+                               f"{(said or [''])[0][:200]})") from exc
     if config is None:
         config = run_config_in(model_path.parent)
     classes = int(model.outputs[0].shape[-1])
@@ -172,7 +192,7 @@ def load_source_model(path: str | Path, labels: list[str] | None = None,
         raise ConvertError(f"model input is {size}x{size} but preprocessing gives "
                            f"{spec.input_size}x{spec.input_size} (from {source})")
     return SourceModel(model_path, model, list(labels), spec, config,
-                       preprocessing_source=source, run=run)
+                       preprocessing_source=source, run=run, file_bytes=file_bytes)
 
 
 def _golden(labels: np.ndarray, class_names: list[str], count: int):
@@ -348,7 +368,7 @@ def _write_extras(src: SourceModel, calibration: CalibrationSet,
     (tmp / LABELS_FILE).write_text("\n".join(src.labels) + "\n")
     if options.include_keras:
         (tmp / SOURCE_MODEL).parent.mkdir()
-        shutil.copy2(src.path, tmp / SOURCE_MODEL)
+        (tmp / SOURCE_MODEL).write_bytes(src.source_bytes())
     if options.include_calibration:  # lets `henet-edge demo` re-convert from the bundle alone
         calibration.save(tmp / CALIBRATION_FILE)
     if held_out is not None:  # ... and measure accuracy on held-out images
@@ -382,7 +402,7 @@ def _manifest(src: SourceModel, calibration: CalibrationSet, models: dict[str, T
                        "int8_top1": report["int8"]["top1"],
                        "int8_agreement": report["int8"]["top1_agreement"],
                        "data": note, "images": report["images"]},
-            "source_model": {"file": src.path.name, "sha256": sha256_file(src.path),
+            "source_model": {"file": src.path.name, "sha256": src.source_sha256(),
                              "included": options.include_keras},
             "versions": library_versions(),
         },
