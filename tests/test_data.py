@@ -224,6 +224,21 @@ def test_validation_split_is_deterministic_and_stratified(image_folder):
     assert not set(train_a.ids) & set(val_a.ids)
 
 
+def test_every_class_keeps_an_image_for_training():
+    """A class of one image went wholly to validation: the model never saw it trained."""
+    from henet_edge.henet_keras.data import ImageSet
+
+    labels = np.array([0, 1, 1, 2, 2, 2, 2])
+    data = ImageSet(np.zeros((7, 4, 4, 3), np.uint8), labels, ["one", "two", "four"],
+                    [f"i{n}" for n in range(7)])
+    for fraction in (0.25, 0.5, 0.9):
+        train, val = split_validation(data, fraction, seed=0)
+        assert np.bincount(train.labels, minlength=3).min() >= 1, fraction
+        assert sorted(train.ids + val.ids) == sorted(data.ids)
+    train, val = split_validation(data, 0.25, seed=0)
+    assert np.bincount(val.labels, minlength=3).tolist() == [0, 1, 1]
+
+
 class _ShortHandler(http.server.BaseHTTPRequestHandler):
     """Serves 404 for /missing and a body cut short of its Content-Length elsewhere."""
 

@@ -367,14 +367,18 @@ def same_source(a: str | None, b: str | None) -> bool:
 
 
 def split_validation(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """A deterministic, class-stratified (train, validation) split."""
+    """A deterministic, class-stratified (train, validation) split.
+
+    Each class gives ``fraction`` of its images (at least one) to validation, but keeps at
+    least one for training: a class of one image is only trained on, never only measured.
+    """
     if not 0 < fraction < 1:
         raise DataError(f"--val-split must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
     val_idx = []
     for label in range(len(images.class_names)):
         idx = np.flatnonzero(images.labels == label)
-        take = max(1, round(len(idx) * fraction))
+        take = min(max(1, round(len(idx) * fraction)), len(idx) - 1)
         val_idx.extend(rng.permutation(idx)[:take].tolist())
     val_mask = np.zeros(len(images), bool)
     val_mask[val_idx] = True
