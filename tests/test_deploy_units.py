@@ -552,3 +552,18 @@ def test_a_rejected_version_is_neither_rolled_back_to_nor_kept_before_the_good_o
     realised = realised_history([*history[:2], {"action": "rollback", "bundle": "A",
                                                 "from": "B"}], "A")
     assert previous_version(deploy_order(realised, {"A": 1.0, "B": 2.0}), "A", realised) is None
+
+
+def test_per_host_file_names_keep_apart_hosts_that_read_alike():
+    """``user@pi:22`` and ``user_pi_22`` both became ``user_pi_22``: one host's bench
+    results overwrote the other's."""
+    from henet_edge.deploy.remote import default_bench_path
+
+    def part(host: str) -> str:
+        return default_bench_path(host).name.split("-")[1]
+
+    assert part("pi.local") == "pi.local"  # a plain name stays as typed
+    assert part("user_pi_22") == "user_pi_22"
+    tricky = part("user@pi:22")
+    assert tricky.startswith("user_pi_22_") and tricky != part("user_pi_22")
+    assert tricky != part("user@pi/22") and part("user@pi:22") == tricky  # stable

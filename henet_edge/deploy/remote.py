@@ -10,6 +10,7 @@ came from) and on the device as ``last-bench.json`` for ``henet-edge status``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -137,7 +138,12 @@ def _take_option(args: list[str], name: str) -> tuple[list[str], str | None]:
 
 
 def _file_name_part(host: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", host).strip("_") or "device"
+    """``host`` as part of a file name; where characters had to be replaced, a short hash
+    of the whole keeps apart hosts that read alike (``pi@a:22`` and ``pi_a_22``)."""
+    part = re.sub(r"[^A-Za-z0-9_.-]+", "_", host).strip("_") or "device"
+    if part == host:
+        return part
+    return f"{part}_{hashlib.sha256(host.encode()).hexdigest()[:6]}"
 
 
 def default_bench_path(host: str) -> Path:
