@@ -177,6 +177,22 @@ def test_a_bad_frame_is_reported_and_skipped_and_frames_counts_good_ones(tmp_pat
     assert result.exit_code == 1
 
 
+def test_a_source_that_runs_out_says_so_and_a_frames_limit_does_not(tmp_path, tiny_bundle):
+    """A folder of 3 images with --frames 10 printed "3 frames" as if all was done."""
+    for i in range(3):
+        Image.fromarray(colour_pixels(i, seed=i)).save(tmp_path / f"{i}.png")
+    said = {}
+    for frames in ("10", "0", "2"):
+        result = CliRunner().invoke(main, ["camera", "--source", str(tmp_path), "--frames",
+                                           frames, "--model", str(tiny_bundle)])
+        assert result.exit_code == 0, result.output
+        said[frames] = result.stderr.splitlines()[-1]
+    assert said["10"].startswith("3 frames, ")
+    assert said["10"].endswith(f"; {tmp_path} has no more frames (--frames asked 10)")
+    assert said["0"].startswith("3 frames, ") and said["0"].endswith("has no more frames")
+    assert said["2"].startswith("2 frames, ") and "no more frames" not in said["2"]
+
+
 @skip_unless_ci(None if HAS_CV2 else "OpenCV not installed (dev extra)")
 def test_a_corrupt_video_with_no_frames_fails(tmp_path, tiny_bundle):
     import cv2

@@ -181,6 +181,9 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
             count, last_fps = result.frame, result.fps
             click.echo(json.dumps(result.to_dict()) if as_json else result.format())
     summary = f"{count} frames, {last_fps:.1f} fps"
+    if frames == 0 or count < frames:  # not stopped by --frames: the source came to its end
+        summary += f"; {frames_in.name} has no more frames" + (
+            f" (--frames asked {frames})" if frames else "")
     if bad:
         raise HenetEdgeError(f"{summary}, {len(bad)} bad frames skipped")
     _err(summary)
