@@ -20,17 +20,34 @@ def _two_class_folder(image_folder, tmp_path):
     return data
 
 
-def test_evaluate_with_data_of_another_class_count_is_one_line(tiny_run, tiny_bundle,
-                                                                image_folder, tmp_path):
+def test_evaluate_with_data_of_other_classes_is_one_line(tiny_run, image_folder, tmp_path):
+    """Data of some of the model's classes is scored by name (see
+    test_a_keras_model_is_scored_on_photos_of_some_of_its_classes); other classes are not."""
     data = _two_class_folder(image_folder, tmp_path)
-    # (A bundle, whose labels name its classes, matches them by name instead: see
-    # test_a_bundle_is_scored_on_photos_of_some_of_its_classes.)
+    (data / "red").rename(data / "purple")
     for model in (tiny_run, tiny_run / "model.keras"):
         result = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(data)])
         assert result.exit_code == 1, result.output
         assert "the model has 3 classes but the data" in result.output
-        assert "has 2 (green, red)" in result.output and "pass --data" in result.output
+        assert "has 2 (green, purple)" in result.output and "pass --data" in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_keras_model_is_scored_on_photos_of_some_of_its_classes(tiny_run, image_folder,
+                                                                   tmp_path):
+    """Runs and .keras files refused what bundles took: photos of 2 of their 3 classes."""
+    data = _two_class_folder(image_folder, tmp_path)
+    for model in (tiny_run, tiny_run / "model.keras"):
+        result = CliRunner().invoke(main, ["evaluate", str(model), "--data", str(data),
+                                           "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["data"].endswith("(2 of the model's 3 classes)")
+        keras_result = out["models"]["keras"]
+        assert keras_result["per_class"]["blue"] is None
+        assert None not in (keras_result["per_class"]["red"],
+                            keras_result["per_class"]["green"])
+        assert keras_result["images"] == sum(map(sum, keras_result["confusion"])) > 0
 
 
 def test_evaluate_a_corrupt_tflite_is_one_line(image_folder, tmp_path):

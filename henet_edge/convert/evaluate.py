@@ -51,7 +51,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
             _check_classes(loaded.model.path, loaded.model.output_size, class_names, note)
         results = evaluate_tflite(models, pixels, labels, class_names)
     else:
-        results = _evaluate_keras(path, pixels, labels, class_names, note, preprocessing)
+        results, class_names, note = _evaluate_keras(path, pixels, labels, class_names, note,
+                                                     preprocessing)
     out = {"model": str(path), "data": note, "models": results, "skipped": chosen.skipped}
     if chosen.overlap:
         out["overlap"] = chosen.overlap
@@ -99,7 +100,9 @@ def _check_classes(path: Path, outputs: int, class_names: list[str], note: str) 
 
 
 def _evaluate_keras(path: Path, pixels, labels, class_names, note: str,
-                    preprocessing: str | None = None) -> dict:
+                    preprocessing: str | None = None) -> tuple[dict, list[str], str]:
+    """The Keras model's metrics, and the classes and note they are reported under (the
+    model's own, where the data holds some of its classes by name, as for bundles)."""
     import numpy as np
 
     from henet_edge.convert.bundle_writer import load_source_model
@@ -107,10 +110,12 @@ def _evaluate_keras(path: Path, pixels, labels, class_names, note: str,
     from henet_edge.device.preprocess import preprocess_pixels
 
     src = load_source_model(path, preprocessing=preprocessing)
+    if src.labels != class_names and set(class_names) < set(src.labels):
+        labels, class_names, note = _onto_model_classes(labels, class_names, src.labels, note)
     _check_classes(src.path, int(src.model.outputs[0].shape[-1]), class_names, note)
     logits = np.asarray(src.model.predict(preprocess_pixels(pixels, src.preprocessing),
                                           batch_size=256, verbose=0))
-    return {"keras": classification_metrics(logits, labels, class_names)}
+    return {"keras": classification_metrics(logits, labels, class_names)}, class_names, note
 
 
 def format_evaluation(results: dict) -> str:
