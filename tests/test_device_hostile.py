@@ -123,6 +123,28 @@ def test_canonical_matches_for_every_mode_and_a_16_bit_image_is_exact(tmp_path):
     assert (canonical(big) == 255).all()
 
 
+@pytest.mark.parametrize("mode, key, other", [("RGB", (255, 0, 0), (0, 0, 255)),
+                                               ("L", 7, 100), ("P", 1, 2)])
+def test_the_colour_a_png_names_transparent_is_white_as_alpha_is(tmp_path, mode, key, other):
+    """Only palette images had their transparent colour composited on white: in a grey or
+    RGB PNG it kept its colour, so the model saw what no viewer shows."""
+    from henet_edge.device.preprocess import open_image, to_rgb
+
+    image = Image.new(mode, (64, 64), key)
+    if mode == "P":
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
+    for x in range(32):  # the left half drawn in the other colour
+        for y in range(64):
+            image.putpixel((x, y), other)
+    path = tmp_path / f"keyed-{mode}.png"
+    image.save(path, transparency=key)
+    rgb = np.asarray(to_rgb(open_image(str(path))))
+    assert (rgb[:, 32:] == 255).all()  # the keyed half: white
+    assert not (rgb[:, :32] == 255).all()  # the other half: its own colour
+    square = canonical(open_image(str(path)))
+    assert (square[:, -8:] == 255).all() and not (square[:, :8] == 255).all()
+
+
 # ------------------------------------------------------------------ messages
 def test_truncated_header_bmp_width_and_exif_messages(int8, tmp_path):
     info = PngImagePlugin.PngInfo()

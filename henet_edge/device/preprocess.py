@@ -95,12 +95,14 @@ def _orient(image: Image.Image, orientation: int) -> Image.Image:
 
 
 def _rgb8(piece: Image.Image, peak: int) -> Image.Image:
-    """8-bit RGB of one (small) piece of an image; alpha composited on white."""
+    """8-bit RGB of one (small) piece of an image; alpha, and the one transparent colour
+    a palette, grey or RGB PNG (or GIF) may name, composited on white."""
     if piece.mode in _DEEP_MODES:
         # 16/32-bit integers to 8 bits, rounded, in integer arithmetic (no float64)
         a = np.clip(np.asarray(piece).astype(np.int64), 0, peak)
         piece = Image.fromarray(((a * 510 + peak) // (2 * peak)).astype(np.uint8), "L")
-    if piece.mode in ("RGBA", "LA", "PA") or (piece.mode == "P" and "transparency" in piece.info):
+    keyed = piece.mode in ("P", "L", "RGB") and "transparency" in piece.info
+    if piece.mode in ("RGBA", "LA", "PA") or keyed:
         piece = piece.convert("RGBA")
         background = Image.new("RGBA", piece.size, (255, 255, 255, 255))
         piece = Image.alpha_composite(background, piece)
