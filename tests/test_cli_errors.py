@@ -50,6 +50,28 @@ def test_a_keras_model_is_scored_on_photos_of_some_of_its_classes(tiny_run, imag
         assert keras_result["images"] == sum(map(sum, keras_result["confusion"])) > 0
 
 
+def test_a_keras_model_whose_labels_run_in_another_order_is_scored_by_name(
+        tiny_run, image_folder, tmp_path):
+    """Data with the model's classes in another order passed the count check and was
+    scored against the wrong indices."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["labels"] == ["blue", "green", "red"]  # the data's (sorted) order
+    config["labels"] = ["red", "green", "blue"]
+    (run / "config.json").write_text(json.dumps(config))
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    blue = sorted((data / "blue").iterdir())
+    blue[0].unlink()  # 1 fewer blue image than any other class: rows can be told apart
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)["models"]["keras"]
+    assert list(scored["per_class"]) == ["red", "green", "blue"]
+    rows = [sum(row) for row in scored["confusion"]]
+    assert rows[2] == len(blue) - 1 and rows[0] == len(list((data / "red").iterdir()))
+
+
 def test_evaluate_a_corrupt_tflite_is_one_line(image_folder, tmp_path):
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"TFL3 but not really a flatbuffer" * 10)

@@ -110,7 +110,7 @@ def _evaluate_keras(path: Path, pixels, labels, class_names, note: str,
     from henet_edge.device.preprocess import preprocess_pixels
 
     src = load_source_model(path, preprocessing=preprocessing)
-    if src.labels != class_names and set(class_names) < set(src.labels):
+    if src.labels != class_names and set(class_names) <= set(src.labels):  # by name
         labels, class_names, note = _onto_model_classes(labels, class_names, src.labels, note)
     _check_classes(src.path, int(src.model.outputs[0].shape[-1]), class_names, note)
     logits = np.asarray(src.model.predict(preprocess_pixels(pixels, src.preprocessing),
