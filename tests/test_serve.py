@@ -660,9 +660,15 @@ def test_a_generated_token_is_shown_once_in_the_pages_fragment_not_its_query():
     of the first request; a fragment is never sent and the page takes it out at once."""
     from henet_edge.device.serve.app import startup_message
 
-    assert startup_message("0.0.0.0", 8080, None) == "serving on http://0.0.0.0:8080/"
+    name = socket.gethostname()  # a wildcard address is no URL for a browser elsewhere
+    assert startup_message("127.0.0.1", 8080, None) == "serving on http://127.0.0.1:8080/"
+    assert startup_message("0.0.0.0", 8080, None) == (
+        f"serving on every address, port 8080; open http://{name}:8080/")
     text = startup_message("::", 8081, "abc")
-    assert text == "token (shown once): abc\nopen http://[::]:8081/#token=abc"
+    assert text == (f"serving on every address, port 8081\ntoken (shown once): abc\n"
+                    f"open http://{name}:8081/#token=abc")
+    assert startup_message("192.0.2.7", 8082, "abc").endswith(
+        "open http://192.0.2.7:8082/#token=abc")
     assert "?token" not in text
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import secrets
 import signal
+import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -382,11 +383,17 @@ def server_settings(connection_limit: int = CONNECTION_LIMIT) -> dict[str, Any]:
 
 def startup_message(host: str, port: int, generated_token: str | None) -> str:
     """Where the service listens; a token made for it is shown this once, with the page's
-    URL carrying it in the fragment (kept out of server logs and the browser's history)."""
-    url = serve_url(host, port)
+    URL carrying it in the fragment (kept out of server logs and the browser's history).
+
+    Bound to every address (``0.0.0.0``, ``::``), the URL names this machine instead:
+    a browser elsewhere cannot open the wildcard address."""
+    everywhere = host in ("0.0.0.0", "::")
+    url = serve_url(socket.gethostname() if everywhere else host, port)
+    where = f"every address, port {port}" if everywhere else url
     if generated_token is None:
-        return f"serving on {url}"
-    return f"token (shown once): {generated_token}\nopen {url}#token={generated_token}"
+        return f"serving on {where}" + (f"; open {url}" if everywhere else "")
+    return (f"serving on {where}\ntoken (shown once): {generated_token}\n"
+            f"open {url}#token={generated_token}")
 
 
 def serve(classifiers: Classifier | Sequence[Classifier], bind: str = DEFAULT_BIND,
