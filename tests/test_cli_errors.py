@@ -127,6 +127,22 @@ def test_convert_labels_file_keeps_labels_with_spaces(tiny_run, tmp_path):
     assert "missing" in result.output
 
 
+def test_convert_refuses_labels_that_list_the_datas_classes_in_another_order(
+        tiny_run, image_folder, tmp_path):
+    """--labels red,green,blue on a model trained on blue, green, red folders passed the
+    count check: its report card scored the images as the wrong classes."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["convert", str(tiny_run), "--calibration",
+                                       str(image_folder), "--num", "6", "--labels",
+                                       str(labels), "--out", str(out), "--no-gate"])
+    assert result.exit_code == 1, result.output
+    assert ("the calibration set's classes ['blue', 'green', 'red'] are the model's labels "
+            "['red', 'green', 'blue'] in another order") in result.output
+    assert not out.exists()
+
+
 def test_convert_keeps_a_label_that_is_no_file_name(tiny_run, image_folder, tmp_path):
     """Fashion-MNIST's "T-shirt/top": the golden image's file name must not nest."""
     labels = tmp_path / "labels.txt"

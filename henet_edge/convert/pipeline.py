@@ -117,7 +117,13 @@ def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
                 raise
             raise ConvertError(f"{exc} (once the run's {len(exclude)} validation images, "
                                "which calibration leaves out, are set aside)") from None
-    if len(calib.provenance["class_names"]) != len(src.labels):
-        raise ConvertError(f"calibration set has {len(calib.provenance['class_names'])} classes, "
-                           f"the model {len(src.labels)}")
+    names = list(calib.provenance["class_names"])
+    if len(names) != len(src.labels):
+        raise ConvertError(f"calibration set has {len(names)} classes, the model "
+                           f"{len(src.labels)}")
+    if names != src.labels and sorted(names) == sorted(src.labels):
+        raise ConvertError(f"the calibration set's classes {names} are the model's labels "
+                           f"{src.labels} in another order, so its images would be scored "
+                           "and named as the wrong classes; check --labels (a model trained "
+                           "on folders lists them sorted)")
     return calib
