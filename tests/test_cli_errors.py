@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -127,20 +128,29 @@ def test_convert_labels_file_keeps_labels_with_spaces(tiny_run, tmp_path):
     assert "missing" in result.output
 
 
-def test_convert_refuses_labels_that_list_the_datas_classes_in_another_order(
+def test_convert_matches_calibration_classes_to_labels_by_name_not_position(
         tiny_run, image_folder, tmp_path):
-    """--labels red,green,blue on a model trained on blue, green, red folders passed the
-    count check: its report card scored the images as the wrong classes."""
+    """Labels listing the data's classes in another order passed the count check, and
+    the golden images and report card named each image by position: a blue image was
+    stored as "red"."""
+    from PIL import Image
+
     labels = tmp_path / "labels.txt"
     labels.write_text("red\ngreen\nblue\n")
     out = tmp_path / "b"
     result = CliRunner().invoke(main, ["convert", str(tiny_run), "--calibration",
                                        str(image_folder), "--num", "6", "--labels",
-                                       str(labels), "--out", str(out), "--no-gate"])
-    assert result.exit_code == 1, result.output
-    assert ("the calibration set's classes ['blue', 'green', 'red'] are the model's labels "
-            "['red', 'green', 'blue'] in another order") in result.output
-    assert not out.exists()
+                                       str(labels), "--out", str(out), "--no-gate",
+                                       "--include-calibration"])
+    assert result.exit_code == 0, result.output
+    golden = json.loads((out / "golden.json").read_text())["images"]
+    assert {g["label"] for g in golden} == {"red", "green", "blue"}
+    for entry in golden:  # the image's strongest channel is the colour it is named
+        pixels = np.asarray(Image.open(out / entry["file"]).convert("RGB"), np.float64)
+        strongest = ["red", "green", "blue"][int(pixels.mean(axis=(0, 1)).argmax())]
+        assert strongest == entry["label"], entry
+    with np.load(out / "calibration.npz") as z:
+        assert json.loads(str(z["provenance"]))["class_names"] == ["red", "green", "blue"]
 
 
 def test_convert_keeps_a_label_that_is_no_file_name(tiny_run, image_folder, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 
 from henet_edge.calibration.calibration_set import (
     CalibrationError,
+    CalibrationSet,
     load_calibration,
     make_calibration,
     run_validation_ids,
@@ -36,17 +37,13 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
     if val_data and str(val_data).endswith(".npz"):  # a sample, e.g. a bundle's held-out one
         held_out = load_calibration(val_data)
         held_out.check_matches(src.preprocessing)
-        if held_out.provenance["class_names"] != src.labels:
-            raise ConvertError(f"{val_data}: classes {held_out.provenance['class_names']} do "
-                               f"not match the model's labels {src.labels}")
-        pixels, labels = held_out.pixels, held_out.labels
-        note = held_out.data_note(Path(val_data).name)
+        pixels, note = held_out.pixels, held_out.data_note(Path(val_data).name)
+        labels = _by_name(held_out.labels, held_out.provenance["class_names"], src.labels,
+                          val_data)
     elif val_data:
         images, note = evaluation_images(val_data, src.preprocessing.canonical_size)
-        if images.class_names != src.labels:
-            raise ConvertError(f"{val_data}: classes {images.class_names} do not match the "
-                               f"model's labels {src.labels}")
-        pixels, labels = images.images, images.labels
+        pixels = images.images
+        labels = _by_name(images.labels, images.class_names, src.labels, val_data)
         overlap = training_overlap(val_data, src.run.data_path if src.run else None,
                                    "--val-data")
         if overlap:
@@ -54,7 +51,8 @@ def validation_data(src: SourceModel, val_data: str | None, fallback_pixels: np.
             note += " (the model's training data: not held out)"
     elif src.run is not None:
         val, note = src.run.validation()
-        pixels, labels = val.images, val.labels
+        pixels = val.images
+        labels = _by_name(val.labels, val.class_names, src.labels)
     else:
         pixels, labels = fallback_pixels, fallback_labels
         note = ("the calibration images (training data: pass --val-data for an honest "
@@ -122,8 +120,26 @@ def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
         raise ConvertError(f"calibration set has {len(names)} classes, the model "
                            f"{len(src.labels)}")
     if names != src.labels and sorted(names) == sorted(src.labels):
-        raise ConvertError(f"the calibration set's classes {names} are the model's labels "
-                           f"{src.labels} in another order, so its images would be scored "
-                           "and named as the wrong classes; check --labels (a model trained "
-                           "on folders lists them sorted)")
+        calib = CalibrationSet(calib.pixels, _by_name(calib.labels, names, src.labels),
+                               {**calib.provenance, "class_names": list(src.labels)})
     return calib
+
+
+def _by_name(labels: np.ndarray, names: list[str], model_labels: list[str],
+             what: str | None = None) -> np.ndarray:
+    """``labels`` (indices into ``names``) as indices into the model's labels.
+
+    The model's classes in another order (a folder lists them sorted) are matched by
+    name: by position each image would be scored and named as another class. Other
+    names are taken by position (``--labels`` renaming a run's classes), or, naming
+    ``what``, refused.
+    """
+    names = list(names)
+    if names == model_labels:
+        return labels
+    if sorted(names) == sorted(model_labels):
+        return np.asarray([model_labels.index(name) for name in names])[labels]
+    if what is None:
+        return labels
+    raise ConvertError(f"{what}: classes {names} do not match the model's labels "
+                       f"{model_labels}")
