@@ -12,7 +12,7 @@ from henet_edge.device.preprocess import DEFAULT, Preprocessing
 from henet_edge.henet_keras.run import Run
 from henet_edge.plots import check_plot_target
 
-from .eval_data import load_evaluation_data
+from .eval_data import load_evaluation_data, onto_model_indices
 
 
 class EvaluateError(HenetEdgeError):
@@ -81,13 +81,10 @@ def _preprocessing_of(path: Path, run: Run | None, preprocessing: str | None) ->
 def _onto_model_classes(labels, class_names: list[str], model_labels: list[str], note: str):
     """Data of some of the model's classes (folders named by label), labelled by the
     model's indices: each class is matched by name, absent ones have no accuracy."""
-    import numpy as np
-
     if not set(class_names) <= set(model_labels):
         raise EvaluateError(f"model labels {model_labels} differ from the data's classes "
                             f"{class_names}; pass --data with (some of) the model's classes")
-    index = np.asarray([model_labels.index(name) for name in class_names])
-    return (index[np.asarray(labels)], list(model_labels),
+    return (onto_model_indices(labels, class_names, model_labels), list(model_labels),
             f"{note} ({len(class_names)} of the model's {len(model_labels)} classes)")
 
 

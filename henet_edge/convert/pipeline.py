@@ -24,6 +24,7 @@ from .bundle_writer import (
     convert_bundle,
     load_source_model,
 )
+from .eval_data import onto_model_indices
 from .output import check_output
 
 
@@ -138,7 +139,7 @@ def _by_name(labels: np.ndarray, names: list[str], model_labels: list[str],
     if names == model_labels:
         return labels
     if sorted(names) == sorted(model_labels):
-        return np.asarray([model_labels.index(name) for name in names])[labels]
+        return onto_model_indices(labels, names, model_labels)
     if what is None:
         return labels
     raise ConvertError(f"{what}: classes {names} do not match the model's labels "
