@@ -82,7 +82,7 @@ def test_resume_refuses_every_setting_it_would_ignore(tiny_run, tmp_path):
     assert (copy / "config.json").read_text() == before
     # the run's own settings, stated again, are no difference
     from henet_edge.henet_keras.run import Run
-    from henet_edge.henet_keras.train import _checked_config
+    from henet_edge.henet_keras.run_folder import checked_config as _checked_config
 
     _checked_config(Run.load(copy).train_config, copy, resume=True)
 
@@ -349,7 +349,7 @@ def test_a_start_that_fails_before_its_first_epoch_leaves_nothing(tmp_path, bad)
 
 
 def test_a_run_records_absolute_paths(image_folder, tmp_path, monkeypatch):
-    from henet_edge.henet_keras.train import _checked_config
+    from henet_edge.henet_keras.run_folder import checked_config as _checked_config
 
     monkeypatch.chdir(image_folder.parent)
     config = _checked_config(TrainConfig(data=image_folder.name), tmp_path / "r", False)

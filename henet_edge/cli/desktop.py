@@ -163,7 +163,8 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
     """
     _quiet_tensorflow()
     from henet_edge.henet_keras.run import Run
-    from henet_edge.henet_keras.train import TrainConfig, default_run_dir
+    from henet_edge.henet_keras.run_folder import default_run_dir
+    from henet_edge.henet_keras.train import TrainConfig
     from henet_edge.henet_keras.train import train as run_training
 
     config = TrainConfig(data=data, model=model_name, repeat=repeat,

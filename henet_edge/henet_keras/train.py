@@ -1,4 +1,5 @@
-"""Training runs: config checks, start or resume, fit, the final models (see also
+"""Training runs: start or resume, fit, the final models (see also :mod:`.run_folder`
+for the checks and lock around a run folder, :mod:`.init_from` for ``--init-from``,
 :mod:`.datasets` for what the network is fed and :mod:`.epochs` for each epoch's end).
 
 A run folder holds:
@@ -20,18 +21,13 @@ last checkpoint with the same schedule as an uninterrupted run.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -42,15 +38,14 @@ from .data import DataError, ImageSet
 from .datasets import make_datasets, recalibration_batches
 from .ema import shipped_weights
 from .epochs import BEST_WEIGHTS, epoch_callback, save_model_atomic, settle_best_weights
+from .init_from import init_weights
 from .recipes import RECIPES
-from .registry import model_names, model_spec, run_name
+from .registry import model_spec
 from .run import (
     BEST_MODEL,
     CHECKPOINT,
     CONFIG,
     FINAL_MODEL,
-    HELD_OUT_KEYS,
-    LOCK,
     RELATIVE_TO_RUN,
     STATE,
     SUMMARY,
@@ -58,13 +53,17 @@ from .run import (
     Run,
     RunError,
     TrainConfig,
-    absolute_source,
-    held_out_differences,
-    holds_no_run,
     load_training_data,
     mean_of_last,
     recorded_path,
     shown_path,
+)
+from .run_folder import (
+    checked_config,
+    lock_run,
+    make_folder,
+    remove_failed_start,
+    remove_partial_writes,
 )
 from .teachers import DEFAULT_TEMPERATURE, DEFAULT_WEIGHT, check_teachers
 from .tf_env import library_versions, prepare_tensorflow
@@ -141,10 +140,10 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     used again.
     """
     run_dir = Path(run_dir)
-    config = _checked_config(config, run_dir, resume)
+    config = checked_config(config, run_dir, resume)
     teachers = check_teachers(config)  # refuse unusable teachers before any folder exists
-    created = _make_folder(run_dir)
-    lock = _lock_run(run_dir)
+    created = make_folder(run_dir)
+    lock = lock_run(run_dir)
     log_path = run_dir / TRAIN_LOG
     log_existed = log_path.exists()
     try:
@@ -164,120 +163,11 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, show_bar:
     except BaseException:
         log_file.close()
         if not resume and not (run_dir / CONFIG).exists():
-            _remove_failed_start(run_dir, created, log_existed)
+            remove_failed_start(run_dir, created, log_existed)
         raise
     finally:
         log_file.close()
         lock.close()
-
-
-def _lock_run(run_dir: Path) -> IO[str]:
-    """Hold ``run_dir``'s lock for the run: a second ``train`` on the same folder (two
-    resumes, or two starts with one ``--out``) is refused instead of both writing it.
-    A file system without locks (some network mounts) trains unlocked, as before."""
-    lock = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the run
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise RunError(f"{run_dir}: {holder} is training this run already; wait for it to "
-                       "end (or stop it) before starting or resuming it again") from None
-    except OSError as exc:
-        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            lock.close()
-            raise
-    lock.truncate(0)
-    lock.write(f"train (pid {os.getpid()})")
-    lock.flush()
-    return lock
-
-
-DEFAULT_MODEL, DEFAULT_REPEAT = "henet", 3  # what a new run trains when not told
-
-
-def default_run_dir(model: str | None, repeat: int | None) -> Path:
-    """``runs/<model>-r<repeat>-<time>``: where a new run goes without ``--out``."""
-    model = DEFAULT_MODEL if model is None else model
-    repeat = DEFAULT_REPEAT if repeat is None else repeat
-    return Path("runs") / f"{run_name(model, repeat)}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _checked_config(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
-    """The config to train with, checked before any folder or TensorFlow work."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir}: exists and is not a folder")
-    if resume:
-        run = Run.load(run_dir)
-        if run.finished:
-            raise RunError(f"{run_dir}: this run has already finished; start a new run folder")
-        differ = run.differences(config, _given(config))
-        if differ:
-            raise RunError(f"{run_dir}: run was made with " + "; ".join(
-                f"{key}={saved!r}, not {mine!r}" for key, saved, mine in differ)
-                + " (a resumed run keeps its own settings; nothing was changed)")
-        config = run.train_config
-    else:
-        if config.data is None:
-            raise RunError("--data is required (or --resume RUN_DIR)")
-        if not holds_no_run(run_dir):
-            raise RunError(f"{run_dir}: folder exists and is not empty (use --resume to "
-                           "continue it, or pick a new --out)")
-        # Absolute, so evaluate and convert find the data from any folder.
-        config = replace(config, data=absolute_source(config.data),
-                         init_from=absolute_source(config.init_from),
-                         teachers=_absolute_all(config.teachers),
-                         model=DEFAULT_MODEL if config.model is None else config.model,
-                         repeat=DEFAULT_REPEAT if config.repeat is None else config.repeat)
-    if config.model not in model_names():
-        raise RunError(f"unknown model {config.model!r}; choose one of: "
-                       f"{', '.join(model_names())}")
-    if config.recipe not in RECIPES:
-        raise RunError(f"unknown recipe {config.recipe!r}; choose {', '.join(RECIPES)}")
-    if config.init_from and not resume:
-        init_source(config)  # refuse a bad donor before the run folder exists
-    return config
-
-
-# Settings whose command-line default is a value: given only when they differ from it.
-_VALUE_DEFAULTS = ("width_multiplier", "recipe", "seed", "val_split", "formulation",
-                   "preprocessing", "jit_compile")
-
-
-def _given(config: TrainConfig) -> list[str]:
-    """The settings ``config`` states (to compare with a resumed run's): every one not
-    left at None, False or, for those with a value as default, that value."""
-    default = TrainConfig(data=None)
-    return [f.name for f in fields(TrainConfig)
-            if getattr(config, f.name) not in (None, False)
-            and not (f.name in _VALUE_DEFAULTS
-                     and getattr(config, f.name) == getattr(default, f.name))]
-
-
-def _absolute_all(paths: list[str] | None) -> list[str] | None:
-    return None if not paths else [absolute_source(p) for p in paths]
-
-
-def _make_folder(path: Path) -> Path | None:
-    """``mkdir -p path``; the topmost folder it created (None if ``path`` existed)."""
-    topmost = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        topmost = folder
-    path.mkdir(parents=True, exist_ok=True)
-    return topmost
-
-
-def _remove_failed_start(run_dir: Path, created: Path | None, log_existed: bool) -> None:
-    """Undo a start that failed before writing its config: the folders or log it made."""
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
-        return
-    if not log_existed:
-        (run_dir / TRAIN_LOG).unlink(missing_ok=True)
-    (run_dir / LOCK).unlink(missing_ok=True)
 
 
 def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool,
@@ -376,7 +266,7 @@ def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[obj
     from . import layers as _layers  # noqa: F401 - registers custom layers for loading
     from . import qat as _qat  # noqa: F401 - registers the quantization-aware layers
 
-    _remove_partial_writes(run_dir)
+    remove_partial_writes(run_dir)
     model = keras.models.load_model(run_dir / CHECKPOINT)
     # The checkpoint's own step count is the truth: state.json may lag it by one
     # epoch when a kill came between the two writes.
@@ -478,55 +368,6 @@ def _weights_phrase(model) -> str:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     return (f"{trainable:,} trainable params ({model.count_params():,} weights with the "
             "batch-norm moving statistics)")
-
-
-def _remove_partial_writes(run_dir: Path) -> None:
-    """Temporary files left by a save that was killed before its rename."""
-    for tmp in run_dir.glob(".*.tmp*"):
-        tmp.unlink()
-
-
-def init_source(config: TrainConfig) -> Path:
-    """The ``.keras`` file ``--init-from`` names, checked before any work.
-
-    A run folder, or a ``.keras`` file inside one (``best.keras``), must have held
-    out the same validation images (same data, seed, split and limit): otherwise its
-    weights have been trained on this run's validation images.
-    """
-    source = Path(config.init_from)
-    path = source / FINAL_MODEL if source.is_dir() else source
-    if not path.is_file() and not source.is_dir():
-        raise RunError(f"--init-from {source}: no such run folder or .keras file")
-    if source.is_dir() and (not Run.is_run(source) or not path.is_file()):
-        raise RunError(f"--init-from {source}: not a finished run folder (no {CONFIG} "
-                       "and model.keras)")
-    donor = source if source.is_dir() else path.parent if Run.is_run(path.parent) else None
-    if donor is not None:
-        keys = (*HELD_OUT_KEYS, "model", "repeat", "width_multiplier")
-        differ = held_out_differences(Run.load(donor), config, keys)
-        if differ:
-            raise RunError(f"--init-from {source}: that run used a different "
-                           + ", ".join(differ)
-                           + "; its weights may have seen this run's validation images")
-    return path
-
-
-def init_weights(model, config: TrainConfig) -> None:
-    """Start ``model`` from the weights of ``--init-from`` (a finished run or a ``.keras``)."""
-    import keras
-
-    from . import layers as _layers  # noqa: F401 - registers custom layers for loading
-
-    path = init_source(config)
-    try:
-        donor = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # any unreadable file is the user's input
-        raise RunError(f"--init-from {path}: not a Keras model ({exc})") from None
-    mine, given = model.get_weights(), donor.get_weights()
-    if [w.shape for w in mine] != [w.shape for w in given]:
-        raise RunError(f"--init-from {path}: its architecture does not match "
-                       f"{config.model} repeat {config.repeat}")
-    model.set_weights(given)
 
 
 def to_native(model, config: TrainConfig, classes: int,
