@@ -179,8 +179,9 @@ def _train(config: TrainConfig, teachers: list[Run], run_dir: Path, resume: bool
     formulation = pick_formulation(config.formulation)
     with _strategy().scope():
         if resume and (run_dir / CHECKPOINT).exists():
-            Run.load(run_dir).check_data(train_set, val_set)
-            model, history = _restore(run_dir, plan, log)
+            run = Run.load(run_dir)
+            run.check_data(train_set, val_set)
+            model, history = _restore(run, plan, log)
         else:
             model = _start(config, classes, formulation, plan, log, train_set)
             history = []
@@ -258,20 +259,21 @@ def _strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def _restore(run_dir: Path, plan: dict, log: Callable[[str], None]) -> tuple[object, list]:
-    """The checkpointed model and the history up to it."""
+def _restore(run: Run, plan: dict, log: Callable[[str], None]) -> tuple[object, list]:
+    """The checkpointed model of ``run`` and the history up to it."""
     import keras
 
     from . import distill as _distill  # noqa: F401 - registers the distillation loss
     from . import layers as _layers  # noqa: F401 - registers custom layers for loading
     from . import qat as _qat  # noqa: F401 - registers the quantization-aware layers
 
+    run_dir = run.root
     remove_partial_writes(run_dir)
     model = keras.models.load_model(run_dir / CHECKPOINT)
     # The checkpoint's own step count is the truth: state.json may lag it by one
     # epoch when a kill came between the two writes.
     first_epoch = int(model.optimizer.iterations.numpy()) // plan["steps_per_epoch"]
-    history = Run.load(run_dir).history[:first_epoch]
+    history = run.history[:first_epoch]
     if len(history) < first_epoch:
         raise RunError(f"{run_dir}: checkpoint is at epoch {first_epoch} but "
                        f"history.json has {plural(len(history), 'epoch')}")
