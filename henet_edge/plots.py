@@ -5,6 +5,7 @@ matplotlib is imported only when a figure is drawn (the device side runs without
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ def pyplot() -> Any:
 
 
 def png_path(path: str | Path, default_name: str) -> Path:
-    """Where a plot asked for at ``path`` lands: a folder gets ``default_name`` inside it,
-    a name without a suffix gets ``.png`` (as matplotlib would write it)."""
+    """Where a plot asked for at ``path`` lands: a folder (one that exists, or any path
+    ending in a slash) gets ``default_name`` inside it, a name without a suffix gets
+    ``.png`` (as matplotlib would write it)."""
+    folder = str(path).endswith((os.sep, "/"))
     path = Path(path)
-    if path.is_dir():
+    if folder or path.is_dir():
         return path / default_name
     return path.with_suffix(".png") if not path.suffix else path
 

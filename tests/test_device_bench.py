@@ -226,6 +226,15 @@ def test_cli_bench_latencies_file_holds_every_timed_pass(tiny_bundle, tmp_path):
     assert result.exit_code == 1 and "is a folder" in result.output
 
 
+def test_cli_bench_plot_into_a_new_folder_named_with_a_slash(tiny_bundle, tmp_path):
+    """--plot out/ for a missing folder wrote out.png beside it."""
+    result = CliRunner().invoke(main, ["bench", str(tiny_bundle), "--runs", "3", "--repeats",
+                                       "1", "--warmup", "0", "--plot", f"{tmp_path}/out/"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "latency.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_cli_bench_table(tiny_bundle):
     result = CliRunner().invoke(main, ["bench", str(tiny_bundle / "model_int8.tflite"),
                                        str(tiny_bundle / "model_float32.tflite"),

@@ -100,7 +100,10 @@ def test_plot_says_where_each_file_landed_and_a_bad_folder_is_one_line(tmp_path)
     folder = tmp_path / "plots"
     folder.mkdir()
     for plot, expected in ((folder, [folder / "confusion.png", folder / "confusion-float32.png"]),
-                           (tmp_path / "cm", [tmp_path / "cm.png", tmp_path / "cm-float32.png"])):
+                           (tmp_path / "cm", [tmp_path / "cm.png", tmp_path / "cm-float32.png"]),
+                           # a missing folder named with a slash wrote new.png beside it
+                           (f"{tmp_path}/new/", [tmp_path / "new" / "confusion.png",
+                                                 tmp_path / "new" / "confusion-float32.png"])):
         result = _evaluate(str(DEFAULT_BUNDLE), "--data", str(sample), "--plot", str(plot))
         assert result.exit_code == 0, result.output
         assert [f"confusion matrix: {p}" for p in expected] == [

@@ -54,3 +54,12 @@ def test_a_plot_of_an_unknown_type_is_refused_before_the_slow_work(tmp_path, tin
                                        "--plot", str(tmp_path / "lat.txt")])
     assert result.exit_code == 1 and "no image format '.txt'" in result.output
     assert "repeat" not in result.output  # refused before any timing
+
+
+def test_a_missing_folder_named_with_a_trailing_slash_gets_the_default_name_inside(tmp_path):
+    """--plot newdir/ wrote newdir.png beside the folder the user asked for."""
+    from henet_edge.plots import check_plot_target, png_path
+
+    assert png_path(f"{tmp_path}/new/", "confusion.png") == tmp_path / "new" / "confusion.png"
+    assert check_plot_target(f"{tmp_path}/new/", "x.png") == tmp_path / "new" / "x.png"
+    assert png_path(tmp_path / "new", "x.png") == tmp_path / "new.png"  # no slash: a name

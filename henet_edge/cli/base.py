@@ -7,12 +7,15 @@ import functools
 import inspect
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from henet_edge import HenetEdgeError, UsageError, __version__
 from henet_edge.henet_keras.registry import model_names
+from henet_edge.plots import png_path
 
 MODEL_CHOICES = model_names()
 _SEED = click.IntRange(0, 2**32 - 1)  # numpy and TensorFlow both take this range
@@ -34,6 +37,19 @@ class _Seconds(click.FloatRange):
 
 SECONDS = _Seconds(0)
 TIMEOUT = _Seconds(0, min_open=True)  # a wait that must be able to end
+
+
+class PlotPath(click.Path):
+    """A ``--plot`` value, as the file it names: a folder (one that exists, or any path
+    ending in a slash) gets ``default_name`` inside it, a name without a suffix ``.png``."""
+
+    def __init__(self, default_name: str) -> None:
+        super().__init__(dir_okay=True)
+        self.default_name = default_name
+
+    def convert(self, value, param, ctx) -> Path:
+        path = os.path.expanduser(os.fspath(super().convert(value, param, ctx)))
+        return png_path(path, self.default_name)
 
 
 def _quiet_tensorflow() -> None:

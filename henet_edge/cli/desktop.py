@@ -17,6 +17,7 @@ from henet_edge.henet_keras.registry import check_model_args, model_names, model
 from .base import (
     _SEED,
     MODEL_CHOICES,
+    PlotPath,
     _err,
     _quiet_tensorflow,
     _warn_loudly,
@@ -199,7 +200,7 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                    "bundle's shipped validation.npz.")
 @click.option("--precision", type=click.Choice(["int8", "float32", "all"]), default="all",
               show_default=True, help="For bundles: which model(s).")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=PlotPath("confusion.png"), default=None,
               help="Write a confusion-matrix PNG here; with several models the first "
                    "goes here, each other beside it as NAME-MODEL.png.")
 @click.option("--preprocessing", default=None, metavar="default|FILE.json",
@@ -349,7 +350,7 @@ def convert(source, calibration, out, num, seed, io, val_data, report_images, la
 @click.option("--core", type=int, default=None, help="CPU core to pin to [the last one].")
 @click.option("--calibration", default=None,
               help="Calibration images (data source or .npz) [random inputs].")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+@click.option("--plot", "plot_path", type=PlotPath("compare.png"),
               default=Path("compare.png"), show_default=True,
               help="PNG of latency against MACs.")
 @click.option("--lowering", "lowerings", default="folded,dense", show_default=True,

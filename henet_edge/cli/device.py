@@ -15,6 +15,7 @@ from .base import (
     SECONDS,
     THREADS,
     TOP_K,
+    PlotPath,
     _err,
     _warn_loudly,
     emit_json,
@@ -209,7 +210,7 @@ def camera(source, frames, every, model, labels, precision, top_k, threads, as_j
               help="Seed of the random image.")
 @click.option("--xnnpack-check", is_flag=True,
               help="Also time every model without the XNNPACK delegate.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=PlotPath("latency.png"), default=None,
               help="Write a latency histogram PNG (needs matplotlib).")
 @click.option("--latencies", "latencies_path", type=click.Path(path_type=Path), default=None,
               help="Write every pass's latency (ns, per model) as JSON.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -189,7 +190,7 @@ def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path 
     args, plot = _take_option(args, "--plot")
     args, latencies = _take_option(args, "--latencies")
     # Before any SSH work: a file that cannot land here would waste the timing.
-    plot_file = (_per_host(device_bench.check_histogram_target(Path(plot).expanduser()),
+    plot_file = (_per_host(device_bench.check_histogram_target(os.path.expanduser(plot)),
                            installer.name, per_host_files) if plot else None)
     latencies_file = (_per_host(device_bench.check_latencies_target(Path(latencies).expanduser()),
                                 installer.name, per_host_files) if latencies else None)
