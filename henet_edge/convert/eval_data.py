@@ -28,13 +28,13 @@ class EvaluationDataError(HenetEdgeError, ValueError):
     """No data to evaluate on, or data that cannot be used."""
 
 
-
 def onto_model_indices(labels: np.ndarray, names: list[str],
                        model_labels: list[str]) -> np.ndarray:
     """``labels`` (indices into the data's class ``names``) as indices into the model's
     labels, matched by name; every name must be one of the model's labels."""
     index = np.asarray([model_labels.index(name) for name in names])
     return index[np.asarray(labels)]
+
 
 @dataclass
 class EvaluationData:
