@@ -121,7 +121,8 @@ def _calibration(calibration: str, src: SourceModel, options: ConvertOptions,
         raise ConvertError(f"calibration set has {len(names)} classes, the model "
                            f"{len(src.labels)}")
     if names != src.labels and sorted(names) == sorted(src.labels):
-        calib = CalibrationSet(calib.pixels, _by_name(calib.labels, names, src.labels),
+        calib = CalibrationSet(calib.pixels, onto_model_indices(calib.labels, names,
+                                                                src.labels),
                                {**calib.provenance, "class_names": list(src.labels)})
     return calib
 
