@@ -30,7 +30,8 @@ wheel installs nothing; an unchanged bundle uploads nothing.
 
 Everything goes through a :class:`~henet_edge.deploy.connection.Connection`:
 SSH for a Pi, or a local folder for the demo. The venvs are
-:class:`~henet_edge.deploy.venvs.DeviceVenvs`'s work and the lock
+:class:`~henet_edge.deploy.venvs.DeviceVenvs`'s work, the bundles
+:class:`~henet_edge.deploy.bundles.DeviceBundles`' and the lock
 :class:`~henet_edge.deploy.lock.DeployLock`'s; this module orders the steps.
 """
 
@@ -50,6 +51,7 @@ from henet_edge.device.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from henet_edge.storage import utc_timestamp
 
 from . import agent
+from .bundles import BUNDLES, UPLOAD_STAGE, DeviceBundles, short_id
 from .connection import Connection
 from .errors import DeployError, RemoteCommandError, SelftestFailed
 from .lock import DeployLock, deployer
@@ -79,10 +81,9 @@ from .versions import (
 
 Log = Callable[[str], None]
 
-BUNDLES, CURRENT = "bundles", "current"
+CURRENT = "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH
 MB = 1_000_000
-UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
 DEPLOY_STAGES = (INSTALL_STAGE, UPLOAD_STAGE)  # the tmp/ folders only a deploy makes
 
 
@@ -155,10 +156,6 @@ class _DeployPlan:
         return self.bundle_id in (self.installed.get("bundles") or [])
 
 
-def _short(bundle_id: str | None) -> str:
-    return bundle_id[:12] if bundle_id else "none"
-
-
 # ----------------------------------------------------------------- installer
 class Installer:
     """Deploy, roll back and inspect one device, through a :class:`DeviceSession`."""
@@ -174,6 +171,7 @@ class Installer:
         self.lock = DeployLock(connection, self.options.remote_python, name=self.name)
         self.venvs = DeviceVenvs(self.session, self._agent,
                                  timeout=self.options.command_timeout, log=self.log)
+        self.bundles = DeviceBundles(self.session, self._agent, log=self.log)
 
     # -- the session's facts, under the names the deploy steps use
     @property
@@ -247,7 +245,7 @@ class Installer:
         self._lock_and_replan(plan)
         self._prepare()
         runtime = self._ensure_venv(plan)
-        uploaded = self._ensure_bundle(plan.bundle, plan.bundle_id, plan.files, plan.has_bundle)
+        uploaded = self.bundles.ensure(plan.bundle, plan.files, plan.has_bundle)
         previous = plan.installed.get("current")
         selftest = self._selftest_candidate(plan, previous)
         runtime = selftest.get("runtime") or runtime
@@ -267,7 +265,7 @@ class Installer:
         """Probe the device and decide what this deploy installs: a venv, the bundle."""
         files = [MANIFEST, *sorted(bundle.manifest.files)]
         bundle_bytes = sum((bundle.root / f).stat().st_size for f in files)
-        self.log(f"bundle {bundle.manifest.name} {_short(bundle.id)} ({len(files)} files, "
+        self.log(f"bundle {bundle.manifest.name} {short_id(bundle.id)} ({len(files)} files, "
                  f"{human_bytes(bundle_bytes)})")
         info = self.probe()
         self.log(f"device: {info.summary()}")
@@ -334,9 +332,9 @@ class Installer:
         if not self.options.selftest:
             return {}
         try:
-            return self.selftest(self.path(BUNDLES, plan.bundle_id), venv=plan.key)
+            return self.selftest(self.bundles.path(plan.bundle_id), venv=plan.key)
         except SelftestFailed:
-            self._drop_failed(plan.bundle_id, previous)
+            self.bundles.drop_failed(plan.bundle_id, previous)
             raise
 
     def _switch(self, plan: _DeployPlan, previous: str | None) -> None:
@@ -350,9 +348,9 @@ class Installer:
                               "from": previous, "venv": key, "version": __version__})
         if previous != bundle_id:
             self._switch_link(CURRENT, f"{BUNDLES}/{bundle_id}")
-            self.log(f"current -> {_short(bundle_id)} ({name}), was {_short(previous)}")
+            self.log(f"current -> {short_id(bundle_id)} ({name}), was {short_id(previous)}")
         else:
-            self.log(f"current is already {_short(bundle_id)} ({name})")
+            self.log(f"current is already {short_id(bundle_id)} ({name})")
 
     # -- the service (systemd unit running `henet-edge serve` on the device)
     def service(self, *args: str) -> dict[str, Any]:
@@ -374,7 +372,7 @@ class Installer:
                 state = self.service("install", *self.options.service)
             except DeployError as exc:  # fails the deploy, but says what did happen
                 raise DeployError(
-                    f"{exc}; the rest of the deploy is done: {_short(plan.bundle_id)} "
+                    f"{exc}; the rest of the deploy is done: {short_id(plan.bundle_id)} "
                     f"({plan.name}) is current, so only the service is left to install "
                     f"(deploy --service again, or `henet-edge service install` on the "
                     f"device)") from None
@@ -394,15 +392,6 @@ class Installer:
         for note in state.get("notes") or []:
             self.log(f"note: {note}")
         return state
-
-    def _drop_failed(self, bundle_id: str, previous: str | None) -> None:
-        """Remove a bundle that failed its self-test unless it was ever deployed here."""
-        if bundle_id == previous:
-            return
-        state = self._agent("status", self.base)
-        history = realised_history(state.get("history", []), state.get("current"))
-        if not any(e.get("bundle") == bundle_id for e in history):
-            self.session.run_quietly(f"rm -rf {quote(self.path(BUNDLES, bundle_id))}")
 
     def _wheel(self) -> tuple[Path, str]:
         from .wheel import check_wheel, project_wheel
@@ -425,48 +414,6 @@ class Installer:
             f"for d in {quote(b)}/{VENVS}/*; do "
             f'[ -d "$d" ] && [ ! -f "$d/{INSTALL_RECORD}" ] && rm -rf "$d"; done; true',
             f"preparing {b}")
-
-    def _ensure_bundle(self, bundle: Bundle, bundle_id: str, files: list[str],
-                       has_bundle: bool) -> bool:
-        """Make ``bundles/<id>`` a verified copy; True if it had to be uploaded."""
-        final = self.path(BUNDLES, bundle_id)
-        if has_bundle:
-            check = self._agent("verify", final, bundle_id)
-            if check["ok"]:
-                self.log(f"bundle {_short(bundle_id)} already on the device and verified; "
-                         f"nothing to upload")
-                return False
-            self.log(f"the installed copy of {_short(bundle_id)} is damaged "
-                     f"({'; '.join(check['problems'][:3])}); uploading it again")
-        stage = self.path(TMP, self.session.unique(f"{UPLOAD_STAGE}-{bundle_id[:12]}"))
-        pairs = [(bundle.root / f, f"{stage}/{f}") for f in files]
-        try:
-            self.session.upload(pairs, "bundle")
-            check = self._agent("verify", stage, bundle_id)
-            if not check["ok"]:
-                raise DeployError(
-                    f"{self.name}: the uploaded bundle failed its hash check on the device "
-                    f"({'; '.join(check['problems'][:3])}); nothing was changed, re-run the "
-                    f"deploy")
-            if has_bundle:
-                self._repair_in_place(stage, final, files)
-            else:
-                self.session.run(f"mv -T {quote(stage)} {quote(final)}",
-                                 "moving the bundle into place")
-        except BaseException:
-            self.session.run_quietly(f"rm -rf {quote(stage)}")
-            raise
-        self.log(f"uploaded and verified {len(files)} files on the device")
-        return True
-
-    def _repair_in_place(self, stage: str, final: str, files: list[str]) -> None:
-        """Rename each verified file over its damaged copy: the folder (and a
-        ``current`` pointing at it) never stops existing; then drop the stage."""
-        dirs = sorted({f"{final}/{f.rsplit('/', 1)[0]}" for f in files if "/" in f})
-        steps = [f"mkdir -p {' '.join(quote(d) for d in dirs)}"] if dirs else []
-        steps += [f"mv -f -T {quote(f'{stage}/{f}')} {quote(f'{final}/{f}')}" for f in files]
-        self.session.run(" && ".join(steps), "replacing the damaged files")
-        self.session.run_quietly(f"rm -rf {quote(stage)}")
 
     # -- self-test
     def selftest(self, bundle_dir: str, *, venv: str | None = None) -> dict[str, Any]:
@@ -496,8 +443,8 @@ class Installer:
                  (venv, state["venv"])]
         venvs.sort(key=lambda v: (v["record"] or {}).get("installed", ""))
         doomed_venvs = [v["key"] for v in venvs[:-1]]  # keep the newest previous venv
-        paths = [self.path(BUNDLES, b) for b in doomed] + [self.path(VENVS, v)
-                                                           for v in doomed_venvs]
+        paths = [self.bundles.path(b) for b in doomed]
+        paths += [self.path(VENVS, v) for v in doomed_venvs]
         if paths:
             self.session.run("rm -rf " + " ".join(quote(p) for p in paths), "removing old versions")
             self.log(f"removed {len(doomed)} old bundle(s) and {len(doomed_venvs)} old venv(s) "
@@ -564,14 +511,14 @@ class Installer:
             target = state["previous"]
             if target is None:
                 raise DeployError(f"{self.name}: nothing to roll back to (installed: "
-                                  + (", ".join(_short(b['id']) for b in state['bundles'])
+                                  + (", ".join(short_id(b['id']) for b in state['bundles'])
                                      or "nothing") + ")")
         if target == current:
-            raise DeployError(f"{self.name}: {_short(target)} is already current")
-        final = self.path(BUNDLES, target)
-        check = self._agent("verify", final, target)
+            raise DeployError(f"{self.name}: {short_id(target)} is already current")
+        final = self.bundles.path(target)
+        check = self.bundles.verify(final, target)
         if not check["ok"]:
-            raise DeployError(f"{self.name}: version {_short(target)} is damaged on the device "
+            raise DeployError(f"{self.name}: version {short_id(target)} is damaged on the device "
                               f"({'; '.join(check['problems'][:3])}); refusing to switch to it "
                               f"(deploy it again instead)")
         report = self.selftest(final) if self.options.selftest else {}
@@ -579,7 +526,7 @@ class Installer:
         self._append_history({"action": "rollback", "bundle": target, "name": name,
                               "from": current})
         self._switch_link(CURRENT, f"{BUNDLES}/{target}")
-        self.log(f"current -> {_short(target)} ({name}), was {_short(current)}")
+        self.log(f"current -> {short_id(target)} ({name}), was {short_id(current)}")
         return {"host": self.name, "bundle": target, "name": name, "previous": current,
                 "selftest": selftest_summary(report)}
 
@@ -591,10 +538,10 @@ def current_problems(state: dict[str, Any]) -> list[str]:
         return []
     entry = next((b for b in state.get("bundles", []) if b["id"] == current), None)
     if entry is None:
-        return [f"current points at {_short(current)}, which is not installed (dangling): "
+        return [f"current points at {short_id(current)}, which is not installed (dangling): "
                 f"deploy again, or roll back to an installed version"]
     check = entry.get("verify")
     if check is not None and not check.get("ok"):
-        return [f"current {_short(current)} is damaged ({'; '.join(check['problems'][:2])}): "
+        return [f"current {short_id(current)} is damaged ({'; '.join(check['problems'][:2])}): "
                 f"deploy it again"]
     return []
