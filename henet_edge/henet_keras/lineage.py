@@ -38,6 +38,8 @@ class Stage:
 
 
 _KD = {"lr": 0.02, "weight_decay": 1e-4}  # the distillation rounds restart at this lr and decay
+_KD4_TEACHERS = ("henet-r3-long", "henet-r3-cifar10-longer", "shufflenet-r5-long",
+                 "henet-r3-kd2")
 
 # What made the shipped model (SHIPPED_STAGE) and the rounds trained since to beat it, in
 # an order that trains every stage's donor and teachers first. The names are the
@@ -75,6 +77,12 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
     # on for 120 more (a warm restart at half the recipe's rate), to teach the next round.
     Stage("shufflenet-r5-long", model="shufflenet", repeat=5, epochs=120, lr=0.05,
           init_from="equal-budget/shufflenet-r5"),
+    # The third round again with one change, chosen before the teacher has finished (no pick
+    # on validation): the longer ShuffleNet-r5 teaches in place of the 30-epoch one.
+    Stage("henet-r3-kd4", epochs=60, **_KD, ema=0.9995, mixup=1.0, teacher_flip=True,
+          init_from="henet-r3-kd2", teachers=_KD4_TEACHERS),
+    Stage("henet-r3-kd4-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
+          distill_temperature=1.0, init_from="henet-r3-kd4", teachers=_KD4_TEACHERS),
     # Its low-rate finish, as henet-r3-kd2-t1 finished henet-r3-kd2 (there +0.14 pt, within
     # the noise): plain crops, sharp (T=1) targets, a restart at lr 0.002 decaying to 0.
     Stage("henet-r3-kd-scratch-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
