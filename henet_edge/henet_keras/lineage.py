@@ -71,10 +71,11 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
     Stage("henet-r3-kd-scratch", epochs=200, ema=0.9995, mixup=1.0, teacher_flip=True,
           teachers=("henet-r3-long", "henet-r3-cifar10-longer",
                     "equal-budget/shufflenet-r5", "henet-r3-kd3")),
-    # Every student so far ends 1.2-1.4 pt under its teachers, and the best four teach at
-    # 89.3 %: the floor needs stronger teachers. ShuffleNet-r5 (103K parameters, 14.1 M
-    # MACs) scored 86.5 % after 30 epochs, where HENet-r3 scored 83.8 %; this carries it
-    # on for 120 more (a warm restart at half the recipe's rate), to teach the next round.
+    # Each stronger set of teachers has lifted the student a little (the best four teach
+    # at 89.3 %, their student scores 87.8 %): the floor needs stronger teachers.
+    # ShuffleNet-r5 (103K parameters, 14.1 M MACs) scored 86.5 % after 30 epochs, where
+    # HENet-r3 scored 83.8 %; this carries it on for 120 more (a warm restart at half the
+    # recipe's rate), to teach the next round.
     Stage("shufflenet-r5-long", model="shufflenet", repeat=5, epochs=120, lr=0.05,
           init_from="equal-budget/shufflenet-r5"),
     # The third round again with one change, chosen before the teacher has finished (no pick
@@ -83,8 +84,9 @@ DEFAULT_LINEAGE: tuple[Stage, ...] = (
           init_from="henet-r3-kd2", teachers=_KD4_TEACHERS),
     Stage("henet-r3-kd4-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
           distill_temperature=1.0, init_from="henet-r3-kd4", teachers=_KD4_TEACHERS),
-    # Its low-rate finish, as henet-r3-kd2-t1 finished henet-r3-kd2 (there +0.14 pt, within
-    # the noise): plain crops, sharp (T=1) targets, a restart at lr 0.002 decaying to 0.
+    # henet-r3-kd-scratch's low-rate finish, as henet-r3-kd2-t1 finished henet-r3-kd2
+    # (there +0.14 pt, within the noise): plain crops, sharp (T=1) targets, a restart at
+    # lr 0.002 decaying to 0.
     Stage("henet-r3-kd-scratch-t1", epochs=10, lr=0.002, weight_decay=1e-4, augment="cifar",
           distill_temperature=1.0, init_from="henet-r3-kd-scratch",
           teachers=("henet-r3-long", "henet-r3-cifar10-longer",
