@@ -313,6 +313,8 @@ def test_a_calibration_set_is_not_scored_as_held_out(tiny_run, tiny_bundle, imag
     assert "12 images" in said["calibration"]["data"]
     assert said["validation"]["data"].startswith("6 held-out images from validation.npz")
     assert "overlap" not in said["validation"]
+    assert [said[name]["data_source"]["kind"] for name in ("calibration", "validation")] \
+        == ["calibration sample", "held-out sample"]
 
 
 def test_evaluate_plot_announces_every_file_it_writes(tiny_bundle, image_folder, tmp_path):

@@ -29,6 +29,8 @@ def test_a_bundle_without_data_uses_its_shipped_validation_sample():
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert "validation.npz" in out["data"]
+    assert out["data_source"] == {"kind": "held-out sample",
+                                  "path": str(DEFAULT_BUNDLE / "validation.npz")}
     assert out["models"]["int8"]["images"] == 1000
     assert out["models"]["int8"]["top1"] > 0.7  # the shipped model is about 86 % accurate
 

@@ -163,6 +163,8 @@ def test_evaluate_run_and_keras_file(tiny_run, image_folder, tmp_path):
     data = json.loads(result.output)
     keras_result = data["models"]["keras"]
     assert keras_result["images"] == 12  # the run's own 25 % validation split
+    assert data["data_source"] == {"kind": "validation split", "path": str(image_folder),
+                                   "split": "seeded 25% split (seed 0)"}
     # the best model on the run's own validation split: what training measured as the best
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert keras_result["top1"] == pytest.approx(summary["best_val_accuracy"])
@@ -173,7 +175,9 @@ def test_evaluate_run_and_keras_file(tiny_run, image_folder, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(tiny_run / "model.keras"), "--data",
                                        str(image_folder), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["models"]["keras"]["images"] == 48
+    data = json.loads(result.output)
+    assert data["models"]["keras"]["images"] == 48
+    assert data["data_source"] == {"kind": "images", "path": str(image_folder)}
 
 
 def test_init_from_a_run_starts_from_its_weights(tiny_run, image_folder, tmp_path):

@@ -205,7 +205,10 @@ def train(data, run_dir, resume_dir, model_name, repeat, width_multiplier, recip
                    "goes here, each other beside it as NAME-MODEL.png.")
 @click.option("--preprocessing", default=None, metavar="default|FILE.json",
               help="For a bare .keras with no run beside it, as in convert.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as JSON: per precision top-1, top-5 and per-class "
+                   "accuracy; the data as a sentence (data) and for scripts (data_source: "
+                   "kind and path); skipped images.")
 @quiet_logs
 @user_errors
 def evaluate(model_path, data, precision, plot_path, preprocessing, as_json):

@@ -44,6 +44,9 @@ class EvaluationData:
     note: str
     skipped: list[str] = field(default_factory=list)  # "file: reason" for each bad image
     overlap: str | None = None  # why the data is not held out, when it can be known
+    # what ``note`` says, for scripts: kind ("validation split", "held-out sample",
+    # "calibration sample" or "images") and path, and for a split how it was drawn
+    source: dict[str, str] = field(default_factory=dict)
 
 
 def _training_source(model: Path, run: Run | None) -> str | None:
@@ -75,7 +78,9 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
     model = Path(model)
     if data is None and run is not None:
         val, note = run.validation()
-        return EvaluationData(val.images, val.labels, val.class_names, note)
+        source = {"kind": "validation split", "path": str(run.data_path),
+                  "split": run.config["data"]["validation_kind"]}
+        return EvaluationData(val.images, val.labels, val.class_names, note, source=source)
     if data is None:
         shipped = bundle_validation(model)
         if shipped is None:
@@ -91,8 +96,10 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
             f"--data {data} is not a held-out sample (a calibration set is drawn from "
             "training images), so this accuracy may not be held out (omit --data to use "
             "the held-out images)")
+        kind = "held-out sample" if held_out.held_out else "calibration sample"
         return EvaluationData(held_out.pixels, held_out.labels, names,
-                              held_out.data_note(Path(data).name), overlap=overlap)
+                              held_out.data_note(Path(data).name), overlap=overlap,
+                              source={"kind": kind, "path": data})
     from tqdm import tqdm
 
     from henet_edge.henet_keras.data import evaluation_images
@@ -105,4 +112,4 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
         images, note = evaluation_images(data, spec.canonical_size, progress=bar.update)
     return EvaluationData(images.images, images.labels, images.class_names, note,
-                          list(images.skipped), overlap)
+                          list(images.skipped), overlap, {"kind": "images", "path": data})

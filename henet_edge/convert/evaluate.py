@@ -53,7 +53,8 @@ def evaluate_model(path: Path, *, data: str | None = None, precision: str = "all
     else:
         results, class_names, note = _evaluate_keras(path, pixels, labels, class_names, note,
                                                      preprocessing)
-    out = {"model": str(path), "data": note, "models": results, "skipped": chosen.skipped}
+    out = {"model": str(path), "data": note, "data_source": chosen.source, "models": results,
+           "skipped": chosen.skipped}
     if chosen.overlap:
         out["overlap"] = chosen.overlap
     if run is not None and run.history:
