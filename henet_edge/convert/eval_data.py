@@ -112,4 +112,5 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
         warnings.simplefilter("ignore", UserWarning)  # skipped images: listed below instead
         images, note = evaluation_images(data, spec.canonical_size, progress=bar.update)
     return EvaluationData(images.images, images.labels, images.class_names, note,
-                          list(images.skipped), overlap, {"kind": "images", "path": data})
+                          list(images.skipped), overlap,
+                          source={"kind": "images", "path": data})
