@@ -9,39 +9,25 @@ never stops existing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from shlex import quote
 from typing import Any
 
 from henet_edge.device.bundle import Bundle
 
 from .errors import DeployError
-from .session import TMP, DeviceSession
+from .session import TMP, SessionPart
 from .versions import realised_history
 
 BUNDLES = "bundles"
 UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
-
-Log = Callable[[str], None]
-Agent = Callable[..., dict[str, Any]]
-
 
 def short_id(bundle_id: str | None) -> str:
     """How messages name a bundle: the first 12 hex digits of its id."""
     return bundle_id[:12] if bundle_id else "none"
 
 
-class DeviceBundles:
+class DeviceBundles(SessionPart):
     """Upload, verify, repair and drop the bundles under ``session.base``."""
-
-    def __init__(self, session: DeviceSession, agent: Agent, *, log: Log | None = None):
-        self.session = session
-        self.agent = agent          # runs one device-side agent operation: agent(op, *args)
-        self.log = log or (lambda _msg: None)
-
-    @property
-    def name(self) -> str:
-        return self.session.name
 
     def path(self, bundle_id: str) -> str:
         return self.session.path(BUNDLES, bundle_id)

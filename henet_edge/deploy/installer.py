@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -67,7 +66,7 @@ from .probe import (
     run_agent,
 )
 from .report import selftest_message, selftest_summary, service_summary
-from .session import TMP, DeviceSession
+from .session import TMP, DeviceSession, Log
 from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import (
     DEFAULT_KEEP,
@@ -78,8 +77,6 @@ from .versions import (
     resolve_version,
     to_prune,
 )
-
-Log = Callable[[str], None]
 
 CURRENT = "current"
 HISTORY, LAST_BENCH = agent.HISTORY, agent.LAST_BENCH

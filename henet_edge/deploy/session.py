@@ -13,12 +13,16 @@ import contextlib
 import os
 import shlex
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .connection import CommandResult, Connection
 
 TMP = "tmp"
+
+Log = Callable[[str], None]
+Agent = Callable[..., dict[str, Any]]  # runs one device-side agent operation: agent(op, *args)
 
 
 class DeviceSession:
@@ -84,3 +88,17 @@ class DeviceSession:
             yield folder
         finally:
             self.run_quietly(f"rm -rf {shlex.quote(folder)}")
+
+
+class SessionPart:
+    """One part of the device's state (bundles, venvs) worked through a session and its agent."""
+
+    def __init__(self, session: DeviceSession, agent: Agent, *, log: Log | None = None):
+        self.session = session
+        self.agent = agent
+        self.log = log or (lambda _msg: None)
+
+    @property
+    def name(self) -> str:
+        """How messages name the device."""
+        return self.session.name

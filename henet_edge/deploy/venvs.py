@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
 from typing import Any
@@ -22,33 +21,23 @@ from henet_edge.storage import utc_timestamp
 from . import agent
 from .errors import DeployError, RemoteCommandError
 from .probe import DeviceInfo
-from .session import TMP, DeviceSession
+from .session import TMP, Agent, DeviceSession, Log, SessionPart
 
 VENVS, VENV_LINK, INSTALL_RECORD = "venvs", "venv", agent.INSTALL_RECORD
 INSTALL_STAGE = "install"  # tmp/install-*: the wheels being uploaded for a venv
-
-Log = Callable[[str], None]
-Agent = Callable[..., dict[str, Any]]
-
 
 def venv_key(wheel_sha256: str, python_path: str) -> str:
     """The venv's folder name: the wheel and the interpreter it was made for."""
     return hashlib.sha256(f"{wheel_sha256}\0{python_path}".encode()).hexdigest()[:16]
 
 
-class DeviceVenvs:
+class DeviceVenvs(SessionPart):
     """Find, check and install the venvs under ``session.base``."""
 
     def __init__(self, session: DeviceSession, agent: Agent, *, timeout: float,
                  log: Log | None = None):
-        self.session = session
-        self.agent = agent          # runs one device-side agent operation: agent(op, *args)
+        super().__init__(session, agent, log=log)
         self.timeout = timeout      # pip on a Pi Zero 2 can be slow
-        self.log = log or (lambda _msg: None)
-
-    @property
-    def name(self) -> str:
-        return self.session.name
 
     def is_complete(self, key: str, installed: dict[str, Any]) -> bool:
         """Whether ``venvs/<key>`` holds its install record (``installed``: the agent's state)."""
