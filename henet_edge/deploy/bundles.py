@@ -21,6 +21,7 @@ from .versions import realised_history
 BUNDLES = "bundles"
 UPLOAD_STAGE = "upload"  # tmp/upload-*: a bundle being uploaded
 
+
 def short_id(bundle_id: str | None) -> str:
     """How messages name a bundle: the first 12 hex digits of its id."""
     return bundle_id[:12] if bundle_id else "none"

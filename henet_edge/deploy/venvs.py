@@ -26,6 +26,7 @@ from .session import TMP, Agent, DeviceSession, Log, SessionPart
 VENVS, VENV_LINK, INSTALL_RECORD = "venvs", "venv", agent.INSTALL_RECORD
 INSTALL_STAGE = "install"  # tmp/install-*: the wheels being uploaded for a venv
 
+
 def venv_key(wheel_sha256: str, python_path: str) -> str:
     """The venv's folder name: the wheel and the interpreter it was made for."""
     return hashlib.sha256(f"{wheel_sha256}\0{python_path}".encode()).hexdigest()[:16]
