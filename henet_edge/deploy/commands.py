@@ -18,11 +18,11 @@ from typing import Any
 
 from henet_edge import UsageError
 
+from .connection import Log
 from .errors import DeployError
 from .fleet import FleetOptions, HostOutcome, on_fleet
 from .installer import InstallOptions
 
-Log = Callable[[str], None]
 HostLog = Callable[[str, str], None]  # (host, line)
 
 

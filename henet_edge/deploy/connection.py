@@ -22,6 +22,7 @@ from pathlib import Path
 from .errors import RemoteCommandError
 
 Sink = Callable[[bytes], None]
+Log = Callable[[str], None]  # takes one line of progress or output for the user
 Progress = Callable[[int], None]
 
 COPY_CHUNK = 1 << 20

@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from henet_edge.device.bundle import MANIFEST, load_bundle
 from henet_edge.device.classify import DEFAULT_BUNDLE
 from henet_edge.device.manifest import CALIBRATION_FILE, SOURCE_MODEL, VALIDATION_FILE
 
+from .connection import Log
 from .fleet import FleetOptions
 
 DEFAULT_CALIBRATION = DEFAULT_BUNDLE / CALIBRATION_FILE
@@ -64,8 +65,7 @@ class DemoOptions:
         return self
 
 
-
-def device_errors(log: Callable[[str], None], verbose: bool) -> Callable[[str], None]:
+def device_errors(log: Log, verbose: bool) -> Log:
     """The device's stderr, without the runtime's ``INFO:`` lines (XNNPACK) unless verbose."""
     return log if verbose else (lambda line: None if line.startswith("INFO: ") else log(line))
 
@@ -92,7 +92,7 @@ def check_core_free(core: int | None) -> int:
     return check_core(default_core())
 
 
-def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None]) -> dict:
+def convert_default(options: DemoOptions, out: Path, log: Log) -> dict:
     """Step 1: convert the model with its calibration set (audit and report card)."""
     from henet_edge.convert.pipeline import ConvertOptions, convert
 
@@ -113,7 +113,7 @@ def convert_default(options: DemoOptions, out: Path, log: Callable[[str], None])
 
 
 @contextmanager
-def local_installer(target: Path, log: Callable[[str], None]) -> Iterator:
+def local_installer(target: Path, log: Log) -> Iterator:
     """The SSH installer over a local folder laid out exactly like a device."""
     from .connection import LocalConnection
     from .installer import Installer, InstallOptions
@@ -127,7 +127,7 @@ def local_installer(target: Path, log: Callable[[str], None]) -> Iterator:
 
 
 def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, work: Path,
-            log: Callable[[str], None]) -> dict:
+            log: Log) -> dict:
     """Steps 2-4 on one target: deploy, bench both precisions, classify samples."""
     from .remote import remote_bench, remote_classify
 
@@ -176,7 +176,7 @@ def demo_on(installer, bundle_dir: Path, manifest: dict, options: DemoOptions, w
     }
 
 
-def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path | None = None,
+def run_demo(options: DemoOptions, log: Log, *, target: Path | None = None,
              keep: bool = False) -> dict:
     """Convert, then deploy, bench and classify: on a local target, or ``options.fleet``.
 
@@ -207,7 +207,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None], *, target: Path |
 
 
 def _demo_on_fleet(fleet: FleetOptions, hosts: list[str], work: Path, manifest: dict,
-                   options: DemoOptions, log: Callable[[str], None]) -> dict:
+                   options: DemoOptions, log: Log) -> dict:
     from .fleet import on_fleet, raise_for_failures
     from .installer import InstallOptions
     from .wheel import project_wheel

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from henet_edge import HenetEdgeError, UsageError
 
+from .connection import Log
 from .errors import DeployError
 from .probe import DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON
 from .ssh import ConnectOptions, SSHConnection, check_resolvable
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_JOBS = 4  # hosts worked on in parallel
 
-Log = Callable[[str], None]
 
 
 @dataclass

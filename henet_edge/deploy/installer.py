@@ -51,7 +51,7 @@ from henet_edge.storage import utc_timestamp
 
 from . import agent
 from .bundles import BUNDLES, UPLOAD_STAGE, DeviceBundles, short_id
-from .connection import Connection
+from .connection import Connection, Log
 from .errors import DeployError, RemoteCommandError, SelftestFailed
 from .lock import DeployLock, deployer
 from .probe import (
@@ -66,7 +66,7 @@ from .probe import (
     run_agent,
 )
 from .report import selftest_message, selftest_summary, service_summary
-from .session import TMP, DeviceSession, Log
+from .session import TMP, DeviceSession
 from .venvs import INSTALL_RECORD, INSTALL_STAGE, VENV_LINK, VENVS, DeviceVenvs, venv_key
 from .versions import (
     DEFAULT_KEEP,

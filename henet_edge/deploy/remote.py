@@ -15,7 +15,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,16 @@ from henet_edge.device import bench as device_bench
 from henet_edge.device.inputs import iter_inputs, printable, refuse_empty, regular_size
 from henet_edge.storage import utc_timestamp, write_text_atomic
 
+from .connection import Log
 from .errors import DeployError
 from .installer import CURRENT, LAST_BENCH, Installer
-
-Echo = Callable[[str], None]
 
 
 class LineSink:
     """Collect output chunks and hand complete lines (path-mapped) to ``emit``; lines in
     ``hidden`` (as the device wrote them) are dropped."""
 
-    def __init__(self, emit: Echo, mapping: dict[str, str]):
+    def __init__(self, emit: Log, mapping: dict[str, str]):
         self.emit = emit
         self.mapping = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
         self.hidden: set[str] = set()
@@ -91,7 +89,7 @@ def local_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 def remote_classify(installer: Installer, inputs: list[str], *, precision: str | None = None,
                     top_k: int = 3, threads: int = 1, as_json: bool = False,
-                    out: Echo = print, err: Echo = print) -> int:
+                    out: Log = print, err: Log = print) -> int:
     """Classify local images on the device; returns the exit code (1 if any failed)."""
     refuse_empty(inputs, "INPUTS")
     state = installer.status()
@@ -156,7 +154,7 @@ def _per_host(path: Path, host: str, per_host: bool) -> Path:
 
 
 def _fetch_latencies(session, remote: str, local: Path | None,
-                     echo: Echo) -> dict[str, list[int]]:
+                     echo: Log) -> dict[str, list[int]]:
     """Fetch the device's latencies file and check it; with ``local``, keep it there (its
     folder made, a file already there replaced only by a sound one)."""
     import tempfile
@@ -176,7 +174,7 @@ def _fetch_latencies(session, remote: str, local: Path | None,
 
 
 def remote_bench(installer: Installer, bench_args: list[str], *, out_path: Path | None = None,
-                 per_host_files: bool = False, err: Echo = print) -> tuple[dict[str, Any], Path]:
+                 per_host_files: bool = False, err: Log = print) -> tuple[dict[str, Any], Path]:
     """Run ``henet-edge bench BENCH_ARGS --json`` on the device; save its result locally.
 
     ``--image`` names a local file (uploaded). ``--plot`` names a local PNG, drawn here

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .connection import CommandResult, Connection
+from .connection import CommandResult, Connection, Log
 
 TMP = "tmp"
 
-Log = Callable[[str], None]
 Agent = Callable[..., dict[str, Any]]  # runs one device-side agent operation: agent(op, *args)
 
 

@@ -21,14 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .connection import CommandResult, Connection, HeldCommand, Progress, Sink
+from .connection import CommandResult, Connection, HeldCommand, Log, Progress, Sink
 from .errors import ConnectError, DeployError, RemoteCommandError
 from .hostkeys import KnownHosts, check_host_key, known_hosts_name
 from .hosts import DEFAULT_IDENTITIES, HostTarget, load_ssh_config, resolve_host
 
 CONNECT_TIMEOUT = 10.0  # seconds for the TCP connection and the SSH banner
 
-Log = Callable[[str], None]
 
 
 @dataclass

@@ -12,8 +12,8 @@ import contextlib
 import select
 import socket
 import threading
-from collections.abc import Callable
 
+from .connection import Log
 from .errors import DeployError
 from .ssh import SSHConnection
 
@@ -31,7 +31,7 @@ class Tunnel:
     """
 
     def __init__(self, connection: SSHConnection, remote_port: int, *, local_port: int = 0,
-                 log: Callable[[str], None] = lambda _msg: None):
+                 log: Log = lambda _msg: None):
         self.connection, self.remote_port, self.log = connection, remote_port, log
         self.remote = ("127.0.0.1", remote_port)
         self._check_remote()

@@ -19,9 +19,10 @@ from henet_edge.device.bundle import sha256_file
 from henet_edge.storage import utc_timestamp
 
 from . import agent
+from .connection import Log
 from .errors import DeployError, RemoteCommandError
 from .probe import DeviceInfo
-from .session import TMP, Agent, DeviceSession, Log, SessionPart
+from .session import TMP, Agent, DeviceSession, SessionPart
 
 VENVS, VENV_LINK, INSTALL_RECORD = "venvs", "venv", agent.INSTALL_RECORD
 INSTALL_STAGE = "install"  # tmp/install-*: the wheels being uploaded for a venv
