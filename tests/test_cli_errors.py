@@ -105,6 +105,7 @@ def test_profile_names_the_layers_it_cannot_count():
     (["--models", "henet:1", "--lowering", "grouped,grouped"], "give distinct names"),
     (["--models", "henet:1", "--runs", "0"], "--runs and --repeats must be at least 1"),
     (["--models", "henet:1", "--core", "99"], "--core 99: no such core"),
+    (["--models", "henet:1", "--plot", "latency.pdfx"], "no image format '.pdfx'"),
 ])
 def test_compare_bad_arguments_are_one_line_before_tensorflow(args, message):
     code = ("import sys\nfrom henet_edge.cli import main\n"

@@ -375,33 +375,27 @@ def compare(models, runs, repeats, warmup, core, calibration, plot_path, lowerin
     Table 3 with the paper's figures beside the measured ones, the
     HENet/ShuffleNet latency ratios, and each lowering's speed-up.
     """
-    from henet_edge.convert.compare import parse_lowerings, parse_models
+    from henet_edge.convert.compare import check_request
     from henet_edge.device.bench import BenchOptions
-    from henet_edge.plots import check_plot_target
 
-    # Every check before TensorFlow and the slow builds.
-    wanted, chosen = parse_models(models), parse_lowerings(lowerings)
-    options = BenchOptions(runs=runs, repeats=repeats, warmup=warmup, core=core,
-                           precision="all")
-    options.validate_here()
-    if plot_path:
-        plot_path = check_plot_target(plot_path, "compare.png")
+    request = check_request(models, lowerings, BenchOptions(
+        runs=runs, repeats=repeats, warmup=warmup, core=core, precision="all"), plot_path)
     _quiet_tensorflow()
     from henet_edge.convert.compare import calibration_inputs, format_machine, format_table, plot
     from henet_edge.convert.compare import compare as run_compare
 
     echo = _err if as_json else click.echo
-    result = run_compare(wanted, calibration=calibration_inputs(calibration), log=echo,
-                         lowerings=chosen, options=options)
-    if plot_path:
-        plot(result, plot_path)
+    result = run_compare(request.models, calibration=calibration_inputs(calibration), log=echo,
+                         lowerings=request.lowerings, options=request.options)
+    if request.plot:
+        plot(result, request.plot)
     if as_json:
         emit_json(result)
         return
     click.echo(format_table(result))
     click.echo("\n" + format_machine(result))
-    if plot_path:
-        click.echo(f"plot: {plot_path}")
+    if request.plot:
+        click.echo(f"plot: {request.plot}")
 
 
 @main.command()

@@ -27,7 +27,7 @@ from henet_edge.henet_keras.registry import (
     paper_table,
     run_name,
 )
-from henet_edge.plots import pyplot, save_figure
+from henet_edge.plots import check_plot_target, pyplot, save_figure
 
 from .lowering import LOWERINGS
 
@@ -62,6 +62,29 @@ def parse_lowerings(text: str) -> tuple[str, ...]:
         raise CompareError(f"--lowering {text!r}: give distinct names from "
                            f"{', '.join(LOWERINGS)}")
     return chosen
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """A comparison as asked, every part checked (see :func:`check_request`)."""
+
+    models: list[tuple[str, int]]
+    lowerings: tuple[str, ...]
+    options: BenchOptions
+    plot: Path | None
+
+
+def check_request(models: str, lowerings: str, options: BenchOptions,
+                  plot: str | Path | None) -> CompareRequest:
+    """Check ``--models``, ``--lowering``, the bench settings and the plot's path.
+
+    Cheap, and made before TensorFlow loads and the slow builds start, so a
+    mistyped option fails in a moment with nothing built.
+    """
+    wanted, chosen = parse_models(models), parse_lowerings(lowerings)
+    options.validate_here()
+    target = check_plot_target(plot, "compare.png") if plot else None
+    return CompareRequest(wanted, chosen, options, target)
 
 
 @dataclass
