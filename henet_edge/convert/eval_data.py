@@ -79,7 +79,7 @@ def load_evaluation_data(model: Path, data: str | None, run: Run | None,
     if data is None and run is not None:
         val, note = run.validation()
         source = {"kind": "validation split", "path": str(run.data_path),
-                  "split": run.config["data"]["validation_kind"]}
+                  "split": run.validation_kind}
         return EvaluationData(val.images, val.labels, val.class_names, note, source=source)
     if data is None:
         shipped = bundle_validation(model)

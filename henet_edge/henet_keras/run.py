@@ -361,6 +361,11 @@ class Run:
     def mean_last5(self) -> float | None:
         return mean_of_last(self.history)
 
+    @property
+    def validation_kind(self) -> str:
+        """What the run validated on: its held-out split, or the data's own test split."""
+        return self.config["data"]["validation_kind"]
+
     def validation(self) -> tuple[ImageSet, str]:
         """The run's own validation (or test) set, rebuilt from its config, and a description."""
         data = self.data_path
@@ -370,7 +375,7 @@ class Run:
                            "relative to its folder), or give the images to measure on")
         _, train, val = load_training_data(self.train_config)
         self.check_data(train, val)
-        return val, f"{shown_path(self.data_path)}, {self.config['data']['validation_kind']}"
+        return val, f"{shown_path(self.data_path)}, {self.validation_kind}"
 
     def check_data(self, train: ImageSet, val: ImageSet) -> None:
         """Refuse data that no longer gives the run's split: images added or removed
