@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from henet_edge import HenetEdgeError  # noqa: E402
-from henet_edge.cli.base import quiet_logs, script_help, user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, script_help, timing_options, user_errors  # noqa: E402
 
 
 def _first_input_layer():
@@ -84,13 +84,7 @@ def variants():
 
 
 @click.command(help=script_help(__doc__))
-@click.option("--runs", type=click.IntRange(1), default=1000, show_default=True,
-              help="Timed passes per repeat of each model.")
-@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
-              help="Repeats, the models interleaved.")
-@click.option("--core", type=int, default=None,
-              help="CPU core to pin to [the highest-numbered allowed core].")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@timing_options(runs=1000, each="model")
 @quiet_logs
 @user_errors
 def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:

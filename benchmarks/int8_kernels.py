@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from henet_edge.cli.base import quiet_logs, script_help, user_errors  # noqa: E402
+from henet_edge.cli.base import quiet_logs, script_help, timing_options, user_errors  # noqa: E402
 
 # (label, input HxWxC, filters, kernel, stride, groups, uses in HENet-r3)
 HENET_R3 = [
@@ -67,13 +67,7 @@ def macs(shape, filters, kernel, stride, groups) -> int:
 
 
 @click.command(help=script_help(__doc__))
-@click.option("--runs", type=click.IntRange(1), default=300, show_default=True,
-              help="Timed passes per repeat of each conv and precision.")
-@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
-              help="Repeats, the models interleaved.")
-@click.option("--core", type=int, default=None,
-              help="CPU core to pin to [the highest-numbered allowed core].")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@timing_options(runs=300, each="conv and precision")
 @quiet_logs
 @user_errors
 def main(runs: int, repeats: int, core: int | None, as_json: bool) -> None:

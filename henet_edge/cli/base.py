@@ -58,6 +58,27 @@ def _quiet_tensorflow() -> None:
     prepare_tensorflow()
 
 
+def timing_options(runs: int, each: str):
+    """``--runs`` (default ``runs``), ``--repeats``, ``--core`` and ``--json``, as a
+    script that times models side by side on one pinned core takes them; ``each``
+    names what one pass times (``"model"``, ``"conv and precision"``)."""
+    options = (
+        click.option("--runs", type=click.IntRange(1), default=runs, show_default=True,
+                     help=f"Timed passes per repeat of each {each}."),
+        click.option("--repeats", type=click.IntRange(1), default=5, show_default=True,
+                     help="Repeats, the models interleaved."),
+        click.option("--core", type=int, default=None,
+                     help="CPU core to pin to [the highest-numbered allowed core]."),
+        click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON."),
+    )
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 def script_help(doc: str) -> str:
     """A script's module docstring as its click ``--help`` text, every paragraph kept.
 
